@@ -1,0 +1,107 @@
+"""Settings: one typed object read from the environment (and `.env`) at start-up, never at import time."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PROVIDERS = ("bundled", "yahoo", "stooq")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Zones:
+    """Price levels members watch, in traded (split-adjusted) dollars. Defaults are the article's."""
+
+    support: float = 200.0
+    entry_low: float = 205.0
+    entry_high: float = 220.0
+    resistance_low: float = 240.0
+    resistance_high: float = 245.0
+
+    def __post_init__(self) -> None:
+        values = (self.support, self.entry_low, self.entry_high, self.resistance_low, self.resistance_high)
+        if min(values) <= 0:
+            raise ConfigError("levels must all be positive")
+        if not (
+            self.support < self.entry_low <= self.entry_high < self.resistance_low <= self.resistance_high
+        ):
+            raise ConfigError(
+                "levels must satisfy support < entry low <= entry high < resistance low <= resistance high"
+            )
+
+    @classmethod
+    def parse(cls, text: str) -> Zones:
+        """`"200,205-220,240-245"` -> Zones (support, entry zone, resistance zone)."""
+        try:
+            support, entry, resistance = (part.strip() for part in text.split(","))
+            entry_low, entry_high = (float(x) for x in entry.split("-"))
+            res_low, res_high = (float(x) for x in resistance.split("-"))
+            return cls(float(support), entry_low, entry_high, res_low, res_high)
+        except ConfigError:
+            raise
+        except ValueError as exc:
+            raise ConfigError(f"levels {text!r}: expected SUPPORT,ENTRY_LOW-ENTRY_HIGH,RES_LOW-RES_HIGH") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    discord_token: str | None = field(default=None, repr=False)
+    dev_guild_id: int | None = None
+    sync_commands: bool = True
+    provider: str = "bundled"
+    stooq_api_key: str | None = field(default=None, repr=False)
+    database_path: Path = Path("smallcaps.db")
+    cache_ttl_seconds: int = 900
+    http_timeout_seconds: float = 10.0
+    zones: Zones = field(default_factory=Zones)
+    yahoo_base_url: str = "https://query1.finance.yahoo.com"
+    stooq_base_url: str = "https://stooq.com"
+    log_level: str = "INFO"
+    log_retention_days: int = 365
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def integer(name: str, default: int | None) -> int | None:
+            value = get(name)
+            if value is None:
+                return default
+            try:
+                return int(value)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={value!r} is not a whole number") from exc
+
+        provider = (get("MARKET_DATA_PROVIDER") or "bundled").lower()
+        if provider not in PROVIDERS:
+            raise ConfigError(f"MARKET_DATA_PROVIDER={provider!r}: choose one of {', '.join(PROVIDERS)}")
+        shard_ids = get("SHARD_IDS")
+        return cls(
+            discord_token=get("DISCORD_TOKEN"),
+            dev_guild_id=integer("DEV_GUILD_ID", None),
+            sync_commands=(get("SYNC_COMMANDS") or "1").lower() not in ("0", "false", "no"),
+            provider=provider,
+            stooq_api_key=get("STOOQ_API_KEY"),
+            database_path=Path(get("DATABASE_PATH") or "smallcaps.db"),
+            cache_ttl_seconds=integer("CACHE_TTL_SECONDS", 900) or 0,
+            http_timeout_seconds=float(get("HTTP_TIMEOUT_SECONDS") or 10.0),
+            zones=Zones.parse(get("LEVELS")) if get("LEVELS") else Zones(),
+            yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
+            stooq_base_url=get("STOOQ_BASE_URL") or cls.stooq_base_url,
+            log_level=(get("LOG_LEVEL") or "INFO").upper(),
+            log_retention_days=integer("LOG_RETENTION_DAYS", 365) or 365,
+            shard_count=integer("SHARD_COUNT", None),
+            shard_ids=tuple(int(x) for x in shard_ids.split(",")) if shard_ids else None,
+        )

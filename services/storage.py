@@ -1,0 +1,84 @@
+"""SQLite storage. One connection, owned by one dedicated thread; every access goes through `Database.run`.
+
+SQLite objects belong to the thread that made them, and a single writer thread also serialises writes, so the
+event loop never waits on the disk and no two coroutines interleave inside a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+import sqlite_utils
+
+T = TypeVar("T")
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be opened or written; the message says why and what to do."""
+
+
+class Database:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._db: sqlite_utils.Database | None = None
+
+    async def open(self) -> None:
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        except (sqlite3.Error, OSError) as exc:
+            self._executor.shutdown(wait=False)
+            raise DatabaseError(
+                f"cannot open database {self.path}: {exc}. Check that the file and its folder are writable "
+                "and that no other process holds a lock on it (DATABASE_PATH sets the location)."
+            ) from exc
+
+    def _open(self) -> None:
+        if str(self.path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=5, check_same_thread=True)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            # Prove we can write now rather than fail on the first write later.
+            conn.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT)")
+            conn.execute("INSERT OR REPLACE INTO _meta VALUES ('opened', datetime('now'))")
+            conn.commit()
+        except sqlite3.Error:
+            conn.close()
+            raise
+        self._db = sqlite_utils.Database(conn)
+
+    async def run(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run `fn(db)` on the database thread and return its result."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+
+    def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        if self._db is None:
+            raise DatabaseError("database is not open")
+        return fn(self._db)
+
+    async def close(self) -> None:
+        if self._db is not None:
+            db = self._db
+
+            def _close() -> None:
+                db.conn.commit()
+                db.conn.close()
+
+            await asyncio.get_running_loop().run_in_executor(self._executor, _close)
+            self._db = None
+        self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
