@@ -1,0 +1,211 @@
+"""`/iwm levels`: where IWM stands against the levels members watch, computed from daily bars.
+
+Levels are compared with traded prices (`close`, `high`, `low`: split-adjusted, not dividend-adjusted); returns
+and relative strength use dividend-adjusted closes (`adj_close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from services.charts import LevelsChart, Renderer, render_levels
+from services.config import Zones
+from services.errors import InputError
+from services.market import Bars, MarketData
+
+PERIODS = {"3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "5y": 60, "max": None}
+
+
+@dataclass(frozen=True)
+class Extreme:
+    value: float
+    day: date
+
+
+@dataclass(frozen=True)
+class LevelsReport:
+    symbol: str
+    as_of: date
+    source: str
+    stale: bool
+    note: str
+    close: float
+    prev_close: float
+    zones: Zones
+    verdict: str
+    ath_intraday: Extreme
+    ath_close: Extreme
+    high_2021_intraday: Extreme | None
+    high_2021_close: Extreme | None
+    sma50: float | None
+    sma200: float | None
+    week52_high: Extreme
+    week52_low: Extreme
+    monthly_returns: pd.Series  # by month end, adjusted; the last one may be month to date
+    month_in_progress: bool
+    up_streak: int
+    rs_ratio: float | None
+    rs_changes: dict[int, float | None]  # months -> % change of the IWM/SPY ratio
+    rs_as_of: date | None
+    benchmark: str
+
+    @property
+    def change(self) -> float:
+        return self.close - self.prev_close
+
+    @property
+    def change_pct(self) -> float:
+        return self.close / self.prev_close * 100 - 100
+
+    @property
+    def drawdown_pct(self) -> float:
+        return self.close / self.ath_close.value * 100 - 100
+
+    def distance(self, level: float) -> tuple[float, float]:
+        """(dollars, percent) from the last close to `level`; positive means the level is above."""
+        return level - self.close, (level / self.close - 1) * 100
+
+
+def verdict(close: float, zones: Zones) -> str:
+    if close < zones.support:
+        return "below support"
+    if close < zones.entry_low:
+        return "between support and the entry zone"
+    if close <= zones.entry_high:
+        return "in the entry zone"
+    if close < zones.resistance_low:
+        return "between the entry zone and resistance"
+    if close <= zones.resistance_high:
+        return "testing resistance"
+    return "broken out above resistance"
+
+
+def _extreme(series: pd.Series, largest: bool = True) -> Extreme:
+    stamp = series.idxmax() if largest else series.idxmin()
+    return Extreme(float(series[stamp]), stamp.date())
+
+
+def monthly_returns(adj_close: pd.Series) -> pd.Series:
+    """Month-over-month % returns from the last adjusted close of each month (the last month may be partial)."""
+    month_end = adj_close.dropna().groupby(adj_close.dropna().index.to_period("M")).last()
+    return (month_end.pct_change() * 100).dropna()
+
+
+def up_streak(returns: pd.Series) -> int:
+    """Consecutive positive months counted back from the latest one."""
+    streak = 0
+    for value in reversed(returns.to_numpy()):
+        if value <= 0:
+            break
+        streak += 1
+    return streak
+
+
+def _ratio_change(ratio: pd.Series, months: int) -> float | None:
+    then = ratio.index[-1] - pd.DateOffset(months=months)
+    if then < ratio.index[0]:
+        return None
+    past = ratio.asof(then)
+    return float(ratio.iloc[-1] / past * 100 - 100)
+
+
+def relative_strength(iwm: pd.DataFrame, spy: pd.DataFrame) -> pd.Series:
+    """IWM/SPY adjusted-close ratio on common trading days."""
+    joined = pd.concat([iwm["adj_close"], spy["adj_close"]], axis=1, keys=["a", "b"], join="inner").dropna()
+    return joined["a"] / joined["b"]
+
+
+def cut_to(bars: Bars, as_of: date | None) -> Bars:
+    """The bars up to `as_of` (a non-trading day means the trading day before it); InputError if none."""
+    if as_of is None:
+        return bars
+    first, last = bars.frame.index[0].date(), bars.as_of
+    if as_of < first:
+        raise InputError(f"as_of {as_of} is before the first {bars.symbol} bar ({first})")
+    if as_of > last:
+        raise InputError(f"as_of {as_of} is after the latest {bars.symbol} bar ({last}, source {bars.source})")
+    return bars.until(as_of)
+
+
+def month_complete(full_index: pd.DatetimeIndex, day: pd.Timestamp) -> bool:
+    """Whether `day` closed its month: the next bar (or, at the end of the data, the next weekday) is in
+    another month."""
+    later = full_index[full_index > day]
+    following = later[0] if len(later) else day + pd.offsets.BDay(1)
+    return following.to_period("M") != day.to_period("M")
+
+
+def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None) -> LevelsReport:
+    """The levels report as of `as_of` (default: the latest bar), using only bars up to that day."""
+    cut = cut_to(iwm, as_of)
+    frame = cut.frame.dropna(subset=["close"])
+    if len(frame) < 2:
+        raise InputError(f"not enough {iwm.symbol} history up to {as_of} to compute levels")
+    close = frame["close"]
+    last_day = frame.index[-1]
+    in_2021 = frame.loc["2021":"2021"]
+    year_ago = frame.loc[last_day - pd.DateOffset(years=1) + pd.Timedelta(days=1):]
+    returns = monthly_returns(cut.frame["adj_close"])
+    ratio = relative_strength(cut.frame, spy.frame.loc[:last_day])
+    return LevelsReport(
+        symbol=iwm.symbol,
+        as_of=last_day.date(),
+        source=iwm.source,
+        stale=iwm.stale,
+        note=iwm.note,
+        close=float(close.iloc[-1]),
+        prev_close=float(close.iloc[-2]),
+        zones=zones,
+        verdict=verdict(float(close.iloc[-1]), zones),
+        ath_intraday=_extreme(frame["high"]),
+        ath_close=_extreme(close),
+        high_2021_intraday=_extreme(in_2021["high"]) if len(in_2021) else None,
+        high_2021_close=_extreme(in_2021["close"]) if len(in_2021) else None,
+        sma50=float(close.iloc[-50:].mean()) if len(close) >= 50 else None,
+        sma200=float(close.iloc[-200:].mean()) if len(close) >= 200 else None,
+        week52_high=_extreme(year_ago["high"]),
+        week52_low=_extreme(year_ago["low"], largest=False),
+        monthly_returns=returns,
+        month_in_progress=not month_complete(iwm.frame.index, last_day),
+        up_streak=up_streak(returns),
+        rs_ratio=float(ratio.iloc[-1]) if len(ratio) else None,
+        rs_changes={m: _ratio_change(ratio, m) if len(ratio) else None for m in (3, 6, 12)},
+        rs_as_of=ratio.index[-1].date() if len(ratio) else None,
+        benchmark=spy.symbol,
+    )
+
+
+def chart_window(frame: pd.DataFrame, period: str) -> pd.DataFrame:
+    months = PERIODS[period]
+    if months is None:
+        return frame
+    return frame.loc[frame.index[-1] - pd.DateOffset(months=months):]
+
+
+async def levels_answer(
+    market: MarketData, renderer: Renderer, zones: Zones, period: str = "1y", as_of: date | None = None
+) -> tuple[LevelsReport, bytes]:
+    """The `/iwm levels` report and its chart (PNG) as of a day."""
+    if period not in PERIODS:
+        raise InputError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
+    iwm, spy = await asyncio.gather(market.bars("IWM"), market.bars("SPY"))
+    report = compute_levels(iwm, spy, zones, as_of)
+    frame = iwm.frame.loc[: pd.Timestamp(report.as_of)].dropna(subset=["close"])
+    close = frame["close"]
+    window = chart_window(frame, period)
+    rs = relative_strength(window, spy.frame)
+    chart = LevelsChart(
+        frame=window,
+        sma50=close.rolling(50).mean().loc[window.index[0]:],
+        sma200=close.rolling(200).mean().loc[window.index[0]:],
+        rs=rs,
+        zones=zones,
+        ath_close=report.ath_close.value,
+        title=f"IWM {report.close:.2f} · {report.verdict}",
+        subtitle=f"daily, {period} · as of {report.as_of} · source: {iwm.source}{' (stale)' if iwm.stale else ''}",
+    )
+    return report, await renderer.render(render_levels, chart)
