@@ -53,7 +53,7 @@ class Zones:
 class Settings:
     discord_token: str | None = field(default=None, repr=False)
     dev_guild_id: int | None = None
-    sync_commands: bool = True
+    message_content_intent: bool = False
     provider: str = "bundled"
     stooq_api_key: str | None = field(default=None, repr=False)
     database_path: Path = Path("smallcaps.db")
@@ -91,7 +91,7 @@ class Settings:
         return cls(
             discord_token=get("DISCORD_TOKEN"),
             dev_guild_id=integer("DEV_GUILD_ID", None),
-            sync_commands=(get("SYNC_COMMANDS") or "1").lower() not in ("0", "false", "no"),
+            message_content_intent=(get("MESSAGE_CONTENT_INTENT") or "0").lower() in ("1", "true", "yes"),
             provider=provider,
             stooq_api_key=get("STOOQ_API_KEY"),
             database_path=Path(get("DATABASE_PATH") or "smallcaps.db"),

@@ -41,6 +41,8 @@ class LevelsReport:
     ath_close: Extreme
     high_2021_intraday: Extreme | None
     high_2021_close: Extreme | None
+    closes_above_resistance: int  # closes above the resistance zone top in the last year
+    last_close_above_resistance: date | None
     sma50: float | None
     sma200: float | None
     week52_high: Extreme
@@ -150,6 +152,7 @@ def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None
     in_2021 = frame.loc["2021":"2021"]
     year_ago = frame.loc[last_day - pd.DateOffset(years=1) + pd.Timedelta(days=1):]
     returns = monthly_returns(cut.frame["adj_close"])
+    above = close[close > zones.resistance_high]
     ratio = relative_strength(cut.frame, spy.frame.loc[:last_day])
     return LevelsReport(
         symbol=iwm.symbol,
@@ -165,6 +168,8 @@ def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None
         ath_close=_extreme(close),
         high_2021_intraday=_extreme(in_2021["high"]) if len(in_2021) else None,
         high_2021_close=_extreme(in_2021["close"]) if len(in_2021) else None,
+        closes_above_resistance=int((year_ago["close"] > zones.resistance_high).sum()),
+        last_close_above_resistance=above.index[-1].date() if len(above) else None,
         sma50=float(close.iloc[-50:].mean()) if len(close) >= 50 else None,
         sma200=float(close.iloc[-200:].mean()) if len(close) >= 200 else None,
         week52_high=_extreme(year_ago["high"]),

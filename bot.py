@@ -1,0 +1,227 @@
+"""smallcaps: a Discord bot for communities that follow US small caps through IWM.
+
+    python bot.py run [--sync]            run the bot on Discord (needs DISCORD_TOKEN)
+    python bot.py console "/iwm levels"   answer a slash command offline, in the terminal
+    python bot.py replay --from 2024-01-01 --to 2026-08-21   backtest the breakout alerts
+
+Start-up order: settings -> resources (HTTP session, database, market data, renderer) -> bot -> run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import aiohttp
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.common import error_text, is_expected, reply_error
+from services.charts import Renderer
+from services.config import ConfigError, Settings
+from services.market import MarketData, build_providers
+from services.storage import Database, DatabaseError
+
+log = logging.getLogger("smallcaps")
+
+EXTENSIONS = ("cogs.levels",)
+
+NO_TOKEN = """\
+No DISCORD_TOKEN is set, so the bot cannot log in to Discord.
+
+To run it on Discord: create an application at https://discord.com/developers/applications, add a bot,
+copy its token into .env as DISCORD_TOKEN=... (see .env.example), invite it (README: "Run it on Discord").
+
+To try it without Discord, ask the console; it answers any slash command offline on bundled data:
+    python bot.py console "/iwm levels"
+"""
+
+
+@dataclass
+class Resources:
+    """Everything long-lived the bot and the console share, built once in `open_resources`."""
+
+    settings: Settings
+    session: aiohttp.ClientSession
+    database: Database
+    market: MarketData
+    renderer: Renderer
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    database = Database(settings.database_path)
+    await database.open()
+    session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1 (+https://github.com/)"})
+    renderer = Renderer()
+    market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds)
+    try:
+        yield Resources(settings, session, database, market, renderer)
+    finally:
+        await session.close()
+        renderer.close()
+        await database.close()
+
+
+class SmallcapsTree(app_commands.CommandTree):
+    """One error handler for every app command: a short ephemeral message, and a log line with the traceback."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        name = interaction.command.qualified_name if interaction.command else "?"
+        if is_expected(error):
+            log.info("/%s refused: %s", name, error_text(error))
+        else:
+            log.error("/%s failed", name, exc_info=error)
+        try:
+            await reply_error(interaction, error)
+        except discord.HTTPException:
+            log.warning("could not deliver the error message for /%s", name, exc_info=True)
+
+
+class SmallcapsBot(commands.AutoShardedBot):
+    def __init__(self, settings: Settings, resources: Resources, *, sync: bool = False) -> None:
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # the bot has no voice features
+        intents = discord.Intents.default()
+        intents.message_content = settings.message_content_intent
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            tree_cls=SmallcapsTree,
+            chunk_guilds_at_startup=False,
+            shard_count=settings.shard_count,
+            shard_ids=list(settings.shard_ids) if settings.shard_ids else None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, users=False, roles=True),
+        )
+        self.settings = settings
+        self.resources = resources
+        self.force_sync = sync
+        self.iwm = app_commands.Group(name="iwm", description="Small caps through IWM: levels, valuation, sectors")
+        self.tree.add_command(self.iwm)
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+
+    def command_tree_hash(self) -> str:
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    async def sync_commands(self) -> None:
+        """Sync to DEV_GUILD_ID at every start (instant there); globally only when the tree changed or
+        `--sync` asks, since global syncs are rate limited and take a while to reach every client."""
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), self.settings.dev_guild_id)
+            return
+        digest = self.command_tree_hash()
+        db = self.resources.database
+
+        def last_synced(d: object) -> str | None:
+            rows = list(d.query("select value from _meta where key = 'command_tree_hash'"))  # type: ignore[attr-defined]
+            return rows[0]["value"] if rows else None
+
+        if self.force_sync or await db.run(last_synced) != digest:
+            synced = await self.tree.sync()
+            await db.run(lambda d: d["_meta"].upsert({"key": "command_tree_hash", "value": digest}, pk="key"))
+            log.info("synced %d global commands", len(synced))
+        else:
+            log.info("command tree unchanged since the last global sync; not syncing")
+
+    async def on_ready(self) -> None:
+        log.info("ready as %s in %d guilds (shards %s)", self.user, len(self.guilds), self.shard_ids or "all")
+
+
+class RedactToken(logging.Filter):
+    """Never let the token reach a log line, whatever logs it."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.token in message:
+            record.msg, record.args = message.replace(self.token, "[token redacted]"), ()
+        return True
+
+
+def setup_logging(settings: Settings) -> None:
+    discord.utils.setup_logging(level=getattr(logging, settings.log_level, logging.INFO), root=True)
+    if settings.discord_token:
+        token_filter = RedactToken(settings.discord_token)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(token_filter)
+
+
+async def run_bot(settings: Settings, *, sync: bool = False) -> None:
+    async with open_resources(settings) as resources:
+        bot = SmallcapsBot(settings, resources, sync=sync)
+        async with bot:
+            await bot.start(settings.discord_token or "")
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bot.py", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="mode")
+    run = sub.add_parser("run", help="run the bot on Discord (default)")
+    run.add_argument("--sync", action="store_true", help="sync slash commands globally now")
+    console = sub.add_parser("console", help="answer a slash command offline")
+    console.add_argument("command", help='as a member types it, e.g. "/iwm levels period:1y"')
+    console.add_argument("--json", action="store_true", help="print the message payload the bot would send")
+    console.add_argument("--out", default="out", help="folder for attachments (default ./out)")
+    replay = sub.add_parser("replay", help="print the alerts the watcher would have posted")
+    replay.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
+    replay.add_argument("--to", dest="end", required=True, help="last day, YYYY-MM-DD")
+    replay.add_argument("--levels", help="SUPPORT,ENTRY_LOW-ENTRY_HIGH,RES_LOW-RES_HIGH (default: configured)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from dotenv import load_dotenv
+
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    load_dotenv()
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    if args.mode == "console":
+        from console import run_console
+
+        return asyncio.run(run_console(settings, args.command, as_json=args.json, out_dir=args.out))
+    if args.mode == "replay":
+        from console import run_replay_command
+
+        return asyncio.run(run_replay_command(settings, args.start, args.end, args.levels))
+    if not settings.discord_token:
+        print(NO_TOKEN, file=sys.stderr)
+        return 1
+    setup_logging(settings)
+    try:
+        asyncio.run(run_bot(settings, sync=getattr(args, "sync", False)))
+    except DatabaseError as exc:
+        log.error("%s", exc)
+        return 1
+    except discord.LoginFailure:
+        log.error("Discord rejected the token: check DISCORD_TOKEN (Developer Portal > your app > Bot)")
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""What every cog shares: the `/iwm` group wiring, input parsing, error text, embed and file helpers."""
+
+from __future__ import annotations
+
+import io
+import logging
+from datetime import date
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from services.errors import InputError
+from services.market import ProviderError
+
+if TYPE_CHECKING:
+    from bot import SmallcapsBot
+
+log = logging.getLogger(__name__)
+
+GREEN = discord.Colour(0x23A55A)
+RED = discord.Colour(0xF23F43)
+BLUE = discord.Colour(0x5865F2)
+YELLOW = discord.Colour(0xF0B232)
+GREY = discord.Colour(0x949BA4)
+
+
+class IwmCog(commands.Cog):
+    """A cog whose app commands are subcommands of the bot's one `/iwm` group.
+
+    Discord allows 25 subcommands per group, shared by all features, so the group lives on the bot and each
+    cog attaches its commands to it when loaded and detaches them when unloaded.
+    """
+
+    def __init__(self, bot: SmallcapsBot) -> None:
+        self.bot = bot
+        for command in self.__cog_app_commands__:
+            command.parent = bot.iwm
+            bot.iwm.add_command(command)
+
+    async def cog_unload(self) -> None:
+        for command in self.__cog_app_commands__:
+            self.bot.iwm.remove_command(command.name)
+
+
+async def add_iwm_cog(bot: SmallcapsBot, cog: IwmCog) -> None:
+    """Add a cog whose commands hang under `/iwm`. discord.py registers each command's root with the tree when
+    a cog is added; that root is the bot's own `/iwm` group, so `override` only re-registers the same object."""
+    await bot.add_cog(cog, override=True)
+
+
+def parse_day(text: str | None, option: str = "as_of") -> date | None:
+    """A YYYY-MM-DD option; InputError with the expected format otherwise."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise InputError(f"{option} {text!r} is not a date: use YYYY-MM-DD, e.g. 2025-09-26") from None
+
+
+def error_text(error: Exception) -> str:
+    """The short message a member sees for a failed command (the full traceback goes to the log)."""
+    if isinstance(error, app_commands.CommandInvokeError | commands.CommandInvokeError):
+        error = error.original
+    if isinstance(error, InputError):
+        return f"⚠️ {error}"
+    if isinstance(error, app_commands.MissingPermissions):
+        needed = ", ".join(p.replace("_", " ").title() for p in error.missing_permissions)
+        return f"⛔ You need the {needed} permission to use this command."
+    if isinstance(error, app_commands.NoPrivateMessage):
+        return "⛔ This command only works in a server."
+    if isinstance(error, app_commands.CommandOnCooldown):
+        return f"⏳ Slow down: try again in {error.retry_after:.0f}s."
+    if isinstance(error, app_commands.CheckFailure):
+        return "⛔ You can't use this command here."
+    if isinstance(error, ProviderError):
+        return "⚠️ Market data is unavailable right now and no cached copy exists. Try again later."
+    return "❌ Something went wrong on our side. It has been logged; try again in a moment."
+
+
+def is_expected(error: Exception) -> bool:
+    """Errors that are the member's input or permissions, not bugs: logged without a traceback."""
+    original = getattr(error, "original", error)
+    return isinstance(original, InputError) or isinstance(error, app_commands.CheckFailure)
+
+
+async def reply_error(interaction: discord.Interaction, error: Exception) -> None:
+    text = error_text(error)
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True)
+    else:
+        await interaction.response.send_message(text, ephemeral=True)
+
+
+def png_file(png: bytes, name: str) -> discord.File:
+    return discord.File(io.BytesIO(png), filename=name)
+
+
+def signed(value: float, digits: int = 2, suffix: str = "") -> str:
+    return f"{value:+,.{digits}f}{suffix}"
+
+
+def data_footer(source: str, as_of: date, stale: bool = False, extra: str = "") -> str:
+    text = f"Source: {source} · as of {as_of}"
+    if stale:
+        text += " · STALE (live data unavailable)"
+    return f"{text} · {extra}" if extra else text

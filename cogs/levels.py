@@ -1,0 +1,118 @@
+"""`/iwm levels`: IWM against the levels members watch."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+
+from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, data_footer, parse_day, png_file, signed
+from services.levels import LevelsReport, levels_answer
+
+if TYPE_CHECKING:
+    from bot import SmallcapsBot
+
+Period = Literal["3mo", "6mo", "1y", "2y", "5y", "max"]
+
+
+class Levels(IwmCog):
+    @app_commands.command(name="levels", description="IWM vs. the levels that matter: zones, highs, averages, RS")
+    @app_commands.describe(period="Chart span (default 1y)", as_of="Answer as of this trading day, YYYY-MM-DD")
+    async def levels(self, interaction: discord.Interaction, period: Period = "1y", as_of: str | None = None) -> None:
+        day = parse_day(as_of)
+        await interaction.response.defer(thinking=True)
+        res = self.bot.resources
+        report, png = await levels_answer(res.market, res.renderer, res.settings.zones, period, day)
+        await interaction.followup.send(embed=levels_embed(report), file=png_file(png, "iwm-levels.png"))
+
+
+def _distance(report: LevelsReport, level: float) -> str:
+    dollars, pct = report.distance(level)
+    where = "above" if dollars > 0 else "below"
+    return f"{level:,.2f} ({abs(dollars):,.2f} / {abs(pct):.1f}% {where})"
+
+
+def levels_embed(r: LevelsReport) -> discord.Embed:
+    colour = GREEN if r.close > r.zones.resistance_high else RED if r.close < r.zones.support else YELLOW
+    z = r.zones
+    embed = discord.Embed(
+        title=f"IWM {r.close:,.2f} ({signed(r.change)}, {signed(r.change_pct, suffix='%')}) · {r.verdict}",
+        description=(
+            f"Close of **{r.as_of}**. Levels use traded prices; returns use dividend-adjusted closes."
+            + (f"\n⚠️ {r.note}" if r.stale else "")
+        ),
+        colour=colour,
+    )
+    embed.add_field(
+        name="Zones",
+        value="\n".join([
+            f"Resistance {z.resistance_low:g}–{z.resistance_high:g}: top at {_distance(r, z.resistance_high)}",
+            f"Entry zone {z.entry_low:g}–{z.entry_high:g}: top at {_distance(r, z.entry_high)}",
+            f"Support: {_distance(r, z.support)}",
+            f"Closes above {z.resistance_high:g} in the last year: {r.closes_above_resistance}"
+            + (f" (last {r.last_close_above_resistance})" if r.last_close_above_resistance else " (none yet)"),
+        ]),
+        inline=False,
+    )
+    embed.add_field(
+        name="All-time high",
+        value=(
+            f"Close {r.ath_close.value:,.2f} ({r.ath_close.day}) · intraday {r.ath_intraday.value:,.2f} "
+            f"({r.ath_intraday.day})\nDrawdown from closing high: {r.drawdown_pct:+.2f}%"
+        ),
+        inline=False,
+    )
+    if r.high_2021_close and r.high_2021_intraday:
+        gap = r.close / r.high_2021_close.value * 100 - 100
+        embed.add_field(
+            name="2021 high",
+            value=(
+                f"Close {r.high_2021_close.value:,.2f} ({r.high_2021_close.day}) · intraday "
+                f"{r.high_2021_intraday.value:,.2f} ({r.high_2021_intraday.day})\n"
+                f"Price is {abs(gap):.1f}% {'above' if gap > 0 else 'below'} the 2021 closing high"
+                + (
+                    f"; exceeded since: close {r.ath_close.value:,.2f} ({r.ath_close.day}), "
+                    f"intraday {r.ath_intraday.value:,.2f} ({r.ath_intraday.day})"
+                    if r.ath_close.day > r.high_2021_close.day else ""
+                )
+            ),
+            inline=False,
+        )
+    averages = []
+    for label, value in (("50-day", r.sma50), ("200-day", r.sma200)):
+        averages.append(f"{label} {value:,.2f} (price {r.close / value * 100 - 100:+.1f}%)" if value else
+                        f"{label}: not enough history")
+    embed.add_field(name="Moving averages", value="\n".join(averages), inline=True)
+    embed.add_field(
+        name="52-week range",
+        value=f"{r.week52_low.value:,.2f} ({r.week52_low.day}) – {r.week52_high.value:,.2f} ({r.week52_high.day})",
+        inline=True,
+    )
+    recent = r.monthly_returns.tail(6)
+    months = []
+    for i, (period, value) in enumerate(recent.items()):
+        label = str(period) + (" (month to date)" if r.month_in_progress and i == len(recent) - 1 else "")
+        months.append(f"{label}: {value:+.1f}%")
+    streak = f"**{r.up_streak}** up month{'s' if r.up_streak != 1 else ''} in a row"
+    if r.month_in_progress and r.up_streak:
+        streak += ", counting the month to date"
+    embed.add_field(name="Monthly streak", value=streak + "\n" + "\n".join(months), inline=False)
+    if r.rs_ratio is not None:
+        changes = " · ".join(
+            f"{m}m {v:+.1f}%" if v is not None else f"{m}m n/a" for m, v in r.rs_changes.items()
+        )
+        embed.add_field(
+            name=f"Relative strength vs {r.benchmark}",
+            value=f"IWM/{r.benchmark} {r.rs_ratio:.4f} · {changes}\n(adjusted closes, as of {r.rs_as_of})",
+            inline=False,
+        )
+    else:
+        embed.add_field(name=f"Relative strength vs {r.benchmark}", value="No overlapping data", inline=False)
+    embed.set_image(url="attachment://iwm-levels.png")
+    embed.set_footer(text=data_footer(r.source, r.as_of, r.stale))
+    return embed
+
+
+async def setup(bot: SmallcapsBot) -> None:
+    await add_iwm_cog(bot, Levels(bot))
