@@ -192,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dotenv import load_dotenv
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    load_dotenv()
+    load_dotenv(".env")  # the current directory's .env only: predictable for operators and tests
     try:
         settings = Settings.from_env()
     except ConfigError as exc:

@@ -13,11 +13,11 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import pandas as pd
@@ -28,6 +28,7 @@ from services.storage import Database
 log = logging.getLogger(__name__)
 
 COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -210,6 +211,20 @@ def parse_stooq_csv(body: str, symbol: str) -> pd.DataFrame:
 
 # --- the service ------------------------------------------------------------------------------------------
 
+async def with_retries(call: Callable[[], Awaitable[T]], attempts: int, backoff: float, max_wait: float) -> T:
+    """`await call()`, retrying a retryable ProviderError up to `attempts` times in all: the server's Retry-After
+    when it gave one, else exponential backoff from `backoff` seconds, capped at `max_wait`, with 10% jitter."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except ProviderError as exc:
+            if not exc.retryable or attempt == attempts:
+                raise
+            delay = exc.retry_after if exc.retry_after is not None else backoff * 2 ** (attempt - 1)
+            await asyncio.sleep(min(delay, max_wait) * (1 + random.random() * 0.1))
+    raise AssertionError("unreachable")
+
+
 @dataclass
 class ProviderHealth:
     """A small circuit breaker: after `threshold` failures in a row the provider rests for `cooldown` seconds,
@@ -317,15 +332,7 @@ class MarketData:
         return await self._fallback(symbol, cached, "; ".join(errors))
 
     async def _fetch_with_retries(self, provider: Provider, symbol: str) -> pd.DataFrame:
-        for attempt in range(1, self.attempts + 1):
-            try:
-                return await provider.fetch(symbol)
-            except ProviderError as exc:
-                if not exc.retryable or attempt == self.attempts:
-                    raise
-                delay = exc.retry_after if exc.retry_after is not None else self.backoff * 2 ** (attempt - 1)
-                await asyncio.sleep(min(delay, self.max_wait) * (1 + random.random() * 0.1))
-        raise AssertionError("unreachable")
+        return await with_retries(lambda: provider.fetch(symbol), self.attempts, self.backoff, self.max_wait)
 
     async def _fallback(self, symbol: str, cached: tuple[float, Bars] | None, why: str) -> Bars:
         if cached:

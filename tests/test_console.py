@@ -1,0 +1,129 @@
+"""The console path: the real cog callbacks, answering offline on bundled data."""
+
+from __future__ import annotations
+
+import json
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bot import open_resources
+from console import answer, parse_command
+from services.config import Settings
+from services.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    width, height = struct.unpack(">II", data[16:24])
+    return width, height
+
+
+def embed_chars(embed: dict) -> int:
+    fields = embed.get("fields", [])
+    return (len(embed.get("title", "")) + len(embed.get("description", ""))
+            + sum(len(f["name"]) + len(f["value"]) for f in fields)
+            + len(embed.get("footer", {}).get("text", "")) + len(embed.get("author", {}).get("name", "")))
+
+
+def assert_within_embed_limits(embed: dict) -> None:
+    assert len(embed.get("title", "")) <= 256
+    assert len(embed.get("description", "")) <= 4096
+    assert len(embed.get("fields", [])) <= 25
+    for f in embed.get("fields", []):
+        assert 0 < len(f["name"]) <= 256 and 0 < len(f["value"]) <= 1024
+    assert len(embed.get("footer", {}).get("text", "")) <= 2048
+    assert embed_chars(embed) <= 6000
+
+
+@pytest.fixture
+async def resources(tmp_path):
+    async with open_resources(Settings(database_path=tmp_path / "c.db")) as res:
+        yield res
+
+
+async def test_levels_through_the_console_path(resources, tmp_path):
+    status, messages = await answer(resources, "/iwm levels period:6mo as_of:2025-09-26")
+    assert status == 0 and len(messages) == 1
+    message = messages[0]
+    payload = message.payload(tmp_path)
+    assert not payload["ephemeral"]
+    (embed,) = payload["embeds"]
+    assert_within_embed_limits(embed)
+    assert embed["title"].startswith("IWM 241.34") and "testing resistance" in embed["title"]
+    assert embed["image"]["url"] == "attachment://iwm-levels.png"
+    assert "as of 2025-09-26" in embed["footer"]["text"]
+    (file,) = message.files
+    assert file.filename == "iwm-levels.png"
+    file.fp.seek(0)
+    assert png_size(file.fp.read()) == (1280, 720)
+
+
+@pytest.mark.parametrize("text", [
+    "/iwm levels period:7y", "/iwm levels as_of:yesterday", "/iwm levels as_of:1990-01-01",
+    "/iwm levels as_of:2031-01-01", "/iwm nothing", "/spy levels", "iwm levels", "/iwm", "/iwm levels bogus:1",
+    '/iwm levels period:"1y',
+])
+async def test_bad_input_is_status_2_with_one_ephemeral_message(resources, text):
+    status, messages = await answer(resources, text)
+    assert status == 2
+    (message,) = messages
+    assert message.ephemeral and message.content.startswith("⚠️")
+    assert not message.embeds and not message.files
+
+
+async def test_unknown_command_lists_valid_ones(resources):
+    _, (message,) = await answer(resources, "/iwm levls")
+    assert "/iwm levels" in message.content
+
+
+async def test_parse_command_converts_by_the_tree(resources):
+    from bot import EXTENSIONS, SmallcapsBot
+
+    bot = SmallcapsBot(resources.settings, resources)
+    for ext in EXTENSIONS:
+        await bot.load_extension(ext)
+    command, kwargs = parse_command(bot.tree, '/iwm levels period:2y as_of:"2024-01-05"')
+    assert command.qualified_name == "iwm levels"
+    assert kwargs == {"period": "2y", "as_of": "2024-01-05"}
+    with pytest.raises(InputError, match="3mo, 6mo, 1y"):
+        parse_command(bot.tree, "/iwm levels period:10y")
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": "/usr/bin:/bin", "DATABASE_PATH": str(cwd / "cli.db"), "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, str(ROOT / "bot.py"), *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def test_cli_json_reports_the_worked_example(tmp_path):
+    """`python bot.py console --json "/iwm levels as_of:2025-09-26"`, as an operator runs it."""
+    proc = run_cli("console", "--json", "--out", str(tmp_path / "out"), "/iwm levels as_of:2025-09-26",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    payload = json.loads(proc.stdout)
+    assert set(payload) == {"content", "embeds", "attachments", "components", "ephemeral"}
+    (embed,) = payload["embeds"]
+    text = json.dumps(embed)
+    for expected in ["241.34", "testing resistance", "244.46", "242.56", "2021-11-08", "247.18", "2025-09-23",
+                     "244.84", "2025-09-18", "**5** up months", "2025-09 (month to date)", "(none yet)"]:
+        assert expected in text, expected
+    (attachment,) = payload["attachments"]
+    assert png_size(Path(attachment["path"]).read_bytes()) == (1280, 720)
+
+
+def test_cli_bad_option_exits_2(tmp_path):
+    proc = run_cli("console", "/iwm levels period:forever", cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "period" in proc.stderr and "3mo" in proc.stderr
+
+
+def test_no_token_says_how_to_get_one(tmp_path):
+    proc = run_cli("run", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "DISCORD_TOKEN" in proc.stderr and "console" in proc.stderr
