@@ -14,6 +14,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -32,7 +33,7 @@ from services.storage import Database, DatabaseError
 
 log = logging.getLogger("smallcaps")
 
-EXTENSIONS = ("cogs.levels",)
+EXTENSIONS = ("cogs.levels", "cogs.status")
 
 NO_TOKEN = """\
 No DISCORD_TOKEN is set, so the bot cannot log in to Discord.
@@ -168,6 +169,10 @@ def setup_logging(settings: Settings) -> None:
 async def run_bot(settings: Settings, *, sync: bool = False) -> None:
     async with open_resources(settings) as resources:
         bot = SmallcapsBot(settings, resources, sync=sync)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # A clean stop: cogs unload (writers flush), then the database closes.
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
         async with bot:
             await bot.start(settings.discord_token or "")
 
