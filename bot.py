@@ -203,25 +203,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    if args.mode == "console":
-        from console import run_console
-
-        return asyncio.run(run_console(settings, args.command, as_json=args.json, out_dir=args.out))
-    if args.mode == "replay":
-        from console import run_replay_command
-
-        return asyncio.run(run_replay_command(settings, args.start, args.end, args.levels))
-    if not settings.discord_token:
-        print(NO_TOKEN, file=sys.stderr)
-        return 1
-    setup_logging(settings)
     try:
+        if args.mode == "console":
+            from console import run_console
+
+            return asyncio.run(run_console(settings, args.command, as_json=args.json, out_dir=args.out))
+        if args.mode == "replay":
+            from console import run_replay_command
+
+            return asyncio.run(run_replay_command(settings, args.start, args.end, args.levels))
+        if not settings.discord_token:
+            print(NO_TOKEN, file=sys.stderr)
+            return 1
+        setup_logging(settings)
         asyncio.run(run_bot(settings, sync=getattr(args, "sync", False)))
     except DatabaseError as exc:
-        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     except discord.LoginFailure:
-        log.error("Discord rejected the token: check DISCORD_TOKEN (Developer Portal > your app > Bot)")
+        print("error: Discord rejected the token: check DISCORD_TOKEN (Developer Portal > your app > Bot)",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         pass

@@ -23,8 +23,9 @@ class DatabaseError(RuntimeError):
 
 
 class Database:
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, lock_timeout: float = 5.0) -> None:
         self.path = Path(path)
+        self.lock_timeout = lock_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
         self._db: sqlite_utils.Database | None = None
 
@@ -41,11 +42,10 @@ class Database:
     def _open(self) -> None:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(self.path), timeout=5, check_same_thread=True)
+        conn = sqlite3.connect(str(self.path), timeout=self.lock_timeout, check_same_thread=True)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
             # Prove we can write now rather than fail on the first write later.
             conn.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT)")
             conn.execute("INSERT OR REPLACE INTO _meta VALUES ('opened', datetime('now'))")

@@ -127,3 +127,10 @@ def test_no_token_says_how_to_get_one(tmp_path):
     proc = run_cli("run", cwd=tmp_path)
     assert proc.returncode == 1
     assert "DISCORD_TOKEN" in proc.stderr and "console" in proc.stderr
+
+
+def test_an_unusable_database_is_one_clear_line(tmp_path):
+    (tmp_path / "cli.db").mkdir()  # run_cli points DATABASE_PATH here
+    proc = run_cli("console", "/iwm levels", cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "cannot open database" in proc.stderr and "Traceback" not in proc.stderr
