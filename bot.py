@@ -26,14 +26,15 @@ from discord import app_commands
 from discord.ext import commands
 
 from cogs.common import error_text, is_expected, reply_error
+from services.alerts import AlertStore
 from services.charts import Renderer
-from services.config import ConfigError, Settings
+from services.config import ConfigError, Settings, Zones
 from services.market import MarketData, build_providers
 from services.storage import Database, DatabaseError
 
 log = logging.getLogger("smallcaps")
 
-EXTENSIONS = ("cogs.levels", "cogs.status")
+EXTENSIONS = ("cogs.levels", "cogs.alerts", "cogs.status")
 
 NO_TOKEN = """\
 No DISCORD_TOKEN is set, so the bot cannot log in to Discord.
@@ -55,6 +56,11 @@ class Resources:
     database: Database
     market: MarketData
     renderer: Renderer
+    alerts: AlertStore
+
+    async def zones(self, guild_id: int | None) -> Zones:
+        """The levels in force for a guild (its own, set with /iwm setlevels, or the configured default)."""
+        return await self.alerts.levels(guild_id) if guild_id else self.settings.zones
 
 
 @asynccontextmanager
@@ -64,8 +70,10 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1 (+https://github.com/)"})
     renderer = Renderer()
     market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds)
+    alerts = AlertStore(database, settings.zones)
+    await alerts.setup()
     try:
-        yield Resources(settings, session, database, market, renderer)
+        yield Resources(settings, session, database, market, renderer, alerts)
     finally:
         await session.close()
         renderer.close()
@@ -88,7 +96,8 @@ class SmallcapsTree(app_commands.CommandTree):
 
 
 class SmallcapsBot(commands.AutoShardedBot):
-    def __init__(self, settings: Settings, resources: Resources, *, sync: bool = False) -> None:
+    def __init__(self, settings: Settings, resources: Resources, *, sync: bool = False,
+                 background: bool = True) -> None:
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # the bot has no voice features
         intents = discord.Intents.default()
         intents.message_content = settings.message_content_intent
@@ -105,6 +114,7 @@ class SmallcapsBot(commands.AutoShardedBot):
         self.settings = settings
         self.resources = resources
         self.force_sync = sync
+        self.background = background  # False in the console: no watcher loops without a Discord connection
         self.iwm = app_commands.Group(name="iwm", description="Small caps through IWM: levels, valuation, sectors")
         self.tree.add_command(self.iwm)
 

@@ -211,7 +211,7 @@ def describe(message: SentMessage, out_dir: Path) -> str:
 
 async def answer(resources: Resources, text: str) -> tuple[int, list[SentMessage]]:
     """Run one command; (exit status, messages the bot sent). Status 2: unknown command or bad input."""
-    bot = SmallcapsBot(resources.settings, resources)
+    bot = SmallcapsBot(resources.settings, resources, background=False)
     for extension in EXTENSIONS:
         await bot.load_extension(extension)
     interaction = ConsoleInteraction(bot)

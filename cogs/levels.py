@@ -23,7 +23,8 @@ class Levels(IwmCog):
         day = parse_day(as_of)
         await interaction.response.defer(thinking=True)
         res = self.bot.resources
-        report, png = await levels_answer(res.market, res.renderer, res.settings.zones, period, day)
+        zones = await res.zones(interaction.guild_id)
+        report, png = await levels_answer(res.market, res.renderer, zones, period, day)
         await interaction.followup.send(embed=levels_embed(report), file=png_file(png, "iwm-levels.png"))
 
 

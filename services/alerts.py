@@ -321,8 +321,12 @@ TITLES: dict[str, tuple[str, Colour]] = {
 }
 
 
+def footer_for(key: str) -> str:
+    return f"smallcaps alert · {key}"
+
+
 def footer_text(event: Event) -> str:
-    return f"smallcaps alert · {event.key}"
+    return footer_for(event.key)
 
 
 def post_nonce(channel_id: int, event_key: str) -> str:

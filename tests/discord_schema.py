@@ -85,9 +85,8 @@ class DiscordSchema:
                 content = op.get("requestBody", {}).get("content", {})
                 pointer = None
                 if "application/json" in content:
-                    pointer = "/".join(
-                        ["", "paths", _escape(template), method, "requestBody", "content", "application~1json", "schema"]
-                    )
+                    parts = ["", "paths", _escape(template), method, "requestBody", "content", "application~1json"]
+                    pointer = "/".join([*parts, "schema"])
                 self.operations.append(_Operation(method.upper(), template, re.compile(regex), literal, pointer))
         self.operations.sort(key=lambda op: -op.literal_chars)
         self._validators: dict[str, Draft202012Validator] = {}

@@ -20,7 +20,7 @@ LAST_IWM = date(2026, 8, 21)  # the bundled IWM history; the first two bars are 
 @pytest.fixture(scope="module")
 def tree():
     async def build():
-        bot = SmallcapsBot(Settings(), resources=None)  # type: ignore[arg-type]  # loading cogs needs none
+        bot = SmallcapsBot(Settings(), resources=None, background=False)  # type: ignore[arg-type]
         for ext in EXTENSIONS:
             await bot.load_extension(ext)
         return bot.tree

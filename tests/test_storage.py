@@ -24,7 +24,7 @@ async def test_a_locked_database_is_a_clear_error(tmp_path):
     holder = sqlite3.connect(path)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(DatabaseError, match="cannot open database .*lock"):
+        with pytest.raises(DatabaseError, match=r"cannot open database .*lock"):
             await Database(path, lock_timeout=0.1).open()
     finally:
         holder.rollback()

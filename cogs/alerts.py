@@ -1,0 +1,253 @@
+"""Breakout posts: channel subscriptions, per-guild levels, and the watcher that posts each event once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
+
+import discord
+from discord import app_commands
+from discord.ext import tasks
+
+from cogs.common import BLUE, GREEN, GREY, RED, IwmCog, add_iwm_cog, png_file
+from services import market_calendar
+from services.alerts import (
+    EVENT_KINDS,
+    AlertPost,
+    AlertStore,
+    DeliveryError,
+    Event,
+    alert_chart,
+    build_post,
+    check_close,
+    check_intraday,
+    footer_for,
+    parse_events,
+    post_nonce,
+    recover,
+)
+from services.charts import render_levels
+from services.config import ConfigError, Zones
+from services.errors import InputError
+
+if TYPE_CHECKING:
+    from bot import SmallcapsBot
+
+log = logging.getLogger(__name__)
+
+COLOURS = {"up": GREEN, "down": RED, "neutral": BLUE}
+manage_channels = app_commands.checks.has_permissions(manage_channels=True)
+
+
+def alert_embed(post: AlertPost) -> discord.Embed:
+    embed = discord.Embed(title=post.title, description=post.description, colour=COLOURS[post.colour])
+    for name, value in post.fields:
+        embed.add_field(name=name, value=value, inline=name != "Levels")
+    embed.set_image(url="attachment://iwm-alert.png")
+    embed.set_footer(text=post.footer)  # verbatim: recovery finds posts by it
+    return embed
+
+
+class Alerts(IwmCog):
+    def __init__(self, bot: SmallcapsBot) -> None:
+        super().__init__(bot)
+        self._charts: dict[tuple[str, Zones], bytes] = {}
+        self._last_close_checked: date | None = None
+
+    @property
+    def store(self) -> AlertStore:
+        return self.bot.resources.alerts
+
+    async def cog_load(self) -> None:
+        if self.bot.background:
+            self.watch.start()
+
+    async def cog_unload(self) -> None:
+        self.watch.cancel()
+        await super().cog_unload()
+
+    # --- commands -----------------------------------------------------------------------------------------
+
+    @app_commands.command(name="subscribe", description="Post IWM level alerts in a channel (Manage Channels)")
+    @app_commands.describe(channel="Where to post (default: this channel)",
+                           events="all, or some of: " + ", ".join(EVENT_KINDS),
+                           role="A role to mention in each alert")
+    @app_commands.guild_only()
+    @manage_channels
+    async def subscribe(self, interaction: discord.Interaction, channel: discord.TextChannel | None = None,
+                        events: str = "all", role: discord.Role | None = None) -> None:
+        kinds = parse_events(events)
+        target = channel.id if channel else interaction.channel_id
+        assert interaction.guild_id is not None and target is not None
+        sub = await self.store.subscribe(interaction.guild_id, target, kinds, created_by=interaction.user.id,
+                                         role_id=role.id if role else None)
+        mention = f" and mention <@&{sub.role_id}>" if sub.role_id else ""
+        await interaction.response.send_message(
+            f"✅ <#{sub.channel_id}> will get: {', '.join(sub.events)}{mention}.", ephemeral=True)
+
+    @app_commands.command(name="unsubscribe", description="Stop IWM level alerts in a channel (Manage Channels)")
+    @app_commands.describe(channel="The channel (default: this channel)")
+    @app_commands.guild_only()
+    @manage_channels
+    async def unsubscribe(self, interaction: discord.Interaction,
+                          channel: discord.TextChannel | None = None) -> None:
+        target = channel.id if channel else interaction.channel_id
+        assert interaction.guild_id is not None and target is not None
+        removed = await self.store.unsubscribe(interaction.guild_id, target)
+        text = f"✅ <#{target}> will get no more alerts." if removed else f"<#{target}> had no alert subscription."
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(name="subscriptions", description="This server's alert subscriptions and levels")
+    @app_commands.guild_only()
+    async def subscriptions(self, interaction: discord.Interaction) -> None:
+        assert interaction.guild_id is not None
+        subs = await self.store.subscriptions(interaction.guild_id)
+        zones = await self.store.levels(interaction.guild_id)
+        embed = discord.Embed(title="IWM alert subscriptions", colour=GREY)
+        lines = []
+        for sub in subs:
+            state = "active" if sub.enabled else f"disabled ({sub.disabled_reason})"
+            role = f" · mentions <@&{sub.role_id}>" if sub.role_id else ""
+            lines.append(f"<#{sub.channel_id}>: {', '.join(sub.events)}{role} · {state}"[:300])
+        embed.description = "\n".join(lines) if lines else "No channel is subscribed. Use `/iwm subscribe`."
+        embed.add_field(name="Levels", value=(
+            f"support {zones.support:g} · entry {zones.entry_low:g}–{zones.entry_high:g} · "
+            f"resistance {zones.resistance_low:g}–{zones.resistance_high:g}"))
+        await interaction.response.send_message(embed=embed, ephemeral=True)
+
+    @app_commands.command(name="setlevels", description="Set this server's IWM levels (Manage Channels)")
+    @app_commands.describe(support="Support, e.g. 200", entry_low="Entry zone low, e.g. 205",
+                           entry_high="Entry zone high, e.g. 220", resistance_low="Resistance zone low, e.g. 240",
+                           resistance_high="Resistance zone high, e.g. 245")
+    @app_commands.guild_only()
+    @manage_channels
+    async def setlevels(self, interaction: discord.Interaction, support: float, entry_low: float,
+                        entry_high: float, resistance_low: float, resistance_high: float) -> None:
+        try:
+            zones = Zones(support, entry_low, entry_high, resistance_low, resistance_high)
+        except ConfigError as exc:
+            raise InputError(str(exc)) from None
+        assert interaction.guild_id is not None
+        await self.store.set_levels(interaction.guild_id, zones, updated_by=interaction.user.id)
+        await interaction.response.send_message(
+            f"✅ Levels set: support {zones.support:g}, entry {zones.entry_low:g}–{zones.entry_high:g}, "
+            f"resistance {zones.resistance_low:g}–{zones.resistance_high:g}.", ephemeral=True)
+
+    # --- delivery (the Discord side of services.alerts' send/find) -------------------------------------
+
+    async def _channel(self, channel_id: int) -> discord.abc.Messageable:
+        channel = self.bot.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(channel_id)
+            except discord.NotFound as exc:
+                raise DeliveryError("not_found", "channel deleted") from exc
+            except discord.Forbidden as exc:
+                raise DeliveryError("forbidden", "cannot see the channel") from exc
+        if not isinstance(channel, discord.abc.Messageable):
+            raise DeliveryError("not_found", "not a text channel")
+        return channel
+
+    async def _chart(self, event: Event, zones: Zones) -> bytes:
+        """One render per event and level set, shared by every channel it goes to."""
+        key = (event.key, zones)
+        if key not in self._charts:
+            frame = (await self.bot.resources.market.bars("IWM")).frame
+            spec = alert_chart(frame, event, zones)
+            self._charts[key] = await self.bot.resources.renderer.render(render_levels, spec)
+            while len(self._charts) > 32:
+                self._charts.pop(next(iter(self._charts)))
+        return self._charts[key]
+
+    async def send(self, channel_id: int, role_id: int | None, event: Event) -> int:
+        channel = await self._channel(channel_id)
+        guild = getattr(channel, "guild", None)
+        zones = await self.store.levels(guild.id) if guild else self.bot.settings.zones
+        post = build_post(event, zones)
+        png = await self._chart(event, zones)
+        try:
+            message = await channel.send(
+                content=f"<@&{role_id}>" if role_id else None,
+                embed=alert_embed(post),
+                file=png_file(png, "iwm-alert.png"),
+                nonce=post_nonce(channel_id, event.key),
+                allowed_mentions=discord.AllowedMentions(everyone=False, users=False,
+                                                         roles=[discord.Object(role_id)] if role_id else False),
+            )
+        except discord.Forbidden as exc:
+            raise DeliveryError("forbidden", exc.text or "missing permissions") from exc
+        except discord.NotFound as exc:
+            raise DeliveryError("not_found", exc.text or "channel deleted") from exc
+        except discord.HTTPException as exc:  # discord.py already waited out 429s and retried 5xx
+            raise DeliveryError("rate_limited" if exc.status == 429 else "other", f"HTTP {exc.status}") from exc
+        return message.id
+
+    async def find(self, channel_id: int, key: str) -> int | None:
+        channel = await self._channel(channel_id)
+        footer = footer_for(key)
+        try:
+            async for message in channel.history(limit=100):
+                if self.bot.user and message.author.id == self.bot.user.id and any(
+                        e.footer.text == footer for e in message.embeds):
+                    return message.id
+        except discord.Forbidden as exc:
+            raise DeliveryError("forbidden", "cannot read the channel history") from exc
+        except discord.NotFound as exc:
+            raise DeliveryError("not_found", "channel deleted") from exc
+        return None
+
+    # --- the watcher ------------------------------------------------------------------------------------
+
+    def my_guild_ids(self, guild_ids: list[int]) -> list[int]:
+        """Only the guilds this process serves (with several shard processes, each posts to its own)."""
+        return [g for g in guild_ids if self.bot.get_guild(g) is not None]
+
+    async def run_close_check(self, through: date) -> int:
+        """Post the events of the session `through` to every subscribed channel of this process's guilds."""
+        frame = (await self.bot.resources.market.bars("IWM")).frame
+        posted = 0
+        for guild_id in self.my_guild_ids(await self.store.guild_ids()):
+            results = await check_close(self.store, guild_id, frame, through, self.send)
+            posted += sum(r.status == "sent" for r in results)
+        self._last_close_checked = through
+        return posted
+
+    async def run_intraday_check(self, day: date) -> int:
+        bars = (await self.bot.resources.market.bars("IWM")).frame.dropna(subset=["close"])
+        if len(bars) < 2 or bars.index[-1].date() != day:
+            return 0  # no live bar for today (offline data, or the provider has not caught up)
+        price, prev_close = float(bars["close"].iloc[-1]), float(bars["close"].iloc[-2])
+        posted = 0
+        for guild_id in self.my_guild_ids(await self.store.guild_ids()):
+            results = await check_intraday(self.store, guild_id, day, price, prev_close, self.send)
+            posted += sum(r.status == "sent" for r in results)
+        return posted
+
+    @tasks.loop(minutes=5)
+    async def watch(self) -> None:
+        """Every 5 minutes: while NYSE is open, look for intraday tests of a level; once after each close,
+        confirm the day's events on the final bar."""
+        now = datetime.now(UTC)
+        try:
+            if await asyncio.to_thread(market_calendar.is_open, now):
+                await self.run_intraday_check(now.astimezone(market_calendar.NEW_YORK).date())
+            session = await asyncio.to_thread(market_calendar.last_completed_session, now - timedelta(minutes=10))
+            if session != self._last_close_checked:
+                await self.run_close_check(session)
+        except Exception:
+            log.exception("alerts: watcher check failed; next try in 5 minutes")
+
+    @watch.before_loop
+    async def before_watch(self) -> None:
+        await self.bot.wait_until_ready()
+        await asyncio.to_thread(market_calendar.warm_up)
+        oldest = date.today() - timedelta(days=3)
+        results = await recover(self.store, self.send, self.find, oldest=oldest)
+        if results:
+            log.info("alerts: recovery settled %d pending posts", len(results))
+
+
+async def setup(bot: SmallcapsBot) -> None:
+    await add_iwm_cog(bot, Alerts(bot))

@@ -1,0 +1,65 @@
+"""Shared fixtures.
+
+`discord_`: a local Discord (tests/local_discord.py) that discord.py is pointed at.
+`running_bot`: a factory starting the real SmallcapsBot against it: `bot, discord_ = await running_bot()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+import yarl
+
+from tests.local_discord import LocalDiscord, run_bot
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "discord_invalid_requests: the test sends Discord invalid requests on purpose; skip the check"
+    )
+
+
+@pytest.fixture
+async def discord_(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> AsyncIterator[LocalDiscord]:
+    """A running local Discord; every request the bot sent is checked against Discord's API description at the end
+    (mark a test `@pytest.mark.discord_invalid_requests` to skip that)."""
+    async with LocalDiscord() as local:
+        monkeypatch.setattr(discord.http.Route, "BASE", local.api_url)
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(local.gateway_url))
+        yield local
+        if request.node.get_closest_marker("discord_invalid_requests") is None:
+            local.assert_requests_valid()
+
+
+RunningBot = Callable[..., Awaitable[tuple[Any, LocalDiscord]]]
+
+
+@pytest.fixture
+async def running_bot(discord_: LocalDiscord, tmp_path: Path) -> AsyncIterator[RunningBot]:
+    """`await running_bot(**env)` starts the real bot in-process (fake token, tmp database, bundled market data,
+    commands synced to the local Discord's default guild), waits until it is ready and returns (bot, discord_).
+    `env` overrides settings, e.g. `running_bot(DEV_GUILD_ID="")` for a global sync. Stopped at teardown."""
+    from bot import SmallcapsBot, open_resources
+    from services.config import Settings
+
+    async with AsyncExitStack() as stack:
+
+        async def start(**env: str) -> tuple[SmallcapsBot, LocalDiscord]:
+            settings = Settings.from_env({
+                "DISCORD_TOKEN": discord_.token,
+                "DATABASE_PATH": str(tmp_path / "smallcaps.db"),
+                "DEV_GUILD_ID": str(discord_.guild.id),
+                "MARKET_DATA_PROVIDER": "bundled",
+                **env,
+            })
+            resources = await stack.enter_async_context(open_resources(settings))
+            bot = SmallcapsBot(settings, resources)
+            await stack.enter_async_context(run_bot(bot, discord_))
+            return bot, discord_
+
+        yield start

@@ -1,0 +1,444 @@
+"""Community log: opt-in, message and reaction events through the batched writer, member rights, the report."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import sqlite3
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+
+from services.charts import Renderer
+from services.community import (
+    CommunityLog,
+    LogWriter,
+    clean_text,
+    community_answer,
+    create_tables,
+    find_cashtags,
+    tone,
+    tone_counts,
+)
+from services.errors import InputError
+from services.market import MarketData
+from services.sentiment import BEARISH, BULLISH, SentimentStore, validate_poll
+from services.storage import Database
+
+T0 = datetime(2026, 8, 10, 15, 0, tzinfo=UTC)
+G1, G2 = 1001, 2002
+C1, C2, C_OFF = 11, 22, 33  # C1 logged in G1, C2 logged in G2, C_OFF not logged
+ALICE, BOB = 501, 502
+
+
+@pytest.fixture
+async def db(tmp_path):
+    async with Database(tmp_path / "test.db") as database:
+        yield database
+
+
+@pytest.fixture
+async def clog(db):
+    log = CommunityLog(db, interval=60)  # only explicit flushes (and close) write, so tests are deterministic
+    await log.open()
+    await log.set_logging(G1, C1, True, T0)
+    await log.set_logging(G2, C2, True, T0)
+    yield log
+    await log.close()
+
+
+@pytest.fixture
+def renderer():
+    r = Renderer()
+    yield r
+    r.close()
+
+
+async def rows(db, sql, params=()):
+    return await db.run(lambda d: list(d.query(sql, list(params))))
+
+
+async def message(db, message_id):
+    found = await rows(db, "SELECT * FROM community_messages WHERE message_id = ?", [message_id])
+    return found[0] if found else None
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+# --- text ---------------------------------------------------------------------------------------------------
+
+def test_cashtags():
+    text = "$IWM and $spy, $BRK.B. Not $100, US$5, $TOOLONG, $IWM again, ($QQQ) $AAPL's $R2K"
+    assert find_cashtags(text) == ["IWM", "SPY", "BRK.B", "QQQ", "AAPL"]
+    assert find_cashtags("") == []
+
+
+def test_tone_words():
+    assert tone_counts("Bullish! Buying calls 🚀🚀 but bears say crash") == (5, 2)
+    assert tone_counts("bullishness is not a listed word; calling it") == (0, 0)
+    assert tone(3, 1) == 0.5 and tone(0, 2) == -1.0 and tone(0, 0) is None
+
+
+def test_clean_text_keeps_valid_unicode():
+    odd = "👨‍👩‍👧‍👦 🇺🇸 e\u0301 \u202eRTL\u202c \x00 \ufeff 𝔘𝔫𝔦"
+    assert clean_text(odd) == odd
+    assert clean_text("a\ud800b") == "a\ufffdb"
+
+
+# --- opt-in -------------------------------------------------------------------------------------------------
+
+async def test_opt_in_cache_and_opted_out_channel_ignored(db, clog):
+    assert clog.is_logged(G1, C1) and clog.is_logged(G2, C2)
+    assert not clog.is_logged(G1, C_OFF) and not clog.is_logged(G2, C1)  # per guild
+    assert not clog.message_created(G1, C_OFF, 1, ALICE, at(0), "not logged")
+    assert not clog.reaction_added(G1, C_OFF, 1, ALICE, "👍", None, at(0))
+    assert clog.message_created(G1, C1, 2, ALICE, at(0), "logged")
+    await clog.flush()
+    assert await message(db, 1) is None
+    assert (await message(db, 2))["content"] == "logged"
+    assert await rows(db, "SELECT * FROM community_reactions") == []
+    assert await clog.set_logging(G1, C1, False)
+    assert not await clog.set_logging(G1, C1, False)
+    assert not clog.is_logged(G1, C1)
+    # the cache is rebuilt from the table on start-up
+    fresh = CommunityLog(db)
+    await fresh.open()
+    assert fresh.logged_channels(G1) == frozenset() and fresh.logged_channels(G2) == {C2}
+    await fresh.close()
+
+
+# --- messages -----------------------------------------------------------------------------------------------
+
+async def test_create_edit_delete_in_one_batch(db, clog):
+    clog.message_created(G1, C1, 1, ALICE, at(0), "first $IWM", reply_to=None)
+    clog.message_created(G1, C1, 2, BOB, at(1), "a reply, bullish", reply_to=1)
+    clog.message_edited(G1, C1, 1, "second $SPY", at(2))
+    clog.message_edited(G1, C1, 1, "second $SPY", at(3))  # embed update: same text, no revision
+    clog.message_edited(G1, C1, 1, "third $IWM $RUT", at(4))
+    clog.message_created(G1, C1, 1, ALICE, at(0), "replayed create")  # ignored, the row exists
+    await clog.flush()
+    first = await message(db, 1)
+    assert (first["content"], json.loads(first["cashtags"]), first["edited_at"]) == (
+        "third $IWM $RUT", ["IWM", "RUT"], at(4).isoformat(timespec="microseconds"))
+    revisions = await rows(db, "SELECT content FROM community_revisions WHERE message_id = 1 ORDER BY id")
+    assert [r["content"] for r in revisions] == ["first $IWM", "second $SPY"]
+    reply = await message(db, 2)
+    assert (reply["reply_to"], reply["bull"], reply["bear"]) == (1, 1, 0)
+    # edit then delete in the same batch: the delete comes last
+    clog.message_edited(G1, C1, 1, "fourth", at(5))
+    clog.message_deleted(G1, C1, 1, at(6))
+    clog.message_edited(G1, C1, 1, "edit after delete is ignored", at(7))
+    await clog.flush()
+    gone = await message(db, 1)
+    assert (gone["deleted"], gone["content"], gone["cashtags"], gone["bull"]) == (1, "", "[]", 0)
+    revisions = await rows(db, "SELECT content FROM community_revisions WHERE message_id = 1")
+    assert len(revisions) == 3 and {r["content"] for r in revisions} == {""}
+
+
+async def test_edit_of_unseen_message(db, clog):
+    clog.message_edited(G1, C1, 7, "no author known", at(1))
+    clog.message_edited(G1, C1, 8, "now known", at(2), author_id=BOB, created_at=at(-60), reply_to=3)
+    await clog.flush()
+    assert await message(db, 7) is None
+    row = await message(db, 8)
+    assert (row["author_id"], row["content"], row["reply_to"]) == (BOB, "now known", 3)
+    assert await rows(db, "SELECT * FROM community_revisions") == []
+
+
+async def test_edits_after_opt_out_still_apply(db, clog):
+    clog.message_created(G1, C1, 1, ALICE, at(0), "my phone number is ...")
+    await clog.flush()
+    await clog.set_logging(G1, C1, False)
+    assert clog.message_edited(G1, C1, 1, "[removed]", at(1))
+    clog.message_edited(G1, C1, 2, "never logged", at(2), author_id=BOB, created_at=at(0))
+    await clog.flush()
+    assert (await message(db, 1))["content"] == "[removed]"
+    assert await message(db, 2) is None
+
+
+async def test_bulk_delete(db, clog):
+    for i in range(1, 6):
+        clog.message_created(G1, C1, i, ALICE, at(i), f"message {i} $IWM")
+    clog.message_edited(G1, C1, 2, "edited", at(10))
+    clog.messages_deleted(G1, C1, [1, 2, 3, 999], at(11))
+    await clog.flush()
+    found = await rows(db, "SELECT message_id, deleted, content FROM community_messages ORDER BY message_id")
+    assert [(r["message_id"], r["deleted"], r["content"]) for r in found] == [
+        (1, 1, ""), (2, 1, ""), (3, 1, ""), (4, 0, "message 4 $IWM"), (5, 0, "message 5 $IWM")]
+    assert [r["content"] for r in await rows(db, "SELECT content FROM community_revisions")] == [""]
+
+
+async def test_delete_is_guild_scoped(db, clog):
+    clog.message_created(G1, C1, 1, ALICE, at(0), "mine")
+    clog.message_deleted(G2, C2, 1, at(1))  # another guild cannot touch it
+    await clog.flush()
+    assert (await message(db, 1))["deleted"] == 0
+
+
+# --- reactions ----------------------------------------------------------------------------------------------
+
+async def test_reactions_add_remove_clear(db, clog):
+    clog.message_created(G1, C1, 1, ALICE, at(0), "react to me")
+    clog.reaction_added(G1, C1, 1, ALICE, "🚀", None, at(1))
+    clog.reaction_added(G1, C1, 1, ALICE, "🚀", None, at(1.5))  # replayed: keeps the first time
+    clog.reaction_added(G1, C1, 1, BOB, "🚀", None, at(2))
+    clog.reaction_added(G1, C1, 1, BOB, "stonks", 42, at(3))
+    clog.reaction_added(G1, C1, 1, ALICE, "stonks_renamed", 42, at(4))  # same custom emoji, new name
+    clog.reaction_removed(G1, C1, 1, BOB, "🚀", None, at(5))
+    await clog.flush()
+
+    async def live():
+        found = await rows(db, "SELECT user_id, emoji_key FROM community_reactions WHERE removed_at IS NULL "
+                               "ORDER BY user_id, emoji_key")
+        return [(r["user_id"], r["emoji_key"]) for r in found]
+
+    assert await live() == [(ALICE, "42"), (ALICE, "🚀"), (BOB, "42")]
+    first = await rows(db, "SELECT added_at FROM community_reactions WHERE user_id = ? AND emoji_key = '🚀'",
+                       [ALICE])
+    assert first[0]["added_at"] == at(1).isoformat(timespec="microseconds")
+    clog.reaction_added(G1, C1, 1, BOB, "🚀", None, at(6))  # re-added after removal
+    clog.reaction_emoji_cleared(G1, C1, 1, "stonks", 42, at(7))
+    await clog.flush()
+    assert await live() == [(ALICE, "🚀"), (BOB, "🚀")]
+    clog.reactions_cleared(G1, C1, 1, at(8))
+    await clog.flush()
+    assert await live() == []
+    assert len(await rows(db, "SELECT * FROM community_reactions")) == 4
+
+
+# --- the writer ---------------------------------------------------------------------------------------------
+
+async def test_burst_of_20000_loses_nothing_and_close_flushes(tmp_path):
+    path = tmp_path / "burst.db"
+    async with Database(path) as database:
+        clog = CommunityLog(database, interval=30)
+        await clog.open()
+        await clog.set_logging(G1, C1, True, T0)
+        for i in range(20_000):
+            clog.message_created(G1, C1, 10_000 + i, 1 + i % 300, T0 + timedelta(seconds=i), f"msg {i} $IWM 🚀")
+            if i % 1000 == 0:
+                clog.message_edited(G1, C1, 10_000 + i, f"edited {i}", T0 + timedelta(seconds=i, milliseconds=1))
+                await asyncio.sleep(0)  # let the writer run while the burst goes on
+        await clog.close()  # no flush: close must write everything
+        assert clog.writer.applied == 20_020 and clog.writer.skipped == 0
+        with pytest.raises(RuntimeError):
+            clog.message_created(G1, C1, 1, ALICE, T0, "after close")
+    async with Database(path) as database:
+        count = await database.run(lambda d: d.execute("SELECT count(*), count(DISTINCT author_id), "
+                                                       "min(message_id), max(message_id) FROM community_messages")
+                                   .fetchone())
+        assert count == (20_000, 300, 10_000, 29_999)
+        edits = await database.run(lambda d: d.execute("SELECT count(*) FROM community_revisions").fetchone())
+        assert edits == (20,)
+
+
+async def test_writer_flushes_on_its_own(db):
+    writer = LogWriter(db, batch_size=500, interval=0.01)
+    await db.run(create_tables)
+    writer.put("create", G1, C1, 1, ALICE, T0, "hello", None)
+    for _ in range(500):  # no flush(): the interval writes it
+        if writer.applied:
+            break
+        await asyncio.sleep(0.01)
+    assert writer.applied == 1
+    await writer.close()
+    await writer.close()  # twice is fine
+
+
+async def test_flush_racing_close(db, clog):
+    for i in range(1, 1201):
+        clog.message_created(G1, C1, i, ALICE, at(i), "x")
+    await asyncio.gather(clog.flush(), clog.close(), clog.flush())
+    await clog.flush()  # after close: returns at once
+    assert len(await rows(db, "SELECT * FROM community_messages")) == 1200
+
+
+async def test_long_odd_unicode_message_stored_intact(db, clog):
+    pieces = ["👨‍👩‍👧‍👦", "🏳️‍🌈", "🇺🇸", "e\u0301", "\u202eRTL\u202c", "\u200b", "\x00", "\ufeff", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢",
+              "中文", "עברית", "🚀", "$IWM", "\"quoted, with comma\"", "\r\n", "🤌🏽", "\U0010fffd"]
+    text = ""
+    i = 0
+    while len(text) < 4000:
+        text += pieces[i % len(pieces)]
+        i += 1
+    text = text[:4000]
+    assert len(text) == 4000
+    clog.message_created(G1, C1, 1, ALICE, at(0), text)
+    await clog.flush()
+    assert (await message(db, 1))["content"] == text
+    exported = await clog.export_csv(G1, 30, now=at(60))
+    (row,) = list(csv.DictReader(io.StringIO(exported.decode("utf-8"), newline="")))
+    assert row["content"] == text
+
+
+async def test_bad_rows_do_not_lose_the_batch(db, clog, caplog):
+    for i in range(1, 101):
+        if i == 30:
+            clog.message_created(G1, C1, 2**64, ALICE, at(i), "id too large for SQLite")
+        elif i == 60:
+            clog.message_created(G1, C1, 60, ALICE, datetime(2026, 8, 10, 15, 0), "naive time")
+        elif i == 70:
+            clog.message_created(G1, C1, 70, ALICE, at(i), "lone surrogate \ud83d kept as U+FFFD")
+        else:
+            clog.message_created(G1, C1, i, ALICE, at(i), f"fine {i}")
+    clog.reaction_added(G1, C1, 5, BOB, "👍", 2**70, at(200))  # bad custom emoji id
+    clog.reaction_added(G1, C1, 5, BOB, "👎", None, at(201))
+    await clog.flush()
+    stored = await rows(db, "SELECT message_id FROM community_messages ORDER BY message_id")
+    assert [r["message_id"] for r in stored] == [i for i in range(1, 101) if i not in (30, 60)]
+    assert (await message(db, 70))["content"] == "lone surrogate \ufffd kept as U+FFFD"
+    assert [r["emoji_key"] for r in await rows(db, "SELECT emoji_key FROM community_reactions")] == ["👎"]
+    assert clog.writer.skipped == 3 and clog.writer.applied == 99
+    assert "skipped" in caplog.text
+    # and the writer carries on
+    clog.message_created(G1, C1, 500, ALICE, at(300), "still writing")
+    await clog.flush()
+    assert await message(db, 500) is not None
+
+
+async def test_failed_transaction_is_retried(db, clog, monkeypatch):
+    real_run, failures = db.run, []
+
+    async def flaky_run(fn):
+        if not failures:
+            failures.append(1)
+            raise sqlite3.OperationalError("database is locked")
+        return await real_run(fn)
+
+    monkeypatch.setattr(db, "run", flaky_run)
+    for i in range(1, 11):
+        clog.message_created(G1, C1, i, ALICE, at(i), f"message {i}")
+    await clog.flush()
+    monkeypatch.undo()
+    assert failures == [1] and clog.writer.applied == 10 and clog.writer.skipped == 0
+    assert len(await rows(db, "SELECT * FROM community_messages")) == 10
+
+
+# --- member rights, retention, export -----------------------------------------------------------------------
+
+async def test_forget_member(db, clog):
+    store = SentimentStore(db)
+    await store.open()
+    await store.register_poll(G1, C1, 9001, validate_poll(), T0)
+    await store.register_poll(G2, C2, 9002, validate_poll(), T0)
+    for poll in (9001, 9002):
+        await store.record_vote(poll, ALICE, BULLISH, True, at(1))
+        await store.record_vote(poll, BOB, BEARISH, True, at(1))
+    clog.message_created(G1, C1, 1, ALICE, at(0), "alice one")
+    clog.message_created(G1, C1, 2, ALICE, at(1), "alice two")
+    clog.message_created(G1, C1, 3, BOB, at(2), "bob replies", reply_to=1)
+    clog.message_created(G2, C2, 4, ALICE, at(3), "alice elsewhere")
+    clog.message_edited(G1, C1, 1, "alice one, edited", at(4))
+    clog.reaction_added(G1, C1, 3, ALICE, "👍", None, at(5))  # alice on bob's message
+    clog.reaction_added(G1, C1, 1, BOB, "👍", None, at(6))  # bob on alice's message
+    clog.reaction_added(G1, C1, 3, BOB, "🚀", None, at(7))  # bob on bob's message: stays
+    # queued, not yet written when forget is called: must not survive it
+    clog.message_created(G1, C1, 5, ALICE, at(8), "alice, still in the queue")
+    counts = await clog.forget_member(G1, ALICE)
+    assert (counts.messages, counts.revisions, counts.reactions, counts.votes) == (3, 1, 2, 1)
+    assert [r["message_id"] for r in await rows(db, "SELECT message_id FROM community_messages "
+                                                    "ORDER BY message_id")] == [3, 4]
+    assert [(r["user_id"], r["emoji_key"]) for r in await rows(db, "SELECT * FROM community_reactions")] == [
+        (BOB, "🚀")]
+    votes = await rows(db, "SELECT message_id, user_id FROM sentiment_votes ORDER BY message_id, user_id")
+    assert [(v["message_id"], v["user_id"]) for v in votes] == [(9001, BOB), (9002, ALICE), (9002, BOB)]
+    again = await clog.forget_member(G1, ALICE)
+    assert (again.messages, again.revisions, again.reactions, again.votes) == (0, 0, 0, 0)
+
+
+async def test_retention_purge(db, clog):
+    now = T0 + timedelta(days=400)
+    clog.message_created(G1, C1, 1, ALICE, now - timedelta(days=366), "old")
+    clog.message_edited(G1, C1, 1, "old, edited", now - timedelta(days=366, minutes=-1))
+    clog.reaction_added(G1, C1, 1, BOB, "👍", None, now - timedelta(days=10))  # recent, on an old message
+    clog.message_created(G2, C2, 2, BOB, now - timedelta(days=364), "recent")
+    clog.reaction_added(G2, C2, 2, ALICE, "👍", None, now - timedelta(days=364))
+    clog.reaction_added(G2, C2, 99, ALICE, "👎", None, now - timedelta(days=370))  # old, unlogged message
+    await clog.flush()
+    counts = await clog.purge_older_than(365, now=now)
+    assert (counts.messages, counts.revisions, counts.reactions) == (1, 1, 2)
+    assert [r["message_id"] for r in await rows(db, "SELECT message_id FROM community_messages")] == [2]
+    assert len(await rows(db, "SELECT * FROM community_reactions")) == 1
+    with pytest.raises(ValueError):
+        await clog.purge_older_than(0)
+
+
+async def test_export_csv(db, clog):
+    clog.message_created(G1, C1, 1, ALICE, at(0), "=SUM(1) $IWM $spy, \"quoted\"\nsecond line")
+    clog.message_created(G1, C1, 2, BOB, at(1), "secret, then deleted", reply_to=1)
+    clog.message_edited(G1, C1, 2, "secret v2", at(2))
+    clog.message_deleted(G1, C1, 2, at(3))
+    clog.reaction_added(G1, C1, 1, BOB, "👍", None, at(4))
+    clog.message_created(G2, C2, 3, ALICE, at(0), "other guild")
+    clog.message_created(G1, C1, 4, ALICE, at(-60 * 24 * 10), "too old for a 7 day export")
+    exported = await clog.export_csv(G1, 7, now=at(60))
+    assert b"secret" not in exported and b"other guild" not in exported
+    table = list(csv.DictReader(io.StringIO(exported.decode("utf-8"), newline="")))
+    assert [r["message_id"] for r in table] == ["1", "2"]
+    first, second = table
+    assert first["content"] == "=SUM(1) $IWM $spy, \"quoted\"\nsecond line"
+    assert (first["cashtags"], first["reactions"], first["deleted"], first["revisions"]) == ("IWM SPY", "1", "0", "0")
+    assert (second["content"], second["deleted"], second["revisions"], second["reply_to"]) == ("", "1", "1", "1")
+    assert first["created_at"] == at(0).isoformat(timespec="microseconds")
+    with pytest.raises(InputError):
+        await clog.export_csv(G1, 0)
+
+
+# --- /iwm community -----------------------------------------------------------------------------------------
+
+async def fill_two_guilds(clog):
+    """G1: three members over four days in August 2026 (inside the bundled IWM data); G2: one loud member."""
+    n = 0
+    texts = ["$IWM breakout, buying calls 🚀", "bearish, $SPY puts", "$IWM $RUT rally", "meh", "crash incoming $IWM"]
+    for day in range(4):
+        for k in range(3 + day):
+            n += 1
+            clog.message_created(G1, C1, n, (ALICE, BOB, 503)[k % 3], T0 + timedelta(days=day, minutes=k),
+                                 texts[(day + k) % len(texts)])
+            clog.reaction_added(G1, C1, n, BOB, "🚀" if k % 2 else "stonks", None if k % 2 else 77,
+                                T0 + timedelta(days=day, minutes=k + 1))
+    for k in range(50):
+        clog.message_created(G2, C2, 1000 + k, 999, T0 + timedelta(days=1, minutes=k), "$TSLA to the moon 🚀")
+    await clog.flush()
+
+
+async def test_community_report_guild_isolation(db, clog, renderer):
+    await fill_two_guilds(clog)
+    market = MarketData([])
+    now = T0 + timedelta(days=3, hours=2)  # 2026-08-13
+    report, png = await community_answer(db, market, renderer, G1, 7, now=now)
+    assert png.startswith(b"\x89PNG")
+    assert (report.start, report.end) == (date(2026, 8, 7), date(2026, 8, 13))
+    assert len(report.daily) == 7
+    assert [d.messages for d in report.daily[-4:]] == [3, 4, 5, 6] and report.messages == 18
+    assert report.members == 3 and report.daily[-4].members == 3
+    assert report.top_cashtags[0] == ("IWM", 10)
+    assert "TSLA" not in dict(report.top_cashtags)
+    assert {r.display: r.count for r in report.top_reactions} == {"<:stonks:77>": 10, "🚀": 8}
+    assert report.bullish > 0 and report.bearish > 0 and -1 <= report.tone <= 1
+    assert report.market_note == "" and report.market_as_of == date(2026, 8, 21) and report.market_days == 5
+    other, _ = await community_answer(db, market, renderer, G2, 7, now=now)
+    assert (other.messages, other.members, other.top_cashtags) == (50, 1, (("TSLA", 50),))
+
+
+async def test_community_report_after_the_market_data_ends(db, clog, renderer):
+    market = MarketData([])
+    now = datetime(2026, 9, 3, 12, tzinfo=UTC)
+    clog.message_created(G1, C1, 1, ALICE, datetime(2026, 9, 1, 12, tzinfo=UTC), "$IWM bullish")
+    await clog.flush()
+    report, png = await community_answer(db, market, renderer, G1, 30, now=now)
+    assert png.startswith(b"\x89PNG")
+    assert report.market_as_of == date(2026, 8, 21) and report.market_days == 13
+    assert report.market_note.startswith("IWM prices end 2026-08-21") and "last 8 weekdays" in report.market_note
+    late, _ = await community_answer(db, market, renderer, G1, 3, now=now)
+    assert late.market_days == 0 and "no IWM prices in this window" in late.market_note
+
+
+@pytest.mark.parametrize("days", [0, 366, -3, 1.5])
+async def test_bad_days(db, renderer, days):
+    with pytest.raises(InputError):
+        await community_answer(db, MarketData([]), renderer, G1, days)

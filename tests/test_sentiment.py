@@ -1,0 +1,302 @@
+"""Sentiment polls: validation, the vote log, closing against Discord's voter lists, schedules, the report."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+
+from services.charts import Renderer
+from services.errors import InputError
+from services.sentiment import (
+    AAII_SPREAD,
+    BEARISH,
+    BULLISH,
+    CLAIM_TIMEOUT,
+    DEFAULT_HOURS,
+    DEFAULT_QUESTION,
+    MAX_HOURS,
+    MIN_VOTES,
+    NEUTRAL,
+    SentimentStore,
+    Tally,
+    sentiment_answer,
+    validate_poll,
+)
+from services.storage import Database
+
+T0 = datetime(2026, 9, 7, 14, 0, tzinfo=UTC)  # a Monday
+GUILD, OTHER_GUILD, CHANNEL = 100, 200, 10
+
+
+@pytest.fixture
+async def db(tmp_path):
+    async with Database(tmp_path / "test.db") as database:
+        yield database
+
+
+@pytest.fixture
+async def store(db):
+    s = SentimentStore(db)
+    await s.open()
+    return s
+
+
+@pytest.fixture
+def renderer():
+    r = Renderer()
+    yield r
+    r.close()
+
+
+async def new_poll(store: SentimentStore, message_id: int = 1, guild_id: int = GUILD, at: datetime = T0,
+                   hours: int = DEFAULT_HOURS):
+    return await store.register_poll(guild_id, CHANNEL, message_id, validate_poll(hours=hours), at)
+
+
+def minutes(n: int) -> datetime:
+    return T0 + timedelta(minutes=n)
+
+
+# --- validation ---------------------------------------------------------------------------------------------
+
+def test_defaults_and_limits():
+    spec = validate_poll()
+    assert (spec.question, spec.hours) == (DEFAULT_QUESTION, DEFAULT_HOURS)
+    assert validate_poll("  Small caps by spring?  ", 1).question == "Small caps by spring?"
+    assert validate_poll("x" * 300, MAX_HOURS).hours == 768
+
+
+@pytest.mark.parametrize("question, hours", [
+    ("ok", 0), ("ok", -5), ("ok", MAX_HOURS + 1), ("ok", 2.5), ("ok", True), ("", 24), ("   \n", 24),
+    ("x" * 301, 24),
+])
+def test_bad_poll_input(question, hours):
+    with pytest.raises(InputError) as err:
+        validate_poll(question, hours)
+    assert str(err.value)
+
+
+async def test_register_is_idempotent(store):
+    first = await new_poll(store)
+    again = await new_poll(store, at=T0 + timedelta(hours=1))
+    assert first == again
+    assert first.ends_at == T0 + timedelta(hours=DEFAULT_HOURS)
+    assert first.status == "open" and first.final is None
+
+
+# --- vote log -----------------------------------------------------------------------------------------------
+
+async def test_tally_add_remove_replace_duplicate(store):
+    await new_poll(store)
+    assert await store.record_vote(1, 11, BULLISH, True, minutes(1))
+    assert not await store.record_vote(1, 11, BULLISH, True, minutes(1))  # replayed event
+    assert not await store.record_vote(1, 11, BULLISH, True, minutes(2))  # duplicate add
+    assert await store.record_vote(1, 12, BEARISH, True, minutes(2))
+    assert await store.record_vote(1, 13, NEUTRAL, True, minutes(3))
+    assert await store.tally(1) == Tally(1, 1, 1)
+    # 12 changes their mind: the add arrives before the remove; the add replaces the old answer
+    assert await store.record_vote(1, 12, BULLISH, True, minutes(4))
+    assert await store.tally(1) == Tally(2, 1, 0)
+    assert not await store.record_vote(1, 12, BEARISH, False, minutes(4))  # the remove: already gone
+    assert await store.tally(1) == Tally(2, 1, 0)
+    # 13 withdraws; replaying the remove changes nothing
+    assert await store.record_vote(1, 13, NEUTRAL, False, minutes(5))
+    assert not await store.record_vote(1, 13, NEUTRAL, False, minutes(5))
+    assert await store.tally(1) == Tally(2, 0, 0)
+
+
+async def test_old_and_reordered_events_are_ignored(store):
+    await new_poll(store)
+    # the remove overtakes its add: the late add is older than the remove, so the vote stays removed
+    assert await store.record_vote(1, 11, BULLISH, False, minutes(2))
+    assert not await store.record_vote(1, 11, BULLISH, True, minutes(1))
+    assert await store.tally(1) == Tally()
+    # a replayed add from before a later replace does not resurrect the replaced answer
+    await store.record_vote(1, 12, BULLISH, True, minutes(3))
+    await store.record_vote(1, 12, BEARISH, True, minutes(4))
+    assert not await store.record_vote(1, 12, BULLISH, True, minutes(3))
+    assert await store.tally(1) == Tally(0, 0, 1)
+
+
+async def test_unknown_poll_and_answer_ignored(store):
+    await new_poll(store)
+    assert not await store.record_vote(999, 11, BULLISH, True, minutes(1))
+    assert not await store.record_vote(1, 11, 4, True, minutes(1))
+    assert await store.tally(1) == Tally()
+    assert await store.tally(999) == Tally()
+
+
+async def test_multiselect_poll_keeps_several_answers(store):
+    await store.register_poll(GUILD, CHANNEL, 5, validate_poll(), T0, multiselect=True)
+    await store.record_vote(5, 11, BULLISH, True, minutes(1))
+    await store.record_vote(5, 11, NEUTRAL, True, minutes(2))
+    assert await store.tally(5) == Tally(1, 1, 0)
+
+
+async def test_naive_time_refused(store):
+    await new_poll(store)
+    with pytest.raises(ValueError, match="timezone"):
+        await store.record_vote(1, 11, BULLISH, True, datetime(2026, 9, 7, 15, 0))
+
+
+# --- closing ------------------------------------------------------------------------------------------------
+
+async def test_reconcile_after_missed_events(store):
+    await new_poll(store)
+    await store.record_vote(1, 11, BULLISH, True, minutes(1))
+    await store.record_vote(1, 12, BEARISH, True, minutes(2))  # removed on Discord while the bot was offline
+    await store.record_vote(1, 14, NEUTRAL, True, minutes(3))  # 14 switched to bearish while offline
+    end = T0 + timedelta(hours=DEFAULT_HOURS)
+    final = {BULLISH: {11, 13}, NEUTRAL: set(), BEARISH: {14}}  # 13 voted while the bot was offline
+    tally = await store.reconcile(1, final, end)
+    assert tally == Tally(2, 0, 1)
+    assert await store.tally(1) == Tally(2, 0, 1)
+    rows = await store.db.run(lambda d: list(d.query(
+        "SELECT user_id, answer_id FROM sentiment_votes WHERE message_id = 1 AND live = 1 ORDER BY user_id")))
+    assert [(r["user_id"], r["answer_id"]) for r in rows] == [(11, BULLISH), (13, BULLISH), (14, BEARISH)]
+    poll = await store.get_poll(1)
+    assert poll.status == "closed" and poll.final == Tally(2, 0, 1)
+    # late gateway events after closing do not move the final tally; reconciling again is harmless
+    assert not await store.record_vote(1, 15, BULLISH, True, end + timedelta(minutes=1))
+    assert await store.reconcile(1, final, end) == Tally(2, 0, 1)
+    assert await store.reconcile(999, final, end) is None
+    with pytest.raises(ValueError):
+        await store.reconcile(1, {7: {1}}, end)
+
+
+async def test_polls_to_close_and_once_only_result(store):
+    await new_poll(store, 1, hours=24)
+    await new_poll(store, 2, hours=48)
+    assert await store.polls_to_close(T0 + timedelta(hours=23)) == []
+    now = T0 + timedelta(hours=30)  # the bot starts after poll 1's deadline
+    assert [p.message_id for p in await store.polls_to_close(now)] == [1]
+    await store.reconcile(1, {BULLISH: {11}}, now)
+    # two closers race: exactly one may post
+    claims = await asyncio.gather(*(store.claim_result(1, now) for _ in range(5)))
+    assert sorted(claims) == [False] * 4 + [True]
+    assert await store.polls_to_close(now) == []  # claimed
+    assert await store.mark_result_posted(1, 5001)
+    assert not await store.mark_result_posted(1, 5002)
+    assert not await store.claim_result(1, now + 2 * CLAIM_TIMEOUT)
+    assert (await store.get_poll(1)).result_message_id == 5001
+    later = T0 + timedelta(hours=49)
+    assert [p.message_id for p in await store.polls_to_close(later)] == [2]
+
+
+async def test_failed_or_abandoned_claim_can_be_retried(store):
+    await new_poll(store, 1, hours=1)
+    now = T0 + timedelta(hours=2)
+    assert await store.claim_result(1, now)
+    await store.release_claim(1)  # posting failed
+    assert [p.message_id for p in await store.polls_to_close(now)] == [1]
+    assert await store.claim_result(1, now)
+    assert not await store.claim_result(1, now + CLAIM_TIMEOUT / 2)
+    stale = now + CLAIM_TIMEOUT + timedelta(seconds=1)  # the poster crashed
+    assert [p.message_id for p in await store.polls_to_close(stale)] == [1]
+    assert await store.claim_result(1, stale)
+
+
+# --- schedules ----------------------------------------------------------------------------------------------
+
+async def test_due_schedules_weekly_once(store):
+    sunday = T0 - timedelta(days=1)
+    schedule = await store.set_schedule(GUILD, CHANNEL, 0, "14:00", sunday, question="Six months?", hours=72)
+    assert (schedule.weekday, schedule.time_utc, schedule.hours) == (0, time(14, 0), 72)
+    assert await store.due_schedules(T0 - timedelta(minutes=1)) == []
+    due = await store.due_schedules(T0)
+    assert [s.channel_id for s in due] == [CHANNEL]
+    assert await store.due_schedules(T0) == []  # at most once a week
+    assert await store.due_schedules(T0 + timedelta(hours=3)) == []
+    assert await store.due_schedules(T0 + timedelta(days=6)) == []
+    next_week = T0 + timedelta(days=7, minutes=5)
+    due = await store.due_schedules(next_week)
+    assert len(due) == 1
+    await store.release_schedule(due[0])  # posting failed: give the week back
+    assert len(await store.due_schedules(next_week + timedelta(minutes=1))) == 1
+    # down for the whole grace period: that week is skipped, the next one opens
+    assert await store.due_schedules(T0 + timedelta(days=15)) == []
+    assert len(await store.due_schedules(T0 + timedelta(days=21))) == 1
+
+
+async def test_schedule_set_after_this_weeks_time_waits(store):
+    await store.set_schedule(GUILD, CHANNEL, 0, time(14, 0), T0 + timedelta(hours=1))
+    assert await store.due_schedules(T0 + timedelta(hours=2)) == []
+    assert len(await store.due_schedules(T0 + timedelta(days=7))) == 1
+
+
+@pytest.mark.parametrize("weekday, at", [(7, "14:00"), (-1, "14:00"), (0, "25:00"), (0, "noon")])
+async def test_bad_schedule(store, weekday, at):
+    with pytest.raises(InputError):
+        await store.set_schedule(GUILD, CHANNEL, weekday, at, T0)
+
+
+async def test_schedules_per_guild(store):
+    await store.set_schedule(GUILD, CHANNEL, 0, "14:00", T0)
+    await store.set_schedule(GUILD, CHANNEL, 2, "09:30", T0)  # replaces the channel's schedule
+    await store.set_schedule(OTHER_GUILD, 99, 4, "20:00", T0)
+    mine = await store.schedules(GUILD)
+    assert [(s.weekday, s.time_utc) for s in mine] == [(2, time(9, 30))]
+    assert await store.remove_schedule(GUILD, CHANNEL)
+    assert await store.schedules(GUILD) == []
+    assert len(await store.schedules(OTHER_GUILD)) == 1
+
+
+# --- report -------------------------------------------------------------------------------------------------
+
+async def closed_poll(store, message_id, guild_id, at, bull, neutral, bear):
+    await new_poll(store, message_id, guild_id, at)
+    users = iter(range(10_000 * message_id, 10_000 * (message_id + 1)))
+    final = {answer: {next(users) for _ in range(n)} for answer, n in ((BULLISH, bull), (NEUTRAL, neutral),
+                                                                          (BEARISH, bear))}
+    await store.reconcile(message_id, final, at + timedelta(days=7))
+
+
+async def test_minimum_votes_rule(store):
+    assert Tally(5, 2, 2).percentages() is None
+    pct = Tally(5, 3, 2).percentages()
+    assert Tally(5, 3, 2).total == MIN_VOTES
+    assert (pct.bullish, pct.neutral, pct.bearish, pct.spread) == (50.0, 30.0, 20.0, 30.0)
+
+
+async def test_report_this_guild_only(store, db, renderer):
+    for week in range(6):
+        await closed_poll(store, week + 1, GUILD, T0 + timedelta(weeks=week), 6 + week, 3, 4)
+    await closed_poll(store, 7, GUILD, T0 + timedelta(weeks=6), 3, 2, 3)  # 8 votes: too few
+    await closed_poll(store, 50, OTHER_GUILD, T0 + timedelta(weeks=6, days=1), 0, 0, 40)
+    await new_poll(store, 8, GUILD, T0 + timedelta(weeks=7))
+    await store.record_vote(8, 1, BULLISH, True, T0 + timedelta(weeks=7, hours=1))
+    now = T0 + timedelta(weeks=7, days=1)
+    report, png = await sentiment_answer(db, renderer, GUILD, 52, now=now)
+    assert png.startswith(b"\x89PNG")
+    assert [r.poll.message_id for r in report.history] == [1, 2, 3, 4, 5, 6, 7]
+    assert report.latest.poll.message_id == 7
+    assert report.latest.percentages is None
+    assert report.latest_text.startswith("not enough votes (8;")
+    assert report.current.poll.message_id == 8 and report.current.tally == Tally(1, 0, 0)
+    assert report.polls_counted == 6
+    first = report.history[0].percentages
+    assert first.spread == pytest.approx((6 - 4) / 13 * 100)
+    assert report.aaii.spread == pytest.approx(AAII_SPREAD)
+    # the window cuts older polls
+    short, _ = await sentiment_answer(db, renderer, GUILD, 3, now=now)
+    assert [r.poll.message_id for r in short.history] == [6, 7]
+    other, _ = await sentiment_answer(db, renderer, OTHER_GUILD, 52, now=now)
+    assert [r.poll.message_id for r in other.history] == [50]
+    assert other.latest.percentages.bearish == 100.0
+    assert "spread -100.0" in other.latest_text
+    assert other.vs_aaii.bearish == pytest.approx(100 - 31.0) and report.vs_aaii is None
+
+
+async def test_report_with_no_polls(db, renderer):
+    report, png = await sentiment_answer(db, renderer, GUILD, 4, now=T0)
+    assert report.latest is None and report.history == () and report.average is None
+    assert report.latest_text == "no closed poll yet"
+    assert png.startswith(b"\x89PNG")
+
+
+@pytest.mark.parametrize("weeks", [0, -1, 521, 2.0])
+async def test_bad_weeks(db, renderer, weeks):
+    with pytest.raises(InputError):
+        await sentiment_answer(db, renderer, GUILD, weeks)
