@@ -28,8 +28,10 @@ from discord.ext import commands
 from cogs.common import error_text, is_expected, reply_error
 from services.alerts import AlertStore
 from services.charts import Renderer
+from services.community import CommunityLog
 from services.config import ConfigError, Settings, Zones
 from services.market import MarketData, build_providers
+from services.sentiment import SentimentStore
 from services.storage import Database, DatabaseError
 
 log = logging.getLogger("smallcaps")
@@ -57,6 +59,8 @@ class Resources:
     market: MarketData
     renderer: Renderer
     alerts: AlertStore
+    sentiment: SentimentStore
+    community: CommunityLog
 
     async def zones(self, guild_id: int | None) -> Zones:
         """The levels in force for a guild (its own, set with /iwm setlevels, or the configured default)."""
@@ -72,9 +76,14 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds)
     alerts = AlertStore(database, settings.zones)
     await alerts.setup()
+    sentiment = SentimentStore(database)
+    await sentiment.open()
+    community = CommunityLog(database)
+    await community.open()
     try:
-        yield Resources(settings, session, database, market, renderer, alerts)
+        yield Resources(settings, session, database, market, renderer, alerts, sentiment, community)
     finally:
+        await community.close()  # flushes the log writer before the database closes
         await session.close()
         renderer.close()
         await database.close()
