@@ -191,6 +191,23 @@ def chart_window(frame: pd.DataFrame, period: str) -> pd.DataFrame:
     return frame.loc[frame.index[-1] - pd.DateOffset(months=months):]
 
 
+def levels_chart(iwm: Bars, spy: Bars, report: LevelsReport, period: str) -> LevelsChart:
+    """The chart spec for a levels report: bars up to its as-of day, the chosen span, averages and RS."""
+    frame = iwm.frame.loc[: pd.Timestamp(report.as_of)].dropna(subset=["close"])
+    close = frame["close"]
+    window = chart_window(frame, period)
+    return LevelsChart(
+        frame=window,
+        sma50=close.rolling(50).mean().loc[window.index[0]:],
+        sma200=close.rolling(200).mean().loc[window.index[0]:],
+        rs=relative_strength(window, spy.frame),
+        zones=report.zones,
+        ath_close=report.ath_close.value,
+        title=f"IWM {report.close:.2f} · {report.verdict}",
+        subtitle=f"daily, {period} · as of {report.as_of} · source: {iwm.source}{' (stale)' if iwm.stale else ''}",
+    )
+
+
 async def levels_answer(
     market: MarketData, renderer: Renderer, zones: Zones, period: str = "1y", as_of: date | None = None
 ) -> tuple[LevelsReport, bytes]:
@@ -199,18 +216,4 @@ async def levels_answer(
         raise InputError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
     iwm, spy = await asyncio.gather(market.bars("IWM"), market.bars("SPY"))
     report = compute_levels(iwm, spy, zones, as_of)
-    frame = iwm.frame.loc[: pd.Timestamp(report.as_of)].dropna(subset=["close"])
-    close = frame["close"]
-    window = chart_window(frame, period)
-    rs = relative_strength(window, spy.frame)
-    chart = LevelsChart(
-        frame=window,
-        sma50=close.rolling(50).mean().loc[window.index[0]:],
-        sma200=close.rolling(200).mean().loc[window.index[0]:],
-        rs=rs,
-        zones=zones,
-        ath_close=report.ath_close.value,
-        title=f"IWM {report.close:.2f} · {report.verdict}",
-        subtitle=f"daily, {period} · as of {report.as_of} · source: {iwm.source}{' (stale)' if iwm.stale else ''}",
-    )
-    return report, await renderer.render(render_levels, chart)
+    return report, await renderer.render(render_levels, levels_chart(iwm, spy, report, period))

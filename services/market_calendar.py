@@ -12,18 +12,20 @@ import threading
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from zoneinfo import ZoneInfo
 
-import exchange_calendars as xcals
 import pandas as pd
+
+if TYPE_CHECKING:
+    import exchange_calendars as xcals
 
 NEW_YORK = ZoneInfo("America/New_York")
 FIRST_DAY = "2000-01-03"  # the bundled IWM history starts in 2000
 YEARS_AHEAD = 2
 
 _lock = threading.Lock()
-_calendar: xcals.ExchangeCalendar | None = None
+_calendar: xcals.ExchangeCalendar | None = None  # built on first use: importing exchange_calendars is slow
 
 
 def calendar() -> xcals.ExchangeCalendar:
@@ -33,6 +35,8 @@ def calendar() -> xcals.ExchangeCalendar:
         with _lock:
             if _calendar is None:
                 end = (pd.Timestamp.now(tz=UTC) + pd.DateOffset(years=YEARS_AHEAD)).strftime("%Y-%m-%d")
+                import exchange_calendars as xcals
+
                 with warnings.catch_warnings():  # exchange_calendars 4.13 trips a pandas 3 deprecation notice
                     warnings.filterwarnings("ignore", message="Series.values returning an ndarray")
                     _calendar = xcals.get_calendar("XNYS", start=FIRST_DAY, end=end)
