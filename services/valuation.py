@@ -1,0 +1,390 @@
+"""`/iwm valuation`: Russell 2000 (IWM) against S&P 500 (SPY) on trailing P/E, forward P/E, price/sales and
+price/book, and the small/large ratio of each.
+
+Sources, each with its own method note (small-cap P/E depends heavily on whether loss-makers are excluded):
+- the operator file `services/data/valuation.csv` (`date,symbol,metric,value,source,note`; symbol IWM or SPY,
+  metric one of METRICS, `note` says the method). It ships with no rows: there is no Russell 2000 valuation
+  data the bot can source honestly offline, so those figures are missing until an operator adds them;
+- the S&P 500 trailing P/E derived from the bundled Shiller data (monthly average price / trailing 12-month
+  reported earnings; Earnings is written as 0.0 = missing after 2023-06);
+- Yahoo's quoteSummary for IWM and SPY (current values only), when the market data provider is Yahoo.
+The small/large ratio is only computed from one source's two figures dated within RATIO_MAX_DAYS of each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_figure, title, to_png
+from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
+from services.errors import InputError
+from services.market import data_file
+
+METRICS = {"trailing_pe": "Trailing P/E", "forward_pe": "Forward P/E", "price_to_sales": "Price/sales",
+           "price_to_book": "Price/book"}
+SMALL, LARGE = "IWM", "SPY"
+SIDES = {SMALL: "Russell 2000 (IWM)", LARGE: "S&P 500 (SPY)"}
+RATIO_MAX_DAYS = 31
+HISTORY_MIN_POINTS = 12
+OPERATOR = "operator file"
+SHILLER = "Shiller (bundled)"
+YAHOO = "Yahoo quoteSummary"
+SHILLER_METHOD = ("S&P 500 index, monthly average price / trailing 12-month reported earnings; index aggregate, "
+                  "so loss-makers are included (net)")
+YAHOO_METHOD = "Yahoo's figure for the ETF; Yahoo does not document how it aggregates holdings or treats loss-makers"
+SOURCE_PRIORITY = {OPERATOR: 0, YAHOO: 1, SHILLER: 2}  # on equal dates, the operator's figure wins
+
+
+@dataclass(frozen=True)
+class Observation:
+    symbol: str  # IWM or SPY
+    metric: str
+    value: float
+    as_of: date
+    source: str  # e.g. "Yardeni (operator file)", "Shiller (bundled)"
+    method: str
+    kind: str = OPERATOR  # OPERATOR, SHILLER or YAHOO
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    metric: str
+    label: str
+    small: Observation | None  # IWM / Russell 2000; None = missing
+    large: Observation | None  # SPY / S&P 500
+    ratio: float | None  # small / large, from one source (see ratio_source)
+    ratio_as_of: date | None
+    ratio_source: str | None
+    note: str  # why something is missing or why there is no ratio
+
+
+@dataclass(frozen=True)
+class RatioHistory:
+    metric: str
+    source: str
+    first: date
+    last: date
+    points: int
+    current: float  # the last point
+    percentile: float  # % of points at or below the current one
+    low: float
+    low_date: date
+    lowest_since: date | None  # the last earlier point below the current one; None: the lowest in the history
+
+
+@dataclass(frozen=True)
+class ValuationReport:
+    as_of: date | None  # the day asked for (None: latest)
+    rows: tuple[MetricRow, ...]  # in METRICS order
+    history: RatioHistory | None  # relative forward P/E history, when there is one
+    history_note: str
+    methods: tuple[tuple[str, str], ...]  # ("IWM · source", method) for each side and source a figure comes from
+    stale: bool
+    notes: tuple[str, ...]
+    small_label: str = SIDES[SMALL]
+    large_label: str = SIDES[LARGE]
+
+
+# --- sources --------------------------------------------------------------------------------------------------
+
+def parse_operator_file(text: str) -> tuple[list[Observation], list[str]]:
+    """valuation.csv -> (observations, problems). A bad row is skipped and named, never guessed at."""
+    observations: list[Observation] = []
+    problems: list[str] = []
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
+    expected = ["date", "symbol", "metric", "value", "source", "note"]
+    if [f.strip() for f in reader.fieldnames or []] != expected:
+        return [], [f"valuation.csv header must be {','.join(expected)}"]
+    for line, row in enumerate(reader, start=2):
+        try:
+            day = date.fromisoformat((row["date"] or "").strip())
+            symbol, metric = (row["symbol"] or "").strip().upper(), (row["metric"] or "").strip()
+            value = float(row["value"] or "nan")
+            source = (row["source"] or "").strip()
+            if symbol not in SIDES:
+                raise ValueError(f"symbol must be {' or '.join(SIDES)}")
+            if metric not in METRICS:
+                raise ValueError(f"metric must be one of {', '.join(METRICS)}")
+            if not math.isfinite(value) or value <= 0:
+                raise ValueError("value must be a positive number")
+            if not source:
+                raise ValueError("source is empty")
+        except (ValueError, TypeError) as exc:
+            problems.append(f"valuation.csv line {line} ignored: {exc}")
+            continue
+        method = (row["note"] or "").strip() or "method not given (are loss-makers excluded?)"
+        observations.append(Observation(symbol, metric, value, day, f"{source} ({OPERATOR})", method))
+    return observations, problems
+
+
+def shiller_pe() -> pd.Series:
+    """S&P 500 trailing P/E by month from the bundled Shiller file; months with Earnings 0.0 (missing) dropped."""
+    raw = pd.read_csv(data_file("SP500.shiller.monthly.csv.gz"), parse_dates=["Date"], index_col="Date")
+    earnings = raw["Earnings"].where(raw["Earnings"] > 0)
+    price = raw["SP500"].where(raw["SP500"] > 0)
+    return (price / earnings).dropna().rename("trailing_pe")
+
+
+def shiller_observations(pe: pd.Series) -> list[Observation]:
+    return [Observation(LARGE, "trailing_pe", float(v), d.date(), SHILLER, SHILLER_METHOD, SHILLER)
+            for d, v in pe.items()]
+
+
+def _raw(block: dict, name: str) -> float | None:
+    field = block.get(name)
+    value = field.get("raw") if isinstance(field, dict) else None
+    if isinstance(value, int | float) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None
+
+
+def parse_quote_summary(text: str) -> dict[str, float | None]:
+    """A quoteSummary body -> {metric: value or None}. ValueError when it is not one."""
+    if looks_like_html(text):
+        raise ValueError("HTML page instead of quoteSummary JSON")
+    try:
+        summary = json.loads(text)["quoteSummary"]
+        if summary.get("error"):
+            raise ValueError(f"Yahoo error: {summary['error']}")
+        result = summary["result"][0]
+        detail = result.get("summaryDetail") or {}
+        stats = result.get("defaultKeyStatistics") or {}
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ValueError(f"malformed quoteSummary: {type(exc).__name__}") from exc
+    return {
+        "trailing_pe": _raw(detail, "trailingPE"),
+        "forward_pe": _raw(detail, "forwardPE") or _raw(stats, "forwardPE"),
+        "price_to_sales": _raw(detail, "priceToSalesTrailing12Months"),
+        "price_to_book": _raw(stats, "priceToBook"),
+    }
+
+
+async def yahoo_observations(documents: Documents, base_url: str) -> tuple[list[Observation], list[str], bool]:
+    """Current quoteSummary figures for IWM and SPY: (observations, notes, stale)."""
+
+    async def one(symbol: str) -> Document | DocumentUnavailable:
+        try:
+            return await documents.get(f"{base_url.rstrip('/')}/v10/finance/quoteSummary/{symbol}",
+                                       params={"modules": "summaryDetail,defaultKeyStatistics"},
+                                       validate=parse_quote_summary)
+        except DocumentUnavailable as exc:
+            return exc
+
+    observations: list[Observation] = []
+    notes: list[str] = []
+    stale = False
+    for symbol, document in zip(SIDES, await asyncio.gather(*(one(s) for s in SIDES)), strict=True):
+        if isinstance(document, DocumentUnavailable):
+            notes.append(f"Yahoo {symbol}: {document}")
+            continue
+        stale = stale or document.stale
+        if document.stale:
+            notes.append(f"Yahoo {symbol}: {document.note}")
+        day = document.fetched_at.date() if document.fetched_at else date.today()
+        source = YAHOO + (" (stale cache)" if document.stale else "")
+        for metric, value in parse_quote_summary(document.text).items():
+            if value is not None:
+                observations.append(Observation(symbol, metric, value, day, source, YAHOO_METHOD, YAHOO))
+    return observations, notes, stale
+
+
+# --- analysis -------------------------------------------------------------------------------------------------
+
+def latest(observations: list[Observation], symbol: str, metric: str, as_of: date | None) -> Observation | None:
+    found = [o for o in observations if o.symbol == symbol and o.metric == metric
+             and (as_of is None or o.as_of <= as_of)]
+    if not found:
+        return None
+    return max(found, key=lambda o: (o.as_of, -SOURCE_PRIORITY[o.kind]))
+
+
+def ratio_series(observations: list[Observation], metric: str, as_of: date | None) -> dict[str, pd.Series]:
+    """Per source, the small/large ratio on the dates both sides have (exact date matches)."""
+    out: dict[str, pd.Series] = {}
+    for source in sorted({o.source for o in observations if o.metric == metric}):
+        sides = {
+            s: pd.Series({pd.Timestamp(o.as_of): o.value for o in observations
+                          if o.source == source and o.metric == metric and o.symbol == s
+                          and (as_of is None or o.as_of <= as_of)}, dtype="float64")
+            for s in SIDES
+        }
+        joined = pd.concat(sides, axis=1, join="inner").dropna().sort_index()
+        if len(joined):
+            out[source] = joined[SMALL] / joined[LARGE]
+    return out
+
+
+def metric_row(observations: list[Observation], metric: str, as_of: date | None) -> MetricRow:
+    small, large = latest(observations, SMALL, metric, as_of), latest(observations, LARGE, metric, as_of)
+    ratio = ratio_as_of = ratio_source = None
+    notes = [f"no {SIDES[s]} figure" for s, o in ((SMALL, small), (LARGE, large)) if o is None]
+    # The most recent same-source pair within RATIO_MAX_DAYS of each other.
+    pairs = []
+    for source in {o.source for o in observations if o.metric == metric}:
+        mine = [o for o in observations if o.source == source]
+        a, b = latest(mine, SMALL, metric, as_of), latest(mine, LARGE, metric, as_of)
+        if a and b and abs((a.as_of - b.as_of).days) <= RATIO_MAX_DAYS:
+            pairs.append((min(a.as_of, b.as_of), a.value / b.value, source))
+    if pairs:
+        ratio_as_of, ratio, ratio_source = max(pairs, key=lambda p: p[0])
+    elif small and large:
+        notes.append("no ratio: the two figures come from different sources or dates")
+    return MetricRow(metric, METRICS[metric], small, large, ratio, ratio_as_of, ratio_source, "; ".join(notes))
+
+
+def ratio_history(observations: list[Observation], as_of: date | None,
+                  metric: str = "forward_pe") -> RatioHistory | None:
+    """The relative forward P/E history from the source with the most points, if it has HISTORY_MIN_POINTS."""
+    candidates = ratio_series(observations, metric, as_of)
+    if not candidates:
+        return None
+    source, series = max(candidates.items(), key=lambda item: len(item[1]))
+    if len(series) < HISTORY_MIN_POINTS:
+        return None
+    current = float(series.iloc[-1])
+    earlier = series.iloc[:-1]
+    below = earlier[earlier < current]
+    return RatioHistory(
+        metric=metric, source=source, first=series.index[0].date(), last=series.index[-1].date(),
+        points=len(series), current=current, percentile=float((series <= current).mean() * 100),
+        low=float(series.min()), low_date=series.idxmin().date(),
+        lowest_since=below.index[-1].date() if len(below) else None,
+    )
+
+
+def compute_valuation(observations: list[Observation], as_of: date | None = None,
+                      notes: tuple[str, ...] = (), stale: bool = False) -> ValuationReport:
+    if as_of is not None:
+        first = min((o.as_of for o in observations), default=None)
+        if first is None or as_of < first:
+            raise InputError(f"as_of {as_of} is before the first valuation figure ({first})")
+        if as_of > date.today():
+            raise InputError(f"as_of {as_of} is in the future")
+    rows = tuple(metric_row(observations, m, as_of) for m in METRICS)
+    history = ratio_history(observations, as_of)
+    history_note = "" if history else (
+        f"No history of the relative forward P/E: needs ≥{HISTORY_MIN_POINTS} dates with both IWM and SPY "
+        "forward P/E from one source (operator file)."
+    )
+    used = {f"{o.symbol} · {o.source}": o.method for r in rows for o in (r.small, r.large) if o is not None}
+    extra = []
+    if all(r.small is None for r in rows):
+        extra.append("No Russell 2000 valuation figures: there is no honest offline source; an operator can add "
+                     "them to valuation.csv, and Yahoo figures appear when the provider is Yahoo.")
+    return ValuationReport(as_of=as_of, rows=rows, history=history, history_note=history_note,
+                           methods=tuple(sorted(used.items())), stale=stale, notes=tuple(extra) + notes)
+
+
+# --- chart ----------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ValuationChart:
+    labels: tuple[str, ...]  # metric labels
+    small: tuple[float | None, ...]
+    large: tuple[float | None, ...]
+    small_dates: tuple[date | None, ...]
+    large_dates: tuple[date | None, ...]
+    ratios: tuple[float | None, ...]  # small / large per metric
+    history: pd.Series  # the ratio history, or the S&P trailing P/E history
+    history_label: str
+    title: str
+    subtitle: str
+
+
+def render_valuation(chart: ValuationChart) -> bytes:
+    fig, (bars, hist) = new_figure((1.0, 1.0), sharex=False)
+    bars.get_subplotspec().get_gridspec().update(hspace=0.25)  # room for the bar labels
+    for ax in (bars, hist):
+        ax.set_position(ax.get_subplotspec().get_position(fig))
+    title(fig, chart.title, chart.subtitle)
+    x = np.arange(len(chart.labels))
+    width = 0.38
+    top = max([v for v in chart.small + chart.large if v is not None] + [1.0])
+    for offset, values, days, color, name in ((-width / 2, chart.small, chart.small_dates, YELLOW, SIDES[SMALL]),
+                                              (width / 2, chart.large, chart.large_dates, BLUE, SIDES[LARGE])):
+        bars.bar(x + offset, [0.0 if v is None else v for v in values], width=width * 0.95, color=color, label=name)
+        for xi, v, day in zip(x + offset, values, days, strict=True):
+            text = "n/a" if v is None else f"{v:.1f}" + (f"\n{day:%Y-%m}" if day else "")
+            bars.text(xi, (0 if v is None else v) + top * 0.02, text, ha="center", va="bottom",
+                      color=MUTED if v is None else TEXT, fontsize=9)
+    bars.set_xticks(x, [f"{label}\nsmall/large " + ("n/a" if r is None else f"{r:.2f}")
+                        for label, r in zip(chart.labels, chart.ratios, strict=True)])
+    bars.set_ylim(0, top * 1.35)
+    bars.set_axisbelow(True)
+    bars.grid(False, axis="x")
+    legend(bars)
+    history = chart.history
+    if len(history):
+        hist.plot(history.index, history.to_numpy(), color=YELLOW, lw=1.1, label=chart.history_label)
+        last = history.index[-1]
+        hist.annotate(f"{history.iloc[-1]:.2f} ({last:%Y-%m})", (last, history.iloc[-1]),
+                      xytext=(-4, 6), textcoords="offset points", ha="right", color=TEXT, fontsize=8)
+        cap = float(history.median()) * 2.5
+        if history.max() > cap:  # e.g. the 2009 P/E spike when earnings collapsed: keep the rest readable
+            peak = history.idxmax()
+            hist.set_ylim(float(history.min()) * 0.9, cap)
+            hist.text(0.99, 0.95, f"off scale: {history.max():.0f} in {peak:%Y-%m}", transform=hist.transAxes,
+                      ha="right", va="top", color=MUTED, fontsize=8)
+        legend(hist)
+    else:
+        hist.text(0.5, 0.5, "no history", transform=hist.transAxes, ha="center", color=MUTED)
+    return to_png(fig)
+
+
+def valuation_chart(report: ValuationReport, history: pd.Series, history_label: str) -> ValuationChart:
+    subtitle = "as of " + (str(report.as_of) if report.as_of else "latest") + " · n/a = no figure from any source"
+    return ValuationChart(
+        labels=tuple(r.label for r in report.rows),
+        small=tuple(r.small.value if r.small else None for r in report.rows),
+        large=tuple(r.large.value if r.large else None for r in report.rows),
+        small_dates=tuple(r.small.as_of if r.small else None for r in report.rows),
+        large_dates=tuple(r.large.as_of if r.large else None for r in report.rows),
+        ratios=tuple(r.ratio for r in report.rows),
+        history=history,
+        history_label=history_label,
+        title="Valuation: Russell 2000 vs S&P 500",
+        subtitle=subtitle,
+    )
+
+
+# --- answer ---------------------------------------------------------------------------------------------------
+
+def read_operator_file(path: Path | None) -> str:
+    return path.read_text(encoding="utf-8") if path else data_file("valuation.csv").read().decode("utf-8")
+
+
+async def valuation_answer(documents: Documents, renderer: Renderer, as_of: date | None = None, *,
+                           yahoo_base_url: str | None = None, operator_file: Path | None = None,
+                           ) -> tuple[ValuationReport, bytes]:
+    """The `/iwm valuation` report and its chart (PNG). `yahoo_base_url`: set it only when the provider is Yahoo;
+    its figures are current, so they are used only when `as_of` is None."""
+    text = await asyncio.to_thread(read_operator_file, operator_file)
+    observations, notes = parse_operator_file(text)
+    pe = await asyncio.to_thread(shiller_pe)
+    observations += shiller_observations(pe)
+    stale = False
+    if yahoo_base_url and documents.live and as_of is None:
+        live, live_notes, stale = await yahoo_observations(documents, yahoo_base_url)
+        observations += live
+        notes += live_notes
+    elif yahoo_base_url and as_of is not None:
+        notes.append("Yahoo figures are current only: not used for a past date.")
+    report = compute_valuation(observations, as_of, tuple(notes), stale)
+    if report.history:
+        series = ratio_series(observations, "forward_pe", as_of)[report.history.source]
+        label = f"IWM/SPY forward P/E ({report.history.source})"
+    else:
+        series = pe.loc[: pd.Timestamp(as_of)] if as_of else pe
+        series = series.loc["1990":]
+        label = "S&P 500 trailing P/E (Shiller; no IWM/SPY ratio history)"
+    return report, await renderer.render(render_valuation, valuation_chart(report, series, label))
