@@ -30,6 +30,7 @@ from services.alerts import AlertStore
 from services.charts import Renderer
 from services.community import CommunityLog
 from services.config import ConfigError, Settings, Zones
+from services.documents import Documents, build_documents
 from services.market import MarketData, build_providers
 from services.sentiment import SentimentStore
 from services.storage import Database, DatabaseError
@@ -61,6 +62,7 @@ class Resources:
     alerts: AlertStore
     sentiment: SentimentStore
     community: CommunityLog
+    documents: Documents
 
     async def zones(self, guild_id: int | None) -> Zones:
         """The levels in force for a guild (its own, set with /iwm setlevels, or the configured default)."""
@@ -81,7 +83,8 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     community = CommunityLog(database)
     await community.open()
     try:
-        yield Resources(settings, session, database, market, renderer, alerts, sentiment, community)
+        documents = build_documents(settings, session, database)
+        yield Resources(settings, session, database, market, renderer, alerts, sentiment, community, documents)
     finally:
         await community.close()  # flushes the log writer before the database closes
         await session.close()

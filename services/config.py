@@ -62,6 +62,12 @@ class Settings:
     zones: Zones = field(default_factory=Zones)
     yahoo_base_url: str = "https://query1.finance.yahoo.com"
     stooq_base_url: str = "https://stooq.com"
+    fred_base_url: str = "https://fred.stlouisfed.org"
+    holdings_url: str = (
+        "https://www.ishares.com/us/products/239710/ishares-russell-2000-etf/1467271812596.ajax"
+        "?fileType=csv&fileName=IWM_holdings&dataType=fund"
+    )
+    valuation_file: Path | None = None
     log_level: str = "INFO"
     log_retention_days: int = 365
     shard_count: int | None = None
@@ -100,6 +106,9 @@ class Settings:
             zones=Zones.parse(get("LEVELS")) if get("LEVELS") else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
             stooq_base_url=get("STOOQ_BASE_URL") or cls.stooq_base_url,
+            fred_base_url=get("FRED_BASE_URL") or cls.fred_base_url,
+            holdings_url=get("IWM_HOLDINGS_URL") or cls.holdings_url,
+            valuation_file=Path(v) if (v := get("VALUATION_FILE")) else None,
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
             log_retention_days=integer("LOG_RETENTION_DAYS", 365) or 365,
             shard_count=integer("SHARD_COUNT", None),

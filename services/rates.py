@@ -25,12 +25,13 @@ import pandas as pd
 from matplotlib.axes import Axes
 
 from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_figure, style_axes, title, to_png
+from services.config import Settings
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
 from services.levels import cut_to, relative_strength
 from services.market import MarketData
 
-FRED_BASE_URL = "https://fred.stlouisfed.org"
+FRED_BASE_URL = Settings.fred_base_url
 WINDOWS = (3, 6, 12, 24)  # months after the first cut
 CUT_THRESHOLD = 0.25  # pp below the trailing high
 TRAILING_MONTHS = 6  # the trailing high's window

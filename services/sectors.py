@@ -34,14 +34,12 @@ from services.charts import (
     title,
     to_png,
 )
+from services.config import Settings
 from services.documents import Document, Documents, looks_like_html
 from services.errors import InputError
 from services.market import Bars, MarketData, UnknownSymbol
 
-ISHARES_IWM_HOLDINGS_URL = (
-    "https://www.ishares.com/us/products/239710/ishares-russell-2000-etf/1467271812596.ajax"
-    "?fileType=csv&fileName=IWM_holdings&dataType=fund"
-)
+ISHARES_IWM_HOLDINGS_URL = Settings.holdings_url
 BUNDLED_HOLDINGS = "IWM_holdings.2026-05-05.csv.gz"
 BENCHMARK = "IWM"
 PERIODS = ("1m", "3m", "ytd", "1y")
