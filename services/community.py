@@ -129,13 +129,20 @@ def create_tables(d: sqlite_utils.Database) -> None:
 
 def find_cashtags(text: str) -> list[str]:
     """Distinct tickers mentioned as cashtags, upper-cased, in order of first mention."""
+    if "$" not in text:  # most messages: skip the regex
+        return []
     return list(dict.fromkeys(m.upper() for m in CASHTAG.findall(text)))
 
 
 def tone_counts(text: str) -> tuple[int, int]:
     """(bullish, bearish) word counts."""
-    tokens = TOKEN.findall(text.lower())
-    return sum(t in BULLISH_WORDS for t in tokens), sum(t in BEARISH_WORDS for t in tokens)
+    bullish = bearish = 0
+    for token in TOKEN.findall(text.lower()):
+        if token in BULLISH_WORDS:
+            bullish += 1
+        elif token in BEARISH_WORDS:
+            bearish += 1
+    return bullish, bearish
 
 
 def tone(bullish: int, bearish: int) -> float | None:
@@ -176,7 +183,8 @@ class _Kind:
 def _text_fields(content: str) -> tuple[str, str, int, int]:
     content = clean_text(content)
     bull, bear = tone_counts(content)
-    return content, json.dumps(find_cashtags(content)), bull, bear
+    tags = find_cashtags(content)  # letters and dots only, so the JSON can be written directly (it is hot)
+    return content, '["' + '", "'.join(tags) + '"]' if tags else "[]", bull, bear
 
 
 def _create(guild_id: int, channel_id: int, message_id: int, author_id: int, created_at: datetime, content: str,
@@ -255,7 +263,8 @@ KINDS: dict[str, _Kind] = {
         "AND removed_at IS NULL",), _emoji_cleared),
 }
 
-Op = tuple[str, tuple[Any, ...]]
+Prepared = tuple[list[tuple], ...]  # an event as parameter rows, one list per statement of its kind
+Op = tuple[str, Prepared]
 # Errors that belong to one event (a value SQLite cannot store, a naive time). Anything else, such as
 # sqlite3.OperationalError (locked, disk full), aborts the whole batch so LogWriter retries it.
 BAD_EVENT = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError,
@@ -267,7 +276,7 @@ def _ids(args: tuple[Any, ...]) -> list[int]:
     return [a for a in args if isinstance(a, int)][:4]
 
 
-def _execute(d: sqlite_utils.Database, kind: _Kind, prepared: Sequence[tuple[list[tuple], ...]]) -> None:
+def _execute(d: sqlite_utils.Database, kind: _Kind, prepared: Sequence[Prepared]) -> None:
     with d.atomic():  # a savepoint inside the batch transaction
         for i, sql in enumerate(kind.statements):
             rows = [row for params in prepared for row in params[i]]
@@ -276,28 +285,21 @@ def _execute(d: sqlite_utils.Database, kind: _Kind, prepared: Sequence[tuple[lis
 
 
 def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
-    """Write events in order in one transaction; returns (applied, skipped).
+    """Write prepared events (kind, parameter rows) in order in one transaction; returns (applied, skipped).
 
     Runs of consecutive batchable events of one kind go in with executemany. If a run fails, it is rolled back
     to its savepoint and retried one event at a time, so a bad event is logged and skipped and the rest stay.
     """
-    groups: list[tuple[str, list[tuple[Any, ...]]]] = []
-    for name, args in ops:
+    groups: list[tuple[str, list[Prepared]]] = []
+    for name, params in ops:
         if groups and groups[-1][0] == name and KINDS[name].batchable:
-            groups[-1][1].append(args)
+            groups[-1][1].append(params)
         else:
-            groups.append((name, [args]))
+            groups.append((name, [params]))
     applied = skipped = 0
     with d.atomic():
-        for name, group in groups:
+        for name, prepared in groups:
             kind = KINDS[name]
-            prepared = []
-            for args in group:
-                try:
-                    prepared.append(kind.params(*args))
-                except BAD_EVENT as exc:
-                    log.warning("community log: skipped a bad %s event %s: %r", name, _ids(args), exc)
-                    skipped += 1
             try:
                 _execute(d, kind, prepared)
                 applied += len(prepared)
@@ -315,14 +317,6 @@ def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
     return applied, skipped
 
 
-@dataclass(frozen=True)
-class _Flush:
-    done: asyncio.Future[None]
-
-
-_STOP = object()
-
-
 class LogWriter:
     """Queues log events and writes them in batches: up to `batch_size` events per transaction, or whatever
     arrived within `interval` seconds of the first waiting event, on the database thread, in arrival order.
@@ -330,13 +324,20 @@ class LogWriter:
     `put` never waits, so the event loop is never held up by the disk. What is lost in a crash: the events
     still in memory (at most `interval` seconds' worth plus any backlog). `flush()` returns once everything
     queued before it is committed; `close()` flushes and stops (call it at shutdown).
+
+    The queue is a plain list that the writer takes a batch at a time (not an asyncio.Queue, whose per-item
+    cost was most of the writer's overhead at gateway-burst rates).
     """
 
     def __init__(self, db: Database, *, batch_size: int = BATCH_SIZE, interval: float = FLUSH_INTERVAL) -> None:
         if batch_size < 1 or interval < 0:
             raise ValueError("batch_size must be at least 1 and interval not negative")
         self.db, self.batch_size, self.interval = db, batch_size, interval
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._ops: list[Op] = []
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (events queued before it, flush future)
+        self._queued = 0  # events ever queued
+        self._taken = 0  # events ever taken by the writer
+        self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.applied = 0  # events written
@@ -344,68 +345,76 @@ class LogWriter:
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._ops)
 
     def start(self) -> None:
         if self._task is None and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="community-log-writer")
 
     def put(self, kind: str, *args: Any) -> None:
+        """Queue one event. Its parameter rows (cashtags, tone, timestamps) are worked out here, a few
+        microseconds per event, so the database thread only writes: the batch transactions stay short."""
         if self._closed:
             raise RuntimeError("the community log writer is closed")
         if kind not in KINDS:
             raise ValueError(f"unknown log event kind {kind!r}")
+        try:
+            prepared = KINDS[kind].params(*args)
+        except BAD_EVENT as exc:
+            log.warning("community log: skipped a bad %s event %s: %r", kind, _ids(args), exc)
+            self.skipped += 1
+            return
         self.start()
-        self._queue.put_nowait((kind, args))
+        self._ops.append((kind, prepared))
+        self._queued += 1
+        if len(self._ops) == 1 or len(self._ops) >= self.batch_size:
+            self._wake.set()
 
     async def flush(self) -> None:
+        """Return once every event queued so far is committed (or skipped)."""
         if self._task is None or self._task.done():
             return
-        if self._closed:  # the stop marker is queued: everything is written when the task ends
-            await asyncio.shield(self._task)
-            return
         done = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Flush(done))
-        await done
+        self._waiters.append((self._queued, done))
+        self._wake.set()
+        await asyncio.shield(done)
 
     async def close(self) -> None:
         self._closed = True
         if self._task is not None and not self._task.done():
-            self._queue.put_nowait(_STOP)
+            self._wake.set()
             await self._task
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            item = await self._queue.get()
-            batch: list[Op] = []
-            flushed: list[asyncio.Future[None]] = []
-            deadline = loop.time() + self.interval
-            while True:
-                if item is _STOP or isinstance(item, _Flush):
-                    break
-                batch.append(item)
-                if len(batch) >= self.batch_size:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except asyncio.QueueEmpty:
-                    remaining = deadline - loop.time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = await asyncio.wait_for(self._queue.get(), remaining)
-                    except TimeoutError:
-                        break
-            if isinstance(item, _Flush):
-                flushed.append(item.done)
-            if batch:
-                await self._write(batch)
-            for done in flushed:
+    def _release_waiters(self) -> None:
+        still = []
+        for upto, done in self._waiters:
+            if self._taken >= upto:
                 if not done.done():
                     done.set_result(None)
-            if item is _STOP:
-                return
+            else:
+                still.append((upto, done))
+        self._waiters = still
+
+    async def _run(self) -> None:
+        while True:
+            if not self._ops:
+                self._release_waiters()
+                if self._closed:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            hurry = self._closed or self._waiters or len(self._ops) >= self.batch_size
+            if not hurry:  # let a light trickle gather for up to `interval` seconds
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                except TimeoutError:
+                    pass
+            batch, self._ops = self._ops[: self.batch_size], self._ops[self.batch_size:]
+            await self._write(batch)
+            self._taken += len(batch)
+            self._release_waiters()
 
     async def _write(self, batch: list[Op]) -> None:
         for attempt in range(1, WRITE_ATTEMPTS + 1):

@@ -108,7 +108,7 @@ def iso_utc(at: datetime) -> str:
     """Fixed-width UTC text for storage; text comparison then orders by time. Naive datetimes are refused."""
     if at.tzinfo is None:
         raise ValueError(f"{at!r} has no timezone: pass an aware datetime (e.g. datetime.now(UTC))")
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
+    return (at if at.tzinfo is UTC else at.astimezone(UTC)).isoformat(timespec="microseconds")
 
 
 def parse_utc(text: str) -> datetime:
