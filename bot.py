@@ -37,7 +37,7 @@ from services.storage import Database, DatabaseError
 
 log = logging.getLogger("smallcaps")
 
-EXTENSIONS = ("cogs.levels", "cogs.alerts", "cogs.status")
+EXTENSIONS = ("cogs.levels", "cogs.analysis", "cogs.alerts", "cogs.sentiment", "cogs.community", "cogs.status")
 
 NO_TOKEN = """\
 No DISCORD_TOKEN is set, so the bot cannot log in to Discord.
@@ -70,11 +70,13 @@ class Resources:
 
 
 @asynccontextmanager
-async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+async def open_resources(settings: Settings, *, render_processes: bool = True) -> AsyncIterator[Resources]:
+    """The shared resources, closed in reverse order. `render_processes=False` renders in a thread (the
+    console's one-shot answers), otherwise in worker processes (see Renderer)."""
     database = Database(settings.database_path)
     await database.open()
-    session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1 (+https://github.com/)"})
-    renderer = Renderer()
+    session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
+    renderer = Renderer(processes=render_processes)
     market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds)
     alerts = AlertStore(database, settings.zones)
     await alerts.setup()
@@ -134,6 +136,7 @@ class SmallcapsBot(commands.AutoShardedBot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         await self.sync_commands()
+        await self.resources.renderer.warm_up()
 
     def command_tree_hash(self) -> str:
         payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
@@ -177,6 +180,11 @@ class RedactToken(logging.Filter):
         message = record.getMessage()
         if self.token in message:
             record.msg, record.args = message.replace(self.token, "[token redacted]"), ()
+        if record.exc_info:  # formatted after the filters ran: fold a traceback that carries the token in, redacted
+            trace = logging.Formatter().formatException(record.exc_info)
+            if self.token in trace:
+                record.msg = f"{record.getMessage()}\n{trace.replace(self.token, '[token redacted]')}"
+                record.args, record.exc_info, record.exc_text = (), None, None
         return True
 
 

@@ -244,7 +244,7 @@ def save_attachments(message: SentMessage, out: Path) -> None:
 async def run_console(settings: Settings, text: str, *, as_json: bool, out_dir: str) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(out_dir)
-    async with open_resources(settings) as resources:
+    async with open_resources(settings, render_processes=False) as resources:
         status, messages = await answer(resources, text)
     for message in messages:
         save_attachments(message, out)
@@ -263,7 +263,7 @@ async def run_replay_command(settings: Settings, start: str, end: str, levels: s
     except (ConfigError, ValueError) as exc:
         print(f"replay: {exc}", file=sys.stderr)
         return 2
-    async with open_resources(settings) as resources:
+    async with open_resources(settings, render_processes=False) as resources:
         try:
             print(await run_replay(resources.market, first, last, zones))
         except InputError as exc:

@@ -54,7 +54,7 @@ def test_levels_options_parse_or_are_refused(tree, period, as_of):
 
 @pytest.fixture
 async def resources(tmp_path):
-    async with open_resources(Settings(database_path=tmp_path / "b.db")) as res:
+    async with open_resources(Settings(database_path=tmp_path / "b.db"), render_processes=False) as res:
         yield res
 
 

@@ -43,7 +43,7 @@ def assert_within_embed_limits(embed: dict) -> None:
 
 @pytest.fixture
 async def resources(tmp_path):
-    async with open_resources(Settings(database_path=tmp_path / "c.db")) as res:
+    async with open_resources(Settings(database_path=tmp_path / "c.db"), render_processes=False) as res:
         yield res
 
 
