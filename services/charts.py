@@ -12,17 +12,17 @@ import multiprocessing
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import pandas as pd
-from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.patches import PathPatch
-from matplotlib.path import Path
 
 from services.config import Zones
+
+if TYPE_CHECKING:  # matplotlib itself is imported on first use: see blank_figure
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+    from matplotlib.path import Path
 
 BG = "#2b2d31"  # Discord's dark embed background
 PANEL = "#313338"
@@ -39,10 +39,20 @@ WIDTH_IN, HEIGHT_IN, DPI = 12.8, 7.2, 100
 T = TypeVar("T")
 
 
-def new_figure(rows: Sequence[float] = (1.0,), sharex: bool = True) -> tuple[Figure, list[Axes]]:
-    """A themed 16:9 figure with stacked panels of the given height ratios."""
+def blank_figure() -> Figure:
+    """A themed 16:9 figure on an Agg canvas. matplotlib is imported here, on first use: the bot's main process
+    never draws (charts render in worker processes), so it need not pay for matplotlib at start-up."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, facecolor=BG)
     FigureCanvasAgg(fig)
+    return fig
+
+
+def new_figure(rows: Sequence[float] = (1.0,), sharex: bool = True) -> tuple[Figure, list[Axes]]:
+    """A themed 16:9 figure with stacked panels of the given height ratios."""
+    fig = blank_figure()
     grid = fig.add_gridspec(len(rows), 1, height_ratios=list(rows), hspace=0.06,
                             left=0.06, right=0.93, top=0.92, bottom=0.07)
     axes: list[Axes] = []
@@ -93,6 +103,8 @@ def date_axis(ax: Axes, index: pd.DatetimeIndex) -> None:
 
 def _compound(segments: np.ndarray, closed: bool) -> Path:
     """Many polygons or line segments (n, k, 2) as one Path: one artist instead of n."""
+    from matplotlib.path import Path
+
     n, k, _ = segments.shape
     codes = np.full((n, k + closed), Path.LINETO, dtype=Path.code_type)
     codes[:, 0] = Path.MOVETO
@@ -104,6 +116,8 @@ def _compound(segments: np.ndarray, closed: bool) -> Path:
 
 def candles(ax: Axes, frame: pd.DataFrame) -> None:
     """OHLC candles drawn as four compound paths (up/down bodies and wicks), not one artist per bar."""
+    from matplotlib.patches import PathPatch
+
     x = np.arange(len(frame), dtype=float)
     o, h, low, c = (frame[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
     width = 0.35 if len(frame) < 400 else 0.45
@@ -173,6 +187,11 @@ def render_levels(chart: LevelsChart) -> bytes:
     return to_png(fig)
 
 
+# Imported once by the forkserver, so every render worker forked from it starts warm.
+WORKER_PRELOAD = ["matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.dates", "matplotlib.patches",
+                  "services.charts"]
+
+
 def _ready() -> bool:
     return True
 
@@ -190,7 +209,7 @@ class Renderer:
         self._executor: Executor
         if processes:
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([__name__])
+            context.set_forkserver_preload(WORKER_PRELOAD)
             self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
         else:
             self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")

@@ -19,10 +19,9 @@ import asyncio
 import io
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
-import matplotlib.dates as mdates
 import pandas as pd
-from matplotlib.axes import Axes
 
 from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_figure, style_axes, title, to_png
 from services.config import Settings
@@ -30,6 +29,9 @@ from services.documents import Document, Documents, DocumentUnavailable, looks_l
 from services.errors import InputError
 from services.levels import cut_to, relative_strength
 from services.market import MarketData
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 FRED_BASE_URL = Settings.fred_base_url
 WINDOWS = (3, 6, 12, 24)  # months after the first cut
@@ -302,6 +304,8 @@ def render_rates(chart: RatesChart) -> bytes:
     lines = ax.get_legend_handles_labels()
     extra = other.get_legend_handles_labels()
     legend(ax, handles=lines[0] + extra[0], labels=lines[1] + extra[1])
+    import matplotlib.dates as mdates  # on first use, like everything matplotlib (services.charts.blank_figure)
+
     ax.xaxis.set_major_locator(mdates.YearLocator(2))
     ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y"))
     return to_png(fig)
@@ -344,6 +348,10 @@ async def rates_answer(market: MarketData, documents: Documents, renderer: Rende
             notes.append(f"Daily rate (DFF) unavailable: {exc}")
     if prices.index[-1] < iwm.frame.index[-1]:
         notes.append(f"SPY data ends {prices.index[-1].date()}: returns stop there.")
+    stale_bars = [b for b in (iwm, spy) if b.stale]
+    if stale_bars:
+        notes.append(f"Prices for {', '.join(b.symbol for b in stale_bars)} are a stale fallback: "
+                     f"{stale_bars[0].note}"[:300])
     market_source = iwm.source if iwm.source == spy.source else f"IWM {iwm.source}, SPY {spy.source}"
     report = compute_rates(monthly, monthly_doc, daily, daily_doc, prices, market_source, as_of, tuple(notes),
                            iwm.stale or spy.stale)

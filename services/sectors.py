@@ -16,20 +16,15 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
 from services.charts import (
-    BG,
     DOWN,
-    DPI,
-    HEIGHT_IN,
     MUTED,
     TEXT,
     UP,
-    WIDTH_IN,
     YELLOW,
     Renderer,
+    blank_figure,
     style_axes,
     title,
     to_png,
@@ -291,8 +286,7 @@ class SectorsChart:
 
 
 def render_sectors(chart: SectorsChart) -> bytes:
-    fig = Figure(figsize=(WIDTH_IN, HEIGHT_IN), dpi=DPI, facecolor=BG)
-    FigureCanvasAgg(fig)
+    fig = blank_figure()
     grid = fig.add_gridspec(1, 2, wspace=0.6, left=0.17, right=0.97, top=0.86, bottom=0.06)
     left, right = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
     for ax in (left, right):
