@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import discord
-import pytest
+import hypothesis  # noqa: F401  # imported up front: its pytest plugin imports it late otherwise, which trips a
+import pytest  # CPython 3.11.7 bug ("AST constructor recursion depth mismatch") under assertion rewriting
 import yarl
 
 from tests.local_discord import LocalDiscord, run_bot
@@ -43,23 +44,45 @@ RunningBot = Callable[..., Awaitable[tuple[Any, LocalDiscord]]]
 async def running_bot(discord_: LocalDiscord, tmp_path: Path) -> AsyncIterator[RunningBot]:
     """`await running_bot(**env)` starts the real bot in-process (fake token, tmp database, bundled market data,
     commands synced to the local Discord's default guild), waits until it is ready and returns (bot, discord_).
-    `env` overrides settings, e.g. `running_bot(DEV_GUILD_ID="")` for a global sync. Stopped at teardown."""
-    from bot import SmallcapsBot, open_resources
-    from services.config import Settings
+    `env` overrides settings, e.g. `running_bot(DEV_GUILD_ID="")` for a global sync. Stopped at teardown.
 
-    async with AsyncExitStack() as stack:
+    Calling it again restarts: the running bot is stopped (cogs unloaded, database closed) and a new one starts on
+    the same database. `await running_bot.stop()` stops it without starting another."""
+    runner = BotRunner(discord_, tmp_path)
+    try:
+        yield runner
+    finally:
+        await runner.stop()
 
-        async def start(**env: str) -> tuple[SmallcapsBot, LocalDiscord]:
-            settings = Settings.from_env({
-                "DISCORD_TOKEN": discord_.token,
-                "DATABASE_PATH": str(tmp_path / "smallcaps.db"),
-                "DEV_GUILD_ID": str(discord_.guild.id),
-                "MARKET_DATA_PROVIDER": "bundled",
-                **env,
-            })
+
+class BotRunner:
+    """The `running_bot` fixture: starts, restarts and stops the real bot against the local Discord."""
+
+    def __init__(self, discord_: LocalDiscord, tmp_path: Path) -> None:
+        self.discord, self.tmp_path = discord_, tmp_path
+        self._stack: AsyncExitStack | None = None
+
+    async def __call__(self, **env: str) -> tuple[Any, LocalDiscord]:
+        from bot import SmallcapsBot, open_resources
+        from services.config import Settings
+
+        await self.stop()
+        settings = Settings.from_env({
+            "DISCORD_TOKEN": self.discord.token,
+            "DATABASE_PATH": str(self.tmp_path / "smallcaps.db"),
+            "DEV_GUILD_ID": str(self.discord.guild.id),
+            "MARKET_DATA_PROVIDER": "bundled",
+            **env,
+        })
+        async with AsyncExitStack() as stack:
             resources = await stack.enter_async_context(open_resources(settings))
             bot = SmallcapsBot(settings, resources)
-            await stack.enter_async_context(run_bot(bot, discord_))
-            return bot, discord_
+            await stack.enter_async_context(run_bot(bot, self.discord))
+            self._stack = stack.pop_all()
+        return bot, self.discord
 
-        yield start
+    async def stop(self) -> None:
+        """Stop the running bot (if any), then close its resources."""
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
