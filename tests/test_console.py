@@ -85,7 +85,7 @@ async def test_unknown_command_lists_valid_ones(resources):
 async def test_parse_command_converts_by_the_tree(resources):
     from bot import EXTENSIONS, SmallcapsBot
 
-    bot = SmallcapsBot(resources.settings, resources)
+    bot = SmallcapsBot(resources.settings, resources, background=False)
     for ext in EXTENSIONS:
         await bot.load_extension(ext)
     command, kwargs = parse_command(bot.tree, '/iwm levels period:2y as_of:"2024-01-05"')
