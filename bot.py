@@ -19,6 +19,7 @@ import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 
 import aiohttp
 import discord
@@ -69,6 +70,14 @@ class Resources:
         return await self.alerts.levels(guild_id) if guild_id else self.settings.zones
 
 
+async def last_session() -> date:
+    """The last NYSE session whose close has passed (plus the provider's usual delay): live data should have it."""
+    from services import market_calendar
+
+    now = datetime.now(UTC) - timedelta(hours=1)
+    return await asyncio.to_thread(market_calendar.last_completed_session, now)
+
+
 @asynccontextmanager
 async def open_resources(settings: Settings, *, render_processes: bool = True) -> AsyncIterator[Resources]:
     """The shared resources, closed in reverse order. `render_processes=False` renders in a thread (the
@@ -77,7 +86,8 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
     await database.open()
     session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
     renderer = Renderer(processes=render_processes)
-    market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds)
+    market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
+                        expected_session=last_session)
     alerts = AlertStore(database, settings.zones)
     await alerts.setup()
     sentiment = SentimentStore(database)

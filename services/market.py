@@ -258,7 +258,9 @@ class ProviderHealth:
 class MarketData:
     """Bars with caching: fresh cache -> no call; otherwise one upstream call per symbol at a time (single
     flight), retried with backoff across the live providers in order; when they all fail, the last cached or
-    bundled bars, marked stale."""
+    bundled bars, marked stale. A provider whose latest bar is older than `expected_session()` counts as
+    failing (it would otherwise serve yesterday's data forever); its bars are used, marked stale, only when
+    nothing fresher exists."""
 
     def __init__(
         self,
@@ -271,11 +273,13 @@ class MarketData:
         backoff: float = 0.5,
         max_wait: float = 10.0,
         clock: Callable[[], float] = time.time,
+        expected_session: Callable[[], Awaitable[date]] | None = None,
     ) -> None:
         self.providers = list(providers)
         self.database = database
         self.bundled = bundled or BundledProvider()
         self.ttl, self.attempts, self.backoff, self.max_wait, self.clock = ttl, attempts, backoff, max_wait, clock
+        self.expected_session = expected_session  # the last completed session: live bars older than it are stale
         self.health = {p.name: ProviderHealth(p.name) for p in self.providers}
         self._memo: dict[str, tuple[float, Bars]] = {}
         self._inflight: dict[str, asyncio.Future[Bars]] = {}
@@ -312,6 +316,8 @@ class MarketData:
             self._memo[symbol] = cached
             return cached[1]
         errors: list[str] = []
+        lagging: Bars | None = None
+        expected = await self.expected_session() if self.expected_session else None
         for provider in self.providers:
             health = self.health[provider.name]
             if not health.available(self.clock()):
@@ -319,6 +325,10 @@ class MarketData:
                 continue
             try:
                 frame = await self._fetch_with_retries(provider, symbol)
+                if expected is not None and frame.index[-1].date() < expected:
+                    # Yesterday's data forever is a failure too: try the next provider, rest this one.
+                    lagging = lagging or Bars(symbol, frame, provider.name)
+                    raise ProviderError(f"latest bar {frame.index[-1].date()} is behind the last session {expected}")
             except ProviderError as exc:
                 health.failed(self.clock(), str(exc))
                 errors.append(f"{provider.name}: {exc}")
@@ -328,6 +338,10 @@ class MarketData:
             bars = Bars(symbol, frame, provider.name)
             await self._write_cache(bars)
             self._memo[symbol] = (self.clock(), bars)
+            return bars
+        if lagging is not None and (cached is None or lagging.as_of >= cached[1].as_of):
+            bars = replace(lagging, stale=True, note="; ".join(errors))
+            self._memo[symbol] = (self.clock(), bars)  # for the TTL: the breaker decides when to ask again
             return bars
         return await self._fallback(symbol, cached, "; ".join(errors))
 

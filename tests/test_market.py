@@ -200,3 +200,35 @@ async def test_bundled_history_is_real_and_split_adjusted():
     # SOURCES.md sanity points: 2021 closing high 242.56, 2022 low close 163.90.
     assert frame.loc["2021", "close"].max() == pytest.approx(242.56, abs=0.005)
     assert frame.loc["2022", "close"].min() == pytest.approx(163.90, abs=0.005)
+
+
+async def test_yesterdays_data_forever_is_stale_and_rests_the_provider(server, session):
+    """A provider that keeps answering with an old last bar: the answer is marked stale with its as-of date, and
+    the breaker stops asking it on every request."""
+    from datetime import date
+
+    async def expected() -> date:
+        return date(2026, 2, 23)  # the sample's last bar is 2026-02-20 (a Friday); Monday's close has passed
+
+    clock = Clock()
+    server.script(YAHOO_PATH, Reply(body=YAHOO_BODY))
+    service = market([YahooProvider(session, server.url)], clock=clock, attempts=1, ttl=0,
+                     expected_session=expected)
+    for _ in range(3):
+        bars = await service.bars("SPY")
+        assert bars.stale and bars.source == "yahoo" and bars.as_of.isoformat() == "2026-02-20"
+        assert "behind the last session 2026-02-23" in bars.note
+    assert service.health["yahoo"].state == "open"
+    await service.bars("SPY")
+    assert server.calls[YAHOO_PATH] == 3  # resting
+
+
+async def test_fresh_enough_data_is_not_stale(server, session):
+    from datetime import date
+
+    async def expected() -> date:
+        return date(2026, 2, 20)
+
+    server.script(YAHOO_PATH, Reply(body=YAHOO_BODY))
+    bars = await market([YahooProvider(session, server.url)], expected_session=expected).bars("SPY")
+    assert not bars.stale
