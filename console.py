@@ -64,12 +64,14 @@ class ConsoleResponse:
     def __init__(self, interaction: ConsoleInteraction) -> None:
         self._interaction = interaction
         self._done = False
+        self.type: discord.InteractionResponseType | None = None
 
     def is_done(self) -> bool:
         return self._done
 
     async def defer(self, *, ephemeral: bool = False, thinking: bool = False) -> None:
         self._done = True
+        self.type = discord.InteractionResponseType.deferred_channel_message
 
     async def send_message(self, content: str | None = None, **kwargs: Any) -> None:
         self._done = True
@@ -98,6 +100,9 @@ class ConsoleInteraction:
         self.response = ConsoleResponse(self)
         self.followup = ConsoleFollowup(self)
         self.sent: list[SentMessage] = []
+
+    async def delete_original_response(self) -> None:
+        """Nothing to delete: the console shows no "thinking" placeholder."""
 
 
 def _leaf_commands(group: app_commands.Group) -> list[str]:

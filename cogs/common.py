@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord import app_commands
@@ -42,6 +44,35 @@ class IwmCog(commands.Cog):
     async def cog_unload(self) -> None:
         for command in self.__cog_app_commands__:
             self.bot.iwm.remove_command(command.name)
+
+
+Listener = TypeVar("Listener", bound=Callable[..., Awaitable[None]])
+
+
+def in_guild() -> Callable[[Any], Any]:
+    """A check for `/iwm` subcommands that need a server: `app_commands.guild_only()` only affects top-level
+    commands (Discord hides them in DMs), so a subcommand must refuse a DM invocation itself."""
+
+    def predicate(interaction: discord.Interaction) -> bool:
+        if interaction.guild_id is None:
+            raise app_commands.NoPrivateMessage()
+        return True
+
+    return app_commands.check(predicate)
+
+
+def safe_listener(listener: Listener) -> Listener:
+    """Wrap a gateway event listener so an error is logged with its traceback and never reaches discord.py
+    (one bad event must not disturb the others)."""
+
+    @functools.wraps(listener)
+    async def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            await listener(*args, **kwargs)
+        except Exception:
+            log.exception("listener %s failed", listener.__qualname__)
+
+    return wrapper  # type: ignore[return-value]
 
 
 async def add_iwm_cog(bot: SmallcapsBot, cog: IwmCog) -> None:
@@ -87,11 +118,21 @@ def is_expected(error: Exception) -> bool:
 
 
 async def reply_error(interaction: discord.Interaction, error: Exception) -> None:
+    """Answer a failed command with a short message only its author sees.
+
+    After a (public) defer, Discord turns the first followup into the "thinking" message, ignoring the
+    ephemeral flag; so that placeholder is deleted first and the error follows as a new, ephemeral message.
+    """
     text = error_text(error)
-    if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True)
-    else:
+    if not interaction.response.is_done():
         await interaction.response.send_message(text, ephemeral=True)
+        return
+    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        try:
+            await interaction.delete_original_response()
+        except discord.HTTPException:
+            log.debug("could not delete the deferred response", exc_info=True)
+    await interaction.followup.send(text, ephemeral=True)
 
 
 def png_file(png: bytes, name: str) -> discord.File:

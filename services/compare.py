@@ -43,7 +43,7 @@ class SeriesReturn:
     total_return_pct: float | None
     source: str
     stale: bool
-    note: str = ""
+    note: str = ""  # why there is no return, or why the data is a stale fallback
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,8 @@ def compute_compare(bars: dict[str, Bars], since: date, since_note: str, as_of: 
             continue
         lines[symbol] = line
         results.append(SeriesReturn(symbol, SYMBOLS[symbol], symbol in PRICE_ONLY, line.index[0].date(),
-                                    line.index[-1].date(), float(line.iloc[-1] - 100), b.source, b.stale))
+                                    line.index[-1].date(), float(line.iloc[-1] - 100), b.source, b.stale,
+                                    b.note if b.stale else ""))
     if not lines:
         raise InputError(f"none of {', '.join(bars)} has data from {since}" + (f" to {as_of}" if as_of else ""))
     base = BASE if BASE in lines else next(iter(lines))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import shlex
 from datetime import date
 
 import pytest
@@ -61,7 +62,7 @@ async def resources(tmp_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(day=st.one_of(st.dates(date(1900, 1, 1), date(2100, 1, 1)), st.text(max_size=12)))
 async def test_any_as_of_is_answered_or_refused_ephemerally(resources, day):
-    status, messages = await answer(resources, f"/iwm levels period:3mo as_of:{str(day)!r}")
+    status, messages = await answer(resources, f"/iwm levels period:3mo as_of:{shlex.quote(str(day))}")
     (message,) = messages
     blank = isinstance(day, str) and not day.strip()  # an empty option means "latest", like leaving it out
     if blank or (isinstance(day, date) and date(2000, 5, 30) <= day <= LAST_IWM):

@@ -1,0 +1,352 @@
+"""`/iwm valuation`, `/iwm sectors`, `/iwm rates`, `/iwm compare`: the analysis commands, each an embed + chart.
+
+Every figure is shown with its source and date; a missing one is "n/a" with the reason, never estimated, and data
+that is a stale fallback is marked ⚠️. Lists that could outgrow Discord's embed limits are cut on purpose
+(`lines_within`), saying how many entries were left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import date
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord import app_commands
+
+from cogs.common import BLUE, GREEN, RED, YELLOW, IwmCog, add_iwm_cog, data_footer, parse_day, png_file, signed
+from services.compare import CompareReport, compare_answer, parse_symbols
+from services.errors import InputError
+from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
+from services.sectors import SectorLine, SectorsReport, sectors_answer
+from services.valuation import SHILLER, Observation, ValuationReport, valuation_answer
+
+if TYPE_CHECKING:
+    from bot import SmallcapsBot
+
+SectorPeriod = Literal["1m", "3m", "ytd", "1y"]
+PERIOD_NAMES = {"1m": "1 month", "3m": "3 months", "ytd": "the year to date", "1y": "1 year"}
+FIELD_LIMIT = 1024  # Discord: characters in a field value
+NOTES_LIMIT = 700  # free text from operators and upstream errors: kept short so the embed stays under 6000
+DESCRIPTION_LIMIT = 1200  # with <= 20 fields of <= ~300 characters, the embed stays under 6000
+NOTE_LIMIT, SOURCE_LIMIT = 300, 80  # one note; one source name
+MAX_FUNDS = 12  # sector funds shown one field each (11 today); more would risk the 6000-character total
+MAX_CYCLES = 8  # easing cycles shown one field each (the averages cover all of them)
+OLD_FIGURE_MONTHS = 3  # a valuation figure this many months older than the day asked about is flagged
+AS_OF_HELP = "Answer as of this day, YYYY-MM-DD (default: latest data)"
+
+
+def lines_within(lines: Sequence[str], limit: int = FIELD_LIMIT, empty: str = "none") -> str:
+    """Join lines, keeping as many whole lines as fit in `limit` characters and ending with "… and K more"
+    when some were left out; a first line longer than the limit is itself cut with "…"."""
+    text = "\n".join(lines)
+    if len(text) <= limit:
+        return text or empty
+    for keep in range(len(lines) - 1, 0, -1):
+        text = "\n".join(lines[:keep]) + f"\n… and {len(lines) - keep} more"
+        if len(text) <= limit:
+            return text
+    more = f"\n… and {len(lines) - 1} more" if len(lines) > 1 else ""
+    return clip(lines[0], limit - len(more)) + more
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, cut to `limit` characters with "…" when longer (for free text: operator notes, upstream errors)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pct(value: float | None) -> str:
+    return "n/a" if value is None else signed(value, 1, "%")
+
+
+def pp(value: float | None) -> str:
+    return "n/a" if value is None else signed(value, 1, "pp")
+
+
+def not_future(day: date | None, option: str = "as_of") -> date | None:
+    """A day option that cannot be answered because it has not happened yet is refused before deferring."""
+    if day is not None and day > date.today():
+        raise InputError(f"{option} {day} is in the future")
+    return day
+
+
+class Analysis(IwmCog):
+    """Thin callbacks: check the options, defer, ask the service, answer with the embed and the chart."""
+
+    @app_commands.command(name="valuation", description="Russell 2000 vs S&P 500 valuation: P/E, forward P/E, "
+                                                        "P/S, P/B, each with its source and date")
+    @app_commands.describe(as_of=AS_OF_HELP)
+    async def valuation(self, interaction: discord.Interaction, as_of: str | None = None) -> None:
+        day = not_future(parse_day(as_of))
+        await interaction.response.defer(thinking=True)
+        res = self.bot.resources
+        settings = res.settings
+        report, png = await valuation_answer(
+            res.documents, res.renderer, day,
+            yahoo_base_url=settings.yahoo_base_url if settings.provider == "yahoo" else None,
+            operator_file=settings.valuation_file,
+        )
+        await interaction.followup.send(embed=valuation_embed(report), file=png_file(png, "iwm-valuation.png"))
+
+    @app_commands.command(name="sectors", description="IWM by sector: weights, sector funds vs IWM, leaders, "
+                                                      "laggards, rate sensitivity")
+    @app_commands.describe(period="Return period for the ranking and chart (default 3m)", as_of=AS_OF_HELP)
+    async def sectors(self, interaction: discord.Interaction, period: SectorPeriod = "3m",
+                      as_of: str | None = None) -> None:
+        day = not_future(parse_day(as_of))
+        await interaction.response.defer(thinking=True)
+        res = self.bot.resources
+        report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
+                                           holdings_url=res.settings.holdings_url)
+        await interaction.followup.send(embed=sectors_embed(report), file=png_file(png, "iwm-sectors.png"))
+
+    @app_commands.command(name="rates", description="Fed funds rate and how IWM did vs SPY after the first cut "
+                                                    "of each easing cycle")
+    @app_commands.describe(as_of=AS_OF_HELP)
+    async def rates(self, interaction: discord.Interaction, as_of: str | None = None) -> None:
+        day = not_future(parse_day(as_of))
+        await interaction.response.defer(thinking=True)
+        res = self.bot.resources
+        report, png = await rates_answer(res.market, res.documents, res.renderer, day,
+                                         fred_base_url=res.settings.fred_base_url)
+        await interaction.followup.send(embed=rates_embed(report), file=png_file(png, "iwm-rates.png"))
+
+    @app_commands.command(name="compare", description="Total return of IWM vs SPY and QQQ (or RUT) since a date, "
+                                                      "start = 100")
+    @app_commands.describe(
+        since="Start day, YYYY-MM-DD (default: IWM's November 2021 closing high)",
+        symbols="Comma-separated, from IWM, SPY, QQQ, RUT (default IWM,SPY,QQQ)",
+        as_of="End day, YYYY-MM-DD (default: latest data)",
+    )
+    async def compare(self, interaction: discord.Interaction, since: str | None = None,
+                      symbols: app_commands.Range[str, 1, 50] | None = None, as_of: str | None = None) -> None:
+        start = not_future(parse_day(since, "since"), "since")
+        end = not_future(parse_day(as_of))
+        if start and end and start >= end:
+            raise InputError(f"since {start} must be before as_of {end}")
+        wanted = parse_symbols(symbols)
+        await interaction.response.defer(thinking=True)
+        res = self.bot.resources
+        report, png = await compare_answer(res.market, res.renderer, wanted, start, end)
+        await interaction.followup.send(embed=compare_embed(report), file=png_file(png, "iwm-compare.png"))
+
+
+# --- valuation ------------------------------------------------------------------------------------------------
+
+def _months_between(earlier: date, later: date) -> int:
+    return (later.year - earlier.year) * 12 + later.month - earlier.month
+
+
+def _figure(o: Observation | None, reference: date) -> str:
+    if o is None:
+        return "**n/a**: missing, no source has it"
+    when = f"{o.as_of:%Y-%m}" if o.kind == SHILLER else str(o.as_of)  # Shiller's figures are monthly
+    age = _months_between(o.as_of, reference)
+    old = f" ⚠️ {age} months old" if age > OLD_FIGURE_MONTHS else ""
+    return f"**{o.value:.1f}** · {clip(o.source, SOURCE_LIMIT)}, {when}{old}"
+
+
+def valuation_embed(r: ValuationReport) -> discord.Embed:
+    reference = r.as_of or date.today()
+    description = [
+        f"{r.small_label} against {r.large_label}, "
+        + (f"as of **{r.as_of}**." if r.as_of else "latest figures.")
+        + " Each figure with its source and date; **n/a** = no source has it (nothing is estimated).",
+        "Small-cap P/E depends heavily on how loss-makers are treated (left out, or netted in an aggregate): "
+        "each source's method is under *Method*.",
+    ]
+    if r.stale:
+        description.append("⚠️ Some live figures are a stale copy (the live source failed): see *Notes*.")
+    embed = discord.Embed(title=f"Valuation: {r.small_label} vs {r.large_label}",
+                          description=lines_within(description, DESCRIPTION_LIMIT),
+                          colour=YELLOW if r.stale else BLUE)
+    for row in r.rows:
+        if row.ratio is not None:
+            ratio = f"**{row.ratio:.2f}** · {clip(row.ratio_source or '', SOURCE_LIMIT)}, {row.ratio_as_of}"
+        elif row.small is None or row.large is None:
+            ratio = "n/a: needs both figures"
+        else:
+            ratio = f"n/a: {row.note}"
+        embed.add_field(name=row.label, inline=False, value=lines_within([
+            f"{r.small_label}: {_figure(row.small, reference)}",
+            f"{r.large_label}: {_figure(row.large, reference)}",
+            f"Small/large: {ratio}",
+        ]))
+    h = r.history
+    if h is not None:
+        low_line = (f"last lower reading {h.lowest_since}" if h.lowest_since else "the lowest in this history")
+        history = (f"Now **{h.current:.2f}** ({h.last}), {low_line}; {h.percentile:.0f}% of the {h.points} readings "
+                   f"{h.first} to {h.last} were at or below it. Low {h.low:.2f} on {h.low_date}. "
+                   f"Source: {clip(h.source, SOURCE_LIMIT)}.")
+    else:
+        history = r.history_note + " The chart shows the S&P 500 trailing P/E instead."
+    embed.add_field(name="Relative forward P/E (IWM/SPY) over time", value=history, inline=False)
+    embed.add_field(name="Method", inline=False, value=lines_within(
+        [f"**{clip(who, SOURCE_LIMIT)}**: {clip(method, NOTE_LIMIT)}" for who, method in r.methods], NOTES_LIMIT))
+    if r.notes:
+        embed.add_field(name="Notes", value=lines_within([f"· {clip(n, NOTE_LIMIT)}" for n in r.notes], NOTES_LIMIT),
+                        inline=False)
+    embed.set_image(url="attachment://iwm-valuation.png")
+    figures = [o for row in r.rows for o in (row.small, row.large) if o is not None]
+    sources = clip(", ".join(sorted({o.source for o in figures})) or "none", NOTE_LIMIT)
+    newest = max((o.as_of for o in figures), default=reference)
+    embed.set_footer(text=data_footer(sources, r.as_of or newest, r.stale))
+    return embed
+
+
+# --- sectors --------------------------------------------------------------------------------------------------
+
+def _sector_field(x: SectorLine, period: str) -> tuple[str, str]:
+    weight = f"{x.weight:.1f}% of IWM" if x.weight is not None else "industry fund, no weight of its own"
+    others = " · ".join(f"{p} {signed(v, 1) if v is not None else 'n/a'}" for p, v in x.relative.items()
+                        if p != period)
+    if x.returns[period] is None:
+        main = f"{period} **n/a**: missing ({x.note or 'no data'})"
+    else:
+        main = f"{period} **{pct(x.returns[period])}** · **{pp(x.relative[period])}** vs IWM"
+        if x.note:
+            main += f" ({x.note})"
+    lines = [main, f"vs IWM, pp: {others}", f"*Rates: {x.rate_sensitivity}*"]
+    return f"{x.symbol} {x.name} · {weight}", lines_within(lines)
+
+
+def _ranked(r: SectorsReport, symbols: Sequence[str]) -> str:
+    by_symbol = {x.symbol: x for x in r.lines}
+    return "\n".join(f"**{s}** {by_symbol[s].name} {pp(by_symbol[s].relative[r.period])} "
+                     f"({pct(by_symbol[s].returns[r.period])})" for s in symbols) or "none (too few funds with data)"
+
+
+def sectors_embed(r: SectorsReport) -> discord.Embed:
+    p, h = r.period, r.holdings
+    bench = r.benchmark_returns[p]
+    description = [
+        f"Total returns (dividend-adjusted) over {PERIOD_NAMES[p]}, from the close of {r.period_starts[p]} to "
+        f"{r.as_of}; each fund against IWM in percentage points. {r.alignment_note}",
+        f"Weights: {h.fund} holdings as of **{h.as_of}** ({h.source}): {h.equity_count:,} stocks, "
+        f"{h.equity_weight:.1f}% of the fund in equities.",
+        "Funds: S&P SmallCap 600 sector ETFs (PSC*), plus KRE and XBI (equal-weighted industry funds that also hold "
+        "mid and large caps): proxies, not the Russell 2000's own sectors.",
+        f"*Rates:* lines are {r.background_label[0].lower()}{r.background_label[1:]}.",
+    ]
+    if h.stale:
+        description.append(f"⚠️ Holdings are a stale copy: {clip(h.note, NOTE_LIMIT)}")
+    description += [f"{'⚠️' if 'stale' in n else 'ℹ️'} {clip(n, NOTE_LIMIT)}" for n in r.notes]
+    embed = discord.Embed(
+        title=f"IWM sectors · {p} to {r.as_of} · IWM {pct(bench)}",
+        description=lines_within(description, DESCRIPTION_LIMIT),
+        colour=YELLOW if r.stale else GREEN if (bench or 0) >= 0 else RED,
+    )
+    embed.add_field(name=f"Leaders ({p}, vs IWM)", value=_ranked(r, r.leaders), inline=True)
+    embed.add_field(name=f"Laggards ({p}, vs IWM)", value=_ranked(r, r.laggards), inline=True)
+    for line in r.lines[:MAX_FUNDS]:
+        name, value = _sector_field(line, p)
+        embed.add_field(name=name, value=value, inline=False)
+    if len(r.lines) > MAX_FUNDS:
+        embed.add_field(name=f"… and {len(r.lines) - MAX_FUNDS} more funds", value="on the chart", inline=False)
+    if r.unmatched_sectors:
+        missing = [f"{s} {h.weight(s) or 0:.1f}% of IWM: no fund in the data, performance missing"
+                   for s in r.unmatched_sectors]
+        embed.add_field(name="Not covered", value=lines_within(missing), inline=False)
+    embed.set_image(url="attachment://iwm-sectors.png")
+    source = f"prices {r.market_source}; weights {h.source} ({h.as_of})"
+    embed.set_footer(text=data_footer(source, r.as_of, r.stale))
+    return embed
+
+
+# --- rates ----------------------------------------------------------------------------------------------------
+
+def _window(w: CycleWindow, data_end: date) -> str:
+    if w.end is None:
+        return f"{w.months}m: n/a, not complete (the window ends after the last close, {data_end})"
+    return f"{w.months}m: IWM {pct(w.iwm_pct)} · SPY {pct(w.spy_pct)} · gap **{pp(w.gap_pp)}**"
+
+
+def _cycle_field(c: EasingCycle, data_end: date) -> tuple[str, str]:
+    name = f"First cut {c.first_cut_month:%Y-%m} · {c.rate_before:.2f}% → {c.rate_at_cut:.2f}%"
+    if not c.complete:
+        name += " · in progress (incomplete)"
+    lines = [f"from the {c.start} close", *(_window(w, data_end) for w in c.windows)]
+    return name, lines_within(lines)
+
+
+def rates_embed(r: RatesReport) -> discord.Embed:
+    if r.rate_series == "DFF":
+        current = f"Effective fed funds rate (DFF, daily) **{r.rate:.2f}%** on {r.rate_as_of}"
+    else:
+        current = f"Fed funds (FEDFUNDS, monthly average) **{r.rate:.2f}%** in {r.rate_as_of:%Y-%m}"
+    description = [f"{current} · source: {r.rate_source}."]
+    level = ""
+    if r.level_since is not None and r.previous_level is not None and r.last_change_pp is not None:
+        since = r.level_since if r.rate_series == "DFF" else f"{r.level_since:%Y-%m}"
+        level = f"At this level since {since} (from {r.previous_level:.2f}%, {signed(r.last_change_pp, 2, 'pp')}); "
+    change = "n/a" if r.change_3m is None else signed(r.change_3m, 2, "pp")
+    description.append(f"{level}3-month change {change}: **{r.stance}**.")
+    description.append("After each first cut: IWM and SPY total returns (dividend-adjusted) from the last close "
+                       "before the cut month; gap = IWM − SPY in percentage points.")
+    if r.stale:
+        description.append("⚠️ Part of the data is a stale fallback (a live source failed): see *Notes* and the "
+                           "sources below.")
+    when = r.rate_as_of if r.rate_series == "DFF" else f"{r.rate_as_of:%Y-%m}"
+    embed = discord.Embed(title=f"Fed funds {r.rate:.2f}% ({when}) · {r.stance} · IWM vs SPY after first cuts",
+                          description=lines_within(description, DESCRIPTION_LIMIT), colour=YELLOW if r.stale else BLUE)
+    shown = r.cycles[-MAX_CYCLES:]
+    for cycle in shown:
+        name, value = _cycle_field(cycle, r.as_of)
+        embed.add_field(name=name, value=value, inline=False)
+    if not r.cycles:
+        embed.add_field(name="Easing cycles", value=f"none found from 2000 to {r.monthly_as_of:%Y-%m}", inline=False)
+    averages = [f"{a.months}m ({a.cycles} cycle{'s' if a.cycles != 1 else ''}): IWM {pct(a.iwm_pct)} · "
+                f"SPY {pct(a.spy_pct)} · gap **{pp(a.gap_pp)}** · IWM ahead {a.iwm_beat}/{a.cycles}"
+                if a.cycles else f"{a.months}m: n/a, no cycle has this window yet" for a in r.averages]
+    if len(r.cycles) > len(shown):
+        averages.append(f"(over all {len(r.cycles)} cycles; the {len(r.cycles) - len(shown)} earliest not listed)")
+    embed.add_field(name="Averages (windows that are complete)", value=lines_within(averages), inline=False)
+    method = [f"Rule: {r.rule}.", f"Cycle study: FEDFUNDS to {r.monthly_as_of:%Y-%m} ({r.monthly_source})."]
+    embed.add_field(name="Method", value=lines_within(method), inline=False)
+    if r.notes:
+        embed.add_field(name="Notes", value=lines_within([f"· {clip(n, NOTE_LIMIT)}" for n in r.notes], NOTES_LIMIT),
+                        inline=False)
+    embed.set_image(url="attachment://iwm-rates.png")
+    embed.set_footer(text=data_footer(f"{r.rate_source}; prices {r.market_source}", r.as_of, r.stale))
+    return embed
+
+
+# --- compare --------------------------------------------------------------------------------------------------
+
+def compare_embed(r: CompareReport) -> discord.Embed:
+    gaps = " · ".join(f"vs {g.other} {pp(g.gap_pp)}" for g in r.gaps)
+    description = [
+        f"Start **{r.since}**: {r.since_note}. Total return (dividend-adjusted closes; price only where marked) "
+        f"from the last close on or before it to " + (f"**{r.as_of}**." if r.as_of else "the latest data."),
+        f"{r.alignment} The chart starts every line at 100.",
+    ]
+    stale = [s for s in r.series if s.stale]
+    if stale:
+        description.append("⚠️ Stale fallback data for " + ", ".join(s.symbol for s in stale) + ": "
+                           + clip(stale[0].note or "live data unavailable", NOTE_LIMIT))
+    first_gap = r.gaps[0].gap_pp if r.gaps else 0.0
+    embed = discord.Embed(title=f"{r.base} since {r.since}" + (f": {gaps}" if gaps else ""),
+                          description=lines_within(description, DESCRIPTION_LIMIT),
+                          colour=YELLOW if r.stale else GREEN if first_gap >= 0 else RED)
+    for s in r.series:
+        if s.total_return_pct is None:
+            value = f"**n/a**: {s.note or 'no data'}"
+        else:
+            kind = "price return (no dividends)" if s.price_only else "total return"
+            value = f"**{pct(s.total_return_pct)}** {kind}\n{s.start} → {s.end}"
+        value += f"\nsource {s.source}" + (" ⚠️ stale" if s.stale else "")
+        name = s.label if s.label.startswith(s.symbol) else f"{s.symbol} ({s.label})"
+        embed.add_field(name=name, value=value, inline=True)
+    if r.gaps:
+        embed.add_field(name=f"Gap ({r.base} minus the other, pp)", inline=False, value=lines_within([
+            f"vs {g.other}: **{pp(g.gap_pp)}** ({g.symbol} {pct(g.symbol_pct)} vs {g.other} {pct(g.other_pct)}, "
+            f"both to {g.as_of})" for g in r.gaps]))
+    embed.set_image(url="attachment://iwm-compare.png")
+    ends = [s.end for s in r.series if s.end is not None]
+    sources = ", ".join(sorted({s.source for s in r.series}))
+    embed.set_footer(text=data_footer(sources, max(ends) if ends else r.since, r.stale))
+    return embed
+
+
+async def setup(bot: SmallcapsBot) -> None:
+    await add_iwm_cog(bot, Analysis(bot))

@@ -1,0 +1,211 @@
+"""/iwm valuation, sectors, rates and compare: the console path, the real bot on the local Discord, and live FRED."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bot import open_resources
+from cogs.analysis import lines_within
+from console import SentMessage, answer
+from services.config import Settings
+from tests.provider_server import ProviderServer, Reply
+from tests.test_console import assert_within_embed_limits, png_size
+
+DATA = Path(__file__).parents[1] / "services" / "data"
+
+
+@pytest.fixture
+async def resources(tmp_path):
+    async with open_resources(Settings(database_path=tmp_path / "a.db"), render_processes=False) as res:
+        yield res
+
+
+def only_embed(status: int, messages: list[SentMessage], filename: str) -> dict:
+    """The one public message's embed, checked against Discord's limits, with its 1280x720 chart attached."""
+    assert status == 0, messages[0].content if messages else "no message"
+    (message,) = messages
+    assert not message.ephemeral
+    (embed,) = [e.to_dict() for e in message.embeds]
+    assert_within_embed_limits(embed)
+    assert embed["image"]["url"] == f"attachment://{filename}"
+    (file,) = message.files
+    assert file.filename == filename
+    file.fp.seek(0)
+    assert png_size(file.fp.read()) == (1280, 720)
+    return embed
+
+
+def text_of(embed: dict) -> str:
+    fields = "\n".join(f"[{f['name']}]\n{f['value']}" for f in embed.get("fields", []))
+    return "\n".join([embed.get("title", ""), embed.get("description", ""), fields, embed["footer"]["text"]])
+
+
+def adj(symbol: str) -> pd.Series:
+    frame = pd.read_csv(DATA / f"{symbol}.csv.gz", index_col="date", parse_dates=["date"])
+    return frame["adj_close"].dropna()
+
+
+# --- console path -------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command", ["/iwm valuation", "/iwm valuation as_of:2023-06-30"])
+async def test_valuation_shows_shiller_pe_and_the_missing_russell_side(resources, command):
+    embed = only_embed(*await answer(resources, command), "iwm-valuation.png")
+    text = text_of(embed)
+    trailing = next(f["value"] for f in embed["fields"] if f["name"] == "Trailing P/E")
+    assert "S&P 500 (SPY): **24.0** · Shiller (bundled), 2023-06" in trailing
+    assert "Russell 2000 (IWM): **n/a**: missing" in trailing and "Small/large: n/a" in trailing
+    assert "loss-makers" in text  # the method note
+    assert "No Russell 2000 valuation figures" in text
+    if "as_of" in command:
+        assert "as of **2023-06-30**" in embed["description"] and "months old" not in trailing
+    else:
+        assert "⚠️" in trailing and "months old" in trailing  # Shiller's earnings end 2023-06
+
+
+@pytest.mark.parametrize("command, title", [
+    ("/iwm sectors", "IWM sectors · 3m to 2026-07-31 · IWM +5.0%"),
+    ("/iwm sectors period:1y as_of:2025-09-26", "IWM sectors · 1y to 2025-09-26 · IWM +11.5%"),
+])
+async def test_sectors_weights_leaders_and_rate_sensitivity(resources, command, title):
+    embed = only_embed(*await answer(resources, command), "iwm-sectors.png")
+    text = text_of(embed)
+    assert embed["title"] == title
+    names = [f["name"] for f in embed["fields"]]
+    assert "PSCI Industrials · 19.4% of IWM" in names  # the bundled holdings file: 19.42%
+    assert names[0].startswith("Leaders") and names[1].startswith("Laggards")
+    assert text.count("*Rates: ") == 11  # each fund's one-line rate sensitivity, labelled as background
+    assert "Real Estate 5.1% of IWM: no fund in the data, performance missing" in text
+    assert "holdings as of **2026-05-05**" in text and "iShares holdings, bundled file" in embed["footer"]["text"]
+
+
+@pytest.mark.parametrize("command, cuts, in_progress", [
+    ("/iwm rates", ["2001-01", "2007-09", "2019-08", "2024-10"], "2024-10"),
+    ("/iwm rates as_of:2024-12-31", ["2001-01", "2007-09", "2019-08", "2024-10"], "2024-10"),
+    ("/iwm rates as_of:2019-06-28", ["2001-01", "2007-09"], None),
+])
+async def test_rates_lists_every_easing_cycle(resources, command, cuts, in_progress):
+    embed = only_embed(*await answer(resources, command), "iwm-rates.png")
+    cycles = [f for f in embed["fields"] if f["name"].startswith("First cut")]
+    assert [f["name"][10:17] for f in cycles] == cuts
+    for field in cycles:
+        assert field["value"].count("gap") + field["value"].count("not complete") == 4  # 3/6/12/24 months
+    incomplete = [f["name"][10:17] for f in cycles if "in progress (incomplete)" in f["name"]]
+    assert incomplete == ([in_progress] if in_progress else [])
+    first = cycles[0]["value"]  # 2001-01, from the 2000-12-29 close
+    assert "from the 2000-12-29 close" in first and "3m: IWM -6.2% · SPY -10.8% · gap **+4.6pp**" in first
+    averages = next(f["value"] for f in embed["fields"] if f["name"].startswith("Averages"))
+    assert averages.count("IWM ahead") == 4
+    assert "source: FRED FEDFUNDS, bundled file" in embed["description"]
+
+
+async def test_compare_default_since_is_the_2021_high(resources):
+    embed = only_embed(*await answer(resources, "/iwm compare"), "iwm-compare.png")
+    assert embed["title"].startswith("IWM since 2021-11-08: vs SPY")
+    assert "242.56 on 2021-11-08" in embed["description"] and "last date both series have" in embed["description"]
+    # Independently: IWM and SPY total returns from 2021-11-08 to their last common day (2026-07-31).
+    iwm, spy = adj("IWM"), adj("SPY")
+    start, end = pd.Timestamp("2021-11-08"), pd.Timestamp("2026-07-31")
+    gap = (iwm[end] / iwm[start] - spy[end] / spy[start]) * 100
+    gaps = next(f["value"] for f in embed["fields"] if f["name"].startswith("Gap"))
+    assert f"vs SPY: **{gap:+.1f}pp**" in gaps and "both to 2026-07-31" in gaps
+    assert f"**{(iwm.iloc[-1] / iwm[start] - 1) * 100:+.1f}%** total return" in text_of(embed)
+
+
+async def test_compare_with_options_shows_a_missing_series_with_its_reason(resources):
+    embed = only_embed(*await answer(resources, "/iwm compare since:2024-01-02 symbols:iwm,spy,rut "
+                                                "as_of:2025-09-26"), "iwm-compare.png")
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["RUT (Russell 2000 index, price only)"].startswith("**n/a**: no data for this window "
+                                                                      "(data ends 2022-11-18)")
+    assert "2024-01-02 → 2025-09-26" in fields["IWM (Russell 2000 ETF)"]
+    assert "as of 2025-09-26" in embed["footer"]["text"]
+
+
+@pytest.mark.parametrize("command", [
+    "/iwm valuation as_of:2023-13-01", "/iwm valuation as_of:1850-01-01", "/iwm valuation as_of:2031-01-01",
+    "/iwm sectors period:5y", "/iwm sectors as_of:1999-01-04", "/iwm sectors as_of:soon",
+    "/iwm rates as_of:yesterday", "/iwm rates as_of:1990-01-02",
+    "/iwm compare symbols:IWM,TSLA", "/iwm compare symbols:,,", "/iwm compare since:2025-01-02 as_of:2024-01-02",
+    "/iwm compare since:2030-01-01", "/iwm compare as_of:2000-01-03", "/iwm compare since:2021-13-01",
+])
+async def test_bad_input_is_one_ephemeral_message(resources, command):
+    status, messages = await answer(resources, command)
+    assert status == 2
+    (message,) = messages
+    assert message.ephemeral and message.content.startswith("⚠️") and not message.embeds and not message.files
+
+
+async def test_long_operator_notes_are_cut_on_purpose(tmp_path):
+    """An operator file with many bad rows and long method notes still gives an embed within Discord's limits."""
+    rows = ["date,symbol,metric,value,source,note"]
+    rows += [f"2024-01-{d:02d},IWM,trailing_pe,{14 + d / 10},Vendor {d},{'excludes loss-makers ' * 40}"
+             for d in range(1, 29)]
+    rows += [f"2024-02-01,XYZ,trailing_pe,{i},Vendor,bad symbol" for i in range(200)]
+    path = tmp_path / "valuation.csv"
+    path.write_text("\n".join(rows) + "\n")
+    settings = Settings(database_path=tmp_path / "v.db", valuation_file=path)
+    async with open_resources(settings, render_processes=False) as res:
+        embed = only_embed(*await answer(res, "/iwm valuation as_of:2024-03-01"), "iwm-valuation.png")
+    notes = next(f["value"] for f in embed["fields"] if f["name"] == "Notes")
+    assert "valuation.csv line" in notes and notes.endswith("more")
+    assert "Vendor 28 (operator file), 2024-01-28" in text_of(embed)
+
+
+def test_lines_within_keeps_whole_lines_and_counts_the_rest():
+    lines = [f"line {i} " + "x" * 90 for i in range(30)]
+    text = lines_within(lines, 1024)
+    assert len(text) <= 1024 and text.endswith("more")
+    kept = text.count("line ")
+    assert text.endswith(f"… and {30 - kept} more") and kept == 10
+    assert lines_within(["a", "b"]) == "a\nb" and lines_within([]) == "none"
+    assert lines_within(["y" * 2000, "z"], 100) == "y" * 86 + "…\n… and 1 more"  # exactly 100 characters
+
+
+# --- the real bot on the local Discord ----------------------------------------------------------------------
+
+async def test_each_command_defers_then_follows_up_with_embed_and_chart(running_bot):
+    _, discord_ = await running_bot()
+    for subcommand, options in [("valuation", {}), ("sectors", {"period": "1m"}), ("rates", {"as_of": "2025-09-26"}),
+                                ("compare", {"symbols": "IWM,SPY,QQQ", "since": "2024-10-01"})]:
+        handle = await discord_.dispatch_interaction(discord_.slash_command("iwm", subcommand, options))
+        callback, followup = await handle.wait_for_responses(2, timeout=20)
+        assert handle.ack_seconds is not None and handle.ack_seconds < 3, subcommand
+        assert callback.json["type"] == 5  # deferred: "the bot is thinking"
+        assert followup.matches("POST", "/webhooks/{app}/{token}") and followup.multipart and followup.status == 200
+        (part,) = followup.files
+        assert part.filename == f"iwm-{subcommand}.png" and png_size(part.data) == (1280, 720)
+        (embed,) = followup.json["embeds"]
+        assert embed["image"]["url"] == f"attachment://iwm-{subcommand}.png"
+        assert_within_embed_limits(embed)
+    handle = await discord_.dispatch_interaction(discord_.slash_command("iwm", "compare", {"symbols": "TSLA"}))
+    (reply,) = await handle.wait_for_responses(1)
+    assert reply.json["type"] == 4 and reply.json["data"]["flags"] & 64  # an ephemeral message, not deferred
+    assert "TSLA" in reply.json["data"]["content"]
+
+
+# --- live FRED, failing Yahoo -------------------------------------------------------------------------------
+
+async def test_rates_live_fred_with_stale_market_data(tmp_path):
+    fedfunds = gzip.decompress((DATA / "FEDFUNDS.monthly.csv.gz").read_bytes()).decode()
+    fedfunds = fedfunds.replace("DATE,FEDFUNDS", "observation_date,FEDFUNDS", 1)  # fredgraph.csv's header today
+    async with ProviderServer() as server:
+        server.script("/graph/fredgraph.csv", Reply(body=fedfunds, content_type="text/csv"))
+        for symbol in ("IWM", "SPY"):
+            server.script(f"/v8/finance/chart/{symbol}", Reply(status=500, body="upstream error"))
+        settings = Settings.from_env({"MARKET_DATA_PROVIDER": "yahoo", "FRED_BASE_URL": server.url,
+                                      "YAHOO_BASE_URL": server.url, "DATABASE_PATH": str(tmp_path / "live.db"),
+                                      "HTTP_TIMEOUT_SECONDS": "2"})
+        async with open_resources(settings, render_processes=False) as res:
+            embed = only_embed(*await answer(res, "/iwm rates"), "iwm-rates.png")
+        assert server.calls["/graph/fredgraph.csv"] >= 1 and server.calls["/v8/finance/chart/IWM"] >= 1
+    assert "source: FRED FEDFUNDS, fetched " in embed["description"]  # the live download, not the bundled file
+    assert "bundled file" not in embed["description"]
+    assert "⚠️" in embed["description"] and "STALE" in embed["footer"]["text"]
+    notes = next(f["value"] for f in embed["fields"] if f["name"] == "Notes")
+    assert "Prices for IWM, SPY are a stale fallback: live data unavailable (yahoo" in notes
+    assert [f["name"][10:17] for f in embed["fields"] if f["name"].startswith("First cut")] == [
+        "2001-01", "2007-09", "2019-08", "2024-10"]
