@@ -1,0 +1,308 @@
+"""The community log on Discord: per-channel opt-in (`/iwm log`), the gateway events that feed it,
+`/iwm community`, `/iwm forget-me`, `/iwm export`, and the daily retention purge.
+
+Listeners only queue events (services.community's writer batches them on the database thread), so a burst of
+messages never holds up the event loop, and a failing event is logged and never reaches discord.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from contextlib import suppress
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+import discord
+from discord import app_commands
+from discord.ext import commands, tasks
+
+from cogs.common import BLUE, GREY, IwmCog, add_iwm_cog, in_guild, png_file, safe_listener
+from services.community import (
+    MAX_EXPORT_DAYS,
+    MAX_REPORT_DAYS,
+    CommunityLog,
+    CommunityReport,
+    ForgetCounts,
+    community_answer,
+    validate_days,
+)
+
+if TYPE_CHECKING:
+    from bot import SmallcapsBot
+
+log = logging.getLogger(__name__)
+
+manage_guild = app_commands.checks.has_permissions(manage_guild=True)
+CHART = "iwm-community.png"
+LOGGED_TYPES = (discord.MessageType.default, discord.MessageType.reply)  # not joins, pins, boosts...
+DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts
+FORGET_TIMEOUT = 120.0  # seconds the forget-me buttons stay usable
+FORGET_WHAT = ("your logged messages (and their earlier versions), your reactions, reactions on your messages and "
+               "your sentiment poll votes")
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def forget_text(counts: ForgetCounts) -> str:
+    return (f"✅ Deleted {_plural(counts.messages, 'message')}, {_plural(counts.revisions, 'earlier version')}, "
+            f"{_plural(counts.reactions, 'reaction')} and {_plural(counts.votes, 'poll vote')}. Closed poll "
+            "results keep their counts, without names.")
+
+
+def community_embed(report: CommunityReport, logged_channels: int) -> discord.Embed:
+    if logged_channels:
+        where = f"in {_plural(logged_channels, 'logged channel')}"
+    else:
+        where = "· no channel is logged now (a moderator turns it on with `/iwm log state:on`)"
+    embed = discord.Embed(
+        title=f"Community · last {report.days} days",
+        description=(f"**{report.messages}** messages from **{report.members}** members {where}, "
+                     f"{report.start} to {report.end} (UTC days)."),
+        colour=BLUE if report.messages else GREY,
+    )
+    tone = report.tone
+    embed.add_field(name="Tone", inline=True, value=(
+        "n/a (no tone words)" if tone is None else
+        f"{tone:+.2f} ({report.bullish} bullish / {report.bearish} bearish words)"))
+    busiest = max(report.daily, key=lambda d: d.messages, default=None)
+    if busiest is not None and busiest.messages:
+        embed.add_field(name="Busiest day", inline=True, value=(
+            f"{busiest.day}: {_plural(busiest.messages, 'message')} from {_plural(busiest.members, 'member')}"))
+    if report.top_cashtags:
+        embed.add_field(name="Top cashtags", inline=False,
+                        value=" · ".join(f"${tag} {n}" for tag, n in report.top_cashtags)[:1024])
+    if report.top_reactions:
+        embed.add_field(name="Top reactions", inline=False,
+                        value=" · ".join(f"{r.display} {r.count}" for r in report.top_reactions)[:1024])
+    prices = f"⚠️ {report.market_note}" if report.market_note else \
+        f"{report.market_days} days with an IWM close, data through {report.market_as_of}"
+    embed.add_field(name="IWM on the chart", inline=False, value=prices[:1024])
+    embed.set_image(url=f"attachment://{CHART}")
+    embed.set_footer(text="Tone counts a short list of bullish and bearish words and ignores negation and sarcasm: "
+                          "a rough mood gauge over many messages, never per message.")
+    return embed
+
+
+class ForgetView(discord.ui.View):
+    """Confirm / Cancel for `/iwm forget-me`; only the member who asked may press."""
+
+    def __init__(self, community: CommunityLog, guild_id: int, user_id: int) -> None:
+        super().__init__(timeout=FORGET_TIMEOUT)
+        self.community, self.guild_id, self.user_id = community, guild_id, user_id
+        self.prompt: discord.Interaction | None = None  # to expire the buttons
+
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.user.id == self.user_id:
+            return True
+        await interaction.response.send_message("⛔ Only the member who asked can confirm this.", ephemeral=True)
+        return False
+
+    @discord.ui.button(label="Delete my data", style=discord.ButtonStyle.danger, custom_id="iwm:forget-me:confirm")
+    async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:
+        self.stop()
+        counts = await self.community.forget_member(self.guild_id, self.user_id)
+        log.info("forget-me: guild %s member %s: %s", self.guild_id, self.user_id, counts)
+        await interaction.response.edit_message(content=forget_text(counts), view=None)
+
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary, custom_id="iwm:forget-me:cancel")
+    async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:
+        self.stop()
+        await interaction.response.edit_message(content="Cancelled: nothing was deleted.", view=None)
+
+    async def on_timeout(self) -> None:
+        if self.prompt is not None:
+            with suppress(discord.HTTPException):
+                await self.prompt.edit_original_response(
+                    content="Expired: nothing was deleted. Run `/iwm forget-me` again if you want to.", view=None)
+
+
+class Community(IwmCog):
+    @property
+    def community(self) -> CommunityLog:
+        return self.bot.resources.community
+
+    async def cog_load(self) -> None:
+        if self.bot.background:
+            self.retention.start()
+
+    async def cog_unload(self) -> None:
+        self.retention.cancel()
+        await super().cog_unload()
+
+    # --- commands -----------------------------------------------------------------------------------------
+
+    @app_commands.command(name="log", description="Turn the community log on or off for a channel (Manage Server)")
+    @app_commands.describe(state="on: record messages and reactions from now on; off: stop (what was logged stays)",
+                           channel="The channel (default: this channel; its threads follow it)")
+    @in_guild()
+    @manage_guild
+    async def log_channel(self, interaction: discord.Interaction, state: Literal["on", "off"],
+                          channel: discord.TextChannel | None = None) -> None:
+        target = channel.id if channel else interaction.channel_id
+        assert interaction.guild_id is not None and target is not None
+        on = state == "on"
+        changed = await self.community.set_logging(interaction.guild_id, target, on)
+        if on:
+            text = (f"✅ The community log now records messages and reactions in <#{target}>. Members see the "
+                    "summary with `/iwm community` and remove their data with `/iwm forget-me`."
+                    if changed else f"<#{target}> was already logged.")
+            if not self.bot.intents.message_content:
+                text += ("\nℹ️ Message text is not recorded: the bot runs without the Message Content intent "
+                         "(see the README).")
+        else:
+            days = self.bot.settings.log_retention_days
+            text = (f"✅ <#{target}> is no longer logged. What was recorded stays for the retention period "
+                    f"({days} days) unless members remove it with `/iwm forget-me`."
+                    if changed else f"<#{target}> was not logged.")
+        await interaction.response.send_message(text, ephemeral=True)
+
+    @app_commands.command(name="community", description="Activity and tone in this server's logged channels vs IWM")
+    @app_commands.describe(days=f"Days to cover, 1-{MAX_REPORT_DAYS} (default 30)")
+    @in_guild()
+    async def community_report(self, interaction: discord.Interaction,
+                               days: app_commands.Range[int, 1, MAX_REPORT_DAYS] = 30) -> None:
+        validate_days(days, MAX_REPORT_DAYS)
+        assert interaction.guild_id is not None
+        await interaction.response.defer(thinking=True)
+        res = self.bot.resources
+        await res.community.flush()  # include what members just wrote
+        report, png = await community_answer(res.database, res.market, res.renderer, interaction.guild_id, days)
+        embed = community_embed(report, len(res.community.logged_channels(interaction.guild_id)))
+        await interaction.followup.send(embed=embed, file=png_file(png, CHART))
+
+    @app_commands.command(name="forget-me", description="Delete everything the community log holds about you here")
+    @in_guild()
+    async def forget_me(self, interaction: discord.Interaction) -> None:
+        assert interaction.guild_id is not None
+        view = ForgetView(self.community, interaction.guild_id, interaction.user.id)
+        view.prompt = interaction
+        await interaction.response.send_message(
+            f"This deletes {FORGET_WHAT} in this server. It cannot be undone.", view=view, ephemeral=True)
+
+    @app_commands.command(name="export", description="This server's community log as a CSV file (Manage Server)")
+    @app_commands.describe(days=f"Days to include, 1-{MAX_EXPORT_DAYS} (default 30)")
+    @in_guild()
+    @manage_guild
+    async def export(self, interaction: discord.Interaction,
+                     days: app_commands.Range[int, 1, MAX_EXPORT_DAYS] = 30) -> None:
+        validate_days(days, MAX_EXPORT_DAYS)
+        assert interaction.guild_id is not None
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        data = await self.community.export_csv(interaction.guild_id, days)
+        limit = getattr(interaction, "filesize_limit", DEFAULT_ATTACHMENT_LIMIT)
+        if len(data) > limit:
+            await interaction.followup.send(
+                f"⚠️ The export of the last {days} days is {len(data) / 2**20:.1f} MB, over this server's "
+                f"{limit / 2**20:.0f} MB attachment limit: ask for fewer days.", ephemeral=True)
+            return
+        rows = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8")))) - 1
+        name = f"community-{interaction.guild_id}-{days}d.csv"
+        await interaction.followup.send(f"Community log, last {days} days: {_plural(rows, 'message')}.",
+                                        file=discord.File(io.BytesIO(data), filename=name), ephemeral=True)
+
+    # --- listeners ----------------------------------------------------------------------------------------
+
+    def _opt_in_channel(self, channel_id: int, channel: Any = None) -> int:
+        """The channel whose opt-in covers this one: a thread's parent, otherwise the channel itself."""
+        channel = channel if channel is not None else self.bot.get_channel(channel_id)
+        if isinstance(channel, discord.Thread) and channel.parent_id:
+            return channel.parent_id
+        return channel_id
+
+    @staticmethod
+    def _reply_to(message: discord.Message) -> int | None:
+        return message.reference.message_id if message.type is discord.MessageType.reply and message.reference \
+            else None
+
+    @commands.Cog.listener()
+    @safe_listener
+    async def on_message(self, message: discord.Message) -> None:
+        if message.guild is None or message.author.bot or message.webhook_id or message.type not in LOGGED_TYPES:
+            return
+        channel_id = self._opt_in_channel(message.channel.id, message.channel)
+        if self.community.is_logged(message.guild.id, channel_id):
+            self.community.message_created(message.guild.id, channel_id, message.id, message.author.id,
+                                           message.created_at, message.content, self._reply_to(message))
+
+    @commands.Cog.listener()
+    @safe_listener
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        message = payload.message
+        if payload.guild_id is None or "content" not in payload.data or message.author.bot or message.webhook_id:
+            return
+        # Passed even when the channel is no longer logged: an edit of a logged message must be honoured.
+        self.community.message_edited(
+            payload.guild_id, self._opt_in_channel(payload.channel_id, message.channel), payload.message_id,
+            message.content, message.edited_at or datetime.now(UTC), author_id=message.author.id,
+            created_at=message.created_at, reply_to=self._reply_to(message))
+
+    # Deletions and removed reactions are applied whatever the opt-in: they only remove what the log holds.
+
+    @commands.Cog.listener()
+    @safe_listener
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        if payload.guild_id is not None:
+            self.community.message_deleted(payload.guild_id, payload.channel_id, payload.message_id,
+                                           datetime.now(UTC))
+
+    @commands.Cog.listener()
+    @safe_listener
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        if payload.guild_id is not None:
+            self.community.messages_deleted(payload.guild_id, payload.channel_id, sorted(payload.message_ids),
+                                            datetime.now(UTC))
+
+    @commands.Cog.listener()
+    @safe_listener
+    async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
+        if payload.guild_id is None or (payload.member is not None and payload.member.bot):
+            return
+        self.community.reaction_added(payload.guild_id, self._opt_in_channel(payload.channel_id),
+                                      payload.message_id, payload.user_id, payload.emoji.name or "?",
+                                      payload.emoji.id, datetime.now(UTC))
+
+    @commands.Cog.listener()
+    @safe_listener
+    async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
+        if payload.guild_id is not None:
+            self.community.reaction_removed(payload.guild_id, payload.channel_id, payload.message_id,
+                                            payload.user_id, payload.emoji.name or "?", payload.emoji.id,
+                                            datetime.now(UTC))
+
+    @commands.Cog.listener()
+    @safe_listener
+    async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
+        if payload.guild_id is not None:
+            self.community.reactions_cleared(payload.guild_id, payload.channel_id, payload.message_id,
+                                             datetime.now(UTC))
+
+    @commands.Cog.listener()
+    @safe_listener
+    async def on_raw_reaction_clear_emoji(self, payload: discord.RawReactionClearEmojiEvent) -> None:
+        if payload.guild_id is not None:
+            self.community.reaction_emoji_cleared(payload.guild_id, payload.channel_id, payload.message_id,
+                                                  payload.emoji.name or "?", payload.emoji.id, datetime.now(UTC))
+
+    # --- retention ----------------------------------------------------------------------------------------
+
+    @tasks.loop(hours=24)
+    async def retention(self) -> None:
+        """Once a day (first at start-up): delete what is older than LOG_RETENTION_DAYS."""
+        try:
+            purged = await self.community.purge_older_than(self.bot.settings.log_retention_days)
+            if purged.messages or purged.revisions or purged.reactions:
+                log.info("community log retention: purged %s", purged)
+        except Exception:
+            log.exception("community log retention failed; next try in 24 hours")
+
+    @retention.before_loop
+    async def before_retention(self) -> None:
+        await self.bot.wait_until_ready()
+
+
+async def setup(bot: SmallcapsBot) -> None:
+    await add_iwm_cog(bot, Community(bot))
