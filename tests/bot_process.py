@@ -1,0 +1,24 @@
+"""Run the bot exactly as an operator does (`python bot.py run`), pointed at a local Discord.
+
+Used by tests that need a real process (signals, kill -9): `python tests/bot_process.py` with the usual
+environment (DISCORD_TOKEN, DATABASE_PATH, ...) plus LOCAL_DISCORD_API and LOCAL_DISCORD_GATEWAY. Only the two
+URLs differ from production, as in the in-process harness.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import discord
+import yarl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+if __name__ == "__main__":
+    import bot
+
+    discord.http.Route.BASE = os.environ["LOCAL_DISCORD_API"]
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(os.environ["LOCAL_DISCORD_GATEWAY"])
+    sys.exit(bot.main(["run"]))
