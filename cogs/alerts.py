@@ -242,7 +242,7 @@ class Alerts(IwmCog):
     @watch.before_loop
     async def before_watch(self) -> None:
         await self.bot.wait_until_ready()
-        await asyncio.to_thread(market_calendar.warm_up)
+        await market_calendar.warm_up()
         oldest = date.today() - timedelta(days=3)
         results = await recover(self.store, self.send, self.find, oldest=oldest)
         if results:
