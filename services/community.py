@@ -264,7 +264,7 @@ KINDS: dict[str, _Kind] = {
 }
 
 Prepared = tuple[list[tuple], ...]  # an event as parameter rows, one list per statement of its kind
-Op = tuple[str, Prepared]
+Op = tuple[str, tuple[Any, ...]]  # (kind, the arguments of its params function)
 # Errors that belong to one event (a value SQLite cannot store, a naive time). Anything else, such as
 # sqlite3.OperationalError (locked, disk full), aborts the whole batch so LogWriter retries it.
 BAD_EVENT = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError,
@@ -285,18 +285,25 @@ def _execute(d: sqlite_utils.Database, kind: _Kind, prepared: Sequence[Prepared]
 
 
 def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
-    """Write prepared events (kind, parameter rows) in order in one transaction; returns (applied, skipped).
+    """Write events (kind, arguments) in order in one transaction; returns (applied, skipped).
 
     Runs of consecutive batchable events of one kind go in with executemany. If a run fails, it is rolled back
     to its savepoint and retried one event at a time, so a bad event is logged and skipped and the rest stay.
     """
     groups: list[tuple[str, list[Prepared]]] = []
-    for name, params in ops:
+    skipped = 0
+    for name, args in ops:
+        try:
+            params = KINDS[name].params(*args)
+        except BAD_EVENT as exc:
+            log.warning("community log: skipped a bad %s event %s: %r", name, _ids(args), exc)
+            skipped += 1
+            continue
         if groups and groups[-1][0] == name and KINDS[name].batchable:
             groups[-1][1].append(params)
         else:
             groups.append((name, [params]))
-    applied = skipped = 0
+    applied = 0
     with d.atomic():
         for name, prepared in groups:
             kind = KINDS[name]
@@ -352,20 +359,14 @@ class LogWriter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="community-log-writer")
 
     def put(self, kind: str, *args: Any) -> None:
-        """Queue one event. Its parameter rows (cashtags, tone, timestamps) are worked out here, a few
-        microseconds per event, so the database thread only writes: the batch transactions stay short."""
+        """Queue one event (about a microsecond): its parameter rows (cashtags, tone, timestamps) are worked out
+        on the database thread, which overlaps the event loop (bench: community_log)."""
         if self._closed:
             raise RuntimeError("the community log writer is closed")
         if kind not in KINDS:
             raise ValueError(f"unknown log event kind {kind!r}")
-        try:
-            prepared = KINDS[kind].params(*args)
-        except BAD_EVENT as exc:
-            log.warning("community log: skipped a bad %s event %s: %r", kind, _ids(args), exc)
-            self.skipped += 1
-            return
         self.start()
-        self._ops.append((kind, prepared))
+        self._ops.append((kind, args))
         self._queued += 1
         if len(self._ops) == 1 or len(self._ops) >= self.batch_size:
             self._wake.set()
