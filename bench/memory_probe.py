@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import resource
 import sys
 import tempfile
 from pathlib import Path
@@ -15,6 +14,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bot import open_resources
 from console import answer
 from services.config import Settings
+
+
+def own_peak_kb() -> int:
+    """VmHWM, not getrusage's ru_maxrss: on Linux the latter keeps the parent's peak across fork + exec."""
+    return int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0])
 
 
 def descendants_peak_kb() -> list[int]:
@@ -45,7 +49,7 @@ async def main(commands: list[str]) -> None:
             for text in commands:
                 await answer(res, text)
             helpers = descendants_peak_kb()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, max(helpers, default=0), len(helpers))
+    print(own_peak_kb(), max(helpers, default=0), len(helpers))
 
 
 if __name__ == "__main__":

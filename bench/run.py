@@ -13,7 +13,6 @@ import io
 import json
 import os
 import platform
-import resource
 import sqlite3
 import statistics
 import subprocess
@@ -378,17 +377,30 @@ BENCHES: dict[str, Callable[[int], Any]] = {
 }
 
 
+def run_isolated(name: str, rounds: int) -> Result:
+    """One benchmark in a fresh process, so none inherits another's garbage, caches or threads."""
+    out = subprocess.run([sys.executable, __file__, "--child", name, "--rounds", str(rounds)], check=True,
+                         capture_output=True, text=True, cwd=ROOT).stdout
+    return Result(**json.loads(out.strip().splitlines()[-1]))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds (a smoke run)")
     parser.add_argument("--only", nargs="*", choices=list(BENCHES), help="run only these")
+    parser.add_argument("--child", choices=list(BENCHES), help=argparse.SUPPRESS)
+    parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rounds = 3 if args.quick else 11
+    rounds = args.rounds or (3 if args.quick else 11)
+    if args.child:
+        outcome = BENCHES[args.child](rounds)
+        result = asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome
+        print(json.dumps(result.__dict__))
+        return 0
     results: list[Result] = []
     for name in args.only or BENCHES:
         print(f"running {name} ...", file=sys.stderr, flush=True)
-        outcome = BENCHES[name](rounds)
-        results.append(asyncio.run(outcome) if asyncio.iscoroutine(outcome) else outcome)
+        results.append(run_isolated(name, rounds))
     width = max(len(r.measured) for r in results)
     print(f"\n{'benchmark':<16} {'measured':<{width}}  {'baseline':<42} {'ratio':>6}  {'target':<18} ok")
     for r in results:
@@ -399,7 +411,6 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     report = {"when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.platform(),
               "cpus": os.cpu_count(), "python": platform.python_version(), "rounds": rounds,
-              "peak_rss_mb_bench_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
               "results": [r.__dict__ for r in results]}
     (out / "latest.json").write_text(json.dumps(report, indent=2))
     print(f"\nwritten {out / 'latest.json'}")
