@@ -11,12 +11,16 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import discord
 import hypothesis  # noqa: F401  # imported up front: its pytest plugin imports it late otherwise, which trips a
 import pytest  # CPython 3.11.7 bug ("AST constructor recursion depth mismatch") under assertion rewriting
 import yarl
 
+from services.charts import Renderer
+from services.storage import Database
 from tests.local_discord import LocalDiscord, run_bot
+from tests.provider_server import ProviderServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -86,3 +90,29 @@ class BotRunner:
         stack, self._stack = self._stack, None
         if stack is not None:
             await stack.aclose()
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ProviderServer]:
+    """A local upstream HTTP server (tests/provider_server.py) whose answers the test scripts."""
+    async with ProviderServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    async with Database(tmp_path / "test.db") as db:
+        yield db
+
+
+@pytest.fixture
+async def renderer() -> AsyncIterator[Renderer]:
+    r = Renderer()
+    yield r
+    r.close()

@@ -59,3 +59,13 @@ class ProviderServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.server.close()
+
+
+class Clock:
+    """A clock a test moves by hand (`clock.now += 60`), for TTLs and circuit breakers."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -8,7 +8,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from services.charts import Renderer
 from services.compare import compare_answer, parse_symbols
 from services.errors import InputError
 from services.market import MarketData
@@ -23,13 +22,6 @@ def bundled(symbol: str, column: str = "adj_close") -> pd.Series:
 
 def pct(series: pd.Series, start: str, end: str) -> float:
     return float(series[pd.Timestamp(end)] / series[pd.Timestamp(start)] * 100 - 100)
-
-
-@pytest.fixture
-async def renderer():
-    r = Renderer()
-    yield r
-    r.close()
 
 
 async def test_default_since_is_the_2021_high_and_gaps_use_common_dates(renderer):

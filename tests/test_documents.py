@@ -6,14 +6,12 @@ import asyncio
 import gzip
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from services.documents import Documents, DocumentUnavailable, build_documents
 from services.market import ProviderError, data_file, with_retries
 from services.rates import parse_fred_csv
-from services.storage import Database
-from tests.provider_server import ProviderServer, Reply
+from tests.provider_server import Clock, ProviderServer, Reply
 
 PATH = "/graph/fredgraph.csv"
 BUNDLED = "FEDFUNDS.monthly.csv.gz"
@@ -24,32 +22,6 @@ LIVE_TEXT = "observation_date,FEDFUNDS\n" + "\n".join(BUNDLED_TEXT.splitlines()[
 
 def validate(text: str) -> None:
     parse_fred_csv(text, "FEDFUNDS")
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def server():
-    async with ProviderServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def database(tmp_path):
-    async with Database(tmp_path / "test.db") as db:
-        yield db
 
 
 def documents(session, database=None, clock=None, **kwargs) -> Documents:

@@ -6,7 +6,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from services.market import (
@@ -18,40 +17,13 @@ from services.market import (
     parse_stooq_csv,
     parse_yahoo_chart,
 )
-from services.storage import Database
-from tests.provider_server import ProviderServer, Reply
+from tests.provider_server import Clock, Reply
 
 FIXTURES = Path(__file__).parent / "fixtures"
 YAHOO_BODY = (FIXTURES / "yahoo_chart_v8.SPY.sample.json").read_text()
 STOOQ_BODY = (FIXTURES / "stooq.SPY.daily.csv").read_text()
 YAHOO_PATH = "/v8/finance/chart/SPY"
 STOOQ_PATH = "/q/d/l/"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-async def server():
-    async with ProviderServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
-
-
-@pytest.fixture
-async def database(tmp_path):
-    async with Database(tmp_path / "test.db") as db:
-        yield db
 
 
 def market(providers, database=None, clock=None, **kwargs) -> MarketData:

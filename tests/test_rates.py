@@ -6,16 +6,14 @@ import gzip
 from datetime import date
 from pathlib import Path
 
-import aiohttp
 import pandas as pd
 import pytest
 
-from services.charts import Renderer
 from services.documents import Documents
 from services.errors import InputError
 from services.market import MarketData
 from services.rates import current_level, first_cuts, parse_fred_csv, rates_answer, stance
-from tests.provider_server import ProviderServer, Reply
+from tests.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 FEDFUNDS_TEXT = gzip.decompress((DATA / "FEDFUNDS.monthly.csv.gz").read_bytes()).decode()  # header DATE,FEDFUNDS
@@ -39,25 +37,6 @@ def bundled_adj(symbol: str) -> pd.Series:
 @pytest.fixture(scope="module")
 def monthly() -> pd.Series:
     return parse_fred_csv(FEDFUNDS_TEXT, "FEDFUNDS")
-
-
-@pytest.fixture
-async def renderer():
-    r = Renderer()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-async def server():
-    async with ProviderServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 # --- parsing --------------------------------------------------------------------------------------------------

@@ -7,16 +7,14 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
-import aiohttp
 import pandas as pd
 import pytest
 
-from services.charts import Renderer
 from services.documents import Document, Documents
 from services.errors import InputError
 from services.market import MarketData, read_bundled_csv
 from services.sectors import FUNDS, compute_sectors, holdings_from, parse_holdings, sectors_answer
-from tests.provider_server import ProviderServer, Reply
+from tests.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 HOLDINGS_BYTES = gzip.decompress((DATA / "IWM_holdings.2026-05-05.csv.gz").read_bytes())
@@ -36,25 +34,6 @@ def bundled_adj(symbol: str) -> pd.Series:
 
 def holdings():
     return holdings_from(Document("x", HOLDINGS_TEXT, "bundled", None, None))
-
-
-@pytest.fixture
-async def renderer():
-    r = Renderer()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-async def server():
-    async with ProviderServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def test_holdings_file_aggregates_by_sector():

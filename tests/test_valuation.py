@@ -7,11 +7,9 @@ import json
 from datetime import date
 from pathlib import Path
 
-import aiohttp
 import pandas as pd
 import pytest
 
-from services.charts import Renderer
 from services.documents import Documents
 from services.errors import InputError
 from services.valuation import (
@@ -21,7 +19,7 @@ from services.valuation import (
     shiller_pe,
     valuation_answer,
 )
-from tests.provider_server import ProviderServer, Reply
+from tests.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 HEADER = "date,symbol,metric,value,source,note\n"
@@ -37,25 +35,6 @@ def quote_summary(trailing: float | None, forward: float | None, sales: float | 
                           "priceToSalesTrailing12Months": field(sales)},
         "defaultKeyStatistics": {"priceToBook": field(book)},
     }], "error": None}})
-
-
-@pytest.fixture
-async def renderer():
-    r = Renderer()
-    yield r
-    r.close()
-
-
-@pytest.fixture
-async def server():
-    async with ProviderServer() as srv:
-        yield srv
-
-
-@pytest.fixture
-async def session():
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def test_bundled_operator_file_has_no_invented_rows():
