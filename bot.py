@@ -17,12 +17,13 @@ import logging
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 import aiohttp
 import discord
+import sqlite_utils
 from discord import app_commands
 from discord.ext import commands
 
@@ -80,28 +81,27 @@ async def last_session() -> date:
 
 @asynccontextmanager
 async def open_resources(settings: Settings, *, render_processes: bool = True) -> AsyncIterator[Resources]:
-    """The shared resources, closed in reverse order. `render_processes=False` renders in a thread (the
-    console's one-shot answers), otherwise in worker processes (see Renderer)."""
-    database = Database(settings.database_path)
-    await database.open()
-    session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
-    renderer = Renderer(processes=render_processes)
-    market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
-                        expected_session=last_session)
-    alerts = AlertStore(database, settings.zones)
-    await alerts.setup()
-    sentiment = SentimentStore(database)
-    await sentiment.open()
-    community = CommunityLog(database)
-    await community.open()
-    try:
+    """The shared resources. `render_processes=False` renders in a thread (the console's one-shot answers),
+    otherwise in worker processes (see Renderer)."""
+    async with AsyncExitStack() as stack:  # closed in reverse: the log writer flushes before the database closes
+        database = Database(settings.database_path)
+        await database.open()
+        stack.push_async_callback(database.close)
+        session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
+        stack.push_async_callback(session.close)
+        renderer = Renderer(processes=render_processes)
+        stack.callback(renderer.close)
+        market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
+                            expected_session=last_session)
+        alerts = AlertStore(database, settings.zones)
+        await alerts.setup()
+        sentiment = SentimentStore(database)
+        await sentiment.open()
+        community = CommunityLog(database)
+        await community.open()
+        stack.push_async_callback(community.close)
         documents = build_documents(settings, session, database)
         yield Resources(settings, session, database, market, renderer, alerts, sentiment, community, documents)
-    finally:
-        await community.close()  # flushes the log writer before the database closes
-        await session.close()
-        renderer.close()
-        await database.close()
 
 
 class SmallcapsTree(app_commands.CommandTree):
@@ -164,8 +164,8 @@ class SmallcapsBot(commands.AutoShardedBot):
         digest = self.command_tree_hash()
         db = self.resources.database
 
-        def last_synced(d: object) -> str | None:
-            rows = list(d.query("select value from _meta where key = 'command_tree_hash'"))  # type: ignore[attr-defined]
+        def last_synced(d: sqlite_utils.Database) -> str | None:
+            rows = list(d.query("select value from _meta where key = 'command_tree_hash'"))
             return rows[0]["value"] if rows else None
 
         if self.force_sync or await db.run(last_synced) != digest:
