@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -55,7 +56,7 @@ class Status(IwmCog):
         uptime = time.monotonic() - self.started
         embed.add_field(name="Bot", inline=False, value=(
             f"uptime {uptime / 3600:.1f} h · gateway latency "
-            + (f"{latency * 1000:.0f} ms" if latency == latency and latency != float("inf") else "n/a")
+            + (f"{latency * 1000:.0f} ms" if math.isfinite(latency) else "n/a")
             + f" · shards {self.bot.shard_count or 1}"))
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
