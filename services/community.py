@@ -69,6 +69,8 @@ BEARISH_WORDS = frozenset({
     "lower", "tank", "tanking", "breakdown", "recession", "rug", "📉", "🐻", "🩸",
 })
 TOKEN = re.compile(r"[a-z]+|[🚀📈🐂📉🐻🩸]")
+# One pass over the lower-cased text finds both: a cashtag token ("$iwm"), a word, or a tone emoji.
+WORDS_AND_CASHTAGS = re.compile(r"(?<![\w$])\$[a-z]{1,5}(?:\.[a-z])?(?!\w)|[a-z]+|[🚀📈🐂📉🐻🩸]")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS community_channels (
@@ -181,10 +183,20 @@ class _Kind:
 
 
 def _text_fields(content: str) -> tuple[str, str, int, int]:
+    """(text, cashtags as JSON, bullish, bearish): `find_cashtags` and `tone_counts` in one regex pass, since
+    this runs for every logged message (bench: community_log)."""
     content = clean_text(content)
-    bull, bear = tone_counts(content)
-    tags = find_cashtags(content)  # letters and dots only, so the JSON can be written directly (it is hot)
-    return content, '["' + '", "'.join(tags) + '"]' if tags else "[]", bull, bear
+    tags: dict[str, None] = {}
+    bullish = bearish = 0
+    for token in WORDS_AND_CASHTAGS.findall(content.lower()):
+        if token[0] == "$":
+            tags[token[1:].upper()] = None
+        elif token in BULLISH_WORDS:
+            bullish += 1
+        elif token in BEARISH_WORDS:
+            bearish += 1
+    # Tickers are letters and dots only, so the JSON can be written directly.
+    return content, '["' + '", "'.join(tags) + '"]' if tags else "[]", bullish, bearish
 
 
 def _create(guild_id: int, channel_id: int, message_id: int, author_id: int, created_at: datetime, content: str,

@@ -10,11 +10,14 @@ import sqlite3
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.charts import Renderer
 from services.community import (
     CommunityLog,
     LogWriter,
+    _text_fields,
     clean_text,
     community_answer,
     create_tables,
@@ -442,3 +445,13 @@ async def test_community_report_after_the_market_data_ends(db, clog, renderer):
 async def test_bad_days(db, renderer, days):
     with pytest.raises(InputError):
         await community_answer(db, MarketData([]), renderer, G1, days)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("abcIWMSPYBRK.$ 1_0🚀📉🐂xyz\u00e9bullbearputs")), max_size=60)
+       | st.text(max_size=60))
+def test_the_one_pass_analysis_agrees_with_the_plain_functions(text: str) -> None:
+    """The writer's hot path finds cashtags and tone in one regex pass; it must say what the plain functions say."""
+    content, tags, bullish, bearish = _text_fields(text)
+    assert json.loads(tags) == find_cashtags(content)
+    assert (bullish, bearish) == tone_counts(content)
