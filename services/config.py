@@ -93,6 +93,8 @@ class Settings:
         provider = (get("MARKET_DATA_PROVIDER") or "bundled").lower()
         if provider not in PROVIDERS:
             raise ConfigError(f"MARKET_DATA_PROVIDER={provider!r}: choose one of {', '.join(PROVIDERS)}")
+        if provider == "stooq" and not get("STOOQ_API_KEY"):
+            raise ConfigError("MARKET_DATA_PROVIDER=stooq needs STOOQ_API_KEY (Stooq's download needs a key)")
         shard_ids = get("SHARD_IDS")
         return cls(
             discord_token=get("DISCORD_TOKEN"),

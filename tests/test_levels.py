@@ -128,3 +128,15 @@ def test_bad_levels_are_refused(text):
 
 def test_levels_parse():
     assert Zones.parse("190, 195-210, 250-255") == Zones(190, 195, 210, 250, 255)
+
+
+def test_settings_refuse_a_keyless_stooq_and_read_the_rest():
+    from services.config import Settings
+
+    with pytest.raises(ConfigError, match="STOOQ_API_KEY"):
+        Settings.from_env({"MARKET_DATA_PROVIDER": "stooq"})
+    with pytest.raises(ConfigError, match="MARKET_DATA_PROVIDER"):
+        Settings.from_env({"MARKET_DATA_PROVIDER": "bloomberg"})
+    settings = Settings.from_env({"MARKET_DATA_PROVIDER": "stooq", "STOOQ_API_KEY": "k",
+                                  "LEVELS": "190,195-210,250-255", "SHARD_COUNT": "4", "SHARD_IDS": "2,3"})
+    assert settings.zones == Zones(190, 195, 210, 250, 255) and settings.shard_ids == (2, 3)
