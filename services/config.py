@@ -96,6 +96,8 @@ class Settings:
         if provider == "stooq" and not get("STOOQ_API_KEY"):
             raise ConfigError("MARKET_DATA_PROVIDER=stooq needs STOOQ_API_KEY (Stooq's download needs a key)")
         shard_ids = get("SHARD_IDS")
+        if shard_ids and not all(x.strip().isdigit() for x in shard_ids.split(",")):
+            raise ConfigError(f"SHARD_IDS={shard_ids!r}: expected comma-separated shard numbers, e.g. 0,1")
         return cls(
             discord_token=get("DISCORD_TOKEN"),
             dev_guild_id=integer("DEV_GUILD_ID", None),
