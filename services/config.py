@@ -90,6 +90,13 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name}={value!r} is not a whole number") from exc
 
+        def number(name: str, default: float) -> float:
+            value = get(name)
+            try:
+                return default if value is None else float(value)
+            except ValueError as exc:
+                raise ConfigError(f"{name}={value!r} is not a number") from exc
+
         provider = (get("MARKET_DATA_PROVIDER") or "bundled").lower()
         if provider not in PROVIDERS:
             raise ConfigError(f"MARKET_DATA_PROVIDER={provider!r}: choose one of {', '.join(PROVIDERS)}")
@@ -106,7 +113,7 @@ class Settings:
             stooq_api_key=get("STOOQ_API_KEY"),
             database_path=Path(get("DATABASE_PATH") or "smallcaps.db"),
             cache_ttl_seconds=integer("CACHE_TTL_SECONDS", 900) or 0,
-            http_timeout_seconds=float(get("HTTP_TIMEOUT_SECONDS") or 10.0),
+            http_timeout_seconds=number("HTTP_TIMEOUT_SECONDS", 10.0),
             zones=Zones.parse(get("LEVELS")) if get("LEVELS") else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
             stooq_base_url=get("STOOQ_BASE_URL") or cls.stooq_base_url,
