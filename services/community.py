@@ -302,19 +302,27 @@ def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
     Runs of consecutive batchable events of one kind go in with executemany. If a run fails, it is rolled back
     to its savepoint and retried one event at a time, so a bad event is logged and skipped and the rest stay.
     """
+    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
+    for name, args in ops:
+        if runs and runs[-1][0] == name and KINDS[name].batchable:
+            runs[-1][1].append(args)
+        else:
+            runs.append((name, [args]))
     groups: list[tuple[str, list[Prepared]]] = []
     skipped = 0
-    for name, args in ops:
+    for name, run in runs:
+        params = KINDS[name].params
         try:
-            params = KINDS[name].params(*args)
-        except BAD_EVENT as exc:
-            log.warning("community log: skipped a bad %s event %s: %r", name, _ids(args), exc)
-            skipped += 1
-            continue
-        if groups and groups[-1][0] == name and KINDS[name].batchable:
-            groups[-1][1].append(params)
-        else:
-            groups.append((name, [params]))
+            prepared = [params(*args) for args in run]  # the hot path: no per-event bookkeeping
+        except BAD_EVENT:
+            prepared = []
+            for args in run:
+                try:
+                    prepared.append(params(*args))
+                except BAD_EVENT as exc:
+                    log.warning("community log: skipped a bad %s event %s: %r", name, _ids(args), exc)
+                    skipped += 1
+        groups.append((name, prepared))
     applied = 0
     with d.atomic():
         for name, prepared in groups:
