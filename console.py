@@ -200,14 +200,14 @@ def describe(message: SentMessage, out_dir: Path) -> str:
             lines.append(f"== {embed.title} ==")
         if embed.description:
             lines.append(embed.description)
-        for f in embed.fields:
-            lines.append(f"\n[{f.name}]\n{f.value}")
+        for embed_field in embed.fields:
+            lines.append(f"\n[{embed_field.name}]\n{embed_field.value}")
         if embed.footer.text:
             lines.append(f"\n-- {embed.footer.text}")
     if message.poll is not None:
         lines.append(f"[poll] {message.poll.question}: " + " / ".join(a.text for a in message.poll.answers))
-    for f in message.files:
-        lines.append(f"[attachment] {out_dir / f.filename}")
+    for file in message.files:
+        lines.append(f"[attachment] {out_dir / file.filename}")
     if message.view is not None:
         labels = [getattr(item, "label", None) or type(item).__name__ for item in message.view.children]
         lines.append("[buttons] " + " | ".join(str(label) for label in labels))

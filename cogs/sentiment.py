@@ -108,7 +108,8 @@ def result_embed(poll: Poll, tally: Tally) -> discord.Embed:
 
 def sentiment_embed(report: SentimentReport) -> discord.Embed:
     latest = report.latest
-    embed = discord.Embed(title="Community sentiment vs the AAII survey", colour=_colour(latest and latest.tally),
+    embed = discord.Embed(title="Community sentiment vs the AAII survey",
+                          colour=_colour(latest.tally if latest else None),
                           description=f"Latest poll: {report.latest_text}.")
     if latest is not None:
         embed.add_field(name=f"Latest poll · opened {latest.poll.created_at:%Y-%m-%d}",

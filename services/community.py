@@ -311,14 +311,14 @@ def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
     groups: list[tuple[str, list[Prepared]]] = []
     skipped = 0
     for name, run in runs:
-        params = KINDS[name].params
+        make = KINDS[name].params
         try:
-            prepared = [params(*args) for args in run]  # the hot path: no per-event bookkeeping
+            prepared = [make(*args) for args in run]  # the hot path: no per-event bookkeeping
         except BAD_EVENT:
             prepared = []
             for args in run:
                 try:
-                    prepared.append(params(*args))
+                    prepared.append(make(*args))
                 except BAD_EVENT as exc:
                     log.warning("community log: skipped a bad %s event %s: %r", name, _ids(args), exc)
                     skipped += 1
@@ -333,13 +333,13 @@ def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
                 continue
             except BAD_EVENT:
                 log.debug("community log: a run of %d %s events failed; retrying one by one", len(prepared), name)
-            for params in prepared:
+            for event in prepared:
                 try:
-                    _execute(d, kind, [params])
+                    _execute(d, kind, [event])
                     applied += 1
                 except BAD_EVENT as exc:
                     log.warning("community log: skipped a %s event SQLite refused %s: %r", name,
-                                _ids(tuple(params[0][0]) if params[0] else ()), exc)
+                                _ids(tuple(event[0][0]) if event[0] else ()), exc)
                     skipped += 1
     return applied, skipped
 
