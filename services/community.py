@@ -156,6 +156,8 @@ def tone(bullish: int, bearish: int) -> float | None:
 def clean_text(text: str) -> str:
     """The text as valid Unicode: a lone surrogate (possible from JSON escapes) becomes U+FFFD, everything else
     (emoji, ZWJ sequences, combining marks, NUL) is kept as is."""
+    if text.isascii():  # most messages: nothing to check, no copy
+        return text
     try:
         text.encode("utf-8")
         return text
