@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -60,13 +60,8 @@ class Alerts(IwmCog):
     def store(self) -> AlertStore:
         return self.bot.resources.alerts
 
-    async def cog_load(self) -> None:
-        if self.bot.background:
-            self.watch.start()
-
-    async def cog_unload(self) -> None:
-        self.watch.cancel()
-        await super().cog_unload()
+    def background_loops(self) -> tuple[tasks.Loop[Any], ...]:
+        return (self.watch,)
 
     # --- commands -----------------------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import discord
 from discord import app_commands
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from services.errors import InputError
 from services.market import ProviderError
@@ -41,7 +41,19 @@ class IwmCog(commands.Cog):
             command.parent = bot.iwm
             bot.iwm.add_command(command)
 
+    def background_loops(self) -> tuple[tasks.Loop[Any], ...]:
+        """The cog's `tasks` loops: started on load when the bot runs on Discord (not in the console), cancelled
+        on unload. Each waits for the bot to be ready in its own `before_loop`."""
+        return ()
+
+    async def cog_load(self) -> None:
+        if self.bot.background:
+            for loop in self.background_loops():
+                loop.start()
+
     async def cog_unload(self) -> None:
+        for loop in self.background_loops():
+            loop.cancel()
         for command in self.__cog_app_commands__:
             self.bot.iwm.remove_command(command.name)
 

@@ -125,13 +125,8 @@ class Community(IwmCog):
     def community(self) -> CommunityLog:
         return self.bot.resources.community
 
-    async def cog_load(self) -> None:
-        if self.bot.background:
-            self.retention.start()
-
-    async def cog_unload(self) -> None:
-        self.retention.cancel()
-        await super().cog_unload()
+    def background_loops(self) -> tuple[tasks.Loop[Any], ...]:
+        return (self.retention,)
 
     # --- commands -----------------------------------------------------------------------------------------
 

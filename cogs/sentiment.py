@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import app_commands
@@ -147,13 +147,8 @@ class Sentiment(IwmCog):
     def store(self) -> SentimentStore:
         return self.bot.resources.sentiment
 
-    async def cog_load(self) -> None:
-        if self.bot.background:
-            self.watch.start()
-
-    async def cog_unload(self) -> None:
-        self.watch.cancel()
-        await super().cog_unload()
+    def background_loops(self) -> tuple[tasks.Loop[Any], ...]:
+        return (self.watch,)
 
     # --- commands -----------------------------------------------------------------------------------------
 
