@@ -12,7 +12,9 @@ ignores negation and sarcasm, so read it as a rough mood gauge over many message
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
+import functools
 import io
 import json
 import logging
@@ -21,6 +23,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -57,7 +60,8 @@ MAX_EXPORT_DAYS = 3650
 TOP = 10
 
 # $IWM, $spy, $BRK.B: 1-5 letters and an optional class letter; not $100, not US$5, not $TOOLONG.
-CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,5}(?:\.[A-Za-z])?)(?!\w)")
+# The "$" comes first (the lookbehind after it) so the regex engine can skip straight to each "$".
+CASHTAG = re.compile(r"\$(?<![\w$]\$)([A-Za-z]{1,5}(?:\.[A-Za-z])?)(?!\w)")
 # Whole lower-cased words (and a few emoji) counted for tone. Ambiguous words ("long", "short", "call", "up")
 # are left out on purpose.
 BULLISH_WORDS = frozenset({
@@ -68,9 +72,16 @@ BEARISH_WORDS = frozenset({
     "bear", "bears", "bearish", "puts", "dump", "dumping", "crash", "crashing", "sell", "selling", "sold", "red",
     "lower", "tank", "tanking", "breakdown", "recession", "rug", "📉", "🐻", "🩸",
 })
-TOKEN = re.compile(r"[a-z]+|[🚀📈🐂📉🐻🩸]")
-# One pass over the lower-cased text finds both: a cashtag token ("$iwm"), a word, or a tone emoji.
-WORDS_AND_CASHTAGS = re.compile(r"(?<![\w$])\$[a-z]{1,5}(?:\.[a-z])?(?!\w)|[a-z]+|[🚀📈🐂📉🐻🩸]")
+# Tone counts tokens: runs of ASCII letters and "$" in the lower-cased text, and the tone emoji. A token with a
+# "$" is a cashtag or part of one ($BULL is a ticker, not a mood), so it never counts.
+TOKEN = re.compile(r"[a-z$]+|[🚀📈🐂📉🐻🩸]")
+# For ASCII text (most messages) the same tokens come from bytes.translate + split, several times faster than the
+# regex (bench: community_log): every byte but a-z and $ becomes a space.
+_ASCII_BREAKS = bytes.maketrans(bytes(range(256)), bytes(b if b in b"abcdefghijklmnopqrstuvwxyz$" else 32
+                                                         for b in range(256)))
+_ASCII_BULLISH = frozenset(w.encode() for w in BULLISH_WORDS if w.isascii())
+_ASCII_BEARISH = frozenset(w.encode() for w in BEARISH_WORDS if w.isascii())
+_ASCII_TONE = _ASCII_BULLISH | _ASCII_BEARISH
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS community_channels (
@@ -133,16 +144,25 @@ def find_cashtags(text: str) -> list[str]:
     """Distinct tickers mentioned as cashtags, upper-cased, in order of first mention."""
     if "$" not in text:  # most messages: skip the regex
         return []
-    return list(dict.fromkeys(m.upper() for m in CASHTAG.findall(text)))
+    return list(dict.fromkeys(map(str.upper, CASHTAG.findall(text))))
 
 
 def tone_counts(text: str) -> tuple[int, int]:
     """(bullish, bearish) word counts."""
+    tokens: list[Any]
+    if text.isascii():
+        tokens = text.lower().encode().translate(_ASCII_BREAKS).split()
+        if _ASCII_TONE.isdisjoint(tokens):  # most messages
+            return 0, 0
+        bullish_words, bearish_words = _ASCII_BULLISH, _ASCII_BEARISH
+    else:
+        tokens = TOKEN.findall(text.lower())
+        bullish_words, bearish_words = BULLISH_WORDS, BEARISH_WORDS
     bullish = bearish = 0
-    for token in TOKEN.findall(text.lower()):
-        if token in BULLISH_WORDS:
+    for token in tokens:
+        if token in bullish_words:
             bullish += 1
-        elif token in BEARISH_WORDS:
+        elif token in bearish_words:
             bearish += 1
     return bullish, bearish
 
@@ -185,20 +205,11 @@ class _Kind:
 
 
 def _text_fields(content: str) -> tuple[str, str, int, int]:
-    """(text, cashtags as JSON, bullish, bearish): `find_cashtags` and `tone_counts` in one regex pass, since
-    this runs for every logged message (bench: community_log)."""
+    """(text, cashtags as JSON, bullish, bearish) for a message's columns."""
     content = clean_text(content)
-    tags: dict[str, None] = {}
-    bullish = bearish = 0
-    for token in WORDS_AND_CASHTAGS.findall(content.lower()):
-        if token[0] == "$":
-            tags[token[1:].upper()] = None
-        elif token in BULLISH_WORDS:
-            bullish += 1
-        elif token in BEARISH_WORDS:
-            bearish += 1
+    tags = find_cashtags(content)
     # Tickers are letters and dots only, so the JSON can be written directly.
-    return content, '["' + '", "'.join(tags) + '"]' if tags else "[]", bullish, bearish
+    return (content, '["' + '", "'.join(tags) + '"]' if tags else "[]", *tone_counts(content))
 
 
 def _create(guild_id: int, channel_id: int, message_id: int, author_id: int, created_at: datetime, content: str,
@@ -278,7 +289,7 @@ KINDS: dict[str, _Kind] = {
 }
 
 Prepared = tuple[list[tuple], ...]  # an event as parameter rows, one list per statement of its kind
-Op = tuple[str, tuple[Any, ...]]  # (kind, the arguments of its params function)
+Op = tuple[str, Prepared]  # (kind, its parameter rows)
 # Errors that belong to one event (a value SQLite cannot store, a naive time). Anything else, such as
 # sqlite3.OperationalError (locked, disk full), aborts the whole batch so LogWriter retries it.
 BAD_EVENT = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError,
@@ -290,52 +301,64 @@ def _ids(args: tuple[Any, ...]) -> list[int]:
     return [a for a in args if isinstance(a, int)][:4]
 
 
+@functools.lru_cache(maxsize=32)
+def _multi_row(sql: str, rows: int) -> str:
+    """`INSERT ... VALUES (?, ...) tail` as one statement that inserts `rows` rows."""
+    head, rest = sql.split(" VALUES ", 1)
+    marks = rest[: rest.index(")") + 1]
+    return f"{head} VALUES {', '.join([marks] * rows)}{rest[len(marks):]}"
+
+
+def _plan(d: sqlite_utils.Database, sql: str, rows: list[tuple]) -> list[tuple[str, Any, bool]]:
+    """(statement, parameters, executemany?) steps that write `rows` with `sql`. An INSERT ... VALUES becomes
+    multi-row statements: SQLite then inserts a whole run in one call with the GIL released, so the event loop
+    runs meanwhile (bench: community_log). Anything else is one executemany."""
+    if len(rows) < 2 or not sql.startswith("INSERT") or " VALUES " not in sql:
+        return [(sql, rows, True)]
+    most = max(1, d.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0]))
+    chunks = [rows[i:i + most] for i in range(0, len(rows), most)]
+    return [(_multi_row(sql, len(chunk)), list(chain.from_iterable(chunk)), False) for chunk in chunks]
+
+
 def _execute(d: sqlite_utils.Database, kind: _Kind, prepared: Sequence[Prepared]) -> None:
-    with d.atomic():  # a savepoint inside the batch transaction
-        for i, sql in enumerate(kind.statements):
-            rows = [row for params in prepared for row in params[i]]
-            if rows:
-                d.conn.executemany(sql, rows)
+    """Run a kind's statements for a run of its events. More than one SQL call goes in a savepoint, so a failure
+    leaves nothing half done; a single statement is atomic by itself."""
+    steps = []
+    for i, sql in enumerate(kind.statements):
+        rows = [row for params in prepared for row in params[i]]
+        if rows:
+            steps += _plan(d, sql, rows)
+    with d.atomic() if len(steps) > 1 else contextlib.nullcontext():
+        for sql, params, many in steps:
+            if many:
+                d.conn.executemany(sql, params)
+            else:
+                d.conn.execute(sql, params)
 
 
 def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
-    """Write events (kind, arguments) in order in one transaction; returns (applied, skipped).
+    """Write prepared events (kind, parameter rows) in order in one transaction; returns (applied, skipped).
 
-    Runs of consecutive batchable events of one kind go in with executemany. If a run fails, it is rolled back
-    to its savepoint and retried one event at a time, so a bad event is logged and skipped and the rest stay.
+    Runs of consecutive batchable events of one kind go in together. If a run fails, none of it stays and it is
+    retried one event at a time, so a bad event is logged and skipped and the rest stay.
     """
-    runs: list[tuple[str, list[tuple[Any, ...]]]] = []
-    for name, args in ops:
+    runs: list[tuple[str, list[Prepared]]] = []
+    for name, prepared in ops:
         if runs and runs[-1][0] == name and KINDS[name].batchable:
-            runs[-1][1].append(args)
+            runs[-1][1].append(prepared)
         else:
-            runs.append((name, [args]))
-    groups: list[tuple[str, list[Prepared]]] = []
-    skipped = 0
-    for name, run in runs:
-        make = KINDS[name].params
-        try:
-            prepared = [make(*args) for args in run]  # the hot path: no per-event bookkeeping
-        except BAD_EVENT:
-            prepared = []
-            for args in run:
-                try:
-                    prepared.append(make(*args))
-                except BAD_EVENT as exc:
-                    log.warning("community log: skipped a bad %s event %s: %r", name, _ids(args), exc)
-                    skipped += 1
-        groups.append((name, prepared))
-    applied = 0
+            runs.append((name, [prepared]))
+    applied = skipped = 0
     with d.atomic():
-        for name, prepared in groups:
+        for name, run in runs:
             kind = KINDS[name]
             try:
-                _execute(d, kind, prepared)
-                applied += len(prepared)
+                _execute(d, kind, run)
+                applied += len(run)
                 continue
             except BAD_EVENT:
-                log.debug("community log: a run of %d %s events failed; retrying one by one", len(prepared), name)
-            for event in prepared:
+                log.debug("community log: a run of %d %s events failed; retrying one by one", len(run), name)
+            for event in run:
                 try:
                     _execute(d, kind, [event])
                     applied += 1
@@ -381,14 +404,21 @@ class LogWriter:
             self._task = asyncio.get_running_loop().create_task(self._run(), name="community-log-writer")
 
     def put(self, kind: str, *args: Any) -> None:
-        """Queue one event (about a microsecond): its parameter rows (cashtags, tone, timestamps) are worked out
-        on the database thread, which overlaps the event loop (bench: community_log)."""
+        """Queue one event. Its parameter rows (cashtags, tone, timestamps; a few microseconds) are worked out
+        here, on the event loop, so that the database thread only runs SQL, which releases the GIL: the two then
+        overlap (bench: community_log). A bad event (naive time, wrong type) is logged and skipped."""
         if self._closed:
             raise RuntimeError("the community log writer is closed")
         if kind not in KINDS:
             raise ValueError(f"unknown log event kind {kind!r}")
+        try:
+            prepared = KINDS[kind].params(*args)
+        except BAD_EVENT as exc:
+            log.warning("community log: skipped a bad %s event %s: %r", kind, _ids(args), exc)
+            self.skipped += 1
+            return
         self.start()
-        self._ops.append((kind, args))
+        self._ops.append((kind, prepared))
         self._queued += 1
         if len(self._ops) == 1 or len(self._ops) >= self.batch_size:
             self._wake.set()

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 import json
+import re
 import sqlite3
 from datetime import UTC, date, datetime, timedelta
 
@@ -15,6 +16,9 @@ from hypothesis import strategies as st
 
 from services.charts import Renderer
 from services.community import (
+    BEARISH_WORDS,
+    BULLISH_WORDS,
+    TOKEN,
     CommunityLog,
     LogWriter,
     _text_fields,
@@ -82,7 +86,9 @@ def test_cashtags():
 
 def test_tone_words():
     assert tone_counts("Bullish! Buying calls 🚀🚀 but bears say crash") == (5, 2)
+    assert tone_counts("Bullish! Buying calls but bears say crash") == (3, 2)  # ASCII takes the fast path
     assert tone_counts("bullishness is not a listed word; calling it") == (0, 0)
+    assert tone_counts("$BULL and $BEAR are tickers, not moods; $PUTS neither") == (0, 0)
     assert tone(3, 1) == 0.5 and tone(0, 2) == -1.0 and tone(0, 0) is None
 
 
@@ -447,11 +453,25 @@ async def test_bad_days(db, renderer, days):
         await community_answer(db, MarketData([]), renderer, G1, days)
 
 
+# The definitions the fast paths must agree with: the cashtag pattern with its lookbehind first, and tone as a
+# plain regex tokenizer.
+REFERENCE_CASHTAG = re.compile(r"(?<![\w$])\$([A-Za-z]{1,5}(?:\.[A-Za-z])?)(?!\w)")
+
+
+def reference_tone(text: str) -> tuple[int, int]:
+    tokens = TOKEN.findall(text.lower())
+    return sum(t in BULLISH_WORDS for t in tokens), sum(t in BEARISH_WORDS for t in tokens)
+
+
 @settings(max_examples=500, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("abcIWMSPYBRK.$ 1_0🚀📉🐂xyz\u00e9bullbearputs")), max_size=60)
+@given(st.lists(st.sampled_from(["bull", "bear", "puts", "calls", "$", "$IWM", "BRK.B", "é", "🚀", "📉", " ", ".",
+                                 "_", "1", "x", "Sell", "İ", "\u017f"]), max_size=12).map("".join)
+       | st.text(alphabet=st.sampled_from(list("abcIWMSPYBRK.$ 1_0🚀📉🐂xyz\u00e9bullbearputs")), max_size=60)
        | st.text(max_size=60))
-def test_the_one_pass_analysis_agrees_with_the_plain_functions(text: str) -> None:
-    """The writer's hot path finds cashtags and tone in one regex pass; it must say what the plain functions say."""
+def test_fast_text_analysis_agrees_with_the_plain_definitions(text: str) -> None:
+    """The writer's hot path (bytes tokens for ASCII, the "$"-first cashtag regex) says what the plain regexes
+    say, for ASCII and non-ASCII text alike."""
+    assert find_cashtags(text) == list(dict.fromkeys(m.upper() for m in REFERENCE_CASHTAG.findall(text)))
+    assert tone_counts(text) == reference_tone(text)
     content, tags, bullish, bearish = _text_fields(text)
-    assert json.loads(tags) == find_cashtags(content)
-    assert (bullish, bearish) == tone_counts(content)
+    assert json.loads(tags) == find_cashtags(content) and (bullish, bearish) == tone_counts(content)
