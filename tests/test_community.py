@@ -31,7 +31,7 @@ from services.community import (
 )
 from services.errors import InputError
 from services.market import MarketData
-from services.sentiment import BEARISH, BULLISH, SentimentStore, validate_poll
+from services.sentiment import BEARISH, BULLISH, SentimentStore, iso_utc, validate_poll
 from services.storage import Database
 
 T0 = datetime(2026, 8, 10, 15, 0, tzinfo=UTC)
@@ -307,6 +307,22 @@ async def test_bad_rows_do_not_lose_the_batch(db, clog, caplog):
     clog.message_created(G1, C1, 500, ALICE, at(300), "still writing")
     await clog.flush()
     assert await message(db, 500) is not None
+
+
+async def test_inserts_split_by_sqlites_variable_limit(db, clog):
+    """A run of inserts goes in as multi-row statements of as many rows as SQLite's variable limit allows (999
+    on older builds); a bad row in a later statement leaves the earlier ones neither lost nor doubled."""
+    await db.run(lambda d: d.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 35))  # 3 rows per statement
+    for i in range(1, 12):
+        clog.message_created(G1, C1, 2**64 if i == 8 else i, ALICE, at(i), f"message {i} $IWM")
+    for i in range(3):
+        clog.reaction_added(G1, C1, 1, BOB, "🚀", None, at(20 + i))  # the same reaction thrice: one row
+    await clog.flush()
+    stored = await rows(db, "SELECT message_id, cashtags FROM community_messages ORDER BY message_id")
+    assert [(r["message_id"], r["cashtags"]) for r in stored] == [(i, '["IWM"]') for i in range(1, 12) if i != 8]
+    reactions = await rows(db, "SELECT added_at FROM community_reactions")
+    assert [r["added_at"] for r in reactions] == [iso_utc(at(20))]
+    assert clog.writer.applied == 13 and clog.writer.skipped == 1
 
 
 async def test_failed_transaction_is_retried(db, clog, monkeypatch):
