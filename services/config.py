@@ -97,7 +97,7 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name}={value!r} is not a number") from exc
 
-        provider = (get("MARKET_DATA_PROVIDER") or "bundled").lower()
+        provider = (get("MARKET_DATA_PROVIDER") or cls.provider).lower()
         if provider not in PROVIDERS:
             raise ConfigError(f"MARKET_DATA_PROVIDER={provider!r}: choose one of {', '.join(PROVIDERS)}")
         if provider == "stooq" and not get("STOOQ_API_KEY"):
@@ -111,17 +111,17 @@ class Settings:
             message_content_intent=(get("MESSAGE_CONTENT_INTENT") or "0").lower() in ("1", "true", "yes"),
             provider=provider,
             stooq_api_key=get("STOOQ_API_KEY"),
-            database_path=Path(get("DATABASE_PATH") or "smallcaps.db"),
-            cache_ttl_seconds=integer("CACHE_TTL_SECONDS", 900) or 0,
-            http_timeout_seconds=number("HTTP_TIMEOUT_SECONDS", 10.0),
-            zones=Zones.parse(get("LEVELS")) if get("LEVELS") else Zones(),
+            database_path=Path(get("DATABASE_PATH") or cls.database_path),
+            cache_ttl_seconds=integer("CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
+            http_timeout_seconds=number("HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds),
+            zones=Zones.parse(levels) if (levels := get("LEVELS")) else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
             stooq_base_url=get("STOOQ_BASE_URL") or cls.stooq_base_url,
             fred_base_url=get("FRED_BASE_URL") or cls.fred_base_url,
             holdings_url=get("IWM_HOLDINGS_URL") or cls.holdings_url,
             valuation_file=Path(v) if (v := get("VALUATION_FILE")) else None,
-            log_level=(get("LOG_LEVEL") or "INFO").upper(),
-            log_retention_days=integer("LOG_RETENTION_DAYS", 365) or 365,
+            log_level=(get("LOG_LEVEL") or cls.log_level).upper(),
+            log_retention_days=integer("LOG_RETENTION_DAYS", cls.log_retention_days) or cls.log_retention_days,
             shard_count=integer("SHARD_COUNT", None),
             shard_ids=tuple(int(x) for x in shard_ids.split(",")) if shard_ids else None,
         )

@@ -9,6 +9,7 @@ is the source and is returned directly.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -18,9 +19,8 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
-import sqlite_utils
 
-from services.market import ProviderError, ProviderHealth, _get_text, data_file, with_retries
+from services.market import ProviderError, ProviderHealth, _get_text, data_file, single_flight, with_retries
 from services.storage import Database
 
 log = logging.getLogger(__name__)
@@ -106,20 +106,8 @@ class Documents:
         memo = self._memo.get(key)
         if memo and self.clock() - memo[0] < ttl:
             return memo[1]
-        if key in self._inflight:
-            return await asyncio.shield(self._inflight[key])
-        future: asyncio.Future[Document] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            document = await self._load(key, url, params or {}, bundled, validate, ttl)
-            future.set_result(document)
-            return document
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            del self._inflight[key]
+        return await single_flight(self._inflight, key,
+                                   lambda: self._load(key, url, params or {}, bundled, validate, ttl))
 
     async def _load(self, key: str, url: str, params: dict[str, str], bundled: str | None,
                     validate: Validator | None, ttl: float) -> Document:
@@ -165,20 +153,13 @@ class Documents:
     def _bundled(key: str, bundled: str | None, *, stale: bool, why: str) -> Document:
         if bundled is None:
             raise DocumentUnavailable(f"{why}; no cached or bundled copy of {key}")
-        text = data_file(bundled).read().decode("utf-8-sig")
-        return Document(key, text, "bundled", None, None, stale=stale, note=f"{why}; bundled copy")
+        return Document(key, _bundled_text(bundled), "bundled", None, None, stale=stale, note=f"{why}; bundled copy")
 
     async def _read_cache(self, key: str) -> tuple[float, Document] | None:
         if self.database is None:
             return None
 
-        def read(db: sqlite_utils.Database) -> dict[str, Any] | None:
-            if "documents_cache" not in db.table_names():
-                return None
-            rows = list(db.query("select * from documents_cache where key = ?", [key]))
-            return rows[0] if rows else None
-
-        row = await self.database.run(read)
+        row = await self.database.cached_row("documents_cache", "key", key)
         if row is None:
             return None
         fetched = datetime.fromtimestamp(row["fetched_at"], UTC)
@@ -188,7 +169,13 @@ class Documents:
         if self.database is None:
             return
         row = {"key": document.key, "url": document.url, "fetched_at": now, "text": document.text}
-        await self.database.run(lambda db: db["documents_cache"].upsert(row, pk="key"))
+        await self.database.cache_row("documents_cache", "key", row)
+
+
+@functools.cache
+def _bundled_text(name: str) -> str:
+    """A bundled file's text, read once per process (package data never changes while the bot runs)."""
+    return data_file(name).read().decode("utf-8-sig")
 
 
 def build_documents(settings: Any, session: aiohttp.ClientSession | None, database: Database | None) -> Documents:

@@ -16,12 +16,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
+from functools import partial
 from importlib import resources
 from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import pandas as pd
-import sqlite_utils
 
 from services.storage import Database
 
@@ -124,8 +124,6 @@ async def _get_text(session: aiohttp.ClientSession, url: str, params: dict[str, 
                     f"HTTP {resp.status}",
                     retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
                 )
-            if resp.status == 404:
-                raise ProviderError("HTTP 404", retryable=False)
             if resp.status >= 400:
                 raise ProviderError(f"HTTP {resp.status}", retryable=False)
             return body
@@ -211,6 +209,24 @@ def parse_stooq_csv(body: str, symbol: str) -> pd.DataFrame:
 
 # --- the service ------------------------------------------------------------------------------------------
 
+async def single_flight(inflight: dict[str, asyncio.Future[T]], key: str, load: Callable[[], Awaitable[T]]) -> T:
+    """`await load()` once for concurrent callers with the same key: the rest await its result (or its error)."""
+    if key in inflight:
+        return await asyncio.shield(inflight[key])
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    inflight[key] = future
+    try:
+        result = await load()
+        future.set_result(result)
+        return result
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # mark retrieved: waiters re-raise it themselves
+        raise
+    finally:
+        del inflight[key]
+
+
 async def with_retries(call: Callable[[], Awaitable[T]], attempts: int, backoff: float, max_wait: float) -> T:
     """`await call()`, retrying a retryable ProviderError up to `attempts` times in all: the server's Retry-After
     when it gave one, else exponential backoff from `backoff` seconds, capped at `max_wait`, with 10% jitter."""
@@ -295,20 +311,7 @@ class MarketData:
         memo = self._memo.get(symbol)
         if memo and self.clock() - memo[0] < self.ttl:
             return memo[1]
-        if symbol in self._inflight:
-            return await asyncio.shield(self._inflight[symbol])
-        future: asyncio.Future[Bars] = asyncio.get_running_loop().create_future()
-        self._inflight[symbol] = future
-        try:
-            result = await self._load(symbol)
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters re-raise it themselves
-            raise
-        finally:
-            del self._inflight[symbol]
+        return await single_flight(self._inflight, symbol, lambda: self._load(symbol))
 
     async def _load(self, symbol: str) -> Bars:
         cached = await self._read_cache(symbol)
@@ -324,7 +327,8 @@ class MarketData:
                 errors.append(f"{provider.name}: resting after {health.failures} failures")
                 continue
             try:
-                frame = await self._fetch_with_retries(provider, symbol)
+                frame = await with_retries(partial(provider.fetch, symbol), self.attempts, self.backoff,
+                                           self.max_wait)
                 if expected is not None and frame.index[-1].date() < expected:
                     # Yesterday's data forever is a failure too: try the next provider, rest this one.
                     lagging = lagging or Bars(symbol, frame, provider.name)
@@ -345,31 +349,17 @@ class MarketData:
             return bars
         return await self._fallback(symbol, cached, "; ".join(errors))
 
-    async def _fetch_with_retries(self, provider: Provider, symbol: str) -> pd.DataFrame:
-        return await with_retries(lambda: provider.fetch(symbol), self.attempts, self.backoff, self.max_wait)
-
     async def _fallback(self, symbol: str, cached: tuple[float, Bars] | None, why: str) -> Bars:
         if cached:
-            bars = replace(cached[1], stale=True, note=f"live data unavailable ({why}); cached copy")
-        else:
-            try:
-                frame = await self.bundled.fetch(symbol)
-            except UnknownSymbol as exc:
-                raise UnknownSymbol(symbol) from exc
-            bars = Bars(symbol, frame, "bundled", stale=True, note=f"live data unavailable ({why})")
-        return bars
+            return replace(cached[1], stale=True, note=f"live data unavailable ({why}); cached copy")
+        return Bars(symbol, await self.bundled.fetch(symbol), "bundled", stale=True,
+                    note=f"live data unavailable ({why})")
 
     async def _read_cache(self, symbol: str) -> tuple[float, Bars] | None:
         if self.database is None:
             return None
 
-        def read(db: sqlite_utils.Database) -> dict[str, Any] | None:
-            if "bars_cache" not in db.table_names():
-                return None
-            rows = list(db.query("select * from bars_cache where symbol = ?", [symbol]))
-            return rows[0] if rows else None
-
-        row = await self.database.run(read)
+        row = await self.database.cached_row("bars_cache", "symbol", symbol)
         if row is None:
             return None
         frame = pd.read_csv(io.StringIO(row["csv"]), index_col="date", parse_dates=["date"])
@@ -380,7 +370,7 @@ class MarketData:
             return
         row = {"symbol": bars.symbol, "source": bars.source, "fetched_at": self.clock(),
                "as_of": bars.as_of.isoformat(), "csv": bars.frame.to_csv(float_format="%.6f")}
-        await self.database.run(lambda db: db["bars_cache"].upsert(row, pk="symbol"))
+        await self.database.cache_row("bars_cache", "symbol", row)
 
     def status(self) -> list[dict[str, Any]]:
         """Each live provider's breaker state and the age of the newest cached bars (for `/iwm status`)."""

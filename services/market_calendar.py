@@ -1,4 +1,4 @@
-"""When the US stock market (NYSE, `XNYS`) trades: sessions, early closes, and when the alert watcher checks.
+"""When the US stock market (NYSE, `XNYS`) trades: sessions, early closes, the last completed session.
 
 All datetimes in and out are timezone-aware; returned datetimes are UTC. A session is named by its date in
 New York. The exchange_calendars calendar is built on first use, once per process (building it takes a moment,
@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import warnings
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import pandas as pd
@@ -101,55 +100,3 @@ def last_completed_session(at: datetime) -> date:
     if is_session(day) and session_close(day) <= at:
         return day
     return previous_session(day)
-
-
-@dataclass(frozen=True)
-class Check:
-    """When the watcher should look next: an intraday price check, or the once-a-day check after a close."""
-
-    at: datetime  # UTC
-    kind: Literal["intraday", "close"]
-    session: date
-
-
-def next_check(
-    now: datetime,
-    every: timedelta = timedelta(minutes=15),
-    settle: timedelta = timedelta(minutes=10),
-) -> Check:
-    """The first check strictly after `now`.
-
-    While the market is open: every `every` from the session's open (the last intraday check falls before the
-    close). After each close: one `close` check `settle` later, when providers have the final daily bar.
-    Otherwise: the next session's open. `settle` must end before midnight New York (minutes, not hours).
-    """
-    now = _utc(now)
-    day = now.astimezone(NEW_YORK).date()
-    if is_session(day):
-        opens, closes = session_open(day), session_close(day)
-        if now < opens:
-            return Check(opens, "intraday", day)
-        if now < closes:
-            steps = (now - opens) // every + 1
-            at = opens + steps * every
-            if at < closes:
-                return Check(at, "intraday", day)
-        if now < closes + settle:
-            return Check(closes + settle, "close", day)
-    following = next_session(day)
-    return Check(session_open(following), "intraday", following)
-
-
-def check_times(
-    start: datetime,
-    end: datetime,
-    every: timedelta = timedelta(minutes=15),
-    settle: timedelta = timedelta(minutes=10),
-) -> list[Check]:
-    """Every check after `start` up to and including `end`."""
-    checks: list[Check] = []
-    check = next_check(start, every, settle)
-    while check.at <= _utc(end):
-        checks.append(check)
-        check = next_check(check.at, every, settle)
-    return checks

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import sqlite_utils
 
@@ -65,6 +65,22 @@ class Database:
     async def run(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         """Run `fn(db)` on the database thread and return its result."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
+
+    async def cached_row(self, table: str, key_column: str, key: object) -> dict[str, Any] | None:
+        """The row of a cache table whose `key_column` is `key`; None if there is none (a cache table is made by
+        its first `cache_row`)."""
+
+        def read(db: sqlite_utils.Database) -> dict[str, Any] | None:
+            if table not in db.table_names():
+                return None
+            rows = list(db.query(f"select * from {table} where {key_column} = ?", [key]))
+            return rows[0] if rows else None
+
+        return await self.run(read)
+
+    async def cache_row(self, table: str, key_column: str, row: dict[str, Any]) -> None:
+        """Insert or replace `row` in a cache table keyed by `key_column` (the table is made if need be)."""
+        await self.run(lambda db: db[table].upsert(row, pk=key_column))
 
     def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         if self._db is None:

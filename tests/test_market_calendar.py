@@ -1,8 +1,7 @@
-"""XNYS sessions and the watcher's check times: holidays, early closes, weekends, daylight-saving changes."""
+"""XNYS sessions: holidays, early closes, weekends, daylight-saving changes."""
 
 from __future__ import annotations
 
-import itertools
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -58,8 +57,6 @@ def test_weekend() -> None:
     assert not mc.is_session(saturday) and not mc.is_session(date(2025, 11, 30))
     assert not mc.is_open(utc(2025, 11, 29, 16))
     assert mc.last_completed_session(utc(2025, 11, 30, 12)) == date(2025, 11, 28)
-    check = mc.next_check(utc(2025, 11, 29, 16))
-    assert check == mc.Check(utc(2025, 12, 1, 14, 30), "intraday", date(2025, 12, 1))
 
 
 def test_daylight_saving_boundaries() -> None:
@@ -80,34 +77,6 @@ def test_month_closing_sessions() -> None:
     assert mc.closes_month(date(2025, 11, 28))  # an early close, before a weekend
     assert not mc.closes_month(date(2025, 10, 30))
     assert mc.closes_month(date(2027, 5, 28))  # Monday 2027-05-31 is Memorial Day
-
-
-def test_check_times_on_an_early_close() -> None:
-    every, settle = timedelta(minutes=30), timedelta(minutes=10)
-    checks = mc.check_times(utc(2025, 11, 28, 12), utc(2025, 12, 1, 15), every, settle)
-    intraday = [c.at for c in checks if c.session == date(2025, 11, 28) and c.kind == "intraday"]
-    assert intraday == [utc(2025, 11, 28, 14, 30) + every * k for k in range(7)]  # 14:30 .. 17:30, close 18:00
-    closes = [c for c in checks if c.kind == "close"]
-    assert closes == [mc.Check(utc(2025, 11, 28, 18, 10), "close", date(2025, 11, 28))]
-    after = checks[checks.index(closes[0]) + 1:]
-    assert [c.at for c in after] == [utc(2025, 12, 1, 14, 30), utc(2025, 12, 1, 15)]
-
-
-def test_checks_skip_a_holiday_and_one_close_check_per_session() -> None:
-    checks = mc.check_times(utc(2025, 7, 2, 12), utc(2025, 7, 8, 0), timedelta(minutes=15), timedelta(minutes=5))
-    closes = [c for c in checks if c.kind == "close"]
-    assert [c.session for c in closes] == [date(2025, 7, 2), date(2025, 7, 3), date(2025, 7, 7)]
-    assert closes[1].at == utc(2025, 7, 3, 17, 5)
-    assert all(mc.is_open(c.at) for c in checks if c.kind == "intraday")
-    assert not any(c.session == date(2025, 7, 4) for c in checks)
-    assert all(b.at > a.at for a, b in itertools.pairwise(checks))
-
-
-def test_next_check_while_open_is_aligned_to_the_open() -> None:
-    check = mc.next_check(utc(2025, 11, 26, 15, 7), timedelta(minutes=15))
-    assert check == mc.Check(utc(2025, 11, 26, 15, 15), "intraday", date(2025, 11, 26))
-    last = mc.next_check(utc(2025, 11, 26, 20, 50), timedelta(minutes=15), timedelta(minutes=10))
-    assert last == mc.Check(utc(2025, 11, 26, 21, 10), "close", date(2025, 11, 26))
 
 
 def test_naive_datetimes_are_refused() -> None:
