@@ -24,6 +24,7 @@ from services.alerts import (
     check_close,
     check_intraday,
     footer_for,
+    levels_line,
     parse_events,
     post_nonce,
     recover,
@@ -107,9 +108,7 @@ class Alerts(IwmCog):
             role = f" · mentions <@&{sub.role_id}>" if sub.role_id else ""
             lines.append(f"<#{sub.channel_id}>: {', '.join(sub.events)}{role} · {state}"[:300])
         embed.description = "\n".join(lines) if lines else "No channel is subscribed. Use `/iwm subscribe`."
-        embed.add_field(name="Levels", value=(
-            f"support {zones.support:g} · entry {zones.entry_low:g}–{zones.entry_high:g} · "
-            f"resistance {zones.resistance_low:g}–{zones.resistance_high:g}"))
+        embed.add_field(name="Levels", value=levels_line(zones))
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="setlevels", description="Set this server's IWM levels (Manage Channels)")
@@ -159,7 +158,7 @@ class Alerts(IwmCog):
     async def send(self, channel_id: int, role_id: int | None, event: Event) -> int:
         channel = await self._channel(channel_id)
         guild = getattr(channel, "guild", None)
-        zones = await self.store.levels(guild.id) if guild else self.bot.settings.zones
+        zones = await self.bot.resources.zones(guild.id if guild else None)
         post = build_post(event, zones)
         png = await self._chart(event, zones)
         try:

@@ -57,7 +57,7 @@ from services import market_calendar
 from services.charts import LevelsChart
 from services.config import ConfigError, Zones
 from services.errors import InputError
-from services.levels import chart_window, monthly_returns, up_streak
+from services.levels import monthly_returns, price_chart, up_streak
 from services.market import MarketData
 from services.storage import Database
 
@@ -132,6 +132,13 @@ class DetectorState:
 
 def zone_values(zones: Zones) -> tuple[float, ...]:
     return (zones.support, zones.entry_low, zones.entry_high, zones.resistance_low, zones.resistance_high)
+
+
+def levels_line(zones: Zones) -> str:
+    """The levels as members read them: `support 200 · entry 205–220 · resistance 240–245`."""
+    z = zones
+    return (f"support {z.support:g} · entry {z.entry_low:g}–{z.entry_high:g} · "
+            f"resistance {z.resistance_low:g}–{z.resistance_high:g}")
 
 
 def zones_text(zones: Zones) -> str:
@@ -230,6 +237,7 @@ def advance(
     start = pd.Timestamp(state.last_day) + pd.Timedelta(days=1) if state.last_day else bars.index[0]
     positions = range(bars.index.searchsorted(start), bars.index.searchsorted(pd.Timestamp(through), side="right"))
     closes = bars["close"].to_numpy(dtype=float)
+    months = monthly_returns(bars["adj_close"])  # a month's return is final once its last bar is in
     events: list[Event] = []
     for i in positions:
         stamp = bars.index[i]
@@ -237,7 +245,7 @@ def advance(
             month_end = bars.index[i + 1].to_period("M") != stamp.to_period("M")
         else:
             month_end = closes_month(stamp.date())
-        returns = monthly_returns(bars["adj_close"].iloc[: i + 1]) if month_end else None
+        returns = months.loc[: stamp.to_period("M")] if month_end else None
         found, state = detect(stamp.date(), float(closes[i]), zones, state, returns)
         events.extend(found)
     return events, state
@@ -345,28 +353,16 @@ def build_post(event: Event, zones: Zones) -> AlertPost:
         fields.append(("Change", f"{event.close - event.prev_close:+.2f} ({change:+.2f}%)"))
     if event.level is not None:
         fields.append(("Previous high" if event.kind == "new_high" else "Level", f"{event.level:.2f}"))
-    fields.append(("Levels", f"support {zones.support:g} · entry {zones.entry_low:g}–{zones.entry_high:g} · "
-                             f"resistance {zones.resistance_low:g}–{zones.resistance_high:g}"))
+    fields.append(("Levels", levels_line(zones)))
     return AlertPost(title, description, tuple(fields), colour, event.level, footer_text(event), event.key)
 
 
-def alert_chart(frame: pd.DataFrame, event: Event, zones: Zones, title: str = "") -> LevelsChart:
+def alert_chart(frame: pd.DataFrame, event: Event, zones: Zones) -> LevelsChart:
     """The chart spec for an alert: the last 6 months to the event's day, its level marked. Render it with
     `Renderer.render(render_levels, spec)`, once per event (not per channel)."""
     bars = _bars(frame).loc[: pd.Timestamp(event.day)]
-    close = bars["close"]
-    window = chart_window(bars, "6mo")
-    return LevelsChart(
-        frame=window,
-        sma50=close.rolling(50).mean().loc[window.index[0]:],
-        sma200=close.rolling(200).mean().loc[window.index[0]:],
-        rs=pd.Series(dtype="float64"),
-        zones=zones,
-        ath_close=float(close.max()),
-        title=title or build_post(event, zones).title,
-        subtitle=f"daily, 6mo · {event.key}",
-        highlight=event.level,
-    )
+    return price_chart(bars, event.day, "6mo", zones, float(bars["close"].max()), build_post(event, zones).title,
+                       f"daily, 6mo · {event.key}", highlight=event.level)
 
 
 # --- storage ----------------------------------------------------------------------------------------------
@@ -806,10 +802,12 @@ async def check_close(store: AlertStore, guild_id: int, frame: pd.DataFrame, thr
 async def check_intraday(store: AlertStore, guild_id: int, day: date, price: float, prev_close: float,
                          send: Send, concurrency: int = 5) -> list[Delivery]:
     """During a session: post `testing` notices for the guild's levels (the outbox keeps them once a day)."""
-    zones = await store.levels(guild_id)
+    notices = intraday_notices(day, price, prev_close, await store.levels(guild_id))
+    if not notices:  # most checks: nothing near a level, no need for the subscriptions
+        return []
     subs = await store.subscriptions(guild_id)
     results: list[Delivery] = []
-    for notice in intraday_notices(day, price, prev_close, zones):
+    for notice in notices:
         results.extend(await fan_out(subs, notice, send, concurrency, store=store))
     return results
 

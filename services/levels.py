@@ -191,20 +191,34 @@ def chart_window(frame: pd.DataFrame, period: str) -> pd.DataFrame:
     return frame.loc[frame.index[-1] - pd.DateOffset(months=months):]
 
 
-def levels_chart(iwm: Bars, spy: Bars, report: LevelsReport, period: str) -> LevelsChart:
-    """The chart spec for a levels report: bars up to its as-of day, the chosen span, averages and RS."""
-    frame = iwm.frame.loc[: pd.Timestamp(report.as_of)].dropna(subset=["close"])
-    close = frame["close"]
-    window = chart_window(frame, period)
+def price_chart(frame: pd.DataFrame, day: date, period: str, zones: Zones, ath_close: float, title: str,
+                subtitle: str, *, rs_vs: pd.DataFrame | None = None, highlight: float | None = None) -> LevelsChart:
+    """A levels chart spec: the bars up to `day` over `period`, with 50/200-day averages (from the whole
+    history, so they start on the first bar shown) and, given SPY's frame, relative strength."""
+    bars = frame.loc[: pd.Timestamp(day)].dropna(subset=["close"])
+    close = bars["close"]
+    window = chart_window(bars, period)
+    start = window.index[0]
     return LevelsChart(
         frame=window,
-        sma50=close.rolling(50).mean().loc[window.index[0]:],
-        sma200=close.rolling(200).mean().loc[window.index[0]:],
-        rs=relative_strength(window, spy.frame),
-        zones=report.zones,
-        ath_close=report.ath_close.value,
-        title=f"IWM {report.close:.2f} · {report.verdict}",
-        subtitle=f"daily, {period} · as of {report.as_of} · source: {iwm.source}{' (stale)' if iwm.stale else ''}",
+        sma50=close.rolling(50).mean().loc[start:],
+        sma200=close.rolling(200).mean().loc[start:],
+        rs=relative_strength(window, rs_vs) if rs_vs is not None else pd.Series(dtype="float64"),
+        zones=zones,
+        ath_close=ath_close,
+        title=title,
+        subtitle=subtitle,
+        highlight=highlight,
+    )
+
+
+def levels_chart(iwm: Bars, spy: Bars, report: LevelsReport, period: str) -> LevelsChart:
+    """The chart spec for a levels report: bars up to its as-of day, the chosen span, averages and RS."""
+    return price_chart(
+        iwm.frame, report.as_of, period, report.zones, report.ath_close.value,
+        f"IWM {report.close:.2f} · {report.verdict}",
+        f"daily, {period} · as of {report.as_of} · source: {iwm.source}{' (stale)' if iwm.stale else ''}",
+        rs_vs=spy.frame,
     )
 
 
