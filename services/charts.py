@@ -50,10 +50,11 @@ def blank_figure() -> Figure:
     return fig
 
 
-def new_figure(rows: Sequence[float] = (1.0,), sharex: bool = True) -> tuple[Figure, list[Axes]]:
-    """A themed 16:9 figure with stacked panels of the given height ratios."""
+def new_figure(rows: Sequence[float] = (1.0,), sharex: bool = True,
+               hspace: float = 0.06) -> tuple[Figure, list[Axes]]:
+    """A themed 16:9 figure with stacked panels of the given height ratios, `hspace` apart."""
     fig = blank_figure()
-    grid = fig.add_gridspec(len(rows), 1, height_ratios=list(rows), hspace=0.06,
+    grid = fig.add_gridspec(len(rows), 1, height_ratios=list(rows), hspace=hspace,
                             left=0.06, right=0.93, top=0.92, bottom=0.07)
     axes: list[Axes] = []
     for i in range(len(rows)):

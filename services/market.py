@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import partial
@@ -48,6 +48,14 @@ class Bars:
         if day is None:
             return self
         return replace(self, frame=self.frame.loc[: pd.Timestamp(day)])
+
+
+def stale_prices_note(bars: Iterable[Bars]) -> str | None:
+    """The note an answer shows when some of its prices are a stale fallback; None when none is."""
+    stale = [b for b in bars if b.stale]
+    if not stale:
+        return None
+    return f"Prices for {', '.join(b.symbol for b in stale)} are a stale fallback: {stale[0].note}"[:300]
 
 
 class ProviderError(Exception):

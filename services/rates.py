@@ -27,8 +27,8 @@ from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_fig
 from services.config import Settings
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
-from services.levels import cut_to, relative_strength
-from services.market import MarketData
+from services.levels import cut_to
+from services.market import MarketData, stale_prices_note
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -332,9 +332,9 @@ async def rates_answer(market: MarketData, documents: Documents, renderer: Rende
     """The `/iwm rates` report and its chart (PNG) as of a day (default: the latest data)."""
     iwm, spy = await asyncio.gather(market.bars("IWM"), market.bars("SPY"))
     iwm = cut_to(iwm, as_of)
-    ratio = relative_strength(iwm.frame, spy.frame)
     prices = pd.concat([iwm.frame["adj_close"], spy.frame["adj_close"]], axis=1, keys=["iwm", "spy"],
                        join="inner").dropna()
+    ratio = prices["iwm"] / prices["spy"]  # relative strength, on the same common closes
     if prices.empty:
         raise InputError(f"no common IWM/SPY closes up to {as_of}")
     monthly, monthly_doc = await fred_series(documents, "FEDFUNDS", fred_base_url, "FEDFUNDS.monthly.csv.gz")
@@ -348,10 +348,8 @@ async def rates_answer(market: MarketData, documents: Documents, renderer: Rende
             notes.append(f"Daily rate (DFF) unavailable: {exc}")
     if prices.index[-1] < iwm.frame.index[-1]:
         notes.append(f"SPY data ends {prices.index[-1].date()}: returns stop there.")
-    stale_bars = [b for b in (iwm, spy) if b.stale]
-    if stale_bars:
-        notes.append(f"Prices for {', '.join(b.symbol for b in stale_bars)} are a stale fallback: "
-                     f"{stale_bars[0].note}"[:300])
+    if stale := stale_prices_note((iwm, spy)):
+        notes.append(stale)
     market_source = iwm.source if iwm.source == spy.source else f"IWM {iwm.source}, SPY {spy.source}"
     report = compute_rates(monthly, monthly_doc, daily, daily_doc, prices, market_source, as_of, tuple(notes),
                            iwm.stale or spy.stale)

@@ -32,7 +32,7 @@ from services.charts import (
 from services.config import Settings
 from services.documents import Document, Documents, looks_like_html
 from services.errors import InputError
-from services.market import Bars, MarketData, UnknownSymbol
+from services.market import Bars, MarketData, UnknownSymbol, stale_prices_note
 
 ISHARES_IWM_HOLDINGS_URL = Settings.holdings_url
 BUNDLED_HOLDINGS = "IWM_holdings.2026-05-05.csv.gz"
@@ -250,9 +250,8 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
     if abs((holdings.as_of - end.date()).days) > 31:
         notes.append(f"Weights are from the holdings file dated {holdings.as_of}; returns run to {end.date()} "
                      "(no holdings history).")
-    stale = [b for b in bars.values() if b.stale]
-    if stale:
-        notes.append(f"Prices for {', '.join(b.symbol for b in stale)} are a stale fallback: {stale[0].note}"[:300])
+    if stale := stale_prices_note(bars.values()):
+        notes.append(stale)
     bench_end = adj[BENCHMARK].index[-1].date()
     alignment = (f"All returns end {end.date()}, the last day every fund has"
                  + (f" (IWM data runs to {bench_end})." if end.date() < bench_end else "."))

@@ -302,10 +302,7 @@ class ValuationChart:
 
 
 def render_valuation(chart: ValuationChart) -> bytes:
-    fig, (bars, hist) = new_figure((1.0, 1.0), sharex=False)
-    bars.get_subplotspec().get_gridspec().update(hspace=0.25)  # room for the bar labels
-    for ax in (bars, hist):
-        ax.set_position(ax.get_subplotspec().get_position(fig))
+    fig, (bars, hist) = new_figure((1.0, 1.0), sharex=False, hspace=0.25)  # room for the bar labels
     title(fig, chart.title, chart.subtitle)
     x = np.arange(len(chart.labels))
     width = 0.38
