@@ -56,7 +56,7 @@ import sqlite_utils
 from services import market_calendar
 from services.charts import LevelsChart
 from services.config import ConfigError, Zones
-from services.errors import InputError
+from services.errors import InputError, is_whole
 from services.levels import monthly_returns, price_chart, up_streak
 from services.market import MarketData
 from services.storage import Database
@@ -460,7 +460,7 @@ class OutboxEntry:
 
 
 def _snowflake(value: object, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 2**63:
+    if not is_whole(value, 1, 2**63 - 1):
         raise InputError(f"{what} {value!r} is not a Discord id")
     return value
 

@@ -45,7 +45,7 @@ from services.charts import (
     title,
     to_png,
 )
-from services.errors import InputError
+from services.errors import InputError, is_whole
 from services.market import MarketData, ProviderError
 from services.sentiment import iso_utc
 from services.storage import Database
@@ -504,7 +504,7 @@ class PurgeCounts:
 
 
 def validate_days(days: int, maximum: int) -> int:
-    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= maximum:
+    if not is_whole(days, 1, maximum):
         raise InputError(f"days {days!r}: choose 1 to {maximum}")
     return days
 
@@ -644,7 +644,7 @@ class CommunityLog:
     async def purge_older_than(self, days: int, now: datetime | None = None) -> PurgeCounts:
         """Retention (all guilds): delete messages created more than `days` ago with their revisions and
         reactions, and reactions added (or removed) that long ago."""
-        if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        if not is_whole(days, 1):
             raise ValueError(f"retention days {days!r} must be a whole number of at least 1")
         cutoff = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
         old = "SELECT message_id FROM community_messages WHERE created_at < ?"

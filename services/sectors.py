@@ -40,6 +40,7 @@ BENCHMARK = "IWM"
 PERIODS = ("1m", "3m", "ytd", "1y")
 MAX_LAG_DAYS = 10  # a fund ending this much before the others is reported missing rather than cut all
 BACKGROUND_LABEL = "General background on rate sensitivity, not data"
+LEADERS = 3  # funds listed as leaders, and as laggards
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,6 @@ class SectorFund:
     name: str
     sectors: tuple[str, ...]  # the holdings-file sectors it stands for (empty: a sub-industry, no weight of its own)
     rate_sensitivity: str  # general background, not data
-
 
 FUNDS = (
     SectorFund("PSCI", "Industrials", ("Industrials",),
@@ -74,7 +74,6 @@ FUNDS = (
     SectorFund("XBI", "Biotech", (),
                "Long-duration, mostly unprofitable firms that raise capital often: lower rates usually help."),
 )
-FUND_BY_SYMBOL = {f.symbol: f for f in FUNDS}
 
 
 @dataclass(frozen=True)
@@ -216,7 +215,7 @@ def common_end(series: dict[str, pd.Series]) -> tuple[pd.Timestamp, list[str]]:
 
 
 def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m",
-                    as_of: date | None = None, leaders: int = 3) -> SectorsReport:
+                    as_of: date | None = None) -> SectorsReport:
     """The report for returns ending on the last common day on or before `as_of`. `bars` holds IWM and the funds
     (a fund missing from it is reported with no data)."""
     if period not in PERIODS:
@@ -244,7 +243,7 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
         lines.append(SectorLine(fund.symbol, fund.name, holdings.weight(*fund.sectors), returns, relative,
                                 data_end, fund.rate_sensitivity, note))
     ranked = sorted((x for x in lines if x.relative[period] is not None), key=lambda x: -(x.relative[period] or 0))
-    count = min(leaders, len(ranked) // 2)  # never list a fund as both leader and laggard
+    count = min(LEADERS, len(ranked) // 2)  # never list a fund as both leader and laggard
     matched = {s for f in FUNDS for s in f.sectors}
     notes = []
     if abs((holdings.as_of - end.date()).days) > 31:
@@ -347,7 +346,7 @@ async def sectors_answer(market: MarketData, documents: Documents, renderer: Ren
     """The `/iwm sectors` report and its chart (PNG)."""
     if period not in PERIODS:
         raise InputError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
-    symbols = [BENCHMARK, *FUND_BY_SYMBOL]
+    symbols = [BENCHMARK, *(f.symbol for f in FUNDS)]
     found, document = await asyncio.gather(
         asyncio.gather(*(_bars_or_none(market, s) for s in symbols)),
         documents.get(holdings_url, bundled=BUNDLED_HOLDINGS, validate=parse_holdings),

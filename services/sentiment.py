@@ -31,7 +31,7 @@ from services.charts import (
     title,
     to_png,
 )
-from services.errors import InputError
+from services.errors import InputError, is_whole
 from services.storage import Database
 
 log = logging.getLogger(__name__)
@@ -42,7 +42,7 @@ AAII_SOURCE = "AAII Investor Sentiment Survey, long-run averages since 1987 (aai
 AAII_BULLISH = 37.5
 AAII_NEUTRAL = 31.5
 AAII_BEARISH = 31.0
-AAII_SPREAD = 6.5  # bullish minus bearish, percentage points
+AAII_SPREAD = AAII_BULLISH - AAII_BEARISH  # percentage points
 
 BULLISH, NEUTRAL, BEARISH = 1, 2, 3  # Discord poll answer ids, in the order the answers are posted
 ANSWERS = {BULLISH: "Bullish", NEUTRAL: "Neutral", BEARISH: "Bearish"}
@@ -143,7 +143,7 @@ def validate_question(question: str | None) -> str:
 def validate_hours(hours: int | None) -> int:
     if hours is None:
         return DEFAULT_HOURS
-    if isinstance(hours, bool) or not isinstance(hours, int) or not MIN_HOURS <= hours <= MAX_HOURS:
+    if not is_whole(hours, MIN_HOURS, MAX_HOURS):
         raise InputError(
             f"poll length {hours!r} hours: Discord polls last {MIN_HOURS} to {MAX_HOURS} whole hours (32 days); "
             f"the default is {DEFAULT_HOURS} (one week)"
@@ -225,7 +225,6 @@ class Poll:
 class PollResult:
     poll: Poll
     tally: Tally  # final when the poll is closed, live otherwise
-    closed: bool
 
     @property
     def percentages(self) -> Percentages | None:
@@ -372,9 +371,7 @@ class SentimentStore:
         """Live votes in the log (the final tally once the poll is closed)."""
         def read(d: sqlite_utils.Database) -> Tally:
             row = _one(d, "SELECT * FROM sentiment_polls WHERE message_id = ?", [message_id])
-            if row is not None and row["status"] == "closed":
-                return Poll.from_row(row).final or Tally()
-            return Tally.from_counts(_live_counts(d, message_id))
+            return _result(d, row).tally if row else Tally.from_counts(_live_counts(d, message_id))
 
         return await self.db.run(read)
 
@@ -462,7 +459,7 @@ class SentimentStore:
     ) -> Schedule:
         """Open a poll in this channel every week on `weekday` (0 = Monday) at `at` UTC. Replaces the channel's
         schedule; the first poll opens at the next occurrence after now."""
-        if isinstance(weekday, bool) or not isinstance(weekday, int) or not 0 <= weekday <= 6:
+        if not is_whole(weekday, 0, 6):
             raise InputError(f"weekday {weekday!r}: use 0 (Monday) to 6 (Sunday)")
         spec = validate_poll(question, hours)
         row = {"guild_id": guild_id, "channel_id": channel_id, "weekday": weekday,
@@ -613,8 +610,8 @@ def render_sentiment(chart: SentimentChart) -> bytes:
 def _result(d: sqlite_utils.Database, row: Mapping) -> PollResult:
     poll = Poll.from_row(row)
     if poll.final is not None:
-        return PollResult(poll, poll.final, True)
-    return PollResult(poll, Tally.from_counts(_live_counts(d, poll.message_id)), False)
+        return PollResult(poll, poll.final)
+    return PollResult(poll, Tally.from_counts(_live_counts(d, poll.message_id)))
 
 
 def compute_sentiment(d: sqlite_utils.Database, guild_id: int, weeks: int, now: datetime) -> SentimentReport:
@@ -642,7 +639,7 @@ def compute_sentiment(d: sqlite_utils.Database, guild_id: int, weeks: int, now: 
 
 
 def validate_weeks(weeks: int) -> int:
-    if isinstance(weeks, bool) or not isinstance(weeks, int) or not 1 <= weeks <= MAX_WEEKS:
+    if not is_whole(weeks, 1, MAX_WEEKS):
         raise InputError(f"weeks {weeks!r}: choose 1 to {MAX_WEEKS}")
     return weeks
 
