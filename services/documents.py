@@ -9,7 +9,6 @@ is the source and is returned directly.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -20,7 +19,7 @@ from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from services.market import ProviderError, ProviderHealth, _get_text, data_file, single_flight, with_retries
+from services.market import ProviderError, ProviderHealth, _get_text, bundled_text, single_flight, with_retries
 from services.storage import Database
 
 log = logging.getLogger(__name__)
@@ -153,7 +152,7 @@ class Documents:
     def _bundled(key: str, bundled: str | None, *, stale: bool, why: str) -> Document:
         if bundled is None:
             raise DocumentUnavailable(f"{why}; no cached or bundled copy of {key}")
-        return Document(key, _bundled_text(bundled), "bundled", None, None, stale=stale, note=f"{why}; bundled copy")
+        return Document(key, bundled_text(bundled), "bundled", None, None, stale=stale, note=f"{why}; bundled copy")
 
     async def _read_cache(self, key: str) -> tuple[float, Document] | None:
         if self.database is None:
@@ -170,12 +169,6 @@ class Documents:
             return
         row = {"key": document.key, "url": document.url, "fetched_at": now, "text": document.text}
         await self.database.cache_row("documents_cache", "key", row)
-
-
-@functools.cache
-def _bundled_text(name: str) -> str:
-    """A bundled file's text, read once per process (package data never changes while the bot runs)."""
-    return data_file(name).read().decode("utf-8-sig")
 
 
 def build_documents(settings: Any, session: aiohttp.ClientSession | None, database: Database | None) -> Documents:

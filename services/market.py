@@ -7,6 +7,7 @@ open, high, low, close (traded, split-adjusted), adj_close (split + dividend adj
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import io
 import json
@@ -93,6 +94,12 @@ def data_file(name: str) -> io.BytesIO:
     """A bundled data file (see services/data/SOURCES.md), decompressed."""
     raw = resources.files("services").joinpath("data", name).read_bytes()
     return io.BytesIO(gzip.decompress(raw) if name.endswith(".gz") else raw)
+
+
+@functools.cache
+def bundled_text(name: str) -> str:
+    """A bundled file's text (BOM dropped), read once per process: package data never changes while the bot runs."""
+    return data_file(name).read().decode("utf-8-sig")
 
 
 def read_bundled_csv(symbol: str) -> pd.DataFrame:

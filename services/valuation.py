@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import io
 import json
 import math
@@ -28,7 +29,7 @@ import pandas as pd
 from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_figure, title, to_png
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
-from services.market import data_file
+from services.market import bundled_text, data_file
 
 METRICS = {"trailing_pe": "Trailing P/E", "forward_pe": "Forward P/E", "price_to_sales": "Price/sales",
            "price_to_book": "Price/book"}
@@ -138,6 +139,13 @@ def shiller_pe() -> pd.Series:
 def shiller_observations(pe: pd.Series) -> list[Observation]:
     return [Observation(LARGE, "trailing_pe", float(v), d.date(), SHILLER, SHILLER_METHOD, SHILLER)
             for d, v in pe.items()]
+
+
+@functools.cache
+def shiller() -> tuple[pd.Series, tuple[Observation, ...]]:
+    """The Shiller P/E series and its observations, built once per process (bundled data)."""
+    pe = shiller_pe()
+    return pe, tuple(shiller_observations(pe))
 
 
 def _raw(block: dict, name: str) -> float | None:
@@ -357,7 +365,7 @@ def valuation_chart(report: ValuationReport, history: pd.Series, history_label: 
 # --- answer ---------------------------------------------------------------------------------------------------
 
 def read_operator_file(path: Path | None) -> str:
-    return path.read_text(encoding="utf-8") if path else data_file("valuation.csv").read().decode("utf-8")
+    return path.read_text(encoding="utf-8") if path else bundled_text("valuation.csv")
 
 
 async def valuation_answer(documents: Documents, renderer: Renderer, as_of: date | None = None, *,
@@ -367,8 +375,8 @@ async def valuation_answer(documents: Documents, renderer: Renderer, as_of: date
     its figures are current, so they are used only when `as_of` is None."""
     text = await asyncio.to_thread(read_operator_file, operator_file)
     observations, notes = parse_operator_file(text)
-    pe = await asyncio.to_thread(shiller_pe)
-    observations += shiller_observations(pe)
+    pe, shiller_figures = await asyncio.to_thread(shiller)
+    observations += shiller_figures
     stale = False
     if yahoo_base_url and documents.live and as_of is None:
         live, live_notes, stale = await yahoo_observations(documents, yahoo_base_url)
