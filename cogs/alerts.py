@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import tasks
 
-from cogs.common import BLUE, GREEN, GREY, RED, IwmCog, add_iwm_cog, png_file
+from cogs.common import BLUE, GREEN, GREY, RED, IwmCog, add_iwm_cog, in_guild, png_file
 from services import market_calendar
 from services.alerts import (
     EVENT_KINDS,
@@ -70,7 +70,7 @@ class Alerts(IwmCog):
     @app_commands.describe(channel="Where to post (default: this channel)",
                            events="all, or some of: " + ", ".join(EVENT_KINDS),
                            role="A role to mention in each alert")
-    @app_commands.guild_only()
+    @in_guild()
     @manage_channels
     async def subscribe(self, interaction: discord.Interaction, channel: discord.TextChannel | None = None,
                         events: str = "all", role: discord.Role | None = None) -> None:
@@ -85,7 +85,7 @@ class Alerts(IwmCog):
 
     @app_commands.command(name="unsubscribe", description="Stop IWM level alerts in a channel (Manage Channels)")
     @app_commands.describe(channel="The channel (default: this channel)")
-    @app_commands.guild_only()
+    @in_guild()
     @manage_channels
     async def unsubscribe(self, interaction: discord.Interaction,
                           channel: discord.TextChannel | None = None) -> None:
@@ -96,7 +96,7 @@ class Alerts(IwmCog):
         await interaction.response.send_message(text, ephemeral=True)
 
     @app_commands.command(name="subscriptions", description="This server's alert subscriptions and levels")
-    @app_commands.guild_only()
+    @in_guild()
     async def subscriptions(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
         subs = await self.store.subscriptions(interaction.guild_id)
@@ -115,7 +115,7 @@ class Alerts(IwmCog):
     @app_commands.describe(support="Support, e.g. 200", entry_low="Entry zone low, e.g. 205",
                            entry_high="Entry zone high, e.g. 220", resistance_low="Resistance zone low, e.g. 240",
                            resistance_high="Resistance zone high, e.g. 245")
-    @app_commands.guild_only()
+    @in_guild()
     @manage_channels
     async def setlevels(self, interaction: discord.Interaction, support: float, entry_low: float,
                         entry_high: float, resistance_low: float, resistance_high: float) -> None:

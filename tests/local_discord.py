@@ -323,6 +323,7 @@ class LocalDiscord:
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.messages: dict[int, dict[int, dict[str, Any]]] = {}  # channel id -> message id -> message
+        self.dm_channels: dict[str, dict[str, Any]] = {}  # channel id -> a DM channel (see `in_a_dm`)
         self.attachment_data: dict[int, bytes] = {}
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> synced commands
         self.poll_voters: dict[tuple[int, int], list[dict[str, Any]]] = {}  # (message id, answer id) -> users
@@ -429,6 +430,10 @@ class LocalDiscord:
             if which is None or which in (guild.id, str(guild.id), guild.name):
                 return guild
         raise LookupError(f"no guild {which!r}")
+
+    def channel(self, channel_id: int | str) -> dict[str, Any]:
+        """A guild channel or a DM channel, by id (404 Unknown Channel if there is none)."""
+        return self.dm_channels.get(str(channel_id)) or self.find_channel(channel_id)[1]
 
     def find_channel(self, channel_id: int | str) -> tuple[FakeGuild, dict[str, Any]]:
         for guild in self.guilds:
@@ -744,7 +749,7 @@ class LocalDiscord:
     def _create_message(
         self, channel_id: int, body: dict[str, Any], files: list[FilePart], interaction: _Interaction | None = None
     ) -> dict[str, Any]:
-        self.find_channel(channel_id)
+        self.channel(channel_id)
         message: dict[str, Any] = {
             "id": str(self.snowflake()), "channel_id": str(channel_id), "type": 0, "content": body.get("content") or "",
             "author": self.bot_user, "mentions": [], "mention_roles": [], "mention_channels": [],
@@ -768,7 +773,7 @@ class LocalDiscord:
             message["message_reference"] = {"type": 0, "channel_id": str(channel_id), **reference}
         if interaction is not None:
             payload = interaction.payload
-            user = payload["member"]["user"]
+            user = payload["member"]["user"] if "member" in payload else payload["user"]
             message["webhook_id"] = message["application_id"] = str(self.application_id)
             message["type"] = 20 if payload["type"] == 2 else 0
             message["interaction_metadata"] = {
@@ -793,17 +798,17 @@ class LocalDiscord:
         return message
 
     def _stored_message(self, channel_id: str | int, message_id: str | int) -> dict[str, Any]:
-        self.find_channel(channel_id)
+        self.channel(channel_id)
         try:
             return self.messages[int(channel_id)][int(message_id)]
         except KeyError:
             raise DiscordError(404, 10008, "Unknown Message") from None
 
     async def _get_channel(self, rec: RecordedRequest, channel_id: str) -> dict[str, Any]:
-        return self.find_channel(channel_id)[1]
+        return self.channel(channel_id)
 
     async def _get_messages(self, rec: RecordedRequest, channel_id: str) -> list[Any]:
-        self.find_channel(channel_id)
+        self.channel(channel_id)
         newest_first = list(reversed(self.channel_messages(channel_id)))
         if "before" in rec.query:
             newest_first = [m for m in newest_first if int(m["id"]) < int(rec.query["before"])]
@@ -1228,6 +1233,17 @@ class LocalDiscord:
         }
         if message is not None:
             payload["message"] = message
+        return payload
+
+    def in_a_dm(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The same interaction sent from a DM with the bot: no guild or member, the user, a DM channel."""
+        user = payload.pop("member")["user"]
+        del payload["guild_id"], payload["guild"]
+        payload["data"].pop("guild_id", None)
+        dm = {"id": str(self.snowflake()), "type": 1, "recipients": [user]}
+        self.dm_channels[dm["id"]] = dm
+        payload.update(user=user, channel_id=dm["id"], channel=dm, context=1,
+                       authorizing_integration_owners={"1": user["id"]})
         return payload
 
     def component_click(

@@ -340,6 +340,40 @@ async def test_every_command_answers_in_time_and_refuses_bad_input(running_bot: 
     assert not failures, "\n".join(failures)
 
 
+# Commands about a server's own state (subscriptions, polls, the log): in a DM they refuse (as needing a server,
+# or a server permission), the others answer.
+SERVER_ONLY = {"iwm subscribe", "iwm unsubscribe", "iwm subscriptions", "iwm setlevels", "iwm poll",
+               "iwm poll-schedule", "iwm poll-unschedule", "iwm sentiment", "iwm log", "iwm community",
+               "iwm forget-me", "iwm export"}
+
+
+async def test_commands_in_a_dm_answer_or_say_they_need_a_server(running_bot: Any) -> None:
+    """Every command run from a DM: those about a server's state refuse with a short ephemeral "only works in a
+    server" (or, for moderator commands, the missing permission) and change nothing; the market commands answer
+    as usual."""
+    bot, discord_ = await running_bot()
+    failures: list[str] = []
+    for root, sub in leaf_commands(discord_.synced_commands(discord_.guild)):
+        name = f"{root} {sub}" if sub else root
+        examples = EXAMPLES[name]
+        call = examples.valid[0]
+        before = await stored_rows(bot)
+        try:
+            payload = discord_.slash_command(root, sub, call.options,
+                                             permissions=MODERATOR if call.manage else None)
+            answer = await answer_of(await discord_.dispatch_interaction(discord_.in_a_dm(payload)))
+            if name in SERVER_ONLY:
+                assert_refused(answer)
+                assert answer.content.startswith("⛔"), answer.content  # an expected refusal, not a failure
+                assert await stored_rows(bot) == before, "the refused call changed stored state"
+            else:
+                assert_answered(answer, embed=examples.embed, chart=examples.chart, ephemeral=examples.ephemeral,
+                                file=examples.file)
+        except (AssertionError, TimeoutError) as exc:
+            failures.append(f"/{name} in a DM: {exc}")
+    assert not failures, "\n".join(failures)
+
+
 async def test_a_failing_service_gets_a_short_error_and_the_bot_keeps_serving(
     running_bot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
