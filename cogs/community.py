@@ -25,7 +25,6 @@ from services.community import (
     CommunityLog,
     CommunityReport,
     ForgetCounts,
-    community_answer,
     validate_days,
 )
 
@@ -37,7 +36,6 @@ log = logging.getLogger(__name__)
 manage_guild = app_commands.checks.has_permissions(manage_guild=True)
 CHART = "iwm-community.png"
 LOGGED_TYPES = (discord.MessageType.default, discord.MessageType.reply)  # not joins, pins, boosts...
-DEFAULT_ATTACHMENT_LIMIT = 10 * 1024 * 1024  # Discord's limit for a server without boosts
 FORGET_TIMEOUT = 120.0  # seconds the forget-me buttons stay usable
 FORGET_WHAT = ("your logged messages (and their earlier versions), your reactions, reactions on your messages and "
                "your sentiment poll votes")
@@ -164,8 +162,7 @@ class Community(IwmCog):
         assert interaction.guild_id is not None
         await interaction.response.defer(thinking=True)
         res = self.bot.resources
-        await res.community.flush()  # include what members just wrote
-        report, png = await community_answer(res.database, res.market, res.renderer, interaction.guild_id, days)
+        report, png = await res.community.report(res.market, res.renderer, interaction.guild_id, days)
         embed = community_embed(report, len(res.community.logged_channels(interaction.guild_id)))
         await interaction.followup.send(embed=embed, file=png_file(png, CHART))
 
@@ -188,7 +185,7 @@ class Community(IwmCog):
         assert interaction.guild_id is not None
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await self.community.export_csv(interaction.guild_id, days)
-        limit = getattr(interaction, "filesize_limit", DEFAULT_ATTACHMENT_LIMIT)
+        limit = interaction.filesize_limit
         if len(data) > limit:
             await interaction.followup.send(
                 f"⚠️ The export of the last {days} days is {len(data) / 2**20:.1f} MB, over this server's "

@@ -660,6 +660,12 @@ class CommunityLog:
 
         return await self.db.run(run)
 
+    async def report(self, market: MarketData, renderer: Renderer, guild_id: int,
+                     days: int) -> tuple[CommunityReport, bytes]:
+        """`/iwm community` for a guild, including what members wrote a moment ago (the writer is flushed)."""
+        await self.flush()
+        return await community_answer(self.db, market, renderer, guild_id, days)
+
     async def export_csv(self, guild_id: int, days: int, now: datetime | None = None) -> bytes:
         """This guild's messages of the last `days` days as UTF-8 CSV, oldest first: ids, times, cashtags,
         number of revisions and live reactions, deleted flag, content ('' for deleted messages)."""
