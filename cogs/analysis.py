@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from cogs.common import BLUE, GREEN, RED, YELLOW, IwmCog, add_iwm_cog, data_footer, parse_day, png_file, signed
+from cogs.common import BLUE, GREEN, RED, YELLOW, IwmCog, add_iwm_cog, data_footer, parse_day, plural, png_file, signed
 from services.compare import CompareReport, compare_answer, parse_symbols
 from services.errors import InputError
 from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
@@ -295,7 +295,7 @@ def rates_embed(r: RatesReport) -> discord.Embed:
         embed.add_field(name=name, value=value, inline=False)
     if not r.cycles:
         embed.add_field(name="Easing cycles", value=f"none found from 2000 to {r.monthly_as_of:%Y-%m}", inline=False)
-    averages = [f"{a.months}m ({a.cycles} cycle{'s' if a.cycles != 1 else ''}): IWM {pct(a.iwm_pct)} · "
+    averages = [f"{a.months}m ({plural(a.cycles, 'cycle')}): IWM {pct(a.iwm_pct)} · "
                 f"SPY {pct(a.spy_pct)} · gap **{pp(a.gap_pp)}** · IWM ahead {a.iwm_beat}/{a.cycles}"
                 if a.cycles else f"{a.months}m: n/a, no cycle has this window yet" for a in r.averages]
     if len(r.cycles) > len(shown):

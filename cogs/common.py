@@ -151,6 +151,18 @@ def png_file(png: bytes, name: str) -> discord.File:
     return discord.File(io.BytesIO(png), filename=name)
 
 
+def plural(n: int, word: str) -> str:
+    """`1 vote`, `3 votes`."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def target_channel(interaction: discord.Interaction, channel: discord.abc.Snowflake | None) -> int:
+    """The channel a command's `channel` option names, or the one it was run in (after `in_guild()`)."""
+    target = channel.id if channel else interaction.channel_id
+    assert interaction.guild_id is not None and target is not None
+    return target
+
+
 def signed(value: float, digits: int = 2, suffix: str = "") -> str:
     return f"{value:+,.{digits}f}{suffix}"
 

@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from cogs.common import BLUE, GREY, IwmCog, add_iwm_cog, in_guild, png_file, safe_listener
+from cogs.common import BLUE, GREY, IwmCog, add_iwm_cog, in_guild, plural, png_file, safe_listener, target_channel
 from services.community import (
     MAX_EXPORT_DAYS,
     MAX_REPORT_DAYS,
@@ -41,19 +41,15 @@ FORGET_WHAT = ("your logged messages (and their earlier versions), your reaction
                "your sentiment poll votes")
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def forget_text(counts: ForgetCounts) -> str:
-    return (f"✅ Deleted {_plural(counts.messages, 'message')}, {_plural(counts.revisions, 'earlier version')}, "
-            f"{_plural(counts.reactions, 'reaction')} and {_plural(counts.votes, 'poll vote')}. Closed poll "
+    return (f"✅ Deleted {plural(counts.messages, 'message')}, {plural(counts.revisions, 'earlier version')}, "
+            f"{plural(counts.reactions, 'reaction')} and {plural(counts.votes, 'poll vote')}. Closed poll "
             "results keep their counts, without names.")
 
 
 def community_embed(report: CommunityReport, logged_channels: int) -> discord.Embed:
     if logged_channels:
-        where = f"in {_plural(logged_channels, 'logged channel')}"
+        where = f"in {plural(logged_channels, 'logged channel')}"
     else:
         where = "· no channel is logged now (a moderator turns it on with `/iwm log state:on`)"
     embed = discord.Embed(
@@ -69,7 +65,7 @@ def community_embed(report: CommunityReport, logged_channels: int) -> discord.Em
     busiest = max(report.daily, key=lambda d: d.messages, default=None)
     if busiest is not None and busiest.messages:
         embed.add_field(name="Busiest day", inline=True, value=(
-            f"{busiest.day}: {_plural(busiest.messages, 'message')} from {_plural(busiest.members, 'member')}"))
+            f"{busiest.day}: {plural(busiest.messages, 'message')} from {plural(busiest.members, 'member')}"))
     if report.top_cashtags:
         embed.add_field(name="Top cashtags", inline=False,
                         value=" · ".join(f"${tag} {n}" for tag, n in report.top_cashtags)[:1024])
@@ -135,8 +131,7 @@ class Community(IwmCog):
     @manage_guild
     async def log_channel(self, interaction: discord.Interaction, state: Literal["on", "off"],
                           channel: discord.TextChannel | None = None) -> None:
-        target = channel.id if channel else interaction.channel_id
-        assert interaction.guild_id is not None and target is not None
+        target = target_channel(interaction, channel)
         on = state == "on"
         changed = await self.community.set_logging(interaction.guild_id, target, on)
         if on:
@@ -193,7 +188,7 @@ class Community(IwmCog):
             return
         rows = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8")))) - 1
         name = f"community-{interaction.guild_id}-{days}d.csv"
-        await interaction.followup.send(f"Community log, last {days} days: {_plural(rows, 'message')}.",
+        await interaction.followup.send(f"Community log, last {days} days: {plural(rows, 'message')}.",
                                         file=discord.File(io.BytesIO(data), filename=name), ephemeral=True)
 
     # --- listeners ----------------------------------------------------------------------------------------

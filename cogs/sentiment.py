@@ -17,7 +17,19 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from cogs.common import GREEN, GREY, RED, YELLOW, IwmCog, add_iwm_cog, in_guild, png_file, safe_listener
+from cogs.common import (
+    GREEN,
+    GREY,
+    RED,
+    YELLOW,
+    IwmCog,
+    add_iwm_cog,
+    in_guild,
+    plural,
+    png_file,
+    safe_listener,
+    target_channel,
+)
 from services.sentiment import (
     AAII_BEARISH,
     AAII_BULLISH,
@@ -78,7 +90,7 @@ def tally_text(tally: Tally) -> str:
     for answer_id, count in ((BULLISH, tally.bullish), (NEUTRAL, tally.neutral), (BEARISH, tally.bearish)):
         label = f"{ANSWER_EMOJI[answer_id]} {ANSWERS[answer_id]}"
         if pct is None:
-            lines.append(f"{label}: {count} vote{'s' if count != 1 else ''}")
+            lines.append(f"{label}: {plural(count, 'vote')}")
             continue
         share = getattr(pct, ANSWERS[answer_id].lower())
         lines.append(f"{label}: **{share:.1f}%** ({count}) · AAII {AAII[answer_id]:.1f}% "
@@ -118,17 +130,17 @@ def sentiment_embed(report: SentimentReport) -> discord.Embed:
         ends = int(report.current.poll.ends_at.timestamp())
         votes = report.current.tally.total
         embed.add_field(name="Open poll", inline=False, value=(
-            f"*{report.current.poll.question}*\n{votes} vote{'s' if votes != 1 else ''} so far · "
+            f"*{report.current.poll.question}*\n{plural(votes, 'vote')} so far · "
             f"results when it closes <t:{ends}:R>")[:1024])
     if report.average is not None:
         avg = report.average
-        window = (f"Average of {report.polls_counted} poll{'s' if report.polls_counted != 1 else ''} with "
+        window = (f"Average of {plural(report.polls_counted, 'poll')} with "
                   f"{MIN_VOTES}+ votes: bullish {avg.bullish:.1f}%, neutral {avg.neutral:.1f}%, bearish "
                   f"{avg.bearish:.1f}%, spread {avg.spread:+.1f}")
     else:
         window = f"No closed poll had {MIN_VOTES}+ votes"
     embed.add_field(name=f"Last {report.weeks} weeks", inline=False,
-                    value=f"{window} ({len(report.history)} closed poll{'s' if len(report.history) != 1 else ''}).")
+                    value=f"{window} ({plural(len(report.history), 'closed poll')}).")
     embed.add_field(name="AAII long-run averages", inline=False, value=(
         f"bullish {report.aaii.bullish:.1f}% · neutral {report.aaii.neutral:.1f}% · bearish "
         f"{report.aaii.bearish:.1f}% · spread {report.aaii.spread:+.1f}"))
@@ -200,8 +212,7 @@ class Sentiment(IwmCog):
     @manage_messages
     async def poll_unschedule(self, interaction: discord.Interaction,
                               channel: discord.TextChannel | None = None) -> None:
-        target = channel.id if channel else interaction.channel_id
-        assert interaction.guild_id is not None and target is not None
+        target = target_channel(interaction, channel)
         removed = await self.store.remove_schedule(interaction.guild_id, target)
         text = (f"✅ No more weekly polls in <#{target}> (open polls still close and get their result)." if removed
                 else f"<#{target}> had no weekly poll.")
