@@ -29,11 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import discord  # noqa: E402
 import pandas as pd  # noqa: E402
-import yarl  # noqa: E402
 
-from bot import SmallcapsBot, open_resources  # noqa: E402
+from bot import open_resources  # noqa: E402
 from console import answer  # noqa: E402
 from services.charts import render_levels  # noqa: E402
 from services.community import CommunityLog  # noqa: E402
@@ -41,7 +39,7 @@ from services.config import Settings  # noqa: E402
 from services.levels import compute_levels, levels_chart  # noqa: E402
 from services.market import MarketData  # noqa: E402
 from services.storage import Database  # noqa: E402
-from tests.local_discord import LocalDiscord, run_bot  # noqa: E402
+from tests.local_discord import LocalDiscord, pointed_at, smallcaps_bot  # noqa: E402
 from tests.provider_server import ProviderServer, Reply  # noqa: E402
 
 # One example of every command, as a member would type it (the memory and load benchmarks run them all).
@@ -135,18 +133,10 @@ async def bench_warm_answer(rounds: int) -> Result:
 @asynccontextmanager
 async def live_bot(tmp: Path):
     async with LocalDiscord() as local:
-        saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
-        discord.http.Route.BASE = local.api_url
-        discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(local.gateway_url)
-        try:
-            settings = Settings.from_env({"DISCORD_TOKEN": local.token, "DATABASE_PATH": str(tmp / "bot.db"),
-                                          "DEV_GUILD_ID": str(local.guild.id)})
-            async with open_resources(settings) as res:
-                bot = SmallcapsBot(settings, res)
-                async with run_bot(bot, local):
-                    yield bot, local
-        finally:
-            discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+        with pointed_at(local):
+            env = {"DATABASE_PATH": str(tmp / "bot.db"), "DEV_GUILD_ID": str(local.guild.id)}
+            async with smallcaps_bot(local, env) as bot:
+                yield bot, local
 
 
 def command_payload(local: LocalDiscord, text: str) -> dict[str, Any]:

@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import discord
 import hypothesis  # noqa: F401  # imported up front: its pytest plugin imports it late otherwise, which trips a
 import pytest  # CPython 3.11.7 bug ("AST constructor recursion depth mismatch") under assertion rewriting
-import yarl
 
 from services.charts import Renderer
 from services.storage import Database
-from tests.local_discord import LocalDiscord, run_bot
+from tests.local_discord import LocalDiscord, pointed_at, smallcaps_bot
 from tests.provider_server import ProviderServer
 
 
@@ -34,9 +32,8 @@ async def discord_(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureReque
     """A running local Discord; every request the bot sent is checked against Discord's API description at the end
     (mark a test `@pytest.mark.discord_invalid_requests` to skip that)."""
     async with LocalDiscord() as local:
-        monkeypatch.setattr(discord.http.Route, "BASE", local.api_url)
-        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(local.gateway_url))
-        yield local
+        with pointed_at(local):
+            yield local
         if request.node.get_closest_marker("discord_invalid_requests") is None:
             local.assert_requests_valid()
 
@@ -67,21 +64,14 @@ class BotRunner:
         self._stack: AsyncExitStack | None = None
 
     async def __call__(self, **env: str) -> tuple[Any, LocalDiscord]:
-        from bot import SmallcapsBot, open_resources
-        from services.config import Settings
-
         await self.stop()
-        settings = Settings.from_env({
-            "DISCORD_TOKEN": self.discord.token,
-            "DATABASE_PATH": str(self.tmp_path / "smallcaps.db"),
-            "DEV_GUILD_ID": str(self.discord.guild.id),
-            "MARKET_DATA_PROVIDER": "bundled",
-            **env,
-        })
         async with AsyncExitStack() as stack:
-            resources = await stack.enter_async_context(open_resources(settings))
-            bot = SmallcapsBot(settings, resources)
-            await stack.enter_async_context(run_bot(bot, self.discord))
+            bot = await stack.enter_async_context(smallcaps_bot(self.discord, {
+                "DATABASE_PATH": str(self.tmp_path / "smallcaps.db"),
+                "DEV_GUILD_ID": str(self.discord.guild.id),
+                "MARKET_DATA_PROVIDER": "bundled",
+                **env,
+            }))
             self._stack = stack.pop_all()
         return bot, self.discord
 

@@ -11,8 +11,8 @@ gateway side: they build real-shaped payloads (`slash_command`, `component_click
             handle = await discord_.dispatch_interaction(discord_.slash_command("iwm", "levels"))
             callback, followup = await handle.wait_for_responses(2)
 
-discord.py must be pointed here first (the fixture does it): `discord.http.Route.BASE = discord_.api_url` and
-`discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(discord_.gateway_url)`.
+discord.py must be pointed here first: `with pointed_at(discord_):` (the fixture does it). `smallcaps_bot` runs the
+real bot, built as bot.py builds it, against it.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ import secrets
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import discord
+import yarl
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestServer
 
@@ -1360,6 +1361,31 @@ def _has_custom_id(node: Any, custom_id: str) -> bool:
     if isinstance(node, list):
         return any(_has_custom_id(v, custom_id) for v in node)
     return False
+
+
+@contextmanager
+def pointed_at(local: LocalDiscord) -> Iterator[None]:
+    """Point discord.py's REST base URL and gateway at the local Discord; restore them afterwards."""
+    saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    discord.http.Route.BASE = local.api_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(local.gateway_url)
+    try:
+        yield
+    finally:
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = saved
+
+
+@asynccontextmanager
+async def smallcaps_bot(local: LocalDiscord, env: Mapping[str, str]) -> AsyncIterator[Any]:
+    """The real SmallcapsBot, built as bot.py builds it (settings from `env` plus the local token, then
+    `open_resources`), running against the local Discord until the block ends."""
+    from bot import SmallcapsBot, open_resources
+    from services.config import Settings
+
+    settings = Settings.from_env({"DISCORD_TOKEN": local.token, **env})
+    async with open_resources(settings) as resources:
+        async with run_bot(SmallcapsBot(settings, resources), local) as bot:
+            yield bot
 
 
 @asynccontextmanager

@@ -12,23 +12,17 @@ from datetime import date
 
 import discord
 
-from bot import SmallcapsBot, open_resources
-from services.config import Settings
-from tests.local_discord import LocalDiscord, run_bot
+from bot import SmallcapsBot
+from tests.local_discord import LocalDiscord, smallcaps_bot
 
 MODERATOR = discord.Permissions(manage_channels=True, send_messages=True, view_channel=True)
 BREAKOUT_DAY = date(2025, 10, 3)  # the first daily close above 245 after the 2021 high (tests/test_alerts.py)
 
 
 async def start_shard(stack: AsyncExitStack, discord_: LocalDiscord, shard_id: int, tmp_path) -> SmallcapsBot:
-    settings = Settings.from_env({
-        "DISCORD_TOKEN": discord_.token, "DATABASE_PATH": str(tmp_path / f"shard{shard_id}.db"),
-        "SHARD_COUNT": "2", "SHARD_IDS": str(shard_id),
-    })
-    resources = await stack.enter_async_context(open_resources(settings))
-    bot = SmallcapsBot(settings, resources)
-    await stack.enter_async_context(run_bot(bot, discord_))
-    return bot
+    return await stack.enter_async_context(smallcaps_bot(discord_, {
+        "DATABASE_PATH": str(tmp_path / f"shard{shard_id}.db"), "SHARD_COUNT": "2", "SHARD_IDS": str(shard_id),
+    }))
 
 
 async def test_two_shard_processes_each_serve_only_their_guilds(discord_: LocalDiscord, tmp_path) -> None:
