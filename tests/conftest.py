@@ -2,6 +2,7 @@
 
 `discord_`: a local Discord (tests/local_discord.py) that discord.py is pointed at.
 `running_bot`: a factory starting the real SmallcapsBot against it: `bot, discord_ = await running_bot()`.
+`resources`: the bot's resources as the console opens them; `database`, `renderer`, `server`, `session`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ import aiohttp
 import hypothesis  # noqa: F401  # imported up front: its pytest plugin imports it late otherwise, which trips a
 import pytest  # CPython 3.11.7 bug ("AST constructor recursion depth mismatch") under assertion rewriting
 
+from bot import open_resources
 from services.charts import Renderer
+from services.config import Settings
 from services.storage import Database
 from tests.local_discord import LocalDiscord, pointed_at, smallcaps_bot
 from tests.provider_server import ProviderServer
@@ -99,6 +102,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 async def database(tmp_path: Path) -> AsyncIterator[Database]:
     async with Database(tmp_path / "test.db") as db:
         yield db
+
+
+@pytest.fixture
+async def resources(tmp_path: Path) -> AsyncIterator[Any]:
+    """The bot's resources as the console opens them (bundled data, charts rendered in a thread)."""
+    async with open_resources(Settings(database_path=tmp_path / "resources.db"), render_processes=False) as res:
+        yield res
 
 
 @pytest.fixture

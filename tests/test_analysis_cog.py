@@ -18,12 +18,6 @@ from tests.test_console import assert_within_embed_limits, png_size
 DATA = Path(__file__).parents[1] / "services" / "data"
 
 
-@pytest.fixture
-async def resources(tmp_path):
-    async with open_resources(Settings(database_path=tmp_path / "a.db"), render_processes=False) as res:
-        yield res
-
-
 def only_embed(status: int, messages: list[SentMessage], filename: str) -> dict:
     """The one public message's embed, checked against Discord's limits, with its 1280x720 chart attached."""
     assert status == 0, messages[0].content if messages else "no message"

@@ -53,12 +53,6 @@ def test_levels_options_parse_or_are_refused(tree, period, as_of):
     assert kwargs["period"] in ("3mo", "6mo", "1y", "2y", "5y", "max")
 
 
-@pytest.fixture
-async def resources(tmp_path):
-    async with open_resources(Settings(database_path=tmp_path / "b.db"), render_processes=False) as res:
-        yield res
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(day=st.one_of(st.dates(date(1900, 1, 1), date(2100, 1, 1)), st.text(max_size=12)))
 async def test_any_as_of_is_answered_or_refused_ephemerally(resources, day):

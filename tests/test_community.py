@@ -14,7 +14,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.charts import Renderer
 from services.community import (
     BEARISH_WORDS,
     BULLISH_WORDS,
@@ -41,9 +40,8 @@ ALICE, BOB = 501, 502
 
 
 @pytest.fixture
-async def db(tmp_path):
-    async with Database(tmp_path / "test.db") as database:
-        yield database
+def db(database):
+    return database  # the shorter name reads better in the many queries below
 
 
 @pytest.fixture
@@ -54,13 +52,6 @@ async def clog(db):
     await log.set_logging(G2, C2, True, T0)
     yield log
     await log.close()
-
-
-@pytest.fixture
-def renderer():
-    r = Renderer()
-    yield r
-    r.close()
 
 
 async def rows(db, sql, params=()):

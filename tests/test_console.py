@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import open_resources
 from console import answer, parse_command
-from services.config import Settings
 from services.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,12 +37,6 @@ def assert_within_embed_limits(embed: dict) -> None:
         assert 0 < len(f["name"]) <= 256 and 0 < len(f["value"]) <= 1024
     assert len(embed.get("footer", {}).get("text", "")) <= 2048
     assert embed_chars(embed) <= 6000
-
-
-@pytest.fixture
-async def resources(tmp_path):
-    async with open_resources(Settings(database_path=tmp_path / "c.db"), render_processes=False) as res:
-        yield res
 
 
 async def test_levels_through_the_console_path(resources, tmp_path):
