@@ -211,13 +211,14 @@ def _message_problems(message: dict[str, Any], where: str) -> list[str]:
     embeds = message.get("embeds") or []
     if len(embeds) > MAX_EMBEDS:
         problems.append(f"{where}.embeds: {len(embeds)} embeds, at most {MAX_EMBEDS}")
-    total = sum(_embed_chars(e) for e in embeds if isinstance(e, dict))
+    total = sum(embed_chars(e) for e in embeds if isinstance(e, dict))
     if total > MAX_EMBED_CHARS:
         problems.append(f"{where}.embeds: {total} characters in embeds, at most {MAX_EMBED_CHARS} per message")
     return problems
 
 
-def _embed_chars(embed: dict[str, Any]) -> int:
+def embed_chars(embed: dict[str, Any]) -> int:
+    """The characters Discord counts against an embed's 6,000 (title, description, fields, footer, author)."""
     texts: list[Any] = [
         embed.get("title"),
         embed.get("description"),
@@ -275,3 +276,14 @@ def _command_chars(node: dict[str, Any]) -> int:
     for choice in node.get("choices") or ():
         total += len(str(choice.get("name", ""))) + len(str(choice.get("value", "")))
     return total + sum(_command_chars(o) for o in node.get("options") or () if isinstance(o, dict))
+
+
+def assert_within_embed_limits(embed: dict[str, Any]) -> None:
+    """Discord's embed limits, for messages that never pass through the local Discord (the console's)."""
+    assert len(embed.get("title", "")) <= 256
+    assert len(embed.get("description", "")) <= 4096
+    assert len(embed.get("fields", [])) <= 25
+    for f in embed.get("fields", []):
+        assert 0 < len(f["name"]) <= 256 and 0 < len(f["value"]) <= 1024
+    assert len(embed.get("footer", {}).get("text", "")) <= 2048
+    assert embed_chars(embed) <= MAX_EMBED_CHARS

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -12,31 +11,10 @@ import pytest
 
 from console import answer, parse_command
 from services.errors import InputError
+from tests.discord_schema import assert_within_embed_limits
+from tests.local_discord import png_size
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    width, height = struct.unpack(">II", data[16:24])
-    return width, height
-
-
-def embed_chars(embed: dict) -> int:
-    fields = embed.get("fields", [])
-    return (len(embed.get("title", "")) + len(embed.get("description", ""))
-            + sum(len(f["name"]) + len(f["value"]) for f in fields)
-            + len(embed.get("footer", {}).get("text", "")) + len(embed.get("author", {}).get("name", "")))
-
-
-def assert_within_embed_limits(embed: dict) -> None:
-    assert len(embed.get("title", "")) <= 256
-    assert len(embed.get("description", "")) <= 4096
-    assert len(embed.get("fields", [])) <= 25
-    for f in embed.get("fields", []):
-        assert 0 < len(f["name"]) <= 256 and 0 < len(f["value"]) <= 1024
-    assert len(embed.get("footer", {}).get("text", "")) <= 2048
-    assert embed_chars(embed) <= 6000
 
 
 async def test_levels_through_the_console_path(resources, tmp_path):
