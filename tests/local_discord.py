@@ -18,6 +18,7 @@ real bot, built as bot.py builds it, against it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import math
 import re
@@ -468,10 +469,16 @@ class LocalDiscord:
         self._changed.set()
 
     async def wait_until(self, condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-        """Wait until `condition()` is truthy and return it: checked when a request or gateway frame comes in, and
-        every 50 ms besides, so conditions on the bot's own state work too."""
+        """Wait until `condition()` (or, for an async condition, what it awaits to) is truthy and return it: checked
+        when a request or gateway frame comes in, and every 50 ms besides, so conditions on the bot's own state work
+        too."""
         deadline = time.monotonic() + timeout
-        while not (result := condition()):
+
+        async def check() -> Any:
+            result = condition()
+            return await result if inspect.isawaitable(result) else result
+
+        while not (result := await check()):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"timed out after {timeout}s waiting for {what}; requests: {self.requests}")

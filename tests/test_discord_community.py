@@ -13,7 +13,7 @@ import pytest
 
 from services.sentiment import BEARISH, BULLISH
 from tests.local_discord import EPHEMERAL, MEMBER_PERMISSIONS, LocalDiscord, now_iso
-from tests.test_discord_polls import command, ephemeral_error, eventually, post_poll
+from tests.test_discord_polls import command, ephemeral_error, post_poll
 
 MANAGER = discord.Permissions(MEMBER_PERMISSIONS | discord.Permissions(manage_guild=True).value)
 
@@ -32,7 +32,7 @@ async def reactions(bot: Any) -> list[dict[str, Any]]:
     return await query(bot, "SELECT * FROM community_reactions ORDER BY added_at")
 
 
-async def logged(bot: Any, message: dict[str, Any]) -> None:
+async def logged(discord_: LocalDiscord, bot: Any, message: dict[str, Any]) -> None:
     """Wait until the message is in the log. An edit dispatched sooner could reach discord.py while its
     on_message listener is still queued: discord.py updates the cached message in place, so the listener would
     log the edited text as the original and no revision would be kept."""
@@ -40,7 +40,7 @@ async def logged(bot: Any, message: dict[str, Any]) -> None:
     async def present() -> bool:
         return int(message["id"]) in await messages(bot)
 
-    await eventually(present)
+    await discord_.wait_until(present)
 
 
 async def send(discord_: LocalDiscord, content: str, **kwargs: Any) -> dict[str, Any]:
@@ -84,7 +84,7 @@ async def test_gateway_events_land_in_the_log(running_bot: Any) -> None:
     in_thread = await send(discord_, "thread talk about $TNA", member="bob", channel_id=thread["id"])
     elsewhere = await send(discord_, "not logged here", channel="iwm-alerts", member="alice")
     await send(discord_, "the bot itself", member="smallcaps-test-bot")
-    await logged(bot, first)
+    await logged(discord_, bot, first)
     await discord_.dispatch("MESSAGE_UPDATE", discord_.message_update(first, content="Buying $IWM and $TNA calls"))
     await react(discord_, first, "🚀", "bob")
     await react(discord_, first, "iwmbull:123456", "alice")
@@ -106,7 +106,7 @@ async def test_gateway_events_land_in_the_log(running_bot: Any) -> None:
         rows = await messages(bot)
         return rows if all(rows.get(ids[b], {}).get("deleted") for b in ("bulk0", "bulk1")) else None
 
-    rows = await eventually(settled)
+    rows = await discord_.wait_until(settled)
     assert set(rows) == set(ids.values())  # not the unlogged channel, not the bot's own message
     edited = rows[ids["first"]]
     assert edited["content"] == "Buying $IWM and $TNA calls" and edited["edited_at"]
@@ -131,7 +131,7 @@ async def test_gateway_events_land_in_the_log(running_bot: Any) -> None:
     async def first_deleted() -> bool:
         return (await messages(bot))[ids["first"]]["deleted"] == 1
 
-    await eventually(first_deleted)
+    await discord_.wait_until(first_deleted)
     assert int(late["id"]) not in await messages(bot)
     assert all(r["removed_at"] is not None for r in await reactions(bot))
 
@@ -157,7 +157,7 @@ async def test_without_the_content_intent_and_with_a_failing_event(running_bot: 
     async def logged() -> dict[int, dict[str, Any]]:
         return await messages(bot)
 
-    rows = await eventually(logged)
+    rows = await discord_.wait_until(logged)
     assert list(rows) == [int(kept["id"])] and int(lost["id"]) not in rows
     assert rows[int(kept["id"])]["content"] == ""  # Discord blanks the text without the intent
     assert "listener" in caplog.text and "disk on fire" in caplog.text
@@ -172,7 +172,7 @@ async def test_forget_me_through_the_buttons_removes_only_that_members_rows(runn
     a1 = await send(discord_, "IWM rally incoming", member="alice")
     await send(discord_, "$IWM breakout", member="alice")
     b1 = await send(discord_, "selling my $IWM", member="bob")
-    await logged(bot, a1)
+    await logged(discord_, bot, a1)
     await discord_.dispatch("MESSAGE_UPDATE", discord_.message_update(a1, content="IWM rally incoming 🚀"))
     await react(discord_, a1, "🚀", "bob")  # bob's reaction on alice's message
     await react(discord_, b1, "🐻", "alice")  # alice's reaction on bob's message
@@ -184,7 +184,7 @@ async def test_forget_me_through_the_buttons_removes_only_that_members_rows(runn
         votes = await query(bot, "SELECT * FROM sentiment_votes")
         return len(votes) == 2 and len(await reactions(bot)) == 3
 
-    await eventually(settled)
+    await discord_.wait_until(settled)
 
     prompt = await command(discord_, "forget-me", member="alice")
     callback = prompt.callback
@@ -232,7 +232,7 @@ async def test_export_and_community_are_per_guild(running_bot: Any, discord_: Lo
     async def settled() -> bool:
         return len(await messages(bot)) == 3 and len(await reactions(bot)) == 1
 
-    await eventually(settled)
+    await discord_.wait_until(settled)
 
     # refusals: no Manage Server, bad days; nothing is stored or sent
     for name, options in [("log", {"state": "off"}), ("export", {})]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,15 +19,6 @@ from tests.local_discord import EPHEMERAL, MEMBER_PERMISSIONS, InteractionHandle
 
 MODERATOR = discord.Permissions(MEMBER_PERMISSIONS | discord.Permissions(manage_messages=True).value)
 VOTERS = "/channels/{c}/polls/{m}/answers/{a}"
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 5.0) -> Any:
-    """Wait until an async condition on the bot's state holds (the listeners run on the bot's own schedule)."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not (result := await check()):
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.02)
-    return result
 
 
 async def command(discord_: LocalDiscord, name: str, options: dict[str, Any] | None = None, *, responses: int = 1,
@@ -98,17 +88,17 @@ async def test_votes_from_gateway_events(running_bot: Any) -> None:
 
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(message, BULLISH, member="alice"))
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(message, BEARISH, member="bob"))
-    await eventually(lambda: _tally_is(store, mid, Tally(1, 0, 1)))
+    await discord_.wait_until(lambda: _tally_is(store, mid, Tally(1, 0, 1)))
     # bob changes his mind: Discord sends the remove, then the add
     await discord_.dispatch("MESSAGE_POLL_VOTE_REMOVE", discord_.poll_vote(message, BEARISH, member="bob"))
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(message, NEUTRAL, member="bob"))
-    await eventually(lambda: _tally_is(store, mid, Tally(1, 1, 0)))
+    await discord_.wait_until(lambda: _tally_is(store, mid, Tally(1, 1, 0)))
     # a replayed event and a vote on a message that is not a registered poll change nothing
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(message, BULLISH, member="alice"))
     other = discord_.user_message("not a poll")
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(other, BULLISH, member="alice"))
     await discord_.dispatch("MESSAGE_POLL_VOTE_REMOVE", discord_.poll_vote(message, NEUTRAL, member="bob"))
-    await eventually(lambda: _tally_is(store, mid, Tally(1, 0, 0)))
+    await discord_.wait_until(lambda: _tally_is(store, mid, Tally(1, 0, 0)))
     assert await count_rows(bot, "sentiment_polls") == 1
 
 
@@ -124,7 +114,7 @@ async def test_close_reconciles_missed_votes_and_posts_once_across_restarts(runn
     # seen by the bot: alice bullish, bob neutral
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(message, BULLISH, member="alice"))
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(message, NEUTRAL, member="bob"))
-    await eventually(lambda: _tally_is(bot.resources.sentiment, mid, Tally(1, 1, 0)))
+    await discord_.wait_until(lambda: _tally_is(bot.resources.sentiment, mid, Tally(1, 1, 0)))
     # what Discord ends up with while the bot missed the events: bob moved to bearish, 11 more voted
     discord_.set_poll_voters(message, BULLISH, [alice, *voters(discord_, 7)])
     discord_.set_poll_voters(message, NEUTRAL, voters(discord_, 2))
@@ -162,7 +152,7 @@ async def test_bot_started_after_the_deadline_posts_the_result_and_the_minimum_r
     message = await post_poll(discord_, hours=1)
     mid, cid = int(message["id"]), int(message["channel_id"])
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(message, BULLISH, member="alice"))
-    await eventually(lambda: _tally_is(bot.resources.sentiment, mid, Tally(1, 0, 0)))
+    await discord_.wait_until(lambda: _tally_is(bot.resources.sentiment, mid, Tally(1, 0, 0)))
     await bot.close()  # offline; its database stays open until the restart below
     # while the bot is down, bob votes and the poll ends
     discord_.set_poll_voters(message, BEARISH, [discord_.guild.member("bob")])
@@ -193,7 +183,7 @@ async def test_sentiment_report_is_per_guild(running_bot: Any, discord_: LocalDi
     assert await bot.get_cog("Sentiment").close_polls(datetime.now(UTC) + timedelta(hours=2)) == 1
     theirs = await post_poll(discord_, guild=other)
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(theirs, BEARISH, member="alice"))
-    await eventually(lambda: _tally_is(bot.resources.sentiment, int(theirs["id"]), Tally(0, 0, 1)))
+    await discord_.wait_until(lambda: _tally_is(bot.resources.sentiment, int(theirs["id"]), Tally(0, 0, 1)))
 
     reports = {}
     for guild in (discord_.guild, other):
