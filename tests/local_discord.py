@@ -45,7 +45,7 @@ ATTACHMENT_SIZE_LIMIT = 10 * 1024 * 1024  # what Discord reports for a guild wit
 INTERACTION_ACK_SECONDS = 3.0  # an interaction not answered within this is unknown to Discord
 EPHEMERAL, LOADING = 1 << 6, 1 << 7  # message flags
 
-# Gateway intents the events below need (guild, direct message); undelivered events are counted in `dropped`.
+# Gateway intents the events below need (guild, direct message); without them the event is not sent.
 GUILD_MEMBERS_INTENT, MESSAGE_CONTENT_INTENT = 1 << 1, 1 << 15
 EVENT_INTENTS: dict[str, tuple[int, int]] = {
     **dict.fromkeys(
@@ -191,7 +191,6 @@ class GatewaySession:
     connection: GatewayConnection | None
     seq: int = 0
     events: list[dict[str, Any]] = field(default_factory=list)  # every dispatch frame, for replay
-    dropped: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # not sent: intent missing
     resumes: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -312,12 +311,9 @@ class LocalDiscord:
     """The server and its state: guilds (one default, "Smallcaps HQ", with #general, #iwm-alerts, alice and bob),
     messages per channel, synced commands, gateway sessions, and every REST request the bot made."""
 
-    def __init__(
-        self, *, shard_count: int = 1, token: str = "local.discord.token", reject_invalid: bool = True
-    ) -> None:
+    def __init__(self, *, shard_count: int = 1, token: str = "local.discord.token") -> None:
         self.shard_count = shard_count  # what GET /gateway/bot recommends
         self.token = token
-        self.reject_invalid = reject_invalid  # answer 400 to bodies Discord's API description refuses
         self._ms = int(time.time() * 1000) - DISCORD_EPOCH_MS - 1000
         self.application_id = self.snowflake()
         self.bot_user = user_payload(self.application_id, "smallcaps-test-bot", bot=True)
@@ -595,7 +591,7 @@ class LocalDiscord:
             rec.problems = discord_schema().validate(
                 rec.method, rec.path, rec.json, [(f.filename or f.name, len(f.data)) for f in rec.files]
             )
-            if rec.problems and self.reject_invalid:
+            if rec.problems:  # answered as Discord answers a body its API description refuses
                 errors = {"_errors": [{"code": "BASE_TYPE_INVALID", "message": p} for p in rec.problems]}
                 return self._respond(rec, 400, DiscordError(400, 50035, "Invalid Form Body", errors).body())
         for method, pattern, handler in self._routes:
@@ -1062,7 +1058,6 @@ class LocalDiscord:
         if event in EVENT_INTENTS:
             needed = EVENT_INTENTS[event][0 if data.get("guild_id") else 1]
             if not session.intents & needed:
-                session.dropped.append((event, data))
                 return None
         if event in ("MESSAGE_CREATE", "MESSAGE_UPDATE") and not session.intents & MESSAGE_CONTENT_INTENT:
             data = self._without_content(data)
