@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from services.market import COLUMNS  # what read_bundled_csv expects
+
 OUT = Path(__file__).resolve().parent.parent / "services" / "data"
-COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
 SECTOR_ETFS = ["PSCF", "PSCI", "PSCH", "PSCD", "PSCE", "PSCM", "PSCT", "PSCU", "PSCC", "KRE", "XBI"]
 
 
