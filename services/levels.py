@@ -93,7 +93,8 @@ def _extreme(series: pd.Series, largest: bool = True) -> Extreme:
 
 def monthly_returns(adj_close: pd.Series) -> pd.Series:
     """Month-over-month % returns from the last adjusted close of each month (the last month may be partial)."""
-    month_end = adj_close.dropna().groupby(adj_close.dropna().index.to_period("M")).last()
+    prices = adj_close.dropna()
+    month_end = prices.groupby(prices.index.to_period("M")).last()
     return (month_end.pct_change() * 100).dropna()
 
 
