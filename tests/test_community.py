@@ -441,6 +441,16 @@ async def test_community_report_guild_isolation(db, clog, renderer):
     assert (other.messages, other.members, other.top_cashtags) == (50, 1, (("TSLA", 50),))
 
 
+async def test_report_includes_what_was_just_written(clog, renderer):
+    """`/iwm community` (CommunityLog.report) counts messages still waiting in the writer's queue."""
+    now = datetime.now(UTC)
+    for i in range(3):
+        clog.message_created(G1, C1, 5000 + i, ALICE, now, f"just now {i} $IWM")
+    assert clog.writer.pending == 3  # the fixture's writer only writes on flush
+    report, _ = await clog.report(MarketData([]), renderer, G1, 7)
+    assert report.messages == 3 and report.top_cashtags == (("IWM", 3),)
+
+
 async def test_community_report_after_the_market_data_ends(db, clog, renderer):
     market = MarketData([])
     now = datetime(2026, 9, 3, 12, tzinfo=UTC)

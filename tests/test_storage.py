@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 import threading
 
 import pytest
 
-from services.storage import Database, DatabaseError
+from services.storage import GIL_SWITCH_INTERVAL, Database, DatabaseError
 
 
 async def test_all_access_runs_on_one_thread_in_wal_mode(tmp_path):
@@ -15,6 +16,17 @@ async def test_all_access_runs_on_one_thread_in_wal_mode(tmp_path):
         names = {await db.run(lambda d: threading.current_thread().name) for _ in range(20)}
         assert len(names) == 1 and names.pop().startswith("sqlite")
         assert await db.run(lambda d: d.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+
+
+async def test_opening_makes_the_gil_switch_fast(tmp_path):
+    """The database thread must win the GIL back quickly from a busy event loop (bench: community_log)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # Python's default
+    try:
+        async with Database(tmp_path / "a.db"):
+            assert sys.getswitchinterval() <= GIL_SWITCH_INTERVAL
+    finally:
+        sys.setswitchinterval(before)
 
 
 async def test_a_locked_database_is_a_clear_error(tmp_path):
