@@ -8,6 +8,8 @@ import os
 import signal
 import sqlite3
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import discord
@@ -86,50 +88,56 @@ def stored_ids(db: Path) -> list[int]:
         conn.close()
 
 
-async def test_sigterm_flushes_the_log_and_closes_the_database(discord_: LocalDiscord, tmp_path: Path) -> None:
-    db = tmp_path / "bot.db"
+@asynccontextmanager
+async def bot_process(discord_: LocalDiscord, db: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The bot running as its own process; killed at the end of the block if the test left it running."""
     proc = await start_process(discord_, db)
     try:
-        reply = await command(discord_, "log", {"state": "on", "channel": "general"}, permissions=MODERATOR)
-        assert reply["type"] == 4, reply
-        ids = await burst(discord_, 3000)
-        await processed(discord_)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+        yield proc
     finally:
         if proc.returncode is None:
             proc.kill()
+
+
+async def terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, as a service manager stops the bot: it must exit cleanly."""
+    proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+
+
+async def log_general(discord_: LocalDiscord) -> None:
+    reply = await command(discord_, "log", {"state": "on", "channel": "general"}, permissions=MODERATOR)
+    assert reply["type"] == 4, reply
+
+
+async def test_sigterm_flushes_the_log_and_closes_the_database(discord_: LocalDiscord, tmp_path: Path) -> None:
+    db = tmp_path / "bot.db"
+    async with bot_process(discord_, db) as proc:
+        await log_general(discord_)
+        ids = await burst(discord_, 3000)
+        await processed(discord_)
+        await terminate(proc)
     assert stored_ids(db) == sorted(ids)  # nothing lost
     assert not (tmp_path / "bot.db-wal").exists() or (tmp_path / "bot.db-wal").stat().st_size == 0
 
 
 async def test_kill_9_mid_burst_loses_at_most_the_unflushed_tail(discord_: LocalDiscord, tmp_path: Path) -> None:
     db = tmp_path / "bot.db"
-    proc = await start_process(discord_, db)
-    try:
-        reply = await command(discord_, "log", {"state": "on", "channel": "general"}, permissions=MODERATOR)
-        assert reply["type"] == 4, reply
+    async with bot_process(discord_, db) as proc:
+        await log_general(discord_)
         sending = asyncio.create_task(burst(discord_, 6000))
         seen = await discord_.wait_until(lambda: (n := count_rows(db)) >= 2500 and n, timeout=60,
                                          what="the log to be half written")
         proc.kill()  # in the middle of the burst: the writer is busy, more messages are on their way
         await proc.wait()
         sent = await sending
-    finally:
-        if proc.returncode is None:
-            proc.kill()
     ids = stored_ids(db)  # opens cleanly: WAL recovery, integrity ok
     assert len(ids) >= seen  # everything committed before the kill survived it
     assert ids == sorted(sent)[: len(ids)]  # and it is a prefix of the burst: order kept, no holes
     print(f"kill -9: {len(sent)} sent, {seen} seen committed before the kill, {len(ids)} stored after it")
     # The database is usable again: a new process starts on it and keeps logging.
-    proc = await start_process(discord_, db)
-    try:
+    async with bot_process(discord_, db) as proc:
         more = await burst(discord_, 10)
         await processed(discord_)
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
-    finally:
-        if proc.returncode is None:
-            proc.kill()
+        await terminate(proc)
     assert set(more) <= set(stored_ids(db))
