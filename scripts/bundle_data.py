@@ -15,9 +15,10 @@ from pathlib import Path
 import pandas as pd
 
 from services.market import COLUMNS  # what read_bundled_csv expects
+from services.sectors import FUNDS
 
 OUT = Path(__file__).resolve().parent.parent / "services" / "data"
-SECTOR_ETFS = ["PSCF", "PSCI", "PSCH", "PSCD", "PSCE", "PSCM", "PSCT", "PSCU", "PSCC", "KRE", "XBI"]
+SECTOR_ETFS = [f.symbol for f in FUNDS]  # the funds /iwm sectors reports
 
 
 def read_yahoo(path: Path) -> pd.DataFrame:
