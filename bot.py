@@ -27,7 +27,7 @@ import sqlite_utils
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.common import error_text, is_expected, reply_error
+from cogs.errors import handle_command_error
 from services.alerts import AlertStore
 from services.charts import Renderer
 from services.community import CommunityLog
@@ -105,18 +105,11 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
 
 
 class SmallcapsTree(app_commands.CommandTree):
-    """One error handler for every app command: a short ephemeral message, and a log line with the traceback."""
+    """Every app command's errors go through the one policy in `cogs.errors`."""
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
         name = interaction.command.qualified_name if interaction.command else "?"
-        if is_expected(error):
-            log.info("/%s refused: %s", name, error_text(error))
-        else:
-            log.error("/%s failed", name, exc_info=error)
-        try:
-            await reply_error(interaction, error)
-        except discord.HTTPException:
-            log.warning("could not deliver the error message for /%s", name, exc_info=True)
+        await handle_command_error(interaction, error, f"/{name}")
 
 
 class SmallcapsBot(commands.AutoShardedBot):

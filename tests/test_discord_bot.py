@@ -36,7 +36,8 @@ from discord import app_commands
 
 import bot as bot_module
 from bot import RedactToken, SmallcapsBot
-from cogs.common import IwmCog, add_iwm_cog, error_text
+from cogs.common import IwmCog, add_iwm_cog
+from cogs.errors import error_text
 from tests.discord_schema import SchemaViolation
 from tests.local_discord import (
     EPHEMERAL,
