@@ -20,7 +20,7 @@ import discord
 from discord import AppCommandOptionType as OptionType
 from discord import app_commands
 
-from bot import EXTENSIONS, Resources, SmallcapsBot, open_resources
+from app import EXTENSIONS, Resources, SmallcapsBot, open_resources
 from cogs.errors import handle_command_error, is_expected
 from services.config import ConfigError, Settings, Zones
 from services.errors import InputError

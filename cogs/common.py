@@ -16,7 +16,7 @@ from discord.ext import commands, tasks
 from services.errors import InputError
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from services.community import (
 )
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 log = logging.getLogger(__name__)
 
