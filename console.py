@@ -20,8 +20,8 @@ import discord
 from discord import AppCommandOptionType as OptionType
 from discord import app_commands
 
-from bot import EXTENSIONS, Resources, SmallcapsBot, open_resources
-from cogs.common import is_expected, reply_error
+from app import EXTENSIONS, Resources, SmallcapsBot, open_resources
+from cogs.errors import handle_command_error, is_expected
 from services.config import ConfigError, Settings, Zones
 from services.errors import InputError
 
@@ -230,9 +230,7 @@ async def answer(resources: Resources, text: str) -> tuple[int, list[SentMessage
         try:
             await command.callback(command.binding, interaction, **kwargs)  # type: ignore[arg-type]
         except Exception as exc:
-            if not is_expected(exc):
-                logging.getLogger("smallcaps").error("%s failed", text, exc_info=exc)
-            await reply_error(interaction, exc)  # type: ignore[arg-type]
+            await handle_command_error(interaction, exc, text)  # type: ignore[arg-type]
             status = 2 if is_expected(exc) else 1
     finally:
         for extension in EXTENSIONS:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot import open_resources
+from app import open_resources
 from console import answer
 from services.config import Settings
 

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import pandas as pd  # noqa: E402
 
-from bot import open_resources  # noqa: E402
+from app import open_resources  # noqa: E402
 from console import answer  # noqa: E402
 from services.charts import render_levels  # noqa: E402
 from services.community import CommunityLog  # noqa: E402
@@ -314,7 +314,7 @@ async def bench_upstream_calls(rounds: int) -> Result:
 READY = """
 import asyncio, sys, tempfile
 from pathlib import Path
-from bot import EXTENSIONS, SmallcapsBot, open_resources
+from app import EXTENSIONS, SmallcapsBot, open_resources
 from services.config import Settings
 async def main():
     with tempfile.TemporaryDirectory() as tmp:

@@ -34,7 +34,7 @@ from services.config import ConfigError, Zones
 from services.errors import InputError
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 log = logging.getLogger(__name__)
 

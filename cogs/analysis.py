@@ -22,7 +22,7 @@ from services.sectors import SectorLine, SectorsReport, sectors_answer
 from services.valuation import SHILLER, Observation, ValuationReport, valuation_answer
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 SectorPeriod = Literal["1m", "3m", "ytd", "1y"]
 PERIOD_NAMES = {"1m": "1 month", "3m": "3 months", "ytd": "the year to date", "1y": "1 year"}

@@ -1,4 +1,4 @@
-"""What every cog shares: the `/iwm` group wiring, input parsing, error text, embed and file helpers."""
+"""What every cog shares: the `/iwm` group wiring, input parsing, embed and file helpers (errors: `cogs.errors`)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from services.errors import InputError
-from services.market import ProviderError
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 log = logging.getLogger(__name__)
 
@@ -101,50 +100,6 @@ def parse_day(text: str | None, option: str = "as_of") -> date | None:
         return date.fromisoformat(text.strip())
     except ValueError:
         raise InputError(f"{option} {text!r} is not a date: use YYYY-MM-DD, e.g. 2025-09-26") from None
-
-
-def error_text(error: Exception) -> str:
-    """The short message a member sees for a failed command (the full traceback goes to the log)."""
-    if isinstance(error, app_commands.CommandInvokeError | commands.CommandInvokeError):
-        error = error.original
-    if isinstance(error, InputError):
-        return f"⚠️ {error}"
-    if isinstance(error, app_commands.MissingPermissions):
-        needed = ", ".join(p.replace("_", " ").title() for p in error.missing_permissions)
-        return f"⛔ You need the {needed} permission to use this command."
-    if isinstance(error, app_commands.NoPrivateMessage):
-        return "⛔ This command only works in a server."
-    if isinstance(error, app_commands.CommandOnCooldown):
-        return f"⏳ Slow down: try again in {error.retry_after:.0f}s."
-    if isinstance(error, app_commands.CheckFailure):
-        return "⛔ You can't use this command here."
-    if isinstance(error, ProviderError):
-        return "⚠️ Market data is unavailable right now and no cached copy exists. Try again later."
-    return "❌ Something went wrong on our side. It has been logged; try again in a moment."
-
-
-def is_expected(error: Exception) -> bool:
-    """Errors that are the member's input or permissions, not bugs: logged without a traceback."""
-    original = getattr(error, "original", error)
-    return isinstance(original, InputError) or isinstance(error, app_commands.CheckFailure)
-
-
-async def reply_error(interaction: discord.Interaction, error: Exception) -> None:
-    """Answer a failed command with a short message only its author sees.
-
-    After a (public) defer, Discord turns the first followup into the "thinking" message, ignoring the
-    ephemeral flag; so that placeholder is deleted first and the error follows as a new, ephemeral message.
-    """
-    text = error_text(error)
-    if not interaction.response.is_done():
-        await interaction.response.send_message(text, ephemeral=True)
-        return
-    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
-        try:
-            await interaction.delete_original_response()
-        except discord.HTTPException:
-            log.debug("could not delete the deferred response", exc_info=True)
-    await interaction.followup.send(text, ephemeral=True)
 
 
 def png_file(png: bytes, name: str) -> discord.File:

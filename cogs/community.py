@@ -29,7 +29,7 @@ from services.community import (
 )
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ def community_embed(report: CommunityReport, logged_channels: int) -> discord.Em
 
 
 class ForgetView(discord.ui.View):
-    """Confirm / Cancel for `/iwm forget-me`; only the member who asked may press."""
+    """Confirm / Cancel for `/iwm forget-me`; only the member who asked may press. A one-shot confirmation
+    (discord.py's `examples/views/confirm.py`), not a persistent view: it lives for FORGET_TIMEOUT on this one
+    prompt, so discord.py generates its custom_ids."""
 
     def __init__(self, community: CommunityLog, guild_id: int, user_id: int) -> None:
         super().__init__(timeout=FORGET_TIMEOUT)
@@ -95,14 +97,14 @@ class ForgetView(discord.ui.View):
         await interaction.response.send_message("⛔ Only the member who asked can confirm this.", ephemeral=True)
         return False
 
-    @discord.ui.button(label="Delete my data", style=discord.ButtonStyle.danger, custom_id="iwm:forget-me:confirm")
+    @discord.ui.button(label="Delete my data", style=discord.ButtonStyle.danger)
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:
         self.stop()
         counts = await self.community.forget_member(self.guild_id, self.user_id)
         log.info("forget-me: guild %s member %s: %s", self.guild_id, self.user_id, counts)
         await interaction.response.edit_message(content=forget_text(counts), view=None)
 
-    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary, custom_id="iwm:forget-me:cancel")
+    @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:
         self.stop()
         await interaction.response.edit_message(content="Cancelled: nothing was deleted.", view=None)

@@ -11,7 +11,7 @@ from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, data_footer, pa
 from services.levels import LevelsReport, levels_answer
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 Period = Literal["3mo", "6mo", "1y", "2y", "5y", "max"]
 

@@ -61,7 +61,7 @@ from services.sentiment import (
 )
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from discord import app_commands
 from cogs.common import GREEN, YELLOW, IwmCog, add_iwm_cog
 
 if TYPE_CHECKING:
-    from bot import SmallcapsBot
+    from app import SmallcapsBot
 
 
 def _age(seconds: float | None) -> str:

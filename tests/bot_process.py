@@ -8,17 +8,18 @@ URLs differ from production, as in the in-process harness.
 from __future__ import annotations
 
 import os
+import runpy
 import sys
 from pathlib import Path
 
 import discord
 import yarl
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 if __name__ == "__main__":
-    import bot
-
     discord.http.Route.BASE = os.environ["LOCAL_DISCORD_API"]
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(os.environ["LOCAL_DISCORD_GATEWAY"])
-    sys.exit(bot.main(["run"]))
+    sys.argv = [str(ROOT / "bot.py"), "run"]
+    runpy.run_path(sys.argv[0], run_name="__main__")  # bot.py as its own __main__, as `python bot.py run` runs it

@@ -16,7 +16,7 @@ import aiohttp
 import hypothesis  # noqa: F401  # imported up front: its pytest plugin imports it late otherwise, which trips a
 import pytest  # CPython 3.11.7 bug ("AST constructor recursion depth mismatch") under assertion rewriting
 
-from bot import open_resources
+from app import open_resources
 from services.charts import Renderer
 from services.config import Settings
 from services.storage import Database

@@ -12,7 +12,7 @@ gateway side: they build real-shaped payloads (`slash_command`, `component_click
             callback, followup = await handle.wait_for_responses(2)
 
 discord.py must be pointed here first: `with pointed_at(discord_):` (the fixture does it). `smallcaps_bot` runs the
-real bot, built as bot.py builds it, against it.
+real bot, built as app.py builds it, against it.
 """
 
 from __future__ import annotations
@@ -1379,9 +1379,9 @@ def pointed_at(local: LocalDiscord) -> Iterator[None]:
 
 @asynccontextmanager
 async def smallcaps_bot(local: LocalDiscord, env: Mapping[str, str]) -> AsyncIterator[Any]:
-    """The real SmallcapsBot, built as bot.py builds it (settings from `env` plus the local token, then
+    """The real SmallcapsBot, built as app.py builds it (settings from `env` plus the local token, then
     `open_resources`), running against the local Discord until the block ends."""
-    from bot import SmallcapsBot, open_resources
+    from app import SmallcapsBot, open_resources
     from services.config import Settings
 
     settings = Settings.from_env({"DISCORD_TOKEN": local.token, **env})

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bot import open_resources
+from app import open_resources
 from cogs.analysis import lines_within
 from console import SentMessage, answer
 from services.config import Settings

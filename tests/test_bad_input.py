@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import EXTENSIONS, SmallcapsBot, open_resources
+from app import EXTENSIONS, SmallcapsBot, open_resources
 from console import answer, parse_command
 from services.config import Settings
 from services.errors import InputError

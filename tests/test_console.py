@@ -53,7 +53,7 @@ async def test_unknown_command_lists_valid_ones(resources):
 
 
 async def test_parse_command_converts_by_the_tree(resources):
-    from bot import EXTENSIONS, SmallcapsBot
+    from app import EXTENSIONS, SmallcapsBot
 
     bot = SmallcapsBot(resources.settings, resources, background=False)
     for ext in EXTENSIONS:

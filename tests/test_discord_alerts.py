@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bot import SmallcapsBot
+from app import SmallcapsBot
 from services.alerts import AlertStore, OutboxEntry, post_nonce, replay
 from services.config import Zones
 from services.market import read_bundled_csv

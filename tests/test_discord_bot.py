@@ -34,9 +34,9 @@ import discord
 import pytest
 from discord import app_commands
 
-import bot as bot_module
-from bot import RedactToken, SmallcapsBot
-from cogs.common import IwmCog, add_iwm_cog, error_text
+from app import EXTENSIONS, RedactToken, SmallcapsBot
+from cogs.common import IwmCog, add_iwm_cog
+from cogs.errors import error_text
 from tests.discord_schema import SchemaViolation
 from tests.local_discord import (
     EPHEMERAL,
@@ -304,8 +304,8 @@ async def test_command_tree_matches_the_snapshot(running_bot: Any) -> None:
     """The tree as synced to Discord, from the current EXTENSIONS, equals tests/snapshots/command_tree.json."""
     _, discord_ = await running_bot()
     (sync,) = discord_.requests_to("PUT", "/applications/{app}/guilds/{guild}/commands")
-    assert_snapshot("command_tree", {"extensions": list(bot_module.EXTENSIONS), "commands": sync.json},
-                    hint=f"the tree synced from EXTENSIONS {list(bot_module.EXTENSIONS)} changed")
+    assert_snapshot("command_tree", {"extensions": list(EXTENSIONS), "commands": sync.json},
+                    hint=f"the tree synced from EXTENSIONS {list(EXTENSIONS)} changed")
 
 
 async def test_every_command_answers_in_time_and_refuses_bad_input(running_bot: Any) -> None:

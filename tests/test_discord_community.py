@@ -190,16 +190,16 @@ async def test_forget_me_through_the_buttons_removes_only_that_members_rows(runn
     callback = prompt.callback
     assert callback.json["type"] == 4 and callback.json["data"]["flags"] & EPHEMERAL
     buttons = callback.json["data"]["components"][0]["components"]
-    assert [(b["label"], b["custom_id"]) for b in buttons] == [
-        ("Delete my data", "iwm:forget-me:confirm"), ("Cancel", "iwm:forget-me:cancel")]
+    assert [b["label"] for b in buttons] == ["Delete my data", "Cancel"]
+    confirm = buttons[0]["custom_id"]
 
     # only the member who asked may confirm
-    stranger = await discord_.dispatch_interaction(discord_.component_click("iwm:forget-me:confirm", member="bob"))
+    stranger = await discord_.dispatch_interaction(discord_.component_click(confirm, member="bob"))
     (refusal,) = await stranger.wait_for_responses(1)
     assert refusal.json["data"]["flags"] & EPHEMERAL and "Only the member who asked" in refusal.json["data"]["content"]
     assert len(await messages(bot)) == 3
 
-    click = await discord_.dispatch_interaction(discord_.component_click("iwm:forget-me:confirm", member="alice"))
+    click = await discord_.dispatch_interaction(discord_.component_click(confirm, member="alice"))
     (done,) = await click.wait_for_responses(1)
     assert done.json["type"] == 7 and done.json["data"]["components"] == []
     assert done.json["data"]["content"].startswith(
@@ -210,9 +210,11 @@ async def test_forget_me_through_the_buttons_removes_only_that_members_rows(runn
     assert [(v["user_id"], v["answer_id"]) for v in await query(bot, "SELECT * FROM sentiment_votes")] == [
         (bob_id, BEARISH)]
 
-    # Cancel deletes nothing
-    await command(discord_, "forget-me", member="bob")
-    cancel = await discord_.dispatch_interaction(discord_.component_click("iwm:forget-me:cancel", member="bob"))
+    # Cancel deletes nothing; each prompt is a one-shot view with buttons of its own, not a persistent one
+    second = (await command(discord_, "forget-me", member="bob")).callback.json["data"]["components"][0]["components"]
+    assert [b["label"] for b in second] == ["Delete my data", "Cancel"]
+    assert {b["custom_id"] for b in second}.isdisjoint(b["custom_id"] for b in buttons)
+    cancel = await discord_.dispatch_interaction(discord_.component_click(second[1]["custom_id"], member="bob"))
     (cancelled,) = await cancel.wait_for_responses(1)
     assert cancelled.json["data"]["content"] == "Cancelled: nothing was deleted."
     assert list(await messages(bot)) == [int(b1["id"])]

@@ -11,7 +11,7 @@ from typing import Any
 import discord
 import pytest
 
-from bot import open_resources
+from app import open_resources
 from console import answer, run_console
 from services.config import Settings
 from services.sentiment import AAII_SPREAD, BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally, iso_utc

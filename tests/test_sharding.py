@@ -12,7 +12,7 @@ from datetime import date
 
 import discord
 
-from bot import SmallcapsBot
+from app import SmallcapsBot
 from tests.local_discord import LocalDiscord, smallcaps_bot
 
 MODERATOR = discord.Permissions(manage_channels=True, send_messages=True, view_channel=True)

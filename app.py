@@ -1,0 +1,197 @@
+"""The composition root: settings -> resources (HTTP session, database, market data, renderer) -> bot -> run.
+
+Shaped like discord.py's `examples/advanced_startup.py`: `open_resources` builds everything long-lived once
+and `SmallcapsBot` gets it injected, so the console and the tests build the same bot without logging in. A real
+run adds `setup_logging` (the token redacted from every log line) and `run_bot` (resources, bot, a clean stop on
+a signal). The command line (`bot.py`) and the console (`console.py`) import this module, never the reverse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import aiohttp
+import discord
+import sqlite_utils
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.errors import handle_command_error
+from services.alerts import AlertStore
+from services.charts import Renderer
+from services.community import CommunityLog
+from services.config import Settings, Zones
+from services.documents import Documents, build_documents
+from services.market import MarketData, build_providers
+from services.sentiment import SentimentStore
+from services.storage import Database
+
+log = logging.getLogger("smallcaps")
+
+EXTENSIONS = ("cogs.levels", "cogs.analysis", "cogs.alerts", "cogs.sentiment", "cogs.community", "cogs.status")
+
+
+@dataclass
+class Resources:
+    """Everything long-lived the bot and the console share, built once in `open_resources`."""
+
+    settings: Settings
+    session: aiohttp.ClientSession
+    database: Database
+    market: MarketData
+    renderer: Renderer
+    alerts: AlertStore
+    sentiment: SentimentStore
+    community: CommunityLog
+    documents: Documents
+
+    async def zones(self, guild_id: int | None) -> Zones:
+        """The levels in force for a guild (its own, set with /iwm setlevels, or the configured default)."""
+        return await self.alerts.levels(guild_id) if guild_id else self.settings.zones
+
+
+async def last_session() -> date:
+    """The last NYSE session whose close has passed (plus the provider's usual delay): live data should have it."""
+    from services import market_calendar
+
+    now = datetime.now(UTC) - timedelta(hours=1)
+    return await asyncio.to_thread(market_calendar.last_completed_session, now)
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings, *, render_processes: bool = True) -> AsyncIterator[Resources]:
+    """The shared resources. `render_processes=False` renders in a thread (the console's one-shot answers),
+    otherwise in worker processes (see Renderer)."""
+    async with AsyncExitStack() as stack:  # closed in reverse: the log writer flushes before the database closes
+        database = Database(settings.database_path)
+        await database.open()
+        stack.push_async_callback(database.close)
+        session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
+        stack.push_async_callback(session.close)
+        renderer = Renderer(processes=render_processes)
+        stack.callback(renderer.close)
+        market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
+                            expected_session=last_session)
+        alerts = AlertStore(database, settings.zones)
+        await alerts.setup()
+        sentiment = SentimentStore(database)
+        await sentiment.open()
+        community = CommunityLog(database)
+        await community.open()
+        stack.push_async_callback(community.close)
+        documents = build_documents(settings, session, database)
+        yield Resources(settings, session, database, market, renderer, alerts, sentiment, community, documents)
+
+
+class SmallcapsTree(app_commands.CommandTree):
+    """Every app command's errors go through the one policy in `cogs.errors`."""
+
+    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
+        name = interaction.command.qualified_name if interaction.command else "?"
+        await handle_command_error(interaction, error, f"/{name}")
+
+
+class SmallcapsBot(commands.AutoShardedBot):
+    def __init__(self, settings: Settings, resources: Resources, *, sync: bool = False,
+                 background: bool = True) -> None:
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False  # the bot has no voice features
+        intents = discord.Intents.default()
+        intents.message_content = settings.message_content_intent
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            tree_cls=SmallcapsTree,
+            chunk_guilds_at_startup=False,
+            shard_count=settings.shard_count,
+            shard_ids=list(settings.shard_ids) if settings.shard_ids else None,
+            allowed_mentions=discord.AllowedMentions(everyone=False, users=False, roles=True),
+        )
+        self.settings = settings
+        self.resources = resources
+        self.force_sync = sync
+        self.background = background  # False in the console: no watcher loops without a Discord connection
+        self.iwm = app_commands.Group(name="iwm", description="Small caps through IWM: levels, valuation, sectors")
+        self.tree.add_command(self.iwm)
+
+    async def setup_hook(self) -> None:
+        for extension in EXTENSIONS:
+            await self.load_extension(extension)
+        await self.sync_commands()
+        await self.resources.renderer.warm_up()
+
+    def command_tree_hash(self) -> str:
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands()]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    async def sync_commands(self) -> None:
+        """Sync to DEV_GUILD_ID at every start (instant there); globally only when the tree changed or
+        `--sync` asks, since global syncs are rate limited and take a while to reach every client."""
+        if self.settings.dev_guild_id:
+            guild = discord.Object(self.settings.dev_guild_id)
+            self.tree.copy_global_to(guild=guild)
+            synced = await self.tree.sync(guild=guild)
+            log.info("synced %d commands to guild %s", len(synced), self.settings.dev_guild_id)
+            return
+        digest = self.command_tree_hash()
+        db = self.resources.database
+
+        def last_synced(d: sqlite_utils.Database) -> str | None:
+            rows = list(d.query("select value from _meta where key = 'command_tree_hash'"))
+            return rows[0]["value"] if rows else None
+
+        if self.force_sync or await db.run(last_synced) != digest:
+            synced = await self.tree.sync()
+            await db.run(lambda d: d["_meta"].upsert({"key": "command_tree_hash", "value": digest}, pk="key"))
+            log.info("synced %d global commands", len(synced))
+        else:
+            log.info("command tree unchanged since the last global sync; not syncing")
+
+    async def on_ready(self) -> None:
+        log.info("ready as %s in %d guilds (shards %s)", self.user, len(self.guilds), self.shard_ids or "all")
+
+
+class RedactToken(logging.Filter):
+    """Never let the token reach a log line, whatever logs it."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__()
+        self.token = token
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if self.token in message:
+            record.msg, record.args = message.replace(self.token, "[token redacted]"), ()
+        if record.exc_info:  # formatted after the filters ran: fold a traceback that carries the token in, redacted
+            trace = logging.Formatter().formatException(record.exc_info)
+            if self.token in trace:
+                record.msg = f"{record.getMessage()}\n{trace.replace(self.token, '[token redacted]')}"
+                record.args, record.exc_info, record.exc_text = (), None, None
+        return True
+
+
+def setup_logging(settings: Settings) -> None:
+    discord.utils.setup_logging(level=getattr(logging, settings.log_level, logging.INFO), root=True)
+    if settings.discord_token:
+        token_filter = RedactToken(settings.discord_token)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(token_filter)
+
+
+async def run_bot(settings: Settings, *, sync: bool = False) -> None:
+    async with open_resources(settings) as resources:
+        bot = SmallcapsBot(settings, resources, sync=sync)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # A clean stop: cogs unload (writers flush), then the database closes.
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
+        async with bot:
+            await bot.start(settings.discord_token or "")
