@@ -24,7 +24,6 @@ from services.alerts import (
     check_close,
     check_intraday,
     footer_for,
-    levels_line,
     parse_events,
     post_nonce,
     recover,
@@ -106,7 +105,7 @@ class Alerts(IwmCog):
             role = f" · mentions <@&{sub.role_id}>" if sub.role_id else ""
             lines.append(f"<#{sub.channel_id}>: {', '.join(sub.events)}{role} · {state}"[:300])
         embed.description = "\n".join(lines) if lines else "No channel is subscribed. Use `/iwm subscribe`."
-        embed.add_field(name="Levels", value=levels_line(zones))
+        embed.add_field(name="Levels", value=zones.describe())
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="setlevels", description="Set this server's IWM levels (Manage Channels)")
