@@ -32,7 +32,16 @@ from services.alerts._detector import (
     replay,
     run_replay,
 )
-from services.alerts._post import AlertPost, alert_chart, build_post, footer_for, footer_text, post_nonce
+from services.alerts._post import (
+    AlertPost,
+    PostCache,
+    PreparedPost,
+    alert_chart,
+    build_post,
+    footer_for,
+    footer_text,
+    post_nonce,
+)
 from services.alerts._store import MAX_SUBSCRIPTIONS_PER_GUILD, AlertStore, OutboxEntry, Subscription, parse_events
 
 __all__ = [
@@ -48,6 +57,8 @@ __all__ = [
     "Event",
     "Find",
     "OutboxEntry",
+    "PostCache",
+    "PreparedPost",
     "Send",
     "Subscription",
     "advance",

@@ -29,6 +29,7 @@ import pandas as pd
 
 from services.alerts._detector import Event, advance, intraday_notices
 from services.alerts._store import AlertStore, Status, Subscription
+from services.config import Zones
 
 log = logging.getLogger(__package__)
 
@@ -46,7 +47,7 @@ class DeliveryError(Exception):
         self.kind = kind
 
 
-Send = Callable[[int, int | None, Event], Awaitable[int]]  # (channel_id, role_id, event) -> message_id
+Send = Callable[[int, int | None, Event, Zones], Awaitable[int]]  # (channel_id, role_id, event, levels) -> message id
 Find = Callable[[int, str], Awaitable[int | None]]  # (channel_id, event key) -> message_id if already posted
 
 
@@ -59,10 +60,11 @@ class Delivery:
     error: str | None = None
 
 
-async def _deliver(store: AlertStore, sub: Subscription, event: Event, outbox_id: int, send: Send) -> Delivery:
+async def _deliver(store: AlertStore, sub: Subscription, event: Event, zones: Zones, outbox_id: int,
+                   send: Send) -> Delivery:
     """Send one claimed post and record the outcome; never raises except on cancellation."""
     try:
-        message_id = await send(sub.channel_id, sub.role_id, event)
+        message_id = await send(sub.channel_id, sub.role_id, event, zones)
     except DeliveryError as exc:
         if exc.kind in ("forbidden", "not_found"):
             reason = f"{exc.kind}: {exc}" if str(exc) != exc.kind else exc.kind
@@ -84,8 +86,9 @@ async def _deliver(store: AlertStore, sub: Subscription, event: Event, outbox_id
 
 
 async def fan_out(subscriptions: Iterable[Subscription], event: Event, send: Send, concurrency: int = 5, *,
-                  store: AlertStore) -> list[Delivery]:
-    """Post `event` to every enabled subscription that wants it, at most `concurrency` sends at a time.
+                  store: AlertStore, zones: Zones) -> list[Delivery]:
+    """Post `event` to every enabled subscription (of one guild, whose levels are `zones`) that wants it, at
+    most `concurrency` sends at a time.
 
     Each post is claimed in the outbox first (a channel that already has this event is skipped as
     `duplicate`), then sent, then its message id recorded. forbidden/not_found disable that subscription
@@ -98,7 +101,7 @@ async def fan_out(subscriptions: Iterable[Subscription], event: Event, send: Sen
             outbox_id = await store.claim(sub, event)
             if outbox_id is None:
                 return Delivery(sub.id, sub.channel_id, "duplicate")
-            return await _deliver(store, sub, event, outbox_id, send)
+            return await _deliver(store, sub, event, zones, outbox_id, send)
 
     wanted = [s for s in subscriptions if s.wants(event.kind)]
     return list(await asyncio.gather(*(one(s) for s in wanted)))
@@ -143,7 +146,8 @@ async def recover(store: AlertStore, send: Send, find: Find, *, oldest: date | N
             await store.record(entry.id, "failed", error=f"gave up after {entry.attempts} attempts")
             results.append(replace(done, status="failed", error="attempts"))
             continue
-        results.append(await _deliver(store, sub, entry.event, entry.id, send))
+        zones = await store.levels(entry.guild_id)
+        results.append(await _deliver(store, sub, entry.event, zones, entry.id, send))
     return results
 
 
@@ -168,7 +172,7 @@ async def check_close(store: AlertStore, guild_id: int, frame: pd.DataFrame, thr
         if event.day != through:
             log.info("alerts: guild %s: %s is stale, not posted", guild_id, event.key)
             continue
-        results.extend(await fan_out(subs, event, send, concurrency, store=store))
+        results.extend(await fan_out(subs, event, send, concurrency, store=store, zones=zones))
     await store.save_state(guild_id, state)
     return results
 
@@ -176,13 +180,14 @@ async def check_close(store: AlertStore, guild_id: int, frame: pd.DataFrame, thr
 async def check_intraday(store: AlertStore, guild_id: int, day: date, price: float, prev_close: float,
                          send: Send, concurrency: int = 5) -> list[Delivery]:
     """During a session: post `testing` notices for the guild's levels (the outbox keeps them once a day)."""
-    notices = intraday_notices(day, price, prev_close, await store.levels(guild_id))
+    zones = await store.levels(guild_id)
+    notices = intraday_notices(day, price, prev_close, zones)
     if not notices:  # most checks: nothing near a level, no need for the subscriptions
         return []
     subs = await store.subscriptions(guild_id)
     results: list[Delivery] = []
     for notice in notices:
-        results.extend(await fan_out(subs, notice, send, concurrency, store=store))
+        results.extend(await fan_out(subs, notice, send, concurrency, store=store, zones=zones))
     return results
 
 

@@ -1,7 +1,8 @@
-"""An alert as a Discord-agnostic post (title, fields, footer key, nonce) and its chart."""
+"""An alert as a Discord-agnostic post (title, fields, footer key, nonce) and its chart, prepared once per event."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -9,9 +10,10 @@ from typing import Literal
 import pandas as pd
 
 from services.alerts._detector import Event, _bars
-from services.charts import LevelsChart
+from services.charts import LevelsChart, Renderer, render_levels
 from services.config import Zones
 from services.levels import price_chart
+from services.market import MarketData
 
 Colour = Literal["up", "down", "neutral"]
 
@@ -68,9 +70,44 @@ def build_post(event: Event, zones: Zones) -> AlertPost:
 
 
 def alert_chart(frame: pd.DataFrame, event: Event, zones: Zones) -> LevelsChart:
-    """The chart spec for an alert: the last 6 months to the event's day, its level marked. Render it with
-    `Renderer.render(render_levels, spec)`, once per event (not per channel)."""
+    """The chart spec for an alert: the last 6 months to the event's day, its level marked (`PostCache`
+    renders it once per event)."""
     bars = _bars(frame).loc[: pd.Timestamp(event.day)]
     return price_chart(bars, event.day, "6mo", zones, float(bars["close"].max()), build_post(event, zones).title,
                        f"daily, 6mo · {event.key}", highlight=event.level)
 
+
+
+@dataclass(frozen=True)
+class PreparedPost:
+    post: AlertPost
+    chart: bytes  # PNG
+
+
+class PostCache:
+    """Each event's post and chart, prepared once per (event, levels) and shared by every channel it goes to,
+    in every guild with the same levels. Concurrent sends of one event wait for the same render; a failed
+    render is dropped, so the next send tries again. Keeps the `size` latest."""
+
+    def __init__(self, market: MarketData, renderer: Renderer, size: int = 32) -> None:
+        self.market, self.renderer, self.size = market, renderer, size
+        self._prepared: dict[tuple[Event, Zones], asyncio.Task[PreparedPost]] = {}
+
+    async def get(self, event: Event, zones: Zones) -> PreparedPost:
+        key = (event, zones)
+        task = self._prepared.get(key)
+        if task is None:
+            task = self._prepared[key] = asyncio.create_task(self._prepare(event, zones))
+            while len(self._prepared) > self.size:
+                self._prepared.pop(next(iter(self._prepared)))
+        try:
+            return await asyncio.shield(task)  # a cancelled send does not cancel the others' render
+        except Exception:
+            if self._prepared.get(key) is task:
+                del self._prepared[key]
+            raise
+
+    async def _prepare(self, event: Event, zones: Zones) -> PreparedPost:
+        frame = (await self.market.bars("IWM")).frame
+        chart = await self.renderer.render(render_levels, alert_chart(frame, event, zones))
+        return PreparedPost(build_post(event, zones), chart)
