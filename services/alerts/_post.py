@@ -77,7 +77,6 @@ def alert_chart(frame: pd.DataFrame, event: Event, zones: Zones) -> LevelsChart:
                        f"daily, 6mo · {event.key}", highlight=event.level)
 
 
-
 @dataclass(frozen=True)
 class PreparedPost:
     post: AlertPost
