@@ -19,17 +19,14 @@ from services.alerts import (
     AlertStore,
     DeliveryError,
     Event,
-    alert_chart,
-    build_post,
+    PostCache,
     check_close,
     check_intraday,
     footer_for,
-    levels_line,
     parse_events,
     post_nonce,
     recover,
 )
-from services.charts import render_levels
 from services.config import ConfigError, Zones
 from services.errors import InputError
 
@@ -54,7 +51,7 @@ def alert_embed(post: AlertPost) -> discord.Embed:
 class Alerts(IwmCog):
     def __init__(self, bot: SmallcapsBot) -> None:
         super().__init__(bot)
-        self._charts: dict[tuple[str, Zones], bytes] = {}
+        self.posts = PostCache(bot.resources.market, bot.resources.renderer)
         self._last_close_checked: date | None = None
 
     @property
@@ -106,7 +103,7 @@ class Alerts(IwmCog):
             role = f" · mentions <@&{sub.role_id}>" if sub.role_id else ""
             lines.append(f"<#{sub.channel_id}>: {', '.join(sub.events)}{role} · {state}"[:300])
         embed.description = "\n".join(lines) if lines else "No channel is subscribed. Use `/iwm subscribe`."
-        embed.add_field(name="Levels", value=levels_line(zones))
+        embed.add_field(name="Levels", value=zones.describe())
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="setlevels", description="Set this server's IWM levels (Manage Channels)")
@@ -142,28 +139,14 @@ class Alerts(IwmCog):
             raise DeliveryError("not_found", "not a text channel")
         return channel
 
-    async def _chart(self, event: Event, zones: Zones) -> bytes:
-        """One render per event and level set, shared by every channel it goes to."""
-        key = (event.key, zones)
-        if key not in self._charts:
-            frame = (await self.bot.resources.market.bars("IWM")).frame
-            spec = alert_chart(frame, event, zones)
-            self._charts[key] = await self.bot.resources.renderer.render(render_levels, spec)
-            while len(self._charts) > 32:
-                self._charts.pop(next(iter(self._charts)))
-        return self._charts[key]
-
-    async def send(self, channel_id: int, role_id: int | None, event: Event) -> int:
+    async def send(self, channel_id: int, role_id: int | None, event: Event, zones: Zones) -> int:
         channel = await self._channel(channel_id)
-        guild = getattr(channel, "guild", None)
-        zones = await self.bot.resources.zones(guild.id if guild else None)
-        post = build_post(event, zones)
-        png = await self._chart(event, zones)
+        prepared = await self.posts.get(event, zones)
         try:
             message = await channel.send(
                 content=f"<@&{role_id}>" if role_id else None,
-                embed=alert_embed(post),
-                file=png_file(png, "iwm-alert.png"),
+                embed=alert_embed(prepared.post),
+                file=png_file(prepared.chart, "iwm-alert.png"),
                 nonce=post_nonce(channel_id, event.key),
                 allowed_mentions=discord.AllowedMentions(everyone=False, users=False,
                                                          roles=[discord.Object(role_id)] if role_id else False),

@@ -25,8 +25,7 @@ class Zones:
     resistance_high: float = 245.0
 
     def __post_init__(self) -> None:
-        values = (self.support, self.entry_low, self.entry_high, self.resistance_low, self.resistance_high)
-        if min(values) <= 0:
+        if min(self.values()) <= 0:
             raise ConfigError("levels must all be positive")
         if not (
             self.support < self.entry_low <= self.entry_high < self.resistance_low <= self.resistance_high
@@ -47,6 +46,20 @@ class Zones:
             raise
         except ValueError as exc:
             raise ConfigError(f"levels {text!r}: expected SUPPORT,ENTRY_LOW-ENTRY_HIGH,RES_LOW-RES_HIGH") from exc
+
+    def values(self) -> tuple[float, float, float, float, float]:
+        """The five levels, lowest first."""
+        return self.support, self.entry_low, self.entry_high, self.resistance_low, self.resistance_high
+
+    def to_text(self) -> str:
+        """The `parse` form: `200,205-220,240-245`."""
+        return (f"{self.support:g},{self.entry_low:g}-{self.entry_high:g},"
+                f"{self.resistance_low:g}-{self.resistance_high:g}")
+
+    def describe(self) -> str:
+        """The levels as members read them: `support 200 · entry 205–220 · resistance 240–245`."""
+        return (f"support {self.support:g} · entry {self.entry_low:g}–{self.entry_high:g} · "
+                f"resistance {self.resistance_low:g}–{self.resistance_high:g}")
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from services.alerts import (
     DeliveryError,
     DetectorState,
     Event,
+    PostCache,
     advance,
     alert_chart,
     build_post,
@@ -39,7 +41,7 @@ from services.alerts import (
     replay,
     run_replay,
 )
-from services.charts import render_levels
+from services.charts import Renderer, render_levels
 from services.config import Zones
 from services.errors import InputError
 from services.market import MarketData, read_bundled_csv
@@ -241,6 +243,38 @@ def test_post_and_chart(frame: pd.DataFrame, window_events: list[Event]) -> None
     assert build_post(streak, Z).title == "IWM: 3 up months in a row" and build_post(streak, Z).level is None
 
 
+class CountingRenderer(Renderer):
+    """Renders in a thread and counts the renders; the first `failures` of them raise."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__(workers=1)
+        self.renders, self.failures = 0, failures
+
+    async def render(self, fn: Callable[[Any], bytes], spec: Any) -> bytes:
+        self.renders += 1
+        if self.renders <= self.failures:
+            raise RuntimeError("render failed")
+        return await super().render(fn, spec)
+
+
+async def test_post_and_chart_prepared_once_per_event_and_levels(window_events: list[Event]) -> None:
+    renderer = CountingRenderer(failures=1)
+    posts = PostCache(MarketData([]), renderer)
+    event = next(e for e in window_events if e.kind == "breakout")
+    other = Zones.parse("150,160-170,180-190")
+    try:
+        with pytest.raises(RuntimeError, match="render failed"):  # a failed render is not kept
+            await posts.get(event, Z)
+        shared = await asyncio.gather(*(posts.get(event, Z) for _ in range(5)))  # five channels at once
+        assert renderer.renders == 2 and all(p is shared[0] for p in shared)
+        assert shared[0].post == build_post(event, Z) and shared[0].chart[:8] == b"\x89PNG\r\n\x1a\n"
+        assert await posts.get(Event.from_dict(event.to_dict()), Z) is shared[0]  # the same event from the outbox
+        elsewhere = await posts.get(event, other)  # a guild with other levels: its own post and chart
+        assert renderer.renders == 3 and elsewhere.post == build_post(event, other) != shared[0].post
+    finally:
+        renderer.close()
+
+
 async def test_run_replay_text() -> None:
     market = MarketData([])
     text = await run_replay(market, START, END, Z)
@@ -299,6 +333,27 @@ async def test_guild_isolation(store: AlertStore) -> None:
     assert await store.guild_ids() == [2]
 
 
+async def test_erase_member_keeps_the_servers_settings(store: AlertStore) -> None:
+    await store.subscribe(1, 10, "breakout", created_by=7, role_id=99)
+    await store.subscribe(1, 11, "streak", created_by=8)
+    await store.subscribe(2, 20, "breakout", created_by=7)
+    await store.set_levels(1, "190,195-210,230-235", updated_by=7)
+    await store.set_levels(2, "150,160-170,180-190", updated_by=7)
+    before = await store.subscriptions(1)
+
+    def rows(db: Any) -> list[tuple[Any, ...]]:
+        subs = db.execute("select guild_id, channel_id, created_by from alert_subscriptions order by channel_id")
+        levels = db.execute("select guild_id, updated_by from alert_levels order by guild_id")
+        return [*subs.fetchall(), *levels.fetchall()]
+
+    assert await store.erase_member(1, 7) == 2
+    assert await store.database.run(rows) == [(1, 10, 0), (1, 11, 8), (2, 20, 7), (1, None), (2, 7)]
+    after = await store.subscriptions(1)
+    assert [(s.events, s.role_id, s.enabled) for s in after] == [(s.events, s.role_id, s.enabled) for s in before]
+    assert await store.levels(1) == Zones(190, 195, 210, 230, 235)
+    assert await store.erase_member(1, 7) == 0 and await store.erase_member(3, 8) == 0
+
+
 async def test_set_levels_validation_and_state_reset(store: AlertStore) -> None:
     with pytest.raises(InputError, match="support < entry low"):
         await store.set_levels(1, "200,220-205,240-245")
@@ -324,8 +379,10 @@ class Channels:
         self.failures = failures or {}
         self.next_id = 1000
         self.inflight = self.max_inflight = 0
+        self.zones: list[Zones] = []  # the levels each send was given
 
-    async def send(self, channel_id: int, role_id: int | None, event: Event) -> int:
+    async def send(self, channel_id: int, role_id: int | None, event: Event, zones: Zones) -> int:
+        self.zones.append(zones)
         self.inflight += 1
         self.max_inflight = max(self.max_inflight, self.inflight)
         try:
@@ -351,7 +408,7 @@ async def test_fan_out_survives_forbidden_and_not_found(store: AlertStore) -> No
         await store.subscribe(1, channel, "breakout,new_high", created_by=7)
     await store.subscribe(1, 106, "streak", created_by=7)  # does not want breakouts
     channels = Channels({102: "forbidden", 103: "not_found"})
-    results = await fan_out(await store.subscriptions(1), EVENT, channels.send, store=store)
+    results = await fan_out(await store.subscriptions(1), EVENT, channels.send, store=store, zones=Z)
     assert {r.channel_id: r.status for r in results} == {101: "sent", 102: "failed", 103: "failed", 104: "sent",
                                                         105: "sent"}
     assert sorted(channels.messages) == [101, 104, 105]
@@ -364,7 +421,7 @@ async def test_fan_out_survives_forbidden_and_not_found(store: AlertStore) -> No
                                                        105: "sent"}
     assert outbox[101].message_id == channels.messages[101][0][0]
     # The same event again (a second run, a second watcher): nothing is sent twice.
-    again = await fan_out(await store.subscriptions(1), EVENT, channels.send, store=store)
+    again = await fan_out(await store.subscriptions(1), EVENT, channels.send, store=store, zones=Z)
     assert {r.status for r in again} == {"duplicate"}
     assert sum(len(m) for m in channels.messages.values()) == 3
     assert await store.pending() == []
@@ -374,7 +431,8 @@ async def test_fan_out_bounds_concurrency(store: AlertStore) -> None:
     for channel in range(201, 209):
         await store.subscribe(1, channel, "breakout", created_by=7)
     channels = Channels()
-    results = await fan_out(await store.subscriptions(1), EVENT, channels.send, concurrency=3, store=store)
+    results = await fan_out(await store.subscriptions(1), EVENT, channels.send, concurrency=3, store=store,
+                            zones=Z)
     assert [r.status for r in results] == ["sent"] * 8
     assert 1 <= channels.max_inflight <= 3
 
@@ -382,7 +440,7 @@ async def test_fan_out_bounds_concurrency(store: AlertStore) -> None:
 async def test_rate_limited_is_retried_by_recovery(store: AlertStore) -> None:
     await store.subscribe(1, 301, "breakout", created_by=7)
     channels = Channels({301: "rate_limited"})
-    [result] = await fan_out(await store.subscriptions(1), EVENT, channels.send, store=store)
+    [result] = await fan_out(await store.subscriptions(1), EVENT, channels.send, store=store, zones=Z)
     assert result.status == "retry"
     [entry] = await store.pending()
     assert entry.status == "retry" and entry.attempts == 1
@@ -401,7 +459,7 @@ CRASH_SCRIPT = textwrap.dedent("""
 
     db_path, channel_path, event_json = sys.argv[1:4]
 
-    async def send(channel_id, role_id, event):
+    async def send(channel_id, role_id, event, zones):
         # Discord accepted the post (it is in the channel) ... and the process dies before recording its id.
         with open(channel_path, "w") as fh:
             json.dump([[4242, footer_text(event)]], fh)
@@ -411,7 +469,8 @@ CRASH_SCRIPT = textwrap.dedent("""
         db = Database(db_path)
         await db.open()
         store = AlertStore(db, Zones())
-        await fan_out(await store.subscriptions(1), Event.from_dict(json.loads(event_json)), send, store=store)
+        event = Event.from_dict(json.loads(event_json))
+        await fan_out(await store.subscriptions(1), event, send, store=store, zones=Zones())
 
     asyncio.run(main())
 """)
@@ -437,7 +496,7 @@ async def test_exactly_once_across_a_crash_between_send_and_record(tmp_path: Pat
         [entry] = await store.pending()
         assert entry.message_id is None and entry.status == "pending" and entry.event == EVENT
         # The watcher runs again before recovery: the intent blocks a second post.
-        [dup] = await fan_out(await store.subscriptions(1), EVENT, channel.send, store=store)
+        [dup] = await fan_out(await store.subscriptions(1), EVENT, channel.send, store=store, zones=Z)
         assert dup.status == "duplicate"
         # Recovery finds the post by its footer key and records it; nothing is re-sent.
         [done] = await recover(store, channel.send, channel.find)
@@ -463,8 +522,10 @@ async def test_recovery_when_unsure_skips_and_when_absent_sends(store: AlertStor
             raise DeliveryError("forbidden", "missing Read Message History")
         return await channels.find(channel_id, key)
 
+    await store.set_levels(1, "190,195-210,230-235")
     results = {r.channel_id: r for r in await recover(store, channels.send, find, oldest=date(2025, 10, 1))}
     assert results[501].status == "sent" and channels.messages[501][0][1] == footer_text(EVENT)  # known absent
+    assert channels.zones == [Zones(190, 195, 210, 230, 235)]  # posted with the guild's levels
     assert results[502].status == "skipped" and "not re-sent" in (results[502].error or "")  # unknown
     assert results[503].status == "skipped" and results[503].error == "stale"
     assert 502 not in channels.messages and 503 not in channels.messages
@@ -475,7 +536,7 @@ async def test_check_close_posts_once_and_saves_state(store: AlertStore, frame: 
     await store.subscribe(1, 601, "breakout,new_high", created_by=7)
     channels = Channels()
     first = await check_close(store, 1, frame, date(2025, 10, 3), channels.send)
-    assert sorted(r.status for r in first) == ["sent", "sent"]
+    assert sorted(r.status for r in first) == ["sent", "sent"] and channels.zones == [Z, Z]
     assert [f for _, f in channels.messages[601]] == [footer_text(e) for e in replay(frame, Z, date(2025, 10, 3),
                                                                                     date(2025, 10, 3))]
     assert (await store.load_state(1)).last_day == date(2025, 10, 3)  # type: ignore[union-attr]

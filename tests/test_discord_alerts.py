@@ -325,10 +325,10 @@ async def test_a_gateway_reconnect_mid_fan_out_loses_and_duplicates_nothing(
     first, release = int(channels[0]["id"]), asyncio.Event()
     real_send = cog.send
 
-    async def send(channel_id: int, role_id: int | None, event: Any) -> int:
+    async def send(channel_id: int, role_id: int | None, event: Any, zones: Zones) -> int:
         if channel_id != first:  # the other posts wait until the gateway has come back
             await release.wait()
-        return await real_send(channel_id, role_id, event)
+        return await real_send(channel_id, role_id, event, zones)
 
     monkeypatch.setattr(cog, "send", send)
     fan_out = asyncio.create_task(cog.run_close_check(BREAKOUT_DAY))

@@ -130,6 +130,13 @@ def test_levels_parse():
     assert Zones.parse("190, 195-210, 250-255") == Zones(190, 195, 210, 250, 255)
 
 
+def test_levels_formats():
+    zones = Zones(190, 195.5, 210, 250, 255)
+    assert zones.values() == (190, 195.5, 210, 250, 255)
+    assert zones.to_text() == "190,195.5-210,250-255" and Zones.parse(zones.to_text()) == zones
+    assert zones.describe() == "support 190 · entry 195.5–210 · resistance 250–255"
+
+
 def test_settings_refuse_a_keyless_stooq_and_read_the_rest():
     from services.config import Settings
 

@@ -1,0 +1,81 @@
+"""Price alerts: detect level events on IWM's daily closes, store who wants them, and post each one exactly once.
+
+The parts, each with the details in its docstring:
+
+- `_detector`: the events, the one detector (`detect`, `advance`) and the replay;
+- `_post`: an event as a Discord-agnostic post, and its chart;
+- `_store`: subscriptions, per-guild levels, detector state and the outbox (`AlertStore`);
+- `_delivery`: the fan-out, its delivery guarantee and recovery, and the watcher's steps.
+"""
+
+from services.alerts._delivery import (
+    MAX_ATTEMPTS,
+    Delivery,
+    DeliveryError,
+    Find,
+    Send,
+    check_close,
+    check_intraday,
+    fan_out,
+    recover,
+)
+from services.alerts._detector import (
+    DAILY_KINDS,
+    EVENT_KINDS,
+    DetectorState,
+    Event,
+    advance,
+    detect,
+    format_event,
+    format_replay,
+    intraday_notices,
+    replay,
+    run_replay,
+)
+from services.alerts._post import (
+    AlertPost,
+    PostCache,
+    PreparedPost,
+    alert_chart,
+    build_post,
+    footer_for,
+    footer_text,
+    post_nonce,
+)
+from services.alerts._store import MAX_SUBSCRIPTIONS_PER_GUILD, AlertStore, OutboxEntry, Subscription, parse_events
+
+__all__ = [
+    "DAILY_KINDS",
+    "EVENT_KINDS",
+    "MAX_ATTEMPTS",
+    "MAX_SUBSCRIPTIONS_PER_GUILD",
+    "AlertPost",
+    "AlertStore",
+    "Delivery",
+    "DeliveryError",
+    "DetectorState",
+    "Event",
+    "Find",
+    "OutboxEntry",
+    "PostCache",
+    "PreparedPost",
+    "Send",
+    "Subscription",
+    "advance",
+    "alert_chart",
+    "build_post",
+    "check_close",
+    "check_intraday",
+    "detect",
+    "fan_out",
+    "footer_for",
+    "footer_text",
+    "format_event",
+    "format_replay",
+    "intraday_notices",
+    "parse_events",
+    "post_nonce",
+    "recover",
+    "replay",
+    "run_replay",
+]

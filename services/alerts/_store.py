@@ -1,0 +1,324 @@
+"""The alert tables: subscriptions, per-guild levels, detector state and the outbox, in the shared database."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlite_utils
+
+from services.alerts._detector import EVENT_KINDS, DetectorState, Event
+from services.config import ConfigError, Zones
+from services.errors import InputError, is_whole
+from services.storage import Database
+
+MAX_SUBSCRIPTIONS_PER_GUILD = 10
+ERASED_MEMBER = 0  # `created_by` of a subscription whose creator asked to be forgotten (Discord ids start at 1)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_subscriptions (
+    id INTEGER PRIMARY KEY,
+    guild_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    events TEXT NOT NULL,
+    role_id INTEGER,
+    enabled INTEGER NOT NULL DEFAULT 1,
+    disabled_reason TEXT,
+    created_by INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    UNIQUE (guild_id, channel_id)
+);
+CREATE TABLE IF NOT EXISTS alert_levels (
+    guild_id INTEGER PRIMARY KEY,
+    support REAL NOT NULL,
+    entry_low REAL NOT NULL,
+    entry_high REAL NOT NULL,
+    resistance_low REAL NOT NULL,
+    resistance_high REAL NOT NULL,
+    updated_by INTEGER,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_state (
+    guild_id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alert_outbox (
+    id INTEGER PRIMARY KEY,
+    guild_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    subscription_id INTEGER NOT NULL,
+    event_key TEXT NOT NULL,
+    event TEXT NOT NULL,
+    status TEXT NOT NULL,
+    message_id INTEGER,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (guild_id, channel_id, event_key)
+);
+CREATE INDEX IF NOT EXISTS alert_outbox_status ON alert_outbox (status);
+"""
+
+Status = Literal["pending", "retry", "sent", "failed", "skipped"]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: int
+    guild_id: int
+    channel_id: int
+    events: tuple[str, ...]
+    role_id: int | None
+    enabled: bool
+    disabled_reason: str | None
+    created_by: int
+    created_at: str
+
+    def wants(self, kind: str) -> bool:
+        return self.enabled and kind in self.events
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Subscription:
+        return cls(row["id"], row["guild_id"], row["channel_id"], tuple(json.loads(row["events"])), row["role_id"],
+                   bool(row["enabled"]), row["disabled_reason"], row["created_by"], row["created_at"])
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    """One intended post. status: pending (sent or not: unknown), retry (Discord refused it: not sent),
+    sent (message_id known), failed (will not be sent), skipped (recovery chose not to send)."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    subscription_id: int
+    event: Event
+    status: Status
+    message_id: int | None
+    attempts: int
+    error: str | None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> OutboxEntry:
+        return cls(row["id"], row["guild_id"], row["channel_id"], row["subscription_id"],
+                   Event.from_dict(json.loads(row["event"])), row["status"], row["message_id"], row["attempts"],
+                   row["error"])
+
+
+def _snowflake(value: object, what: str) -> int:
+    if not is_whole(value, 1, 2**63 - 1):
+        raise InputError(f"{what} {value!r} is not a Discord id")
+    return value
+
+
+def parse_events(text: str | Iterable[str]) -> tuple[str, ...]:
+    """`"breakout, new_high"` or `["breakout"]` or `"all"` -> validated kinds in canonical order."""
+    items = text.replace(",", " ").split() if isinstance(text, str) else list(text)
+    wanted = {item.strip().lower().replace("-", "_") for item in items if item.strip()}
+    if "all" in wanted:
+        return EVENT_KINDS
+    unknown = sorted(wanted - set(EVENT_KINDS))
+    if unknown:
+        raise InputError(f"unknown alert event {', '.join(unknown)}: choose from {', '.join(EVENT_KINDS)} or all")
+    if not wanted:
+        raise InputError(f"choose at least one alert event: {', '.join(EVENT_KINDS)} or all")
+    return tuple(kind for kind in EVENT_KINDS if kind in wanted)
+
+
+class AlertStore:
+    """Subscriptions, per-guild levels, detector state and the outbox, in the shared SQLite database.
+
+    Every function taking a `guild_id` reads and writes only that guild's rows. `pending()` without a guild
+    is the one bot-wide read (start-up recovery); its rows are never shown to members.
+    """
+
+    def __init__(self, database: Database, default_zones: Zones,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.database, self.default_zones, self.clock = database, default_zones, clock
+
+    def _now(self) -> str:
+        return self.clock().isoformat(timespec="seconds")
+
+    async def setup(self) -> None:
+        """Create the tables if they do not exist (idempotent)."""
+        await self.database.run(lambda db: db.conn.executescript(SCHEMA))
+
+    async def _write(self, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+        def tx(db: sqlite_utils.Database) -> Any:
+            with db.conn:
+                return fn(db)
+
+        return await self.database.run(tx)
+
+    @staticmethod
+    def _rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+        return list(db.query(sql, params))
+
+    # subscriptions
+
+    async def subscribe(self, guild_id: int, channel_id: int, events: str | Iterable[str], *,
+                        created_by: int, role_id: int | None = None) -> Subscription:
+        """Subscribe a channel (again: replaces its events and role, and re-enables it)."""
+        guild_id, channel_id = _snowflake(guild_id, "guild"), _snowflake(channel_id, "channel")
+        created_by = _snowflake(created_by, "user")
+        if role_id is not None:
+            role_id = _snowflake(role_id, "role")
+        kinds = json.dumps(list(parse_events(events)))
+        now = self._now()
+
+        def write(db: sqlite_utils.Database) -> dict[str, Any]:
+            existing = self._rows(db, "select id from alert_subscriptions where guild_id = ? and channel_id = ?",
+                                  [guild_id, channel_id])
+            if existing:
+                db.execute("update alert_subscriptions set events = ?, role_id = ?, enabled = 1, "
+                           "disabled_reason = null where id = ?", [kinds, role_id, existing[0]["id"]])
+            else:
+                count = db.execute("select count(*) from alert_subscriptions where guild_id = ?",
+                                   [guild_id]).fetchone()[0]
+                if count >= MAX_SUBSCRIPTIONS_PER_GUILD:
+                    raise InputError(f"this server already has {count} alert channels (the most allowed): "
+                                     "unsubscribe one first")
+                db.execute("insert into alert_subscriptions (guild_id, channel_id, events, role_id, enabled, "
+                           "created_by, created_at) values (?, ?, ?, ?, 1, ?, ?)",
+                           [guild_id, channel_id, kinds, role_id, created_by, now])
+            return self._rows(db, "select * from alert_subscriptions where guild_id = ? and channel_id = ?",
+                              [guild_id, channel_id])[0]
+
+        return Subscription.from_row(await self._write(write))
+
+    async def unsubscribe(self, guild_id: int, channel_id: int) -> bool:
+        """Remove a channel's subscription; False if it had none. The outbox keeps its history."""
+        return await self._write(lambda db: db.execute(
+            "delete from alert_subscriptions where guild_id = ? and channel_id = ?", [guild_id, channel_id]
+        ).rowcount > 0)
+
+    async def subscriptions(self, guild_id: int) -> list[Subscription]:
+        """All of a guild's subscriptions, enabled or not, by channel."""
+        rows = await self.database.run(lambda db: self._rows(
+            db, "select * from alert_subscriptions where guild_id = ? order by channel_id", [guild_id]))
+        return [Subscription.from_row(r) for r in rows]
+
+    async def disable(self, guild_id: int, subscription_id: int, reason: str) -> None:
+        await self._write(lambda db: db.execute(
+            "update alert_subscriptions set enabled = 0, disabled_reason = ? where guild_id = ? and id = ?",
+            [reason, guild_id, subscription_id]))
+
+    async def guild_ids(self) -> list[int]:
+        """Guilds with at least one enabled subscription (what the watcher loops over)."""
+        rows = await self.database.run(lambda db: self._rows(
+            db, "select distinct guild_id from alert_subscriptions where enabled = 1 order by guild_id", []))
+        return [r["guild_id"] for r in rows]
+
+    async def erase_member(self, guild_id: int, user_id: int) -> int:
+        """Forget the member in this guild's alert tables: their id leaves the subscriptions they created and the
+        levels they set (both are the server's settings and stay). The rows changed; the tables hold no other
+        member data (the outbox has channel and role ids only)."""
+        def write(db: sqlite_utils.Database) -> int:
+            subs = db.execute("update alert_subscriptions set created_by = ? where guild_id = ? and created_by = ?",
+                              [ERASED_MEMBER, guild_id, user_id]).rowcount
+            levels = db.execute("update alert_levels set updated_by = null where guild_id = ? and updated_by = ?",
+                                [guild_id, user_id]).rowcount
+            return subs + levels
+
+        return await self._write(write)
+
+    # levels and detector state
+
+    async def levels(self, guild_id: int) -> Zones:
+        rows = await self.database.run(lambda db: self._rows(
+            db, "select * from alert_levels where guild_id = ?", [guild_id]))
+        if not rows:
+            return self.default_zones
+        r = rows[0]
+        return Zones(r["support"], r["entry_low"], r["entry_high"], r["resistance_low"], r["resistance_high"])
+
+    async def set_levels(self, guild_id: int, levels: str | Zones, *, updated_by: int | None = None) -> Zones:
+        """Set a guild's levels (`"200,205-220,240-245"`); InputError says what is wrong. Resets its detector
+        state, which the next check rebuilds from history for the new levels."""
+        guild_id = _snowflake(guild_id, "guild")
+        if isinstance(levels, str):
+            try:
+                zones = Zones.parse(levels)
+            except ConfigError as exc:
+                raise InputError(f"{exc}. Example: {self.default_zones.to_text()} (support, entry zone low-high, "
+                                 "resistance zone low-high)") from None
+        else:
+            zones = levels
+        if not all(math.isfinite(v) for v in zones.values()):
+            raise InputError("levels must be finite numbers")
+        row = {"guild_id": guild_id, **asdict(zones), "updated_by": updated_by, "updated_at": self._now()}
+
+        def write(db: sqlite_utils.Database) -> None:
+            db.execute("insert or replace into alert_levels (guild_id, support, entry_low, entry_high, "
+                       "resistance_low, resistance_high, updated_by, updated_at) values (:guild_id, :support, "
+                       ":entry_low, :entry_high, :resistance_low, :resistance_high, :updated_by, :updated_at)", row)
+            db.execute("delete from alert_state where guild_id = ?", [guild_id])
+
+        await self._write(write)
+        return zones
+
+    async def reset_levels(self, guild_id: int) -> Zones:
+        """Back to the configured default levels."""
+        def write(db: sqlite_utils.Database) -> None:
+            db.execute("delete from alert_levels where guild_id = ?", [guild_id])
+            db.execute("delete from alert_state where guild_id = ?", [guild_id])
+
+        await self._write(write)
+        return self.default_zones
+
+    async def load_state(self, guild_id: int) -> DetectorState | None:
+        rows = await self.database.run(lambda db: self._rows(
+            db, "select state from alert_state where guild_id = ?", [guild_id]))
+        return DetectorState.from_json(rows[0]["state"]) if rows else None
+
+    async def save_state(self, guild_id: int, state: DetectorState) -> None:
+        await self._write(lambda db: db.execute(
+            "insert or replace into alert_state (guild_id, state, updated_at) values (?, ?, ?)",
+            [guild_id, state.to_json(), self._now()]))
+
+    # outbox
+
+    async def claim(self, subscription: Subscription, event: Event) -> int | None:
+        """Record the intent to post `event` to the subscription's channel; the new outbox id, or None when
+        that channel already has a row for this event (sent, in flight, or settled)."""
+        now = self._now()
+
+        def write(db: sqlite_utils.Database) -> int | None:
+            cursor = db.execute(
+                "insert or ignore into alert_outbox (guild_id, channel_id, subscription_id, event_key, event, "
+                "status, created_at, updated_at) values (?, ?, ?, ?, ?, 'pending', ?, ?)",
+                [subscription.guild_id, subscription.channel_id, subscription.id, event.key,
+                 json.dumps(event.to_dict()), now, now])
+            return cursor.lastrowid if cursor.rowcount else None
+
+        return await self._write(write)
+
+    async def record(self, outbox_id: int, status: Status, *, message_id: int | None = None,
+                     error: str | None = None, attempted: bool = False) -> None:
+        await self._write(lambda db: db.execute(
+            "update alert_outbox set status = ?, message_id = coalesce(?, message_id), error = ?, "
+            "attempts = attempts + ?, updated_at = ? where id = ?",
+            [status, message_id, error, int(attempted), self._now(), outbox_id]))
+
+    async def pending(self, guild_id: int | None = None) -> list[OutboxEntry]:
+        """Intents without a message id that may still be sent: status pending (outcome unknown, e.g. a crash
+        between send and record) or retry (Discord refused them)."""
+        sql = "select * from alert_outbox where message_id is null and status in ('pending', 'retry')"
+        params: list[Any] = []
+        if guild_id is not None:
+            sql, params = sql + " and guild_id = ?", [guild_id]
+        rows = await self.database.run(lambda db: self._rows(db, sql + " order by id", params))
+        return [OutboxEntry.from_row(r) for r in rows]
+
+    async def outbox(self, guild_id: int) -> list[OutboxEntry]:
+        """A guild's outbox rows, oldest first (for status commands and tests)."""
+        rows = await self.database.run(lambda db: self._rows(
+            db, "select * from alert_outbox where guild_id = ? order by id", [guild_id]))
+        return [OutboxEntry.from_row(r) for r in rows]
+
