@@ -30,6 +30,7 @@ from services.charts import Renderer
 from services.community import CommunityLog
 from services.config import Settings, Zones
 from services.documents import Documents, build_documents
+from services.http import Sources
 from services.market import MarketData, build_providers
 from services.sentiment import SentimentStore
 from services.storage import Database
@@ -78,8 +79,9 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         stack.push_async_callback(session.close)
         renderer = Renderer(processes=render_processes)
         stack.callback(renderer.close)
+        sources = Sources()  # every live source's breaker, market data's and documents', for /iwm status
         market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
-                            expected_session=last_session)
+                            expected_session=last_session, sources=sources)
         alerts = AlertStore(database, settings.zones)
         await alerts.setup()
         sentiment = SentimentStore(database)
@@ -87,7 +89,7 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         community = CommunityLog(database)
         await community.open()
         stack.push_async_callback(community.close)
-        documents = build_documents(settings, session, database)
+        documents = build_documents(settings, session, database, sources)
         yield Resources(settings, session, database, market, renderer, alerts, sentiment, community, documents)
 
 

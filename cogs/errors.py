@@ -25,7 +25,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from services.errors import InputError
-from services.market import ProviderError
+from services.http import ProviderError
 
 log = logging.getLogger("smallcaps")  # the name the bot's own log lines carry (start-up, sync, errors)
 

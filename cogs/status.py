@@ -1,4 +1,4 @@
-"""`/iwm status`: the bot's health as members and operators see it: data providers, data age, latency."""
+"""`/iwm status`: the bot's health as members and operators see it: data sources, data age, latency."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 
 from cogs.common import GREEN, YELLOW, IwmCog, add_iwm_cog
+from services.http import DOCUMENTS, MARKET_DATA, SourceHealth
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -26,6 +27,14 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h ago"
 
 
+def _sources(sources: list[SourceHealth]) -> str:
+    return "\n".join(
+        f"**{s.name}**: {'OK' if s.state == 'closed' else 'resting after failures'}"
+        f" · last success {_age(s.last_success_age_s)}"
+        + (f" · last error: {s.last_error[:120]}" if s.last_error else "")
+        for s in sources)
+
+
 class Status(IwmCog):
     def __init__(self, bot: SmallcapsBot) -> None:
         super().__init__(bot)
@@ -33,25 +42,22 @@ class Status(IwmCog):
 
     @app_commands.command(name="status", description="The bot's health: data providers, data age, latency")
     async def status(self, interaction: discord.Interaction) -> None:
-        market = self.bot.resources.market
-        rows = market.status()
-        providers = [r for r in rows if "provider" in r]
-        cached = [r for r in rows if "symbol" in r]
-        healthy = all(p["state"] == "closed" for p in providers)
+        status = self.bot.resources.market.status()
+        providers = [s for s in status.sources if s.kind == MARKET_DATA]
+        documents = [s for s in status.sources if s.kind == DOCUMENTS]
+        healthy = all(s.state == "closed" for s in status.sources)
         embed = discord.Embed(title="smallcaps status", colour=GREEN if healthy else YELLOW,
                               timestamp=datetime.now(UTC))
         if providers:
-            embed.add_field(name="Live providers", inline=False, value="\n".join(
-                f"**{p['provider']}**: {'OK' if p['state'] == 'closed' else 'resting after failures'}"
-                f" · last success {_age(p['last_success_age_s'])}"
-                + (f" · last error: {p['last_error'][:120]}" if p["last_error"] else "")
-                for p in providers))
+            embed.add_field(name="Live providers", inline=False, value=_sources(providers))
         else:
             embed.add_field(name="Market data", value="bundled history (offline mode)", inline=False)
-        if cached:
+        if documents:  # FRED, iShares, Yahoo quoteSummary, once used
+            embed.add_field(name="Document sources", inline=False, value=_sources(documents))
+        if status.series:
             embed.add_field(name="Data in memory", inline=False, value="\n".join(
-                f"{c['symbol']}: {c['source']}, last bar {c['as_of']}, fetched {_age(c['age_s'])}"
-                for c in cached[:15]))
+                f"{c.symbol}: {c.source}, last bar {c.as_of.isoformat()}, fetched {_age(c.age_s)}"
+                for c in status.series[:15]))
         latency = self.bot.latency
         uptime = time.monotonic() - self.started
         embed.add_field(name="Bot", inline=False, value=(

@@ -3,7 +3,8 @@
 Fresh cache -> no request. Otherwise one request per document at a time (single flight), retried with backoff;
 a body the caller's validator rejects (HTML instead of CSV, garbage) counts as a failure. When the live fetch
 fails: the last cached copy, else the bundled file, both marked stale. Offline (no session) the bundled file
-is the source and is returned directly.
+is the source and is returned directly. Each source (a host, or the name the caller gives it) has a breaker in
+the shared `Sources` registry, so `/iwm status` lists it.
 """
 
 from __future__ import annotations
@@ -14,12 +15,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
 
-from services.market import ProviderError, ProviderHealth, _get_text, bundled_text, single_flight, with_retries
+from services.bundled import bundled_text
+from services.http import (
+    DOCUMENTS,
+    CachedFetch,
+    CacheTable,
+    ProviderError,
+    Resting,
+    Retry,
+    Sources,
+    Stamped,
+    get_text,
+    guarded,
+)
 from services.storage import Database
 
 log = logging.getLogger(__name__)
@@ -63,6 +77,17 @@ def looks_like_html(text: str) -> bool:
     return head.startswith("<") or "<html" in head or "<!doctype" in head
 
 
+def _encode_document(document: Document, fetched_at: float) -> dict[str, Any]:
+    return {"key": document.key, "url": document.url, "fetched_at": fetched_at, "text": document.text}
+
+
+def _decode_document(key: str, row: dict[str, Any]) -> Document:
+    return Document(key, row["text"], "live", row["url"], datetime.fromtimestamp(row["fetched_at"], UTC))
+
+
+DOCUMENTS_CACHE = CacheTable("documents_cache", "key", _encode_document, _decode_document)
+
+
 class Documents:
     def __init__(
         self,
@@ -75,13 +100,11 @@ class Documents:
         backoff: float = 0.5,
         max_wait: float = 10.0,
         clock: Callable[[], float] = time.time,
+        sources: Sources | None = None,
     ) -> None:
-        self.session, self.database = session, database
-        self.ttl, self.timeout, self.attempts, self.backoff, self.max_wait = ttl, timeout, attempts, backoff, max_wait
-        self.clock = clock
-        self._memo: dict[str, tuple[float, Document]] = {}
-        self._inflight: dict[str, asyncio.Future[Document]] = {}
-        self.health: dict[str, ProviderHealth] = {}  # per host: a host that keeps failing rests a while
+        self.session, self.timeout, self.retry, self.clock = session, timeout, Retry(attempts, backoff, max_wait), clock
+        self.sources = sources or Sources(clock)  # per source: one that keeps failing rests a while
+        self._cache = CachedFetch(DOCUMENTS_CACHE, database, ttl=ttl, clock=clock)
 
     @property
     def live(self) -> bool:
@@ -95,30 +118,25 @@ class Documents:
         bundled: str | None = None,
         validate: Validator | None = None,
         ttl: float | None = None,
+        source: str | None = None,
     ) -> Document:
         """The document at `url` (see the module docstring for the order of sources). `bundled` names a file in
-        services/data/. Raises DocumentUnavailable when no source has it."""
+        services/data/. `source` names the upstream in `/iwm status` (default: the URL's host). Raises
+        DocumentUnavailable when no source has it."""
         key = url_key(url, params)
         if not self.live:
             return self._bundled(key, bundled, stale=False, why="offline")
-        ttl = self.ttl if ttl is None else ttl
-        memo = self._memo.get(key)
-        if memo and self.clock() - memo[0] < ttl:
-            return memo[1]
-        return await single_flight(self._inflight, key,
-                                   lambda: self._load(key, url, params or {}, bundled, validate, ttl))
+        host = urlsplit(url).netloc
+        live = partial(self._live, key, url, params or {}, validate, source or host)
+        return await self._cache.get(key, live, partial(self._fallback, key, host, bundled), ttl=ttl)
 
-    async def _load(self, key: str, url: str, params: dict[str, str], bundled: str | None,
-                    validate: Validator | None, ttl: float) -> Document:
-        cached = await self._read_cache(key)
-        if cached and self.clock() - cached[0] < ttl:
-            self._memo[key] = cached
-            return cached[1]
+    async def _live(self, key: str, url: str, params: dict[str, str], validate: Validator | None,
+                    source: str) -> Stamped[Document]:
         assert self.session is not None
         session = self.session
 
         async def fetch() -> str:
-            text = await _get_text(session, url, params, self.timeout)
+            text = await get_text(session, url, params, self.timeout)
             if validate is not None:
                 try:
                     await asyncio.to_thread(validate, text)  # parsing a large CSV should not block the loop
@@ -126,24 +144,19 @@ class Documents:
                     raise ProviderError(f"unusable body: {exc}", retryable=False) from exc
             return text
 
-        host = urlsplit(url).netloc
-        health = self.health.setdefault(host, ProviderHealth(host))
-        if not health.available(self.clock()):
-            return self._fallback(key, cached, bundled, f"{host} resting after {health.failures} failures")
         try:
-            text = await with_retries(fetch, self.attempts, self.backoff, self.max_wait)
+            text = await guarded(self.sources.register(source, DOCUMENTS), fetch, self.retry, self.clock)
+        except Resting:
+            raise
         except ProviderError as exc:
-            health.failed(self.clock(), str(exc))
             log.warning("document %s failed: %s", key, exc)
-            return self._fallback(key, cached, bundled, str(exc))
-        health.succeeded(self.clock())
+            raise
         now = self.clock()
-        document = Document(key, text, "live", url, datetime.fromtimestamp(now, UTC))
-        await self._write_cache(document, now)
-        self._memo[key] = (now, document)
-        return document
+        return now, Document(key, text, "live", url, datetime.fromtimestamp(now, UTC))
 
-    def _fallback(self, key: str, cached: tuple[float, Document] | None, bundled: str | None, why: str) -> Document:
+    async def _fallback(self, key: str, host: str, bundled: str | None, cached: Stamped[Document] | None,
+                        error: ProviderError) -> Document:
+        why = f"{host} {error}" if isinstance(error, Resting) else str(error)
         if cached:
             return replace(cached[1], source="cache", stale=True, note=f"live fetch failed ({why}); cached copy")
         return self._bundled(key, bundled, stale=True, why=f"live fetch failed ({why})")
@@ -154,24 +167,11 @@ class Documents:
             raise DocumentUnavailable(f"{why}; no cached or bundled copy of {key}")
         return Document(key, bundled_text(bundled), "bundled", None, None, stale=stale, note=f"{why}; bundled copy")
 
-    async def _read_cache(self, key: str) -> tuple[float, Document] | None:
-        if self.database is None:
-            return None
 
-        row = await self.database.cached_row("documents_cache", "key", key)
-        if row is None:
-            return None
-        fetched = datetime.fromtimestamp(row["fetched_at"], UTC)
-        return row["fetched_at"], Document(key, row["text"], "live", row["url"], fetched)
-
-    async def _write_cache(self, document: Document, now: float) -> None:
-        if self.database is None:
-            return
-        row = {"key": document.key, "url": document.url, "fetched_at": now, "text": document.text}
-        await self.database.cache_row("documents_cache", "key", row)
-
-
-def build_documents(settings: Any, session: aiohttp.ClientSession | None, database: Database | None) -> Documents:
-    """Documents for the settings: offline (bundled files only) when the provider is "bundled"."""
+def build_documents(settings: Any, session: aiohttp.ClientSession | None, database: Database | None,
+                    sources: Sources | None = None) -> Documents:
+    """Documents for the settings: offline (bundled files only) when the provider is "bundled". `sources`: the
+    registry the market data's providers are in, so `/iwm status` lists both."""
     live = session if settings.provider != "bundled" else None
-    return Documents(live, database=database, ttl=settings.cache_ttl_seconds, timeout=settings.http_timeout_seconds)
+    return Documents(live, database=database, ttl=settings.cache_ttl_seconds, timeout=settings.http_timeout_seconds,
+                     sources=sources)

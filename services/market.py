@@ -7,29 +7,38 @@ open, high, low, close (traded, split-adjusted), adj_close (split + dividend adj
 from __future__ import annotations
 
 import asyncio
-import functools
-import gzip
 import io
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from functools import partial
-from importlib import resources
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import aiohttp
 import pandas as pd
 
+from services.bundled import data_file
+from services.http import (
+    MARKET_DATA,
+    CachedFetch,
+    CacheTable,
+    ProviderError,
+    Resting,
+    Retry,
+    SourceHealth,
+    Sources,
+    Stamped,
+    get_text,
+    guarded,
+)
 from services.storage import Database
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["open", "high", "low", "close", "adj_close", "volume"]
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -59,15 +68,6 @@ def stale_prices_note(bars: Iterable[Bars]) -> str | None:
     return f"Prices for {', '.join(b.symbol for b in stale)} are a stale fallback: {stale[0].note}"[:300]
 
 
-class ProviderError(Exception):
-    """An upstream answer we cannot use. `retry_after` is the server's wish in seconds, when it said one."""
-
-    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retryable = retryable
-        self.retry_after = retry_after
-
-
 class UnknownSymbol(ProviderError):
     def __init__(self, symbol: str) -> None:
         super().__init__(f"no data for symbol {symbol!r}", retryable=False)
@@ -89,18 +89,6 @@ def normalise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # --- bundled ----------------------------------------------------------------------------------------------
-
-def data_file(name: str) -> io.BytesIO:
-    """A bundled data file (see services/data/SOURCES.md), decompressed."""
-    raw = resources.files("services").joinpath("data", name).read_bytes()
-    return io.BytesIO(gzip.decompress(raw) if name.endswith(".gz") else raw)
-
-
-@functools.cache
-def bundled_text(name: str) -> str:
-    """A bundled file's text (BOM dropped), read once per process: package data never changes while the bot runs."""
-    return data_file(name).read().decode("utf-8-sig")
-
 
 def read_bundled_csv(symbol: str) -> pd.DataFrame:
     name = f"{symbol.upper().lstrip('^')}.csv.gz"
@@ -129,25 +117,6 @@ class BundledProvider:
 
 # --- live providers ---------------------------------------------------------------------------------------
 
-async def _get_text(session: aiohttp.ClientSession, url: str, params: dict[str, str], timeout: float) -> str:
-    try:
-        async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
-            body = await resp.text(errors="replace")
-            if resp.status == 429 or resp.status >= 500:
-                retry_after = resp.headers.get("Retry-After")
-                raise ProviderError(
-                    f"HTTP {resp.status}",
-                    retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
-                )
-            if resp.status >= 400:
-                raise ProviderError(f"HTTP {resp.status}", retryable=False)
-            return body
-    except TimeoutError as exc:
-        raise ProviderError(f"timed out after {timeout:g}s") from exc
-    except aiohttp.ClientError as exc:
-        raise ProviderError(f"connection failed: {type(exc).__name__}") from exc
-
-
 class YahooProvider:
     """Yahoo's public chart API: /v8/finance/chart/{symbol}?range=max&interval=1d."""
 
@@ -159,7 +128,7 @@ class YahooProvider:
     async def fetch(self, symbol: str) -> pd.DataFrame:
         url = f"{self.base_url}/v8/finance/chart/{symbol}"
         params = {"range": "max", "interval": "1d", "includeAdjustedClose": "true", "events": "div,split"}
-        return parse_yahoo_chart(await _get_text(self.session, url, params, self.timeout), symbol)
+        return parse_yahoo_chart(await get_text(self.session, url, params, self.timeout), symbol)
 
 
 def parse_yahoo_chart(body: str, symbol: str) -> pd.DataFrame:
@@ -201,7 +170,7 @@ class StooqProvider:
     async def fetch(self, symbol: str) -> pd.DataFrame:
         code = symbol.lower().lstrip("^") if symbol.startswith("^") else f"{symbol.lower()}.us"
         params = {"s": code, "i": "d", "apikey": self.api_key}
-        return parse_stooq_csv(await _get_text(self.session, f"{self.base_url}/q/d/l/", params, self.timeout),
+        return parse_stooq_csv(await get_text(self.session, f"{self.base_url}/q/d/l/", params, self.timeout),
                                symbol)
 
 
@@ -224,66 +193,58 @@ def parse_stooq_csv(body: str, symbol: str) -> pd.DataFrame:
 
 # --- the service ------------------------------------------------------------------------------------------
 
-async def single_flight(inflight: dict[str, asyncio.Future[T]], key: str, load: Callable[[], Awaitable[T]]) -> T:
-    """`await load()` once for concurrent callers with the same key: the rest await its result (or its error)."""
-    if key in inflight:
-        return await asyncio.shield(inflight[key])
-    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-    inflight[key] = future
-    try:
-        result = await load()
-        future.set_result(result)
-        return result
-    except BaseException as exc:
-        future.set_exception(exc)
-        future.exception()  # mark retrieved: waiters re-raise it themselves
-        raise
-    finally:
-        del inflight[key]
+class Behind(ProviderError):
+    """A provider answered, but its latest bar is older than the last completed session."""
+
+    def __init__(self, frame: pd.DataFrame, expected: date) -> None:
+        # Not retryable: asking again at once gives the same bars. The next provider is tried instead.
+        super().__init__(f"latest bar {frame.index[-1].date()} is behind the last session {expected}", retryable=False)
+        self.frame = frame
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], attempts: int, backoff: float, max_wait: float) -> T:
-    """`await call()`, retrying a retryable ProviderError up to `attempts` times in all: the server's Retry-After
-    when it gave one, else exponential backoff from `backoff` seconds, capped at `max_wait`, with 10% jitter."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return await call()
-        except ProviderError as exc:
-            if not exc.retryable or attempt == attempts:
-                raise
-            delay = exc.retry_after if exc.retry_after is not None else backoff * 2 ** (attempt - 1)
-            await asyncio.sleep(min(delay, max_wait) * (1 + random.random() * 0.1))
-    raise AssertionError("unreachable")
+class NoLiveBars(ProviderError):
+    """Every live provider failed for a symbol. `lagging`: the first bars that failed only by being behind."""
+
+    def __init__(self, why: str, lagging: Bars | None) -> None:
+        super().__init__(why, retryable=False)
+        self.lagging = lagging
 
 
-@dataclass
-class ProviderHealth:
-    """A small circuit breaker: after `threshold` failures in a row the provider rests for `cooldown` seconds,
-    then one request probes it again."""
+async def current_frame(provider: Provider, symbol: str, expected: date | None) -> pd.DataFrame:
+    """The provider's bars for `symbol`; Behind when they end before the `expected` session."""
+    frame = await provider.fetch(symbol)
+    if expected is not None and frame.index[-1].date() < expected:
+        raise Behind(frame, expected)
+    return frame
 
-    name: str
-    threshold: int = 3
-    cooldown: float = 60.0
-    failures: int = 0
-    opened_at: float | None = None
-    last_error: str = ""
-    last_success: float | None = None
 
-    def available(self, now: float) -> bool:
-        return self.opened_at is None or now - self.opened_at >= self.cooldown
+def _encode_bars(bars: Bars, fetched_at: float) -> dict[str, Any]:
+    return {"symbol": bars.symbol, "source": bars.source, "fetched_at": fetched_at,
+            "as_of": bars.as_of.isoformat(), "csv": bars.frame.to_csv(float_format="%.6f")}
 
-    def succeeded(self, now: float) -> None:
-        self.failures, self.opened_at, self.last_error, self.last_success = 0, None, "", now
 
-    def failed(self, now: float, error: str) -> None:
-        self.failures += 1
-        self.last_error = error
-        if self.failures >= self.threshold:
-            self.opened_at = now
+def _decode_bars(symbol: str, row: dict[str, Any]) -> Bars:
+    frame = pd.read_csv(io.StringIO(row["csv"]), index_col="date", parse_dates=["date"])
+    return Bars(symbol, normalise(frame), row["source"])
 
-    @property
-    def state(self) -> str:
-        return "closed" if self.opened_at is None else "open"
+
+BARS_CACHE = CacheTable("bars_cache", "symbol", _encode_bars, _decode_bars)
+
+
+@dataclass(frozen=True)
+class CachedSeries:
+    """Bars in memory, as `/iwm status` shows them."""
+
+    symbol: str
+    source: str
+    as_of: date
+    age_s: float  # since they were fetched (or, for a stale answer, since it was given)
+
+
+@dataclass(frozen=True)
+class MarketStatus:
+    sources: list[SourceHealth]  # every source in the registry market data shares (documents' hosts too)
+    series: list[CachedSeries]
 
 
 class MarketData:
@@ -291,7 +252,7 @@ class MarketData:
     flight), retried with backoff across the live providers in order; when they all fail, the last cached or
     bundled bars, marked stale. A provider whose latest bar is older than `expected_session()` counts as
     failing (it would otherwise serve yesterday's data forever); its bars are used, marked stale, only when
-    nothing fresher exists."""
+    nothing fresher exists. Each provider's breaker is registered in `sources`."""
 
     def __init__(
         self,
@@ -305,15 +266,15 @@ class MarketData:
         max_wait: float = 10.0,
         clock: Callable[[], float] = time.time,
         expected_session: Callable[[], Awaitable[date]] | None = None,
+        sources: Sources | None = None,
     ) -> None:
         self.providers = list(providers)
-        self.database = database
         self.bundled = bundled or BundledProvider()
-        self.ttl, self.attempts, self.backoff, self.max_wait, self.clock = ttl, attempts, backoff, max_wait, clock
+        self.retry, self.clock = Retry(attempts, backoff, max_wait), clock
         self.expected_session = expected_session  # the last completed session: live bars older than it are stale
-        self.health = {p.name: ProviderHealth(p.name) for p in self.providers}
-        self._memo: dict[str, tuple[float, Bars]] = {}
-        self._inflight: dict[str, asyncio.Future[Bars]] = {}
+        self.sources = sources or Sources(clock)
+        self.health = {p.name: self.sources.register(p.name, MARKET_DATA) for p in self.providers}
+        self._cache = CachedFetch(BARS_CACHE, database, ttl=ttl, clock=clock)
 
     @property
     def live(self) -> bool:
@@ -323,81 +284,45 @@ class MarketData:
         symbol = symbol.upper()
         if not self.live:
             return Bars(symbol, await self.bundled.fetch(symbol), "bundled")
-        memo = self._memo.get(symbol)
-        if memo and self.clock() - memo[0] < self.ttl:
-            return memo[1]
-        return await single_flight(self._inflight, symbol, lambda: self._load(symbol))
+        return await self._cache.get(symbol, partial(self._live, symbol), partial(self._fallback, symbol))
 
-    async def _load(self, symbol: str) -> Bars:
-        cached = await self._read_cache(symbol)
-        if cached and self.clock() - cached[0] < self.ttl:
-            self._memo[symbol] = cached
-            return cached[1]
+    async def _live(self, symbol: str) -> Stamped[Bars]:
         errors: list[str] = []
         lagging: Bars | None = None
         expected = await self.expected_session() if self.expected_session else None
         for provider in self.providers:
-            health = self.health[provider.name]
-            if not health.available(self.clock()):
-                errors.append(f"{provider.name}: resting after {health.failures} failures")
-                continue
             try:
-                frame = await with_retries(partial(provider.fetch, symbol), self.attempts, self.backoff,
-                                           self.max_wait)
-                if expected is not None and frame.index[-1].date() < expected:
-                    # Yesterday's data forever is a failure too: try the next provider, rest this one.
-                    lagging = lagging or Bars(symbol, frame, provider.name)
-                    raise ProviderError(f"latest bar {frame.index[-1].date()} is behind the last session {expected}")
+                frame = await guarded(self.health[provider.name], partial(current_frame, provider, symbol, expected),
+                                      self.retry, self.clock)
             except ProviderError as exc:
-                health.failed(self.clock(), str(exc))
                 errors.append(f"{provider.name}: {exc}")
-                log.warning("provider %s failed for %s: %s", provider.name, symbol, exc)
+                if isinstance(exc, Behind):  # yesterday's data forever is a failure too: try the next provider
+                    lagging = lagging or Bars(symbol, exc.frame, provider.name)
+                if not isinstance(exc, Resting):
+                    log.warning("provider %s failed for %s: %s", provider.name, symbol, exc)
                 continue
-            health.succeeded(self.clock())
-            bars = Bars(symbol, frame, provider.name)
-            await self._write_cache(bars)
-            self._memo[symbol] = (self.clock(), bars)
-            return bars
-        if lagging is not None and (cached is None or lagging.as_of >= cached[1].as_of):
-            bars = replace(lagging, stale=True, note="; ".join(errors))
-            self._memo[symbol] = (self.clock(), bars)  # for the TTL: the breaker decides when to ask again
-            return bars
-        return await self._fallback(symbol, cached, "; ".join(errors))
+            return self.clock(), Bars(symbol, frame, provider.name)
+        raise NoLiveBars("; ".join(errors), lagging)
 
-    async def _fallback(self, symbol: str, cached: tuple[float, Bars] | None, why: str) -> Bars:
+    async def _fallback(self, symbol: str, cached: Stamped[Bars] | None, error: ProviderError) -> Bars:
+        why = str(error)
+        lagging = error.lagging if isinstance(error, NoLiveBars) else None
+        if lagging is not None and (cached is None or lagging.as_of >= cached[1].as_of):
+            bars = replace(lagging, stale=True, note=why)
+            self._cache.remember(symbol, bars)  # for the TTL: the breaker decides when to ask again
+            return bars
         if cached:
             return replace(cached[1], stale=True, note=f"live data unavailable ({why}); cached copy")
         return Bars(symbol, await self.bundled.fetch(symbol), "bundled", stale=True,
                     note=f"live data unavailable ({why})")
 
-    async def _read_cache(self, symbol: str) -> tuple[float, Bars] | None:
-        if self.database is None:
-            return None
-
-        row = await self.database.cached_row("bars_cache", "symbol", symbol)
-        if row is None:
-            return None
-        frame = pd.read_csv(io.StringIO(row["csv"]), index_col="date", parse_dates=["date"])
-        return row["fetched_at"], Bars(symbol, normalise(frame), row["source"])
-
-    async def _write_cache(self, bars: Bars) -> None:
-        if self.database is None:
-            return
-        row = {"symbol": bars.symbol, "source": bars.source, "fetched_at": self.clock(),
-               "as_of": bars.as_of.isoformat(), "csv": bars.frame.to_csv(float_format="%.6f")}
-        await self.database.cache_row("bars_cache", "symbol", row)
-
-    def status(self) -> list[dict[str, Any]]:
-        """Each live provider's breaker state and the age of the newest cached bars (for `/iwm status`)."""
+    def status(self) -> MarketStatus:
+        """Every registered source's breaker and the bars in memory with their age (for `/iwm status`)."""
         now = self.clock()
-        return [
-            {"provider": h.name, "state": h.state, "failures": h.failures, "last_error": h.last_error,
-             "last_success_age_s": None if h.last_success is None else now - h.last_success}
-            for h in self.health.values()
-        ] + [
-            {"symbol": s, "source": b.source, "as_of": b.as_of.isoformat(), "age_s": now - t}
-            for s, (t, b) in sorted(self._memo.items())
-        ]
+        return MarketStatus(self.sources.status(), [
+            CachedSeries(symbol, bars.source, bars.as_of, now - fetched_at)
+            for symbol, (fetched_at, bars) in self._cache.remembered()
+        ])
 
 
 def build_providers(settings: Any, session: aiohttp.ClientSession) -> list[Provider]:

@@ -136,7 +136,8 @@ async def fred_series(documents: Documents, series_id: str, base_url: str = FRED
                       bundled: str | None = None) -> tuple[pd.Series, Document]:
     """A FRED series via the documents cache (bundled fallback when named). Raises DocumentUnavailable."""
     document = await documents.get(f"{base_url.rstrip('/')}/graph/fredgraph.csv", params={"id": series_id},
-                                   bundled=bundled, validate=lambda text: parse_fred_csv(text, series_id))
+                                   bundled=bundled, validate=lambda text: parse_fred_csv(text, series_id),
+                                   source="FRED")
     return await asyncio.to_thread(parse_fred_csv, document.text, series_id), document
 
 

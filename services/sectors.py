@@ -349,7 +349,7 @@ async def sectors_answer(market: MarketData, documents: Documents, renderer: Ren
     symbols = [BENCHMARK, *(f.symbol for f in FUNDS)]
     found, document = await asyncio.gather(
         asyncio.gather(*(_bars_or_none(market, s) for s in symbols)),
-        documents.get(holdings_url, bundled=BUNDLED_HOLDINGS, validate=parse_holdings),
+        documents.get(holdings_url, bundled=BUNDLED_HOLDINGS, validate=parse_holdings, source="iShares"),
     )
     bars = {s: b for s, b in zip(symbols, found, strict=True) if b is not None}
     if BENCHMARK not in bars:

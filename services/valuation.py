@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from services.bundled import bundled_text, data_file
 from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_figure, title, to_png
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
-from services.market import bundled_text, data_file
 
 METRICS = {"trailing_pe": "Trailing P/E", "forward_pe": "Forward P/E", "price_to_sales": "Price/sales",
            "price_to_book": "Price/book"}
@@ -184,7 +184,7 @@ async def yahoo_observations(documents: Documents, base_url: str) -> tuple[list[
         try:
             return await documents.get(f"{base_url.rstrip('/')}/v10/finance/quoteSummary/{symbol}",
                                        params={"modules": "summaryDetail,defaultKeyStatistics"},
-                                       validate=parse_quote_summary)
+                                       validate=parse_quote_summary, source="Yahoo quoteSummary")
         except DocumentUnavailable as exc:
             return exc
 

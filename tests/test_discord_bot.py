@@ -3,9 +3,10 @@
 What this module proves: start-up (login, READY, command sync) and the synced command tree; that every slash
 command in that tree is acknowledged within Discord's 3-second window, answers with its embed (and chart), and
 refuses a bad input with an ephemeral error that changes nothing; that a failing command gets a short ephemeral
-error and the bot keeps serving; that the harness catches a command that forgets to defer and an embed Discord
-refuses; that state survives a restart and the bot syncs globally only when its tree changed; that the token never
-reaches a log line or a message.
+error and the bot keeps serving; that `/iwm status` lists every live source once used (market data providers and
+document hosts, through the local provider server); that the harness catches a command that forgets to defer and
+an embed Discord refuses; that state survives a restart and the bot syncs globally only when its tree changed;
+that the token never reaches a log line or a message.
 
 Snapshot: the command tree the bot syncs (names, descriptions, options with their types/choices/required,
 default_member_permissions, contexts, ...) is kept in tests/snapshots/command_tree.json together with the
@@ -37,6 +38,7 @@ from discord import app_commands
 from app import EXTENSIONS, RedactToken, SmallcapsBot
 from cogs.common import IwmCog, add_iwm_cog
 from cogs.errors import error_text
+from services.bundled import bundled_text
 from tests.discord_schema import SchemaViolation
 from tests.local_discord import (
     EPHEMERAL,
@@ -47,6 +49,7 @@ from tests.local_discord import (
     LocalDiscord,
     RecordedRequest,
 )
+from tests.provider_server import ProviderServer, Reply
 from tests.snapshot import assert_snapshot
 
 MODERATOR = MEMBER_PERMISSIONS | discord.Permissions(manage_channels=True, manage_messages=True,
@@ -404,6 +407,42 @@ async def test_a_failing_service_gets_a_short_error_and_the_bot_keeps_serving(
                     ephemeral=False)
     assert_answered(await invoke(discord_, "status"), embed=True, chart=None, ephemeral=True)
     assert bot.is_ready() and not bot.is_closed()
+
+
+async def test_status_lists_every_live_source_once_used(running_bot: Any, server: ProviderServer) -> None:
+    """With live sources (all on the local provider server): Yahoo's chart API answers 404 (the bundled history
+    answers, stale), FRED and iShares answer real-format bodies, Yahoo's quoteSummary 404. `/iwm status` lists
+    the market data provider from the start and each document host after a command used it, with its state and
+    last error."""
+    fedfunds = bundled_text("FEDFUNDS.monthly.csv.gz").replace("DATE,FEDFUNDS", "observation_date,FEDFUNDS", 1)
+    dff = fedfunds.replace("observation_date,FEDFUNDS", "observation_date,DFF", 1)  # /iwm rates asks FEDFUNDS, DFF
+    server.script("/graph/fredgraph.csv", Reply(body=fedfunds, content_type="text/csv"),
+                  Reply(body=dff, content_type="text/csv"))
+    server.script("/holdings.csv", Reply(body=bundled_text("IWM_holdings.2026-05-05.csv.gz"), content_type="text/csv"))
+    _, discord_ = await running_bot(MARKET_DATA_PROVIDER="yahoo", YAHOO_BASE_URL=server.url,
+                                    FRED_BASE_URL=server.url, IWM_HOLDINGS_URL=f"{server.url}/holdings.csv")
+
+    async def status_fields() -> dict[str, list[str]]:
+        answer = await invoke(discord_, "status")
+        assert_answered(answer, embed=True, chart=None, ephemeral=True)
+        return {f["name"]: f["value"].split("\n") for f in answer.embeds[0]["fields"]}
+
+    before = await status_fields()
+    assert before["Live providers"] == ["**yahoo**: OK · last success never"]
+    assert "Document sources" not in before
+
+    for command in ("rates", "sectors", "valuation"):
+        assert_answered(await invoke(discord_, command), embed=True, chart=f"iwm-{command}.png", ephemeral=False)
+    assert server.calls["/graph/fredgraph.csv"] == 2 and server.calls["/holdings.csv"] == 1
+    assert server.calls["/v10/finance/quoteSummary/IWM"] >= 1 and server.calls["/v8/finance/chart/IWM"] >= 1
+
+    after = await status_fields()
+    assert after["Live providers"] == [
+        "**yahoo**: resting after failures · last success never · last error: HTTP 404"]
+    fred, ishares, quote_summary = after["Document sources"]
+    assert re.fullmatch(r"\*\*FRED\*\*: OK · last success \d+s ago", fred), fred
+    assert re.fullmatch(r"\*\*iShares\*\*: OK · last success \d+s ago", ishares), ishares
+    assert quote_summary == "**Yahoo quoteSummary**: OK · last success never · last error: HTTP 404"
 
 
 async def test_harness_catches_a_command_that_forgets_to_defer(running_bot: Any) -> None:

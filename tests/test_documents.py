@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from services.bundled import data_file
 from services.documents import Documents, DocumentUnavailable, build_documents
-from services.market import ProviderError, data_file, with_retries
+from services.http import ProviderError, with_retries
 from services.rates import parse_fred_csv
 from tests.provider_server import Clock, ProviderServer, Reply
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from services.http import ProviderError
 from services.market import (
     MarketData,
-    ProviderError,
     StooqProvider,
     UnknownSymbol,
     YahooProvider,

@@ -1,0 +1,255 @@
+"""How upstream data comes in, for market data and documents alike.
+
+`get_text` makes one GET; `with_retries` retries it with backoff; `ProviderHealth` is a source's circuit breaker and
+`Sources` the registry of every source's breaker (what `/iwm status` lists); `guarded` puts a call through both.
+`CachedFetch` is the flow around them: memo -> SQLite cache -> single flight -> live fetch -> stale fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import aiohttp
+
+from services.storage import Database
+
+T = TypeVar("T")
+Stamped = tuple[float, T]  # (fetched_at, value): a value with the clock time it was fetched
+
+MARKET_DATA, DOCUMENTS = "market data", "documents"  # the kinds of source in the registry
+
+
+class ProviderError(Exception):
+    """An upstream answer we cannot use. `retry_after` is the server's wish in seconds, when it said one."""
+
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.retry_after = retry_after
+
+
+class Resting(ProviderError):
+    """The source's breaker is open: no request was made."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__(f"resting after {failures} failures", retryable=False)
+
+
+# --- one request, retried -----------------------------------------------------------------------------------
+
+async def get_text(session: aiohttp.ClientSession, url: str, params: dict[str, str], timeout: float) -> str:
+    """The body of a GET. 429 and 5xx are retryable ProviderErrors (with the server's Retry-After), other 4xx are
+    not; a timeout or a connection failure is a retryable ProviderError too."""
+    try:
+        async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            body = await resp.text(errors="replace")
+            if resp.status == 429 or resp.status >= 500:
+                retry_after = resp.headers.get("Retry-After")
+                raise ProviderError(
+                    f"HTTP {resp.status}",
+                    retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
+                )
+            if resp.status >= 400:
+                raise ProviderError(f"HTTP {resp.status}", retryable=False)
+            return body
+    except TimeoutError as exc:
+        raise ProviderError(f"timed out after {timeout:g}s") from exc
+    except aiohttp.ClientError as exc:
+        raise ProviderError(f"connection failed: {type(exc).__name__}") from exc
+
+
+async def with_retries(call: Callable[[], Awaitable[T]], attempts: int, backoff: float, max_wait: float) -> T:
+    """`await call()`, retrying a retryable ProviderError up to `attempts` times in all: the server's Retry-After
+    when it gave one, else exponential backoff from `backoff` seconds, capped at `max_wait`, with 10% jitter."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except ProviderError as exc:
+            if not exc.retryable or attempt == attempts:
+                raise
+            delay = exc.retry_after if exc.retry_after is not None else backoff * 2 ** (attempt - 1)
+            await asyncio.sleep(min(delay, max_wait) * (1 + random.random() * 0.1))
+    raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class Retry:
+    """How hard one source is tried per request (see with_retries)."""
+
+    attempts: int = 3
+    backoff: float = 0.5
+    max_wait: float = 10.0
+
+
+async def single_flight(inflight: dict[str, asyncio.Future[T]], key: str, load: Callable[[], Awaitable[T]]) -> T:
+    """`await load()` once for concurrent callers with the same key: the rest await its result (or its error)."""
+    if key in inflight:
+        return await asyncio.shield(inflight[key])
+    future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+    inflight[key] = future
+    try:
+        result = await load()
+        future.set_result(result)
+        return result
+    except BaseException as exc:
+        future.set_exception(exc)
+        future.exception()  # mark retrieved: waiters re-raise it themselves
+        raise
+    finally:
+        del inflight[key]
+
+
+# --- sources' health ----------------------------------------------------------------------------------------
+
+@dataclass
+class ProviderHealth:
+    """A small circuit breaker: after `threshold` failures in a row the provider rests for `cooldown` seconds,
+    then one request probes it again."""
+
+    name: str
+    threshold: int = 3
+    cooldown: float = 60.0
+    failures: int = 0
+    opened_at: float | None = None
+    last_error: str = ""
+    last_success: float | None = None
+
+    def available(self, now: float) -> bool:
+        return self.opened_at is None or now - self.opened_at >= self.cooldown
+
+    def succeeded(self, now: float) -> None:
+        self.failures, self.opened_at, self.last_error, self.last_success = 0, None, "", now
+
+    def failed(self, now: float, error: str) -> None:
+        self.failures += 1
+        self.last_error = error
+        if self.failures >= self.threshold:
+            self.opened_at = now
+
+    @property
+    def state(self) -> str:
+        return "closed" if self.opened_at is None else "open"
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """One source's breaker as `/iwm status` shows it."""
+
+    name: str
+    kind: str  # MARKET_DATA or DOCUMENTS
+    state: str  # "closed" (answering) or "open" (resting after failures)
+    failures: int
+    last_error: str
+    last_success_age_s: float | None  # None: no success yet
+
+
+class Sources:
+    """Every live source's breaker, by name, in the order they were first used: market data registers its providers,
+    documents their hosts, and `/iwm status` lists them all."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self._entries: dict[str, tuple[str, ProviderHealth]] = {}
+
+    def register(self, name: str, kind: str) -> ProviderHealth:
+        """The breaker of source `name` (made the first time)."""
+        if name not in self._entries:
+            self._entries[name] = (kind, ProviderHealth(name))
+        return self._entries[name][1]
+
+    def status(self) -> list[SourceHealth]:
+        now = self.clock()
+        return [
+            SourceHealth(h.name, kind, h.state, h.failures, h.last_error,
+                         None if h.last_success is None else now - h.last_success)
+            for kind, h in self._entries.values()
+        ]
+
+
+async def guarded(health: ProviderHealth, call: Callable[[], Awaitable[T]], retry: Retry,
+                  clock: Callable[[], float]) -> T:
+    """`await call()` with retries through the source's breaker: while it rests, Resting and no request; otherwise
+    the final failure or the success is recorded in `health`."""
+    if not health.available(clock()):
+        raise Resting(health.failures)
+    try:
+        result = await with_retries(call, retry.attempts, retry.backoff, retry.max_wait)
+    except ProviderError as exc:
+        health.failed(clock(), str(exc))
+        raise
+    health.succeeded(clock())
+    return result
+
+
+# --- the flow around them -----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CacheTable(Generic[T]):
+    """How values of one kind sit in their SQLite cache table: one row per key, with a `fetched_at` column."""
+
+    name: str
+    key: str  # the key column
+    encode: Callable[[T, float], dict[str, Any]]  # (value, fetched_at) -> row
+    decode: Callable[[str, dict[str, Any]], T]  # (key, row) -> value
+
+
+Live = Callable[[], Awaitable[Stamped[T]]]
+Fallback = Callable[[Stamped[T] | None, ProviderError], Awaitable[T]]
+
+
+class CachedFetch(Generic[T]):
+    """Values by key through a memo and a SQLite cache: a fresh memo or cached row answers without a request;
+    otherwise one `live()` per key at a time (single flight), stored on success; when it fails, `fallback(cached,
+    error)` answers (from the expired cached copy, a bundled file, ...)."""
+
+    def __init__(self, table: CacheTable[T], database: Database | None, *, ttl: float,
+                 clock: Callable[[], float]) -> None:
+        self.table, self.database, self.ttl, self.clock = table, database, ttl, clock
+        self._memo: dict[str, Stamped[T]] = {}
+        self._inflight: dict[str, asyncio.Future[T]] = {}
+
+    async def get(self, key: str, live: Live[T], fallback: Fallback[T], *, ttl: float | None = None) -> T:
+        ttl = self.ttl if ttl is None else ttl
+        memo = self._memo.get(key)
+        if memo and self.clock() - memo[0] < ttl:
+            return memo[1]
+        return await single_flight(self._inflight, key, lambda: self._load(key, live, fallback, ttl))
+
+    async def _load(self, key: str, live: Live[T], fallback: Fallback[T], ttl: float) -> T:
+        cached = await self._read(key)
+        if cached and self.clock() - cached[0] < ttl:
+            self._memo[key] = cached
+            return cached[1]
+        try:
+            fetched = await live()
+        except ProviderError as exc:
+            return await fallback(cached, exc)
+        await self._write(fetched)
+        self._memo[key] = fetched
+        return fetched[1]
+
+    def remember(self, key: str, value: T) -> None:
+        """Keep `value` in the memo for the TTL (not in the SQLite cache): an answer not worth asking again soon."""
+        self._memo[key] = (self.clock(), value)
+
+    def remembered(self) -> list[tuple[str, Stamped[T]]]:
+        """The memo by key: (key, (when, value))."""
+        return sorted(self._memo.items(), key=lambda item: item[0])
+
+    async def _read(self, key: str) -> Stamped[T] | None:
+        if self.database is None:
+            return None
+        row = await self.database.cached_row(self.table.name, self.table.key, key)
+        if row is None:
+            return None
+        return row["fetched_at"], self.table.decode(key, row)
+
+    async def _write(self, fetched: Stamped[T]) -> None:
+        if self.database is None:
+            return
+        await self.database.cache_row(self.table.name, self.table.key, self.table.encode(fetched[1], fetched[0]))
