@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -51,8 +52,12 @@ def alert_embed(post: AlertPost) -> discord.Embed:
 class Alerts(IwmCog):
     def __init__(self, bot: SmallcapsBot) -> None:
         super().__init__(bot)
-        self.posts = PostCache(bot.resources.market, bot.resources.renderer)
         self._last_close_checked: date | None = None
+
+    @functools.cached_property
+    def posts(self) -> PostCache:
+        """Each event's post and chart, prepared once (made on first use: parsing commands needs no resources)."""
+        return PostCache(self.bot.resources.market, self.bot.resources.renderer)
 
     @property
     def store(self) -> AlertStore:
