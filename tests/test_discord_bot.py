@@ -1,4 +1,4 @@
-"""The real bot as Discord runs it: started in-process against the local Discord (tests/local_discord.py).
+"""The real bot as Discord runs it: started in-process against the local Discord (tests/support/local_discord/).
 
 What this module proves: start-up (login, READY, command sync) and the synced command tree; that every slash
 command in that tree is acknowledged within Discord's 3-second window, answers with its embed (and chart), and
@@ -37,8 +37,8 @@ from discord import app_commands
 import bot as bot_module
 from bot import RedactToken, SmallcapsBot
 from cogs.common import IwmCog, add_iwm_cog, error_text
-from tests.discord_schema import SchemaViolation
-from tests.local_discord import (
+from tests.support.discord_schema import SchemaViolation
+from tests.support.local_discord import (
     EPHEMERAL,
     INTERACTION_ACK_SECONDS,
     MEMBER_PERMISSIONS,
@@ -47,7 +47,7 @@ from tests.local_discord import (
     LocalDiscord,
     RecordedRequest,
 )
-from tests.snapshot import assert_snapshot
+from tests.support.snapshot import assert_snapshot
 
 MODERATOR = MEMBER_PERMISSIONS | discord.Permissions(manage_channels=True, manage_messages=True,
                                                      manage_guild=True).value

@@ -12,7 +12,7 @@ import discord
 import pytest
 
 from services.sentiment import BEARISH, BULLISH
-from tests.local_discord import EPHEMERAL, MEMBER_PERMISSIONS, LocalDiscord, now_iso
+from tests.support.local_discord import EPHEMERAL, MEMBER_PERMISSIONS, LocalDiscord, now_iso
 from tests.test_discord_polls import command, ephemeral_error, post_poll
 
 MANAGER = discord.Permissions(MEMBER_PERMISSIONS | discord.Permissions(manage_guild=True).value)

@@ -11,7 +11,7 @@ import pytest
 from services.documents import Documents, DocumentUnavailable, build_documents
 from services.market import ProviderError, data_file, with_retries
 from services.rates import parse_fred_csv
-from tests.provider_server import Clock, ProviderServer, Reply
+from tests.support.provider_server import Clock, ProviderServer, Reply
 
 PATH = "/graph/fredgraph.csv"
 BUNDLED = "FEDFUNDS.monthly.csv.gz"
