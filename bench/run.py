@@ -39,8 +39,8 @@ from services.config import Settings  # noqa: E402
 from services.levels import compute_levels, levels_chart  # noqa: E402
 from services.market import MarketData  # noqa: E402
 from services.storage import Database  # noqa: E402
-from tests.local_discord import LocalDiscord, pointed_at, smallcaps_bot  # noqa: E402
-from tests.provider_server import ProviderServer, Reply  # noqa: E402
+from tests.support.local_discord import LocalDiscord, pointed_at, smallcaps_bot  # noqa: E402
+from tests.support.provider_server import ProviderServer, Reply  # noqa: E402
 
 # One example of every command, as a member would type it (the memory and load benchmarks run them all).
 EXAMPLES = [

@@ -1,6 +1,6 @@
 """Shared fixtures.
 
-`discord_`: a local Discord (tests/local_discord.py) that discord.py is pointed at.
+`discord_`: a local Discord (tests/support/local_discord/) that discord.py is pointed at.
 `running_bot`: a factory starting the real SmallcapsBot against it: `bot, discord_ = await running_bot()`.
 `resources`: the bot's resources as the console opens them; `database`, `renderer`, `server`, `session`.
 """
@@ -20,8 +20,8 @@ from app import open_resources
 from services.charts import Renderer
 from services.config import Settings
 from services.storage import Database
-from tests.local_discord import LocalDiscord, pointed_at, smallcaps_bot
-from tests.provider_server import ProviderServer
+from tests.support.local_discord import LocalDiscord, pointed_at, smallcaps_bot
+from tests.support.provider_server import ProviderServer
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -87,7 +87,7 @@ class BotRunner:
 
 @pytest.fixture
 async def server() -> AsyncIterator[ProviderServer]:
-    """A local upstream HTTP server (tests/provider_server.py) whose answers the test scripts."""
+    """A local upstream HTTP server (tests/support/provider_server.py) whose answers the test scripts."""
     async with ProviderServer() as srv:
         yield srv
 

@@ -12,9 +12,9 @@ from app import open_resources
 from cogs.analysis import lines_within
 from console import SentMessage, answer
 from services.config import Settings
-from tests.discord_schema import assert_within_embed_limits
-from tests.local_discord import png_size
-from tests.provider_server import ProviderServer, Reply
+from tests.support.discord_schema import assert_within_embed_limits
+from tests.support.local_discord import png_size
+from tests.support.provider_server import ProviderServer, Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 

@@ -11,8 +11,8 @@ import pytest
 
 from console import answer, parse_command
 from services.errors import InputError
-from tests.discord_schema import assert_within_embed_limits
-from tests.local_discord import png_size
+from tests.support.discord_schema import assert_within_embed_limits
+from tests.support.local_discord import png_size
 
 ROOT = Path(__file__).resolve().parent.parent
 

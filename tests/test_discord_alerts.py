@@ -22,8 +22,8 @@ from app import SmallcapsBot
 from services.alerts import AlertStore, OutboxEntry, post_nonce, replay
 from services.config import Zones
 from services.market import read_bundled_csv
-from tests.local_discord import FakeGuild, LocalDiscord, RecordedRequest
-from tests.test_discord_bot import PNG_MAGIC, answer_of, assert_refused, invoke, levels, stored_rows
+from tests.support.discord_helpers import PNG_MAGIC, answer_of, assert_refused, invoke, levels, stored_rows
+from tests.support.local_discord import FakeGuild, LocalDiscord, RecordedRequest
 
 BREAKOUT_DAY = date(2025, 10, 3)
 BREAKOUT_KEY = "2025-10-03 breakout"

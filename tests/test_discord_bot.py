@@ -1,4 +1,4 @@
-"""The real bot as Discord runs it: started in-process against the local Discord (tests/local_discord.py).
+"""The real bot as Discord runs it: started in-process against the local Discord (tests/support/local_discord/).
 
 What this module proves: start-up (login, READY, command sync) and the synced command tree; that every slash
 command in that tree is acknowledged within Discord's 3-second window, answers with its embed (and chart), and
@@ -39,81 +39,27 @@ from app import EXTENSIONS, RedactToken, SmallcapsBot
 from cogs.common import IwmCog, add_iwm_cog
 from cogs.errors import error_text
 from services.bundled import bundled_text
-from tests.discord_schema import SchemaViolation
-from tests.local_discord import (
+from tests.support.discord_helpers import (
+    MODERATOR,
+    PNG_MAGIC,
+    Answer,
+    answer_of,
+    assert_acknowledged_in_time,
+    assert_refused,
+    invoke,
+    levels,
+    stored_rows,
+)
+from tests.support.discord_schema import SchemaViolation
+from tests.support.local_discord import (
     EPHEMERAL,
-    INTERACTION_ACK_SECONDS,
-    MEMBER_PERMISSIONS,
-    FilePart,
-    InteractionHandle,
     LocalDiscord,
     RecordedRequest,
 )
-from tests.provider_server import ProviderServer, Reply
-from tests.snapshot import assert_snapshot
-
-MODERATOR = MEMBER_PERMISSIONS | discord.Permissions(manage_channels=True, manage_messages=True,
-                                                     manage_guild=True).value
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-UNTRACKED_TABLES = ("_meta", "bars_cache")  # bookkeeping and the market-data cache, not member-visible state
-
+from tests.support.provider_server import ProviderServer, Reply
+from tests.support.snapshot import assert_snapshot
 
 # --- answers ------------------------------------------------------------------------------------------------
-
-@dataclass
-class Answer:
-    """The bot's answer to one interaction: the callback, and the request that carries the message (the callback
-    itself, or the followup / original-response edit after a defer)."""
-
-    handle: InteractionHandle
-    callback: RecordedRequest
-    final: RecordedRequest
-    body: dict[str, Any]
-    files: list[FilePart]
-
-    @property
-    def ephemeral(self) -> bool:
-        return bool((self.body.get("flags") or 0) & EPHEMERAL)
-
-    @property
-    def embeds(self) -> list[dict[str, Any]]:
-        return self.body.get("embeds") or []
-
-    @property
-    def content(self) -> str:
-        return self.body.get("content") or ""
-
-
-async def answer_of(handle: InteractionHandle, timeout: float = 20.0) -> Answer:
-    """Wait for the callback, and after a defer (type 5) for the message that follows it (a followup or an edit
-    of the original response; deleting the placeholder first is allowed)."""
-    callback = (await handle.wait_for_responses(1, timeout))[0]
-    assert callback.path.endswith("/callback"), f"first response is not the callback: {callback}"
-    if callback.status == 200 and (callback.json or {}).get("type") == 5:
-
-        def carrying() -> RecordedRequest | None:
-            return next((r for r in handle.responses()[1:] if r.method in ("POST", "PATCH")), None)
-
-        final = await handle.discord.wait_until(carrying, timeout, "the answer after the defer")
-        return Answer(handle, callback, final, final.json or {}, final.files)
-    return Answer(handle, callback, callback, (callback.json or {}).get("data") or {}, callback.files)
-
-
-async def invoke(discord_: LocalDiscord, subcommand: str, options: dict[str, Any] | None = None, *,
-                 manage: bool = False, root: str = "iwm", **kwargs: Any) -> Answer:
-    """Dispatch `/root subcommand option:value ...` (as a moderator: Manage Channels, Messages and Server, if
-    `manage`; otherwise as a plain member) and wait for the answer."""
-    if manage:
-        kwargs["permissions"] = MODERATOR
-    payload = discord_.slash_command(root, subcommand, options, **kwargs)
-    return await answer_of(await discord_.dispatch_interaction(payload))
-
-
-def assert_acknowledged_in_time(handle: InteractionHandle) -> None:
-    """Discord forgets an interaction whose first callback comes more than 3 s after it was dispatched."""
-    assert handle.ack_seconds is not None, "no callback at all"
-    assert handle.ack_seconds < INTERACTION_ACK_SECONDS, f"first callback after {handle.ack_seconds:.2f}s"
-
 
 def assert_answered(answer: Answer, *, embed: bool, chart: str | None, ephemeral: bool,
                     file: str | None = None) -> None:
@@ -140,22 +86,6 @@ def assert_answered(answer: Answer, *, embed: bool, chart: str | None, ephemeral
         if name.endswith(".png"):
             assert part.data.startswith(PNG_MAGIC) and len(part.data) > 1000, f"{name} is not a chart"
 
-
-def assert_refused(answer: Answer) -> None:
-    """A short ephemeral error: in time, no embed, no file."""
-    assert_acknowledged_in_time(answer.handle)
-    assert answer.ephemeral and answer.content[:1] in ("⚠", "⛔"), answer.body
-    assert not answer.embeds and not answer.files
-
-
-async def stored_rows(bot: SmallcapsBot) -> dict[str, list[tuple[Any, ...]]]:
-    """Every row the bot keeps for members (subscriptions, levels, outbox, polls, logs...), table by table."""
-
-    def dump(db: Any) -> dict[str, list[tuple[Any, ...]]]:
-        return {t: sorted(tuple(r.values()) for r in db.query(f"select * from [{t}]"))
-                for t in db.table_names() if t not in UNTRACKED_TABLES}
-
-    return await bot.resources.database.run(dump)
 
 
 def cog_module(bot: SmallcapsBot, cog: str) -> Any:
@@ -186,10 +116,6 @@ class Examples:
     ephemeral: bool = False
     file: str | None = None  # a pattern for another attachment the answer carries
 
-
-def levels(*values: float) -> dict[str, float]:
-    names = ("support", "entry_low", "entry_high", "resistance_low", "resistance_high")
-    return dict(zip(names, values, strict=True))
 
 
 EXAMPLES: dict[str, Examples] = {

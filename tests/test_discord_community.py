@@ -8,24 +8,11 @@ import io
 import json
 from typing import Any
 
-import discord
 import pytest
 
 from services.sentiment import BEARISH, BULLISH
-from tests.local_discord import EPHEMERAL, MEMBER_PERMISSIONS, LocalDiscord, now_iso
-from tests.test_discord_polls import command, ephemeral_error, post_poll
-
-MANAGER = discord.Permissions(MEMBER_PERMISSIONS | discord.Permissions(manage_guild=True).value)
-
-
-async def query(bot: Any, sql: str, params: list | None = None) -> list[dict[str, Any]]:
-    """Rows from the bot's database once everything queued so far is written."""
-    await bot.resources.community.flush()
-    return await bot.resources.database.run(lambda d: list(d.query(sql, params or [])))
-
-
-async def messages(bot: Any) -> dict[int, dict[str, Any]]:
-    return {r["message_id"]: r for r in await query(bot, "SELECT * FROM community_messages")}
+from tests.support.discord_helpers import MANAGER, command, ephemeral_error, log_on, messages, post_poll, query, send
+from tests.support.local_discord import EPHEMERAL, LocalDiscord, now_iso
 
 
 async def reactions(bot: Any) -> list[dict[str, Any]]:
@@ -43,18 +30,8 @@ async def logged(discord_: LocalDiscord, bot: Any, message: dict[str, Any]) -> N
     await discord_.wait_until(present)
 
 
-async def send(discord_: LocalDiscord, content: str, **kwargs: Any) -> dict[str, Any]:
-    message = discord_.user_message(content, **kwargs)
-    await discord_.dispatch("MESSAGE_CREATE", message)
-    return message
-
-
 async def react(discord_: LocalDiscord, message: dict[str, Any], emoji: str, member: str) -> None:
     await discord_.dispatch("MESSAGE_REACTION_ADD", discord_.reaction_add(message, emoji, member=member))
-
-
-async def log_on(discord_: LocalDiscord, **kwargs: Any) -> str:
-    return ephemeral_error(await command(discord_, "log", {"state": "on"}, permissions=MANAGER, **kwargs))
 
 
 def thread_in(discord_: LocalDiscord, parent: dict[str, Any]) -> dict[str, Any]:

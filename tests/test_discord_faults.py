@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.test_discord_community import log_on, messages, send
+from tests.support.discord_helpers import log_on, messages, send
 
 
 async def test_a_500_on_the_followup_is_retried_and_answered_once(running_bot: Any) -> None:

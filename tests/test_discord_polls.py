@@ -8,32 +8,16 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import discord
 import pytest
 
 from app import open_resources
 from console import answer, run_console
 from services.config import Settings
 from services.sentiment import AAII_SPREAD, BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally, iso_utc
-from tests.local_discord import EPHEMERAL, MEMBER_PERMISSIONS, InteractionHandle, LocalDiscord, user_payload
+from tests.support.discord_helpers import POLL_MODERATOR, command, ephemeral_error, post_poll
+from tests.support.local_discord import LocalDiscord, user_payload
 
-MODERATOR = discord.Permissions(MEMBER_PERMISSIONS | discord.Permissions(manage_messages=True).value)
 VOTERS = "/channels/{c}/polls/{m}/answers/{a}"
-
-
-async def command(discord_: LocalDiscord, name: str, options: dict[str, Any] | None = None, *, responses: int = 1,
-                  **kwargs: Any) -> InteractionHandle:
-    handle = await discord_.dispatch_interaction(discord_.slash_command("iwm", name, options, **kwargs))
-    await handle.wait_for_responses(responses, timeout=10)
-    return handle
-
-
-async def post_poll(discord_: LocalDiscord, **options: Any) -> dict[str, Any]:
-    """`/iwm poll` by a moderator; the stored poll message."""
-    handle = await command(discord_, "poll", options, permissions=MODERATOR, guild=options.pop("guild", None))
-    callback = handle.callback
-    assert callback is not None and callback.status == 200, callback
-    return discord_.find_message(callback.response["interaction"]["response_message_id"])
 
 
 def voters(discord_: LocalDiscord, count: int) -> list[dict[str, Any]]:
@@ -48,12 +32,6 @@ def results_in(discord_: LocalDiscord, channel_id: int | str) -> list[dict[str, 
 
 def embed_text(embed: dict[str, Any]) -> str:
     return json.dumps(embed, ensure_ascii=False)
-
-
-def ephemeral_error(handle: InteractionHandle) -> str:
-    (callback,) = handle.responses()
-    assert callback.json["type"] == 4 and callback.json["data"]["flags"] & EPHEMERAL, callback.json
-    return callback.json["data"]["content"]
 
 
 async def count_rows(bot: Any, table: str) -> int:
@@ -222,7 +200,7 @@ async def test_close_step_survives_403_and_404(running_bot: Any, caplog: pytest.
 @pytest.mark.parametrize("options", [{"hours": 0}, {"hours": 1000}, {"question": "   "}, {"question": ""}])
 async def test_bad_poll_input_is_refused_before_anything_is_posted(running_bot: Any, options: dict) -> None:
     bot, discord_ = await running_bot()
-    handle = await command(discord_, "poll", options, permissions=MODERATOR)
+    handle = await command(discord_, "poll", options, permissions=POLL_MODERATOR)
     assert ephemeral_error(handle).startswith("⚠️")
     assert not any("poll" in m for m in discord_.channel_messages(handle.payload["channel_id"]))
     assert await count_rows(bot, "sentiment_polls") == 0
@@ -232,10 +210,10 @@ async def test_schedule_validation_permissions_and_weekly_post(running_bot: Any)
     bot, discord_ = await running_bot()
     store, cog, guild = bot.resources.sentiment, bot.get_cog("Sentiment"), discord_.guild
     for bad in ("25:00", "noon", "14:00:30"):
-        handle = await command(discord_, "poll-schedule", {"weekday": 0, "time": bad}, permissions=MODERATOR)
+        handle = await command(discord_, "poll-schedule", {"weekday": 0, "time": bad}, permissions=POLL_MODERATOR)
         assert "HH:MM" in ephemeral_error(handle)
     handle = await command(discord_, "poll-schedule", {"weekday": 0, "time": "14:00", "hours": 0},
-                           permissions=MODERATOR)
+                           permissions=POLL_MODERATOR)
     assert "hours" in ephemeral_error(handle)
     # members without Manage Messages are refused every state-changing command
     for name, options in [("poll", {}), ("poll-schedule", {"weekday": 0, "time": "14:00"}), ("poll-unschedule", {})]:
@@ -246,7 +224,7 @@ async def test_schedule_validation_permissions_and_weekly_post(running_bot: Any)
     at = (datetime.now(UTC) + timedelta(hours=2)).replace(second=0, microsecond=0)
     handle = await command(discord_, "poll-schedule", {"weekday": at.weekday(), "time": f"{at:%H:%M}",
                                                        "question": "Weekly IWM check", "hours": 3},
-                           permissions=MODERATOR)
+                           permissions=POLL_MODERATOR)
     confirmation = ephemeral_error(handle)
     assert confirmation.startswith("✅") and f"at {at:%H:%M} UTC" in confirmation
     (schedule,) = await store.schedules(guild.id)
@@ -268,7 +246,7 @@ async def test_schedule_validation_permissions_and_weekly_post(running_bot: Any)
     assert await cog.open_scheduled_polls(at + timedelta(days=7, minutes=1)) == 0
     assert await cog.open_scheduled_polls(at + timedelta(days=7, minutes=2)) == 0
 
-    handle = await command(discord_, "poll-unschedule", permissions=MODERATOR)
+    handle = await command(discord_, "poll-unschedule", permissions=POLL_MODERATOR)
     assert ephemeral_error(handle).startswith("✅ No more weekly polls")
     assert await store.schedules(guild.id) == []
 

@@ -12,7 +12,7 @@ from services.bundled import data_file
 from services.documents import Documents, DocumentUnavailable, build_documents
 from services.http import ProviderError, with_retries
 from services.rates import parse_fred_csv
-from tests.provider_server import Clock, ProviderServer, Reply
+from tests.support.provider_server import Clock, ProviderServer, Reply
 
 PATH = "/graph/fredgraph.csv"
 BUNDLED = "FEDFUNDS.monthly.csv.gz"

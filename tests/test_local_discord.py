@@ -15,8 +15,8 @@ import pytest
 from discord import app_commands
 from discord.ext import commands
 
-from tests.discord_schema import SchemaViolation, discord_schema
-from tests.local_discord import LocalDiscord, run_bot
+from tests.support.discord_schema import SchemaViolation, discord_schema
+from tests.support.local_discord import LocalDiscord, run_bot
 
 
 def tiny_png() -> bytes:

@@ -17,7 +17,7 @@ from services.market import (
     parse_stooq_csv,
     parse_yahoo_chart,
 )
-from tests.provider_server import Clock, Reply
+from tests.support.provider_server import Clock, Reply
 
 FIXTURES = Path(__file__).parent / "fixtures"
 YAHOO_BODY = (FIXTURES / "yahoo_chart_v8.SPY.sample.json").read_text()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import discord
 
-from tests.local_discord import LocalDiscord
+from tests.support.local_discord import LocalDiscord
 
 ROOT = Path(__file__).resolve().parent.parent
 MODERATOR = discord.Permissions(manage_guild=True, view_channel=True, send_messages=True)
@@ -33,7 +33,7 @@ async def start_process(discord_: LocalDiscord, db: Path) -> asyncio.subprocess.
     # asyncio's wait() waits for every pipe to close.
     log = os.open(db.parent / "bot.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
-        proc = await asyncio.create_subprocess_exec(sys.executable, str(ROOT / "tests" / "bot_process.py"),
+        proc = await asyncio.create_subprocess_exec(sys.executable, str(ROOT / "tests" / "support" / "bot_process.py"),
                                                     env=env, cwd=db.parent, stdout=log, stderr=log)
     finally:
         os.close(log)

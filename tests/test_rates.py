@@ -13,7 +13,7 @@ from services.documents import Documents
 from services.errors import InputError
 from services.market import MarketData
 from services.rates import current_level, first_cuts, parse_fred_csv, rates_answer, stance
-from tests.provider_server import Reply
+from tests.support.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 FEDFUNDS_TEXT = gzip.decompress((DATA / "FEDFUNDS.monthly.csv.gz").read_bytes()).decode()  # header DATE,FEDFUNDS

@@ -14,7 +14,7 @@ from services.documents import Document, Documents
 from services.errors import InputError
 from services.market import MarketData, read_bundled_csv
 from services.sectors import FUNDS, compute_sectors, holdings_from, parse_holdings, sectors_answer
-from tests.provider_server import Reply
+from tests.support.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 HOLDINGS_BYTES = gzip.decompress((DATA / "IWM_holdings.2026-05-05.csv.gz").read_bytes())

@@ -13,7 +13,7 @@ from datetime import date
 import discord
 
 from app import SmallcapsBot
-from tests.local_discord import LocalDiscord, smallcaps_bot
+from tests.support.local_discord import LocalDiscord, smallcaps_bot
 
 MODERATOR = discord.Permissions(manage_channels=True, send_messages=True, view_channel=True)
 BREAKOUT_DAY = date(2025, 10, 3)  # the first daily close above 245 after the 2021 high (tests/test_alerts.py)

@@ -19,7 +19,7 @@ from services.valuation import (
     shiller_pe,
     valuation_answer,
 )
-from tests.provider_server import Reply
+from tests.support.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 HEADER = "date,symbol,metric,value,source,note\n"

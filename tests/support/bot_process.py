@@ -1,6 +1,6 @@
 """Run the bot exactly as an operator does (`python bot.py run`), pointed at a local Discord.
 
-Used by tests that need a real process (signals, kill -9): `python tests/bot_process.py` with the usual
+Used by tests that need a real process (signals, kill -9): `python tests/support/bot_process.py` with the usual
 environment (DISCORD_TOKEN, DATABASE_PATH, ...) plus LOCAL_DISCORD_API and LOCAL_DISCORD_GATEWAY. Only the two
 URLs differ from production, as in the in-process harness.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import discord
 import yarl
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 if __name__ == "__main__":

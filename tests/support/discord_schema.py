@@ -28,7 +28,7 @@ from jsonschema.exceptions import ValidationError
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(__file__).parent / "fixtures" / "discord-openapi.json.gz"
+SPEC_PATH = Path(__file__).parents[1] / "fixtures" / "discord-openapi.json.gz"
 SPEC_URI = "urn:discord-openapi"
 
 MAX_EMBEDS = 10

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
+SNAPSHOTS = Path(__file__).parents[1] / "snapshots"
 
 
 def updating() -> bool:
