@@ -354,7 +354,8 @@ async def test_status_lists_every_live_source_once_used(running_bot: Any, server
         return {f["name"]: f["value"].split("\n") for f in answer.embeds[0]["fields"]}
 
     before = await status_fields()
-    assert before["Live providers"] == ["**yahoo**: OK · last success never"]
+    # yahoo is listed from the start (its state depends on whether the alert watcher has asked it yet)
+    assert [line.split(":")[0] for line in before["Live providers"]] == ["**yahoo**"]
     assert "Document sources" not in before
 
     for command in ("rates", "sectors", "valuation"):
