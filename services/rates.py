@@ -27,8 +27,8 @@ from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_fig
 from services.config import Settings
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
-from services.levels import cut_to
 from services.market import MarketData, stale_prices_note
+from services.returns import total_return
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -191,14 +191,11 @@ def cycle_windows(prices: pd.DataFrame, start: pd.Timestamp) -> tuple[CycleWindo
     windows = []
     for months in WINDOWS:
         end = start + pd.offsets.MonthEnd(0) + pd.DateOffset(months=months) + pd.offsets.MonthEnd(0)
-        if end > prices.index[-1]:
+        iwm, spy = total_return(prices["iwm"], start, end), total_return(prices["spy"], start, end)
+        if end > prices.index[-1] or iwm is None or spy is None:
             windows.append(CycleWindow(months, None, None, None))
             continue
-        row = prices.loc[:end].iloc[-1]
-        base = prices.loc[start]
-        windows.append(CycleWindow(months, prices.loc[:end].index[-1].date(),
-                                   float(row["iwm"] / base["iwm"] * 100 - 100),
-                                   float(row["spy"] / base["spy"] * 100 - 100)))
+        windows.append(CycleWindow(months, iwm.end, iwm.pct, spy.pct))
     return tuple(windows)
 
 
@@ -331,7 +328,8 @@ async def rates_answer(market: MarketData, documents: Documents, renderer: Rende
                        *, fred_base_url: str = FRED_BASE_URL) -> tuple[RatesReport, bytes]:
     """The `/iwm rates` report and its chart (PNG) as of a day (default: the latest data)."""
     iwm, spy = await asyncio.gather(market.bars("IWM"), market.bars("SPY"))
-    iwm = cut_to(iwm, as_of)
+    iwm.check_as_of(as_of)
+    iwm = iwm.until(as_of)
     prices = pd.concat([iwm.frame["adj_close"], spy.frame["adj_close"]], axis=1, keys=["iwm", "spy"],
                        join="inner").dropna()
     ratio = prices["iwm"] / prices["spy"]  # relative strength, on the same common closes

@@ -33,6 +33,7 @@ from services.config import Settings
 from services.documents import Document, Documents, looks_like_html
 from services.errors import InputError
 from services.market import Bars, MarketData, UnknownSymbol, stale_prices_note
+from services.returns import return_pct
 
 ISHARES_IWM_HOLDINGS_URL = Settings.holdings_url
 BUNDLED_HOLDINGS = "IWM_holdings.2026-05-05.csv.gz"
@@ -191,15 +192,6 @@ def period_start(end: pd.Timestamp, period: str) -> pd.Timestamp:
     return end - pd.DateOffset(months=months)
 
 
-def total_return(adj: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> float | None:
-    """% change from the last close on or before `start` to the close on `end`; None when the series does not
-    cover both (starts later, or has no bar on `end`)."""
-    adj = adj.dropna()
-    if adj.empty or adj.index[0] > start or end not in adj.index:
-        return None
-    return float(adj[end] / adj.loc[:start].iloc[-1] * 100 - 100)
-
-
 def common_end(series: dict[str, pd.Series]) -> tuple[pd.Timestamp, list[str]]:
     """(the last day IWM and the funds all have, the funds left out). A fund whose data ends more than
     MAX_LAG_DAYS before the most recent fund's is left out (reported missing) instead of cutting every window
@@ -220,14 +212,11 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
     (a fund missing from it is reported with no data)."""
     if period not in PERIODS:
         raise InputError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
-    iwm = bars[BENCHMARK]
-    first, last = iwm.frame.index[0].date(), iwm.as_of
-    if as_of is not None and not first <= as_of <= last:
-        raise InputError(f"as_of {as_of} is outside the IWM data ({first} to {last}, source {iwm.source})")
+    bars[BENCHMARK].check_as_of(as_of)
     adj = {s: b.until(as_of).frame["adj_close"].dropna() for s, b in bars.items()}
     end, behind = common_end(adj)
     starts = {p: period_start(end, p) for p in PERIODS}
-    bench = {p: total_return(adj[BENCHMARK], starts[p], end) for p in PERIODS}
+    bench = {p: return_pct(adj[BENCHMARK], starts[p], end) for p in PERIODS}
     lines = []
     for fund in FUNDS:
         series = adj.get(fund.symbol, pd.Series(dtype="float64"))
@@ -236,7 +225,7 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
             returns: dict[str, float | None] = dict.fromkeys(PERIODS)
             note = f"data ends {data_end}" if data_end else "no data"
         else:
-            returns = {p: total_return(series, starts[p], end) for p in PERIODS}
+            returns = {p: return_pct(series, starts[p], end) for p in PERIODS}
             gaps = [p for p in PERIODS if returns[p] is None]
             note = f"data starts {series.index[0].date()}: no {', '.join(gaps)}" if gaps else ""
         relative = {p: None if returns[p] is None or bench[p] is None else returns[p] - bench[p] for p in PERIODS}
