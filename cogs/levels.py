@@ -30,9 +30,9 @@ class Levels(IwmCog):
 
 
 def _distance(report: LevelsReport, level: float) -> str:
-    dollars, pct = report.distance(level)
-    where = "above" if dollars > 0 else "below"
-    return f"{level:,.2f} ({abs(dollars):,.2f} / {abs(pct):.1f}% {where})"
+    away = report.distance(level)
+    where = "above" if away.dollars > 0 else "below"
+    return f"{level:,.2f} ({abs(away.dollars):,.2f} / {abs(away.pct):.1f}% {where})"
 
 
 def levels_embed(r: LevelsReport) -> discord.Embed:

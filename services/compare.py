@@ -134,8 +134,15 @@ def compute_compare(bars: dict[str, Bars], since: date, since_note: str, as_of: 
 # --- chart ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class ChartLine:
+    label: str
+    line: pd.Series  # rebased to 100
+    price_only: bool  # drawn dashed
+
+
+@dataclass(frozen=True)
 class CompareChart:
-    lines: tuple[tuple[str, pd.Series, bool], ...]  # (label, rebased line, price only)
+    lines: tuple[ChartLine, ...]
     title: str
     subtitle: str
 
@@ -143,13 +150,13 @@ class CompareChart:
 def render_compare(chart: CompareChart) -> bytes:
     fig, (ax,) = new_figure()
     title(fig, chart.title, chart.subtitle)
-    index = pd.DatetimeIndex(sorted(set().union(*(line.index for _, line, _ in chart.lines))))
+    index = pd.DatetimeIndex(sorted(set().union(*(c.line.index for c in chart.lines))))
     x = np.arange(len(index))
     ax.axhline(100, color=TEXT, lw=0.6, alpha=0.5)
-    for i, (label, line, price_only) in enumerate(chart.lines):
-        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+    for i, c in enumerate(chart.lines):
+        color, line = SERIES_COLORS[i % len(SERIES_COLORS)], c.line
         y = line.reindex(index).to_numpy()
-        ax.plot(x, y, color=color, lw=1.3, ls="--" if price_only else "-", label=label)
+        ax.plot(x, y, color=color, lw=1.3, ls="--" if c.price_only else "-", label=c.label)
         end = index.get_loc(line.index[-1])
         ax.annotate(f"{line.iloc[-1]:.0f} ({line.index[-1]:%Y-%m-%d})", (end, line.iloc[-1]), xytext=(4, 0),
                     textcoords="offset points", color=color, fontsize=8, va="center",
@@ -166,7 +173,7 @@ def compare_chart(report: CompareReport, lines: dict[str, pd.Series]) -> Compare
     gaps = " · ".join(f"vs {g.other} {g.gap_pp:+.1f}pp" for g in report.gaps[:2])
     sources = sorted({r.source + (" (stale)" if r.stale else "") for r in report.series})
     return CompareChart(
-        lines=tuple((labels[s], line, s in PRICE_ONLY) for s, line in lines.items()),
+        lines=tuple(ChartLine(labels[s], line, s in PRICE_ONLY) for s, line in lines.items()),
         title=f"{report.base} since {report.since}" + (f": {gaps}" if gaps else ""),
         subtitle=f"start = 100 · each line to its own last date · source: {', '.join(sources)}",
     )

@@ -28,6 +28,14 @@ class Extreme:
 
 
 @dataclass(frozen=True)
+class Distance:
+    """From the last close to a level; positive means the level is above the close."""
+
+    dollars: float
+    pct: float
+
+
+@dataclass(frozen=True)
 class LevelsReport:
     symbol: str
     as_of: date
@@ -68,9 +76,8 @@ class LevelsReport:
     def drawdown_pct(self) -> float:
         return self.close / self.ath_close.value * 100 - 100
 
-    def distance(self, level: float) -> tuple[float, float]:
-        """(dollars, percent) from the last close to `level`; positive means the level is above."""
-        return level - self.close, (level / self.close - 1) * 100
+    def distance(self, level: float) -> Distance:
+        return Distance(level - self.close, (level / self.close - 1) * 100)
 
 
 def verdict(close: float, zones: Zones) -> str:

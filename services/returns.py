@@ -12,14 +12,13 @@ closes for a total return, or the IWM/SPY ratio for the change in relative stren
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 import pandas as pd
 
-Days = Sequence[date] | pd.DatetimeIndex
+Days = pd.DatetimeIndex | list[date]
 
 
 @dataclass(frozen=True)

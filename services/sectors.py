@@ -133,9 +133,18 @@ class SectorsReport:
 
 # --- holdings -------------------------------------------------------------------------------------------------
 
-def parse_holdings(text: str) -> tuple[str, date, pd.DataFrame]:
-    """An iShares holdings CSV -> (fund name, as-of date, rows). ValueError when the text is not one (an HTML
-    page, a changed format). Rows: the table between the header and the first short line (the footer)."""
+@dataclass(frozen=True)
+class HoldingsTable:
+    """An iShares holdings CSV, parsed."""
+
+    fund: str  # the file's first line, e.g. "iShares Russell 2000 ETF"
+    as_of: date  # "Fund Holdings as of"
+    rows: pd.DataFrame  # one row per holding, the file's columns; `Weight (%)` numeric
+
+
+def parse_holdings(text: str) -> HoldingsTable:
+    """An iShares holdings CSV -> its table. ValueError when the text is not one (an HTML page, a changed
+    format). Rows: the table between the header and the first short line (the footer)."""
     if looks_like_html(text):
         raise ValueError("HTML page instead of the holdings CSV")
     lines = text.lstrip("\ufeff").splitlines()
@@ -163,7 +172,7 @@ def parse_holdings(text: str) -> tuple[str, date, pd.DataFrame]:
     except ValueError as exc:
         raise ValueError(f"bad Weight (%) value: {exc}") from exc
     fund = lines[0].strip().strip('"') if lines else ""
-    return fund, as_of, frame
+    return HoldingsTable(fund, as_of, frame)
 
 
 def sector_weights(frame: pd.DataFrame) -> tuple[SectorWeight, ...]:
@@ -173,10 +182,10 @@ def sector_weights(frame: pd.DataFrame) -> tuple[SectorWeight, ...]:
 
 
 def holdings_from(document: Document) -> Holdings:
-    fund, as_of, frame = parse_holdings(document.text)
-    weights = sector_weights(frame)
+    table = parse_holdings(document.text)
+    weights = sector_weights(table.rows)
     return Holdings(
-        fund=fund, as_of=as_of, weights=weights, equity_weight=sum(w.weight for w in weights),
+        fund=table.fund, as_of=table.as_of, weights=weights, equity_weight=sum(w.weight for w in weights),
         equity_count=sum(w.holdings for w in weights), source=document.describe("iShares holdings"),
         stale=document.stale, note=document.note,
     )
