@@ -14,7 +14,19 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from cogs.common import BLUE, GREEN, RED, YELLOW, IwmCog, add_iwm_cog, data_footer, parse_day, plural, png_file, signed
+from cogs.common import (
+    BLUE,
+    GREEN,
+    RED,
+    YELLOW,
+    IwmCog,
+    add_iwm_cog,
+    attach_chart,
+    data_footer,
+    parse_day,
+    plural,
+    signed,
+)
 from services.compare import CompareReport, compare_answer, parse_symbols
 from services.errors import InputError
 from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
@@ -86,7 +98,8 @@ class Analysis(IwmCog):
             yahoo_base_url=settings.yahoo_base_url if settings.provider == "yahoo" else None,
             operator_file=settings.valuation_file,
         )
-        await interaction.followup.send(embed=valuation_embed(report), file=png_file(png, "iwm-valuation.png"))
+        embed = valuation_embed(report)
+        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-valuation.png"))
 
     @app_commands.command(name="sectors", description="IWM by sector: weights, sector funds vs IWM, leaders, "
                                                       "laggards, rate sensitivity")
@@ -98,7 +111,8 @@ class Analysis(IwmCog):
         res = self.bot.resources
         report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
                                            holdings_url=res.settings.holdings_url)
-        await interaction.followup.send(embed=sectors_embed(report), file=png_file(png, "iwm-sectors.png"))
+        embed = sectors_embed(report)
+        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-sectors.png"))
 
     @app_commands.command(name="rates", description="Fed funds rate and how IWM did vs SPY after the first cut "
                                                     "of each easing cycle")
@@ -109,7 +123,8 @@ class Analysis(IwmCog):
         res = self.bot.resources
         report, png = await rates_answer(res.market, res.documents, res.renderer, day,
                                          fred_base_url=res.settings.fred_base_url)
-        await interaction.followup.send(embed=rates_embed(report), file=png_file(png, "iwm-rates.png"))
+        embed = rates_embed(report)
+        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-rates.png"))
 
     @app_commands.command(name="compare", description="Total return of IWM vs SPY and QQQ (or RUT) since a date, "
                                                       "start = 100")
@@ -128,7 +143,8 @@ class Analysis(IwmCog):
         await interaction.response.defer(thinking=True)
         res = self.bot.resources
         report, png = await compare_answer(res.market, res.renderer, wanted, start, end)
-        await interaction.followup.send(embed=compare_embed(report), file=png_file(png, "iwm-compare.png"))
+        embed = compare_embed(report)
+        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-compare.png"))
 
 
 # --- valuation ------------------------------------------------------------------------------------------------
@@ -186,7 +202,6 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
     if r.notes:
         embed.add_field(name="Notes", value=lines_within([f"· {clip(n, NOTE_LIMIT)}" for n in r.notes], NOTES_LIMIT),
                         inline=False)
-    embed.set_image(url="attachment://iwm-valuation.png")
     figures = [o for row in r.rows for o in (row.small, row.large) if o is not None]
     sources = clip(", ".join(sorted({o.source for o in figures})) or "none", NOTE_LIMIT)
     newest = max((o.as_of for o in figures), default=reference)
@@ -247,7 +262,6 @@ def sectors_embed(r: SectorsReport) -> discord.Embed:
         missing = [f"{s} {h.weight(s) or 0:.1f}% of IWM: no fund in the data, performance missing"
                    for s in r.unmatched_sectors]
         embed.add_field(name="Not covered", value=lines_within(missing), inline=False)
-    embed.set_image(url="attachment://iwm-sectors.png")
     source = f"prices {r.market_source}; weights {h.source} ({h.as_of})"
     embed.set_footer(text=data_footer(source, r.as_of, r.stale))
     return embed
@@ -306,7 +320,6 @@ def rates_embed(r: RatesReport) -> discord.Embed:
     if r.notes:
         embed.add_field(name="Notes", value=lines_within([f"· {clip(n, NOTE_LIMIT)}" for n in r.notes], NOTES_LIMIT),
                         inline=False)
-    embed.set_image(url="attachment://iwm-rates.png")
     embed.set_footer(text=data_footer(f"{r.rate_source}; prices {r.market_source}", r.as_of, r.stale))
     return embed
 
@@ -341,7 +354,6 @@ def compare_embed(r: CompareReport) -> discord.Embed:
         embed.add_field(name=f"Gap ({r.base} minus the other, pp)", inline=False, value=lines_within([
             f"vs {g.other}: **{pp(g.gap_pp)}** ({g.symbol} {pct(g.symbol_pct)} vs {g.other} {pct(g.other_pct)}, "
             f"both to {g.as_of})" for g in r.gaps]))
-    embed.set_image(url="attachment://iwm-compare.png")
     ends = [s.end for s in r.series if s.end is not None]
     sources = ", ".join(sorted({s.source for s in r.series}))
     embed.set_footer(text=data_footer(sources, max(ends) if ends else r.since, r.stale))

@@ -106,6 +106,12 @@ def png_file(png: bytes, name: str) -> discord.File:
     return discord.File(io.BytesIO(png), filename=name)
 
 
+def attach_chart(embed: discord.Embed, png: bytes, name: str) -> discord.File:
+    """The chart as the file `name`, set as `embed`'s image: the one place a command writes its chart's name."""
+    embed.set_image(url=f"attachment://{name}")
+    return png_file(png, name)
+
+
 def plural(n: int, word: str) -> str:
     """`1 vote`, `3 votes`."""
     return f"{n} {word}{'' if n == 1 else 's'}"

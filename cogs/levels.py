@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, data_footer, parse_day, png_file, signed
+from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, attach_chart, data_footer, parse_day, signed
 from services.levels import LevelsReport, levels_answer
 
 if TYPE_CHECKING:
@@ -25,13 +25,14 @@ class Levels(IwmCog):
         res = self.bot.resources
         zones = await res.zones(interaction.guild_id)
         report, png = await levels_answer(res.market, res.renderer, zones, period, day)
-        await interaction.followup.send(embed=levels_embed(report), file=png_file(png, "iwm-levels.png"))
+        embed = levels_embed(report)
+        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-levels.png"))
 
 
 def _distance(report: LevelsReport, level: float) -> str:
-    dollars, pct = report.distance(level)
-    where = "above" if dollars > 0 else "below"
-    return f"{level:,.2f} ({abs(dollars):,.2f} / {abs(pct):.1f}% {where})"
+    away = report.distance(level)
+    where = "above" if away.dollars > 0 else "below"
+    return f"{level:,.2f} ({abs(away.dollars):,.2f} / {abs(away.pct):.1f}% {where})"
 
 
 def levels_embed(r: LevelsReport) -> discord.Embed:
@@ -110,7 +111,6 @@ def levels_embed(r: LevelsReport) -> discord.Embed:
         )
     else:
         embed.add_field(name=f"Relative strength vs {r.benchmark}", value="No overlapping data", inline=False)
-    embed.set_image(url="attachment://iwm-levels.png")
     embed.set_footer(text=data_footer(r.source, r.as_of, r.stale))
     return embed
 

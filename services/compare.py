@@ -1,9 +1,10 @@
 """`/iwm compare`: total return of IWM against SPY and QQQ (and the Russell 2000 index, price only) since a date.
 
-Returns use dividend-adjusted closes (`adj_close`), measured from the last close on or before `since`. The default
-`since` is IWM's November 2021 closing high, found in the data. Series end on different days (bundled: QQQ
-2025-09-26, SPY 2026-07-31, IWM 2026-08-21, RUT 2022-11-18): each line runs to its own last day, and each gap
-(IWM minus the other, in percentage points) is measured on the last day both series have.
+Returns use dividend-adjusted closes (`adj_close`), measured from the last close on or before `since`
+(`services.returns`). The default `since` is IWM's November 2021 closing high, found in the data. Series end on
+different days (bundled: QQQ 2025-09-26, SPY 2026-07-31, IWM 2026-08-21, RUT 2022-11-18): each line runs to its
+own last day, and each gap (IWM minus the other, in percentage points) is measured on the last day both series
+have.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pandas as pd
 from services.charts import PANEL, SERIES_COLORS, TEXT, Renderer, date_axis, legend, new_figure, title, to_png
 from services.errors import InputError
 from services.market import Bars, MarketData
+from services.returns import rebased
 
 SYMBOLS = {
     "IWM": "IWM (Russell 2000 ETF)",
@@ -93,18 +95,6 @@ def default_since(iwm: Bars) -> tuple[date, str]:
     return day.date(), f"IWM's November 2021 closing high ({closes[day]:.2f} on {day.date()})"
 
 
-def normalised(adj: pd.Series, since: date, as_of: date | None) -> pd.Series | None:
-    """adj closes from the last close on or before `since` to `as_of`, rebased to 100; None without a base."""
-    adj = adj.dropna()
-    if as_of is not None:
-        adj = adj.loc[: pd.Timestamp(as_of)]
-    before = adj.loc[: pd.Timestamp(since)]
-    if before.empty or adj.index[-1] <= pd.Timestamp(since):
-        return None
-    window = adj.loc[before.index[-1]:]
-    return window / window.iloc[0] * 100
-
-
 def compute_compare(bars: dict[str, Bars], since: date, since_note: str, as_of: date | None = None
                     ) -> tuple[CompareReport, dict[str, pd.Series]]:
     """The report and the rebased lines (by symbol; a symbol without data in the window has none)."""
@@ -113,9 +103,9 @@ def compute_compare(bars: dict[str, Bars], since: date, since_note: str, as_of: 
     lines: dict[str, pd.Series] = {}
     results = []
     for symbol, b in bars.items():
-        line = normalised(b.frame["adj_close"], since, as_of)
-        first, last = b.frame.index[0].date(), b.frame.index[-1].date()
+        line = rebased(b.frame["adj_close"].dropna(), since, as_of)
         if line is None:
+            first, last = b.frame.index[0].date(), b.frame.index[-1].date()
             why = f"data starts {first}" if since < first else f"data ends {last}"
             results.append(SeriesReturn(symbol, SYMBOLS[symbol], symbol in PRICE_ONLY, None, None, None, b.source,
                                         b.stale, f"no data for this window ({why})"))
@@ -144,8 +134,15 @@ def compute_compare(bars: dict[str, Bars], since: date, since_note: str, as_of: 
 # --- chart ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class ChartLine:
+    label: str
+    line: pd.Series  # rebased to 100
+    price_only: bool  # drawn dashed
+
+
+@dataclass(frozen=True)
 class CompareChart:
-    lines: tuple[tuple[str, pd.Series, bool], ...]  # (label, rebased line, price only)
+    lines: tuple[ChartLine, ...]
     title: str
     subtitle: str
 
@@ -153,13 +150,13 @@ class CompareChart:
 def render_compare(chart: CompareChart) -> bytes:
     fig, (ax,) = new_figure()
     title(fig, chart.title, chart.subtitle)
-    index = pd.DatetimeIndex(sorted(set().union(*(line.index for _, line, _ in chart.lines))))
+    index = pd.DatetimeIndex(sorted(set().union(*(c.line.index for c in chart.lines))))
     x = np.arange(len(index))
     ax.axhline(100, color=TEXT, lw=0.6, alpha=0.5)
-    for i, (label, line, price_only) in enumerate(chart.lines):
-        color = SERIES_COLORS[i % len(SERIES_COLORS)]
+    for i, c in enumerate(chart.lines):
+        color, line = SERIES_COLORS[i % len(SERIES_COLORS)], c.line
         y = line.reindex(index).to_numpy()
-        ax.plot(x, y, color=color, lw=1.3, ls="--" if price_only else "-", label=label)
+        ax.plot(x, y, color=color, lw=1.3, ls="--" if c.price_only else "-", label=c.label)
         end = index.get_loc(line.index[-1])
         ax.annotate(f"{line.iloc[-1]:.0f} ({line.index[-1]:%Y-%m-%d})", (end, line.iloc[-1]), xytext=(4, 0),
                     textcoords="offset points", color=color, fontsize=8, va="center",
@@ -176,7 +173,7 @@ def compare_chart(report: CompareReport, lines: dict[str, pd.Series]) -> Compare
     gaps = " · ".join(f"vs {g.other} {g.gap_pp:+.1f}pp" for g in report.gaps[:2])
     sources = sorted({r.source + (" (stale)" if r.stale else "") for r in report.series})
     return CompareChart(
-        lines=tuple((labels[s], line, s in PRICE_ONLY) for s, line in lines.items()),
+        lines=tuple(ChartLine(labels[s], line, s in PRICE_ONLY) for s, line in lines.items()),
         title=f"{report.base} since {report.since}" + (f": {gaps}" if gaps else ""),
         subtitle=f"start = 100 · each line to its own last date · source: {', '.join(sources)}",
     )
@@ -191,8 +188,7 @@ async def compare_answer(market: MarketData, renderer: Renderer, symbols: str | 
     loaded = await asyncio.gather(*(market.bars(s) for s in dict.fromkeys((BASE, *wanted))))
     by_symbol = {b.symbol: b for b in loaded}
     iwm = by_symbol[BASE]
-    if as_of is not None and not iwm.frame.index[0].date() <= as_of <= iwm.as_of:
-        raise InputError(f"as_of {as_of} is outside the IWM data ({iwm.frame.index[0].date()} to {iwm.as_of})")
+    iwm.check_as_of(as_of)
     if since is None:
         since, since_note = default_since(iwm)
     else:

@@ -16,6 +16,7 @@ from services.charts import LevelsChart, Renderer, render_levels
 from services.config import Zones
 from services.errors import InputError
 from services.market import Bars, MarketData
+from services.returns import return_pct, returns_between
 
 PERIODS = {"3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "5y": 60, "max": None}
 
@@ -24,6 +25,14 @@ PERIODS = {"3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "5y": 60, "max": None}
 class Extreme:
     value: float
     day: date
+
+
+@dataclass(frozen=True)
+class Distance:
+    """From the last close to a level; positive means the level is above the close."""
+
+    dollars: float
+    pct: float
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,8 @@ class LevelsReport:
     def drawdown_pct(self) -> float:
         return self.close / self.ath_close.value * 100 - 100
 
-    def distance(self, level: float) -> tuple[float, float]:
-        """(dollars, percent) from the last close to `level`; positive means the level is above."""
-        return level - self.close, (level / self.close - 1) * 100
+    def distance(self, level: float) -> Distance:
+        return Distance(level - self.close, (level / self.close - 1) * 100)
 
 
 def verdict(close: float, zones: Zones) -> str:
@@ -92,10 +100,12 @@ def _extreme(series: pd.Series, largest: bool = True) -> Extreme:
 
 
 def monthly_returns(adj_close: pd.Series) -> pd.Series:
-    """Month-over-month % returns from the last adjusted close of each month (the last month may be partial)."""
+    """Month-over-month % returns by month, each from the previous month's last adjusted close to this month's
+    (the last month may be partial)."""
     prices = adj_close.dropna()
-    month_end = prices.groupby(prices.index.to_period("M")).last()
-    return (month_end.pct_change() * 100).dropna()
+    last_day = prices.index.to_series().groupby(prices.index.to_period("M")).last()
+    days = pd.DatetimeIndex(last_day)
+    return pd.Series(returns_between(prices, days[:-1], days[1:]), index=last_day.index[1:], name=prices.name)
 
 
 def up_streak(returns: pd.Series) -> int:
@@ -109,29 +119,16 @@ def up_streak(returns: pd.Series) -> int:
 
 
 def _ratio_change(ratio: pd.Series, months: int) -> float | None:
-    then = ratio.index[-1] - pd.DateOffset(months=months)
-    if then < ratio.index[0]:
+    """% change of the ratio over the `months` to its latest value; None without that much history."""
+    if ratio.empty:
         return None
-    past = ratio.asof(then)
-    return float(ratio.iloc[-1] / past * 100 - 100)
+    return return_pct(ratio, ratio.index[-1] - pd.DateOffset(months=months))
 
 
 def relative_strength(iwm: pd.DataFrame, spy: pd.DataFrame) -> pd.Series:
     """IWM/SPY adjusted-close ratio on common trading days."""
     joined = pd.concat([iwm["adj_close"], spy["adj_close"]], axis=1, keys=["a", "b"], join="inner").dropna()
     return joined["a"] / joined["b"]
-
-
-def cut_to(bars: Bars, as_of: date | None) -> Bars:
-    """The bars up to `as_of` (a non-trading day means the trading day before it); InputError if none."""
-    if as_of is None:
-        return bars
-    first, last = bars.frame.index[0].date(), bars.as_of
-    if as_of < first:
-        raise InputError(f"as_of {as_of} is before the first {bars.symbol} bar ({first})")
-    if as_of > last:
-        raise InputError(f"as_of {as_of} is after the latest {bars.symbol} bar ({last}, source {bars.source})")
-    return bars.until(as_of)
 
 
 def month_complete(full_index: pd.DatetimeIndex, day: pd.Timestamp) -> bool:
@@ -144,7 +141,8 @@ def month_complete(full_index: pd.DatetimeIndex, day: pd.Timestamp) -> bool:
 
 def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None) -> LevelsReport:
     """The levels report as of `as_of` (default: the latest bar), using only bars up to that day."""
-    cut = cut_to(iwm, as_of)
+    iwm.check_as_of(as_of)
+    cut = iwm.until(as_of)
     frame = cut.frame.dropna(subset=["close"])
     if len(frame) < 2:
         raise InputError(f"not enough {iwm.symbol} history up to {as_of} to compute levels")
@@ -154,7 +152,7 @@ def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None
     year_ago = frame.loc[last_day - pd.DateOffset(years=1) + pd.Timedelta(days=1):]
     returns = monthly_returns(cut.frame["adj_close"])
     above = close[close > zones.resistance_high]
-    ratio = relative_strength(cut.frame, spy.frame.loc[:last_day])
+    ratio = relative_strength(cut.frame, spy.until(last_day).frame)
     return LevelsReport(
         symbol=iwm.symbol,
         as_of=last_day.date(),
@@ -179,7 +177,7 @@ def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None
         month_in_progress=not month_complete(iwm.frame.index, last_day),
         up_streak=up_streak(returns),
         rs_ratio=float(ratio.iloc[-1]) if len(ratio) else None,
-        rs_changes={m: _ratio_change(ratio, m) if len(ratio) else None for m in (3, 6, 12)},
+        rs_changes={m: _ratio_change(ratio, m) for m in (3, 6, 12)},
         rs_as_of=ratio.index[-1].date() if len(ratio) else None,
         benchmark=spy.symbol,
     )

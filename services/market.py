@@ -21,6 +21,7 @@ import aiohttp
 import pandas as pd
 
 from services.bundled import data_file
+from services.errors import InputError
 from services.http import (
     MARKET_DATA,
     CachedFetch,
@@ -53,8 +54,19 @@ class Bars:
     def as_of(self) -> date:
         return self.frame.index[-1].date()
 
+    def check_as_of(self, day: date | None) -> None:
+        """InputError when a command is asked about a day these bars do not cover: before the first bar or after
+        the latest (None, the latest data, is always covered). A day between bars means the bar before it."""
+        if day is None:
+            return
+        first = self.frame.index[0].date()
+        if day < first:
+            raise InputError(f"as_of {day} is before the first {self.symbol} bar ({first})")
+        if day > self.as_of:
+            raise InputError(f"as_of {day} is after the latest {self.symbol} bar ({self.as_of}, source {self.source})")
+
     def until(self, day: date | None) -> Bars:
-        """Only the bars up to and including `day` (all of them when `day` is None)."""
+        """Only the bars up to and including `day` (all of them when `day` is None); see `check_as_of`."""
         if day is None:
             return self
         return replace(self, frame=self.frame.loc[: pd.Timestamp(day)])

@@ -27,8 +27,8 @@ from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_fig
 from services.config import Settings
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
-from services.levels import cut_to
 from services.market import MarketData, stale_prices_note
+from services.returns import total_return
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -111,6 +111,11 @@ class RatesReport:
 
 # --- FRED -----------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class FredSeries:
+    values: pd.Series  # by date (DFF: day; FEDFUNDS: first of the month), %
+    document: Document  # where they came from: live, cached or bundled, and when
+
 def parse_fred_csv(text: str, series_id: str) -> pd.Series:
     """A fredgraph.csv body -> float Series by date. Accepts the `observation_date` and the older `DATE` header;
     FRED's "." (no value) is dropped. ValueError when the body is not that CSV."""
@@ -133,12 +138,12 @@ def parse_fred_csv(text: str, series_id: str) -> pd.Series:
 
 
 async def fred_series(documents: Documents, series_id: str, base_url: str = FRED_BASE_URL,
-                      bundled: str | None = None) -> tuple[pd.Series, Document]:
+                      bundled: str | None = None) -> FredSeries:
     """A FRED series via the documents cache (bundled fallback when named). Raises DocumentUnavailable."""
     document = await documents.get(f"{base_url.rstrip('/')}/graph/fredgraph.csv", params={"id": series_id},
-                                   bundled=bundled, validate=lambda text: parse_fred_csv(text, series_id),
-                                   source="FRED")
-    return await asyncio.to_thread(parse_fred_csv, document.text, series_id), document
+                                    bundled=bundled, validate=lambda text: parse_fred_csv(text, series_id),
+                                    source="FRED")
+    return FredSeries(await asyncio.to_thread(parse_fred_csv, document.text, series_id), document)
 
 
 # --- analysis -------------------------------------------------------------------------------------------------
@@ -163,27 +168,39 @@ def first_cuts(monthly: pd.Series) -> list[pd.Timestamp]:
     return list(values.index[first])
 
 
-def current_level(series: pd.Series) -> tuple[date | None, float | None]:
-    """(first observation at the current level, the observation before it); (None, None) if it never moved."""
+@dataclass(frozen=True)
+class LastMove:
+    since: date  # the first observation at the current level (within LEVEL_TOLERANCE)
+    previous: float  # the observation before it, %
+
+
+@dataclass(frozen=True)
+class Stance:
+    name: str  # "easing", "holding" or "tightening"; "unknown" with less than STANCE_MONTHS of data
+    change: float | None  # pp over STANCE_MONTHS; None when unknown
+
+
+def current_level(series: pd.Series) -> LastMove | None:
+    """When the rate last moved to its current level; None if it never moved."""
     latest = series.iloc[-1]
     away = series[(series - latest).abs() >= LEVEL_TOLERANCE - 1e-9]
     if away.empty:
-        return None, None
+        return None
     after = series.index[series.index > away.index[-1]]
-    return after[0].date(), float(away.iloc[-1])
+    return LastMove(after[0].date(), float(away.iloc[-1]))
 
 
-def stance(series: pd.Series) -> tuple[str, float | None]:
+def stance(series: pd.Series) -> Stance:
     last = series.index[-1]
     then = last - pd.DateOffset(months=STANCE_MONTHS)
     if then < series.index[0]:
-        return "unknown", None
+        return Stance("unknown", None)
     change = float(series.iloc[-1] - series.asof(then))
     if change <= -STANCE_THRESHOLD + 1e-9:
-        return "easing", change
+        return Stance("easing", change)
     if change >= STANCE_THRESHOLD - 1e-9:
-        return "tightening", change
-    return "holding", change
+        return Stance("tightening", change)
+    return Stance("holding", change)
 
 
 def cycle_windows(prices: pd.DataFrame, start: pd.Timestamp) -> tuple[CycleWindow, ...]:
@@ -192,14 +209,11 @@ def cycle_windows(prices: pd.DataFrame, start: pd.Timestamp) -> tuple[CycleWindo
     windows = []
     for months in WINDOWS:
         end = start + pd.offsets.MonthEnd(0) + pd.DateOffset(months=months) + pd.offsets.MonthEnd(0)
-        if end > prices.index[-1]:
+        iwm, spy = total_return(prices["iwm"], start, end), total_return(prices["spy"], start, end)
+        if end > prices.index[-1] or iwm is None or spy is None:
             windows.append(CycleWindow(months, None, None, None))
             continue
-        row = prices.loc[:end].iloc[-1]
-        base = prices.loc[start]
-        windows.append(CycleWindow(months, prices.loc[:end].index[-1].date(),
-                                   float(row["iwm"] / base["iwm"] * 100 - 100),
-                                   float(row["spy"] / base["spy"] * 100 - 100)))
+        windows.append(CycleWindow(months, iwm.end, iwm.pct, spy.pct))
     return tuple(windows)
 
 
@@ -234,27 +248,27 @@ def window_averages(cycles: tuple[EasingCycle, ...]) -> tuple[WindowAverage, ...
     return tuple(averages)
 
 
-def compute_rates(monthly: pd.Series, monthly_doc: Document, daily: pd.Series | None, daily_doc: Document | None,
-                  prices: pd.DataFrame, market_source: str, as_of: date | None = None,
-                  notes: tuple[str, ...] = (), market_stale: bool = False) -> RatesReport:
+def compute_rates(fedfunds: FredSeries, dff: FredSeries | None, prices: pd.DataFrame, market_source: str,
+                  as_of: date | None = None, notes: tuple[str, ...] = (), market_stale: bool = False) -> RatesReport:
     """The report from the series known on `as_of`. `prices`: IWM/SPY adj closes on common days, up to as_of."""
-    first_month = monthly.index[0]
-    monthly = known_by(monthly, as_of, monthly=True)
+    monthly_doc = fedfunds.document
+    monthly = known_by(fedfunds.values, as_of, monthly=True)
     if monthly.empty:
-        raise InputError(f"as_of {as_of} is before the first complete FEDFUNDS month ({first_month:%Y-%m})")
+        raise InputError(f"as_of {as_of} is before the first complete FEDFUNDS month "
+                         f"({fedfunds.values.index[0]:%Y-%m})")
     notes_list = list(notes)
     current, doc, series_id = monthly, monthly_doc, "FEDFUNDS"
-    if daily is not None and daily_doc is not None:
-        known = known_by(daily, as_of, monthly=False)
+    if dff is not None:
+        known = known_by(dff.values, as_of, monthly=False)
         if not known.empty:
-            current, doc, series_id = known, daily_doc, "DFF"
+            current, doc, series_id = known, dff.document, "DFF"
     if series_id == "FEDFUNDS":
         notes_list.append("Rate is a monthly average: a mid-month decision is split across two months.")
     last_month = monthly.index[-1]
     if prices.index[-1] > last_month + pd.offsets.MonthEnd(0) + pd.DateOffset(months=2):
         notes_list.append(f"FEDFUNDS data ends {last_month:%Y-%m}: cuts after that cannot be detected.")
-    level_since, previous = current_level(current)
-    how, change = stance(current)
+    move = current_level(current)
+    how = stance(current)
     cycles = easing_cycles(monthly, prices)
     return RatesReport(
         as_of=prices.index[-1].date(),
@@ -262,10 +276,10 @@ def compute_rates(monthly: pd.Series, monthly_doc: Document, daily: pd.Series | 
         rate_as_of=current.index[-1].date(),
         rate_series=series_id,
         rate_source=doc.describe(f"FRED {series_id}"),
-        level_since=level_since,
-        previous_level=previous,
-        stance=how,
-        change_3m=change,
+        level_since=move.since if move else None,
+        previous_level=move.previous if move else None,
+        stance=how.name,
+        change_3m=how.change,
         monthly_as_of=last_month.date(),
         monthly_source=monthly_doc.describe("FRED FEDFUNDS"),
         cycles=cycles,
@@ -332,19 +346,19 @@ async def rates_answer(market: MarketData, documents: Documents, renderer: Rende
                        *, fred_base_url: str = FRED_BASE_URL) -> tuple[RatesReport, bytes]:
     """The `/iwm rates` report and its chart (PNG) as of a day (default: the latest data)."""
     iwm, spy = await asyncio.gather(market.bars("IWM"), market.bars("SPY"))
-    iwm = cut_to(iwm, as_of)
+    iwm.check_as_of(as_of)
+    iwm = iwm.until(as_of)
     prices = pd.concat([iwm.frame["adj_close"], spy.frame["adj_close"]], axis=1, keys=["iwm", "spy"],
                        join="inner").dropna()
     ratio = prices["iwm"] / prices["spy"]  # relative strength, on the same common closes
     if prices.empty:
         raise InputError(f"no common IWM/SPY closes up to {as_of}")
-    monthly, monthly_doc = await fred_series(documents, "FEDFUNDS", fred_base_url, "FEDFUNDS.monthly.csv.gz")
+    fedfunds = await fred_series(documents, "FEDFUNDS", fred_base_url, "FEDFUNDS.monthly.csv.gz")
     notes: list[str] = []
-    daily: pd.Series | None = None
-    daily_doc: Document | None = None
+    dff: FredSeries | None = None
     if documents.live:
         try:
-            daily, daily_doc = await fred_series(documents, "DFF", fred_base_url)
+            dff = await fred_series(documents, "DFF", fred_base_url)
         except DocumentUnavailable as exc:
             notes.append(f"Daily rate (DFF) unavailable: {exc}")
     if prices.index[-1] < iwm.frame.index[-1]:
@@ -352,15 +366,14 @@ async def rates_answer(market: MarketData, documents: Documents, renderer: Rende
     if stale := stale_prices_note((iwm, spy)):
         notes.append(stale)
     market_source = iwm.source if iwm.source == spy.source else f"IWM {iwm.source}, SPY {spy.source}"
-    report = compute_rates(monthly, monthly_doc, daily, daily_doc, prices, market_source, as_of, tuple(notes),
-                           iwm.stale or spy.stale)
-    fed = known_by(monthly, as_of, monthly=True).loc[STUDY_START:]
+    report = compute_rates(fedfunds, dff, prices, market_source, as_of, tuple(notes), iwm.stale or spy.stale)
+    fed = known_by(fedfunds.values, as_of, monthly=True).loc[STUDY_START:]
     chart = RatesChart(
         fed_funds=fed,
         ratio=ratio.loc[fed.index[0]:],
         cuts=tuple(c.first_cut_month for c in report.cycles),
         title=f"Fed funds {report.rate:.2f}% · {report.stance}",
         subtitle=f"FEDFUNDS monthly to {report.monthly_as_of:%Y-%m} · IWM/SPY to {report.as_of} · "
-                 f"{monthly_doc.describe('FRED')}",
+                 f"{fedfunds.document.describe('FRED')}",
     )
     return report, await renderer.render(render_rates, chart)

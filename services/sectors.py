@@ -33,6 +33,7 @@ from services.config import Settings
 from services.documents import Document, Documents, looks_like_html
 from services.errors import InputError
 from services.market import Bars, MarketData, UnknownSymbol, stale_prices_note
+from services.returns import return_pct
 
 ISHARES_IWM_HOLDINGS_URL = Settings.holdings_url
 BUNDLED_HOLDINGS = "IWM_holdings.2026-05-05.csv.gz"
@@ -132,9 +133,18 @@ class SectorsReport:
 
 # --- holdings -------------------------------------------------------------------------------------------------
 
-def parse_holdings(text: str) -> tuple[str, date, pd.DataFrame]:
-    """An iShares holdings CSV -> (fund name, as-of date, rows). ValueError when the text is not one (an HTML
-    page, a changed format). Rows: the table between the header and the first short line (the footer)."""
+@dataclass(frozen=True)
+class HoldingsTable:
+    """An iShares holdings CSV, parsed."""
+
+    fund: str  # the file's first line, e.g. "iShares Russell 2000 ETF"
+    as_of: date  # "Fund Holdings as of"
+    rows: pd.DataFrame  # one row per holding, the file's columns; `Weight (%)` numeric
+
+
+def parse_holdings(text: str) -> HoldingsTable:
+    """An iShares holdings CSV -> its table. ValueError when the text is not one (an HTML page, a changed
+    format). Rows: the table between the header and the first short line (the footer)."""
     if looks_like_html(text):
         raise ValueError("HTML page instead of the holdings CSV")
     lines = text.lstrip("\ufeff").splitlines()
@@ -162,7 +172,7 @@ def parse_holdings(text: str) -> tuple[str, date, pd.DataFrame]:
     except ValueError as exc:
         raise ValueError(f"bad Weight (%) value: {exc}") from exc
     fund = lines[0].strip().strip('"') if lines else ""
-    return fund, as_of, frame
+    return HoldingsTable(fund, as_of, frame)
 
 
 def sector_weights(frame: pd.DataFrame) -> tuple[SectorWeight, ...]:
@@ -172,10 +182,10 @@ def sector_weights(frame: pd.DataFrame) -> tuple[SectorWeight, ...]:
 
 
 def holdings_from(document: Document) -> Holdings:
-    fund, as_of, frame = parse_holdings(document.text)
-    weights = sector_weights(frame)
+    table = parse_holdings(document.text)
+    weights = sector_weights(table.rows)
     return Holdings(
-        fund=fund, as_of=as_of, weights=weights, equity_weight=sum(w.weight for w in weights),
+        fund=table.fund, as_of=table.as_of, weights=weights, equity_weight=sum(w.weight for w in weights),
         equity_count=sum(w.holdings for w in weights), source=document.describe("iShares holdings"),
         stale=document.stale, note=document.note,
     )
@@ -189,15 +199,6 @@ def period_start(end: pd.Timestamp, period: str) -> pd.Timestamp:
         return pd.Timestamp(end.year - 1, 12, 31)
     months = {"1m": 1, "3m": 3, "1y": 12}[period]
     return end - pd.DateOffset(months=months)
-
-
-def total_return(adj: pd.Series, start: pd.Timestamp, end: pd.Timestamp) -> float | None:
-    """% change from the last close on or before `start` to the close on `end`; None when the series does not
-    cover both (starts later, or has no bar on `end`)."""
-    adj = adj.dropna()
-    if adj.empty or adj.index[0] > start or end not in adj.index:
-        return None
-    return float(adj[end] / adj.loc[:start].iloc[-1] * 100 - 100)
 
 
 def common_end(series: dict[str, pd.Series]) -> tuple[pd.Timestamp, list[str]]:
@@ -220,14 +221,11 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
     (a fund missing from it is reported with no data)."""
     if period not in PERIODS:
         raise InputError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
-    iwm = bars[BENCHMARK]
-    first, last = iwm.frame.index[0].date(), iwm.as_of
-    if as_of is not None and not first <= as_of <= last:
-        raise InputError(f"as_of {as_of} is outside the IWM data ({first} to {last}, source {iwm.source})")
+    bars[BENCHMARK].check_as_of(as_of)
     adj = {s: b.until(as_of).frame["adj_close"].dropna() for s, b in bars.items()}
     end, behind = common_end(adj)
     starts = {p: period_start(end, p) for p in PERIODS}
-    bench = {p: total_return(adj[BENCHMARK], starts[p], end) for p in PERIODS}
+    bench = {p: return_pct(adj[BENCHMARK], starts[p], end) for p in PERIODS}
     lines = []
     for fund in FUNDS:
         series = adj.get(fund.symbol, pd.Series(dtype="float64"))
@@ -236,7 +234,7 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
             returns: dict[str, float | None] = dict.fromkeys(PERIODS)
             note = f"data ends {data_end}" if data_end else "no data"
         else:
-            returns = {p: total_return(series, starts[p], end) for p in PERIODS}
+            returns = {p: return_pct(series, starts[p], end) for p in PERIODS}
             gaps = [p for p in PERIODS if returns[p] is None]
             note = f"data starts {series.index[0].date()}: no {', '.join(gaps)}" if gaps else ""
         relative = {p: None if returns[p] is None or bench[p] is None else returns[p] - bench[p] for p in PERIODS}

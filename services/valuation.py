@@ -58,6 +58,15 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Figures:
+    """What one source gave: its figures, and notes for the member (rows skipped, a source down or stale)."""
+
+    observations: tuple[Observation, ...]
+    notes: tuple[str, ...] = ()
+    stale: bool = False
+
+
+@dataclass(frozen=True)
 class MetricRow:
     metric: str
     label: str
@@ -98,14 +107,14 @@ class ValuationReport:
 
 # --- sources --------------------------------------------------------------------------------------------------
 
-def parse_operator_file(text: str) -> tuple[list[Observation], list[str]]:
-    """valuation.csv -> (observations, problems). A bad row is skipped and named, never guessed at."""
+def parse_operator_file(text: str) -> Figures:
+    """valuation.csv -> its figures; each bad row is skipped and named in the notes, never guessed at."""
     observations: list[Observation] = []
     problems: list[str] = []
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     expected = ["date", "symbol", "metric", "value", "source", "note"]
     if [f.strip() for f in reader.fieldnames or []] != expected:
-        return [], [f"valuation.csv header must be {','.join(expected)}"]
+        return Figures((), (f"valuation.csv header must be {','.join(expected)}",))
     for line, row in enumerate(reader, start=2):
         try:
             day = date.fromisoformat((row["date"] or "").strip())
@@ -125,7 +134,7 @@ def parse_operator_file(text: str) -> tuple[list[Observation], list[str]]:
             continue
         method = (row["note"] or "").strip() or "method not given (are loss-makers excluded?)"
         observations.append(Observation(symbol, metric, value, day, f"{source} ({OPERATOR})", method))
-    return observations, problems
+    return Figures(tuple(observations), tuple(problems))
 
 
 def shiller_pe() -> pd.Series:
@@ -177,8 +186,8 @@ def parse_quote_summary(text: str) -> dict[str, float | None]:
     }
 
 
-async def yahoo_observations(documents: Documents, base_url: str) -> tuple[list[Observation], list[str], bool]:
-    """Current quoteSummary figures for IWM and SPY: (observations, notes, stale)."""
+async def yahoo_observations(documents: Documents, base_url: str) -> Figures:
+    """Current quoteSummary figures for IWM and SPY."""
 
     async def one(symbol: str) -> Document | DocumentUnavailable:
         try:
@@ -203,7 +212,7 @@ async def yahoo_observations(documents: Documents, base_url: str) -> tuple[list[
         for metric, value in parse_quote_summary(document.text).items():
             if value is not None:
                 observations.append(Observation(symbol, metric, value, day, source, YAHOO_METHOD, YAHOO))
-    return observations, notes, stale
+    return Figures(tuple(observations), tuple(notes), stale)
 
 
 # --- analysis -------------------------------------------------------------------------------------------------
@@ -374,14 +383,16 @@ async def valuation_answer(documents: Documents, renderer: Renderer, as_of: date
     """The `/iwm valuation` report and its chart (PNG). `yahoo_base_url`: set it only when the provider is Yahoo;
     its figures are current, so they are used only when `as_of` is None."""
     text = await asyncio.to_thread(read_operator_file, operator_file)
-    observations, notes = parse_operator_file(text)
+    operator = parse_operator_file(text)
     pe, shiller_figures = await asyncio.to_thread(shiller)
-    observations += shiller_figures
+    observations = [*operator.observations, *shiller_figures]
+    notes = list(operator.notes)
     stale = False
     if yahoo_base_url and documents.live and as_of is None:
-        live, live_notes, stale = await yahoo_observations(documents, yahoo_base_url)
-        observations += live
-        notes += live_notes
+        live = await yahoo_observations(documents, yahoo_base_url)
+        observations += live.observations
+        notes += live.notes
+        stale = live.stale
     elif yahoo_base_url and as_of is not None:
         notes.append("Yahoo figures are current only: not used for a past date.")
     report = compute_valuation(observations, as_of, tuple(notes), stale)

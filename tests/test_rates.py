@@ -12,7 +12,7 @@ import pytest
 from services.documents import Documents
 from services.errors import InputError
 from services.market import MarketData
-from services.rates import current_level, first_cuts, parse_fred_csv, rates_answer, stance
+from services.rates import LastMove, Stance, current_level, first_cuts, parse_fred_csv, rates_answer, stance
 from tests.support.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
@@ -82,11 +82,11 @@ def test_the_rule_needs_the_quiet_period(monthly):
 
 
 def test_current_level_and_stance(monthly):
-    since, previous = current_level(monthly)
-    assert since == date(2025, 1, 1) and previous == 4.48  # December's 4.48 still held half a month of 4.58
-    assert stance(monthly) == ("holding", 0.0)
-    assert stance(monthly.loc[:"2024-11"]) == ("easing", pytest.approx(4.64 - 5.33))
-    assert stance(monthly.loc[:"2022-12"])[0] == "tightening"
+    assert current_level(monthly) == LastMove(date(2025, 1, 1), 4.48)  # December's 4.48 still held half a month of 4.58
+    assert stance(monthly) == Stance("holding", 0.0)
+    easing = stance(monthly.loc[:"2024-11"])
+    assert easing.name == "easing" and easing.change == pytest.approx(4.64 - 5.33)
+    assert stance(monthly.loc[:"2022-12"]).name == "tightening"
 
 
 # --- the answer -----------------------------------------------------------------------------------------------

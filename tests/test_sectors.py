@@ -37,9 +37,9 @@ def holdings():
 
 
 def test_holdings_file_aggregates_by_sector():
-    fund, as_of, frame = parse_holdings(HOLDINGS_TEXT)
-    assert fund == "iShares Russell 2000 ETF" and as_of == date(2026, 5, 5)
-    assert len(frame) == 1929  # every holding row, the footer excluded
+    table = parse_holdings(HOLDINGS_TEXT)
+    assert table.fund == "iShares Russell 2000 ETF" and table.as_of == date(2026, 5, 5)
+    assert len(table.rows) == 1929  # every holding row, the footer excluded
     h = holdings()
     weights = {w.sector: w.weight for w in h.weights}
     assert weights == pytest.approx(EXPECTED, abs=0.005)

@@ -87,12 +87,14 @@ def test_operator_file_rows_and_problems():
         "2026-06-30,IWM,trailing_pe,-3,Test source,\n"
         "2026-06-30,IWM,trailing_pe,20,,\n"
     )
-    observations, problems = parse_operator_file(text)
+    parsed = parse_operator_file(text)
+    observations, problems = parsed.observations, parsed.notes
     assert [(o.symbol, o.value) for o in observations] == [("IWM", 15.1), ("SPY", 21.7)]
     assert observations[0].method == "ex-loss-makers" and "loss-makers" in observations[1].method
     assert observations[0].source == "Test source (operator file)"
     assert [p.split(" ignored")[0] for p in problems] == [f"valuation.csv line {n}" for n in (4, 5, 6, 7, 8)]
-    assert parse_operator_file("a,b\n1,2\n")[1] == ["valuation.csv header must be date,symbol,metric,value,source,note"]
+    bad_header = parse_operator_file("a,b\n1,2\n")
+    assert bad_header.notes == ("valuation.csv header must be date,symbol,metric,value,source,note",)
 
 
 async def test_operator_history_gives_percentile_and_lowest_since(renderer, tmp_path):
