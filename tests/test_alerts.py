@@ -543,4 +543,4 @@ async def test_check_close_posts_once_and_saves_state(store: AlertStore, frame: 
     await store.save_state(1, DetectorState.fresh(Z))  # as if the state write had been lost in a crash
     again = await check_close(store, 1, frame, date(2025, 10, 3), channels.send)
     assert {r.status for r in again} == {"duplicate"} and len(channels.messages[601]) == 2
-    assert await check_close(store, 1, frame, date(2026, 9, 1), channels.send) == []  # no bar yet
+    assert await check_close(store, 1, frame, date(2026, 10, 6), channels.send) == []  # no bar yet

@@ -78,7 +78,7 @@ async def test_sectors_weights_leaders_and_rate_sensitivity(resources, command, 
 
 
 @pytest.mark.parametrize("command, cuts, in_progress", [
-    ("/iwm rates", ["2001-01", "2007-09", "2019-08", "2024-10"], "2024-10"),
+    ("/iwm rates", ["2001-01", "2007-09", "2019-08", "2024-10"], None),  # 24 months after 2024-09 are in the data
     ("/iwm rates as_of:2024-12-31", ["2001-01", "2007-09", "2019-08", "2024-10"], "2024-10"),
     ("/iwm rates as_of:2019-06-28", ["2001-01", "2007-09"], None),
 ])
@@ -101,23 +101,23 @@ async def test_compare_default_since_is_the_2021_high(resources):
     embed = only_embed(*await answer(resources, "/iwm compare"), "iwm-compare.png")
     assert embed["title"].startswith("IWM since 2021-11-08: vs SPY")
     assert "242.56 on 2021-11-08" in embed["description"] and "last date both series have" in embed["description"]
-    # Independently: IWM and SPY total returns from 2021-11-08 to their last common day (2026-07-31).
+    # Independently: IWM and SPY total returns from 2021-11-08 to their last common day (2026-10-05).
     iwm, spy = adj("IWM"), adj("SPY")
-    start, end = pd.Timestamp("2021-11-08"), pd.Timestamp("2026-07-31")
+    start, end = pd.Timestamp("2021-11-08"), pd.Timestamp("2026-10-05")
     gap = (iwm[end] / iwm[start] - spy[end] / spy[start]) * 100
     gaps = next(f["value"] for f in embed["fields"] if f["name"].startswith("Gap"))
-    assert f"vs SPY: **{gap:+.1f}pp**" in gaps and "both to 2026-07-31" in gaps
+    assert f"vs SPY: **{gap:+.1f}pp**" in gaps and "both to 2026-10-05" in gaps
     assert f"**{(iwm.iloc[-1] / iwm[start] - 1) * 100:+.1f}%** total return" in text_of(embed)
 
 
 async def test_compare_with_options_shows_a_missing_series_with_its_reason(resources):
-    embed = only_embed(*await answer(resources, "/iwm compare since:2024-01-02 symbols:iwm,spy,rut "
-                                                "as_of:2025-09-26"), "iwm-compare.png")
+    embed = only_embed(*await answer(resources, "/iwm compare since:2026-08-31 symbols:iwm,spy,rut "
+                                                "as_of:2026-10-01"), "iwm-compare.png")
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     assert fields["RUT (Russell 2000 index, price only)"].startswith("**n/a**: no data for this window "
-                                                                      "(data ends 2022-11-18)")
-    assert "2024-01-02 → 2025-09-26" in fields["IWM (Russell 2000 ETF)"]
-    assert "as of 2025-09-26" in embed["footer"]["text"]
+                                                                      "(data ends 2026-08-21)")
+    assert "2026-08-31 → 2026-10-01" in fields["IWM (Russell 2000 ETF)"]
+    assert "as of 2026-10-01" in embed["footer"]["text"]
 
 
 @pytest.mark.parametrize("command", [

@@ -15,7 +15,7 @@ from console import answer, parse_command
 from services.config import Settings
 from services.errors import InputError
 
-LAST_IWM = date(2026, 8, 21)  # the bundled IWM history; the first two bars are too few for levels
+LAST_IWM = date(2026, 10, 5)  # the bundled IWM history; the first two bars are too few for levels
 
 
 @pytest.fixture(scope="module")

@@ -436,7 +436,7 @@ async def test_community_report_guild_isolation(db, clog, renderer):
     assert "TSLA" not in dict(report.top_cashtags)
     assert {r.display: r.count for r in report.top_reactions} == {"<:stonks:77>": 10, "🚀": 8}
     assert report.bullish > 0 and report.bearish > 0 and -1 <= report.tone <= 1
-    assert report.market_note == "" and report.market_as_of == date(2026, 8, 21) and report.market_days == 5
+    assert report.market_note == "" and report.market_as_of == date(2026, 10, 5) and report.market_days == 5
     other, _ = await community_answer(db, market, renderer, G2, 7, now=now)
     assert (other.messages, other.members, other.top_cashtags) == (50, 1, (("TSLA", 50),))
 
@@ -453,13 +453,14 @@ async def test_report_includes_what_was_just_written(clog, renderer):
 
 async def test_community_report_after_the_market_data_ends(db, clog, renderer):
     market = MarketData([])
-    now = datetime(2026, 9, 3, 12, tzinfo=UTC)
-    clog.message_created(G1, C1, 1, ALICE, datetime(2026, 9, 1, 12, tzinfo=UTC), "$IWM bullish")
+    now = datetime(2026, 10, 16, 12, tzinfo=UTC)  # a Friday; the window starts 2026-09-17
+    clog.message_created(G1, C1, 1, ALICE, datetime(2026, 10, 14, 12, tzinfo=UTC), "$IWM bullish")
     await clog.flush()
     report, png = await community_answer(db, market, renderer, G1, 30, now=now)
     assert png.startswith(b"\x89PNG")
-    assert report.market_as_of == date(2026, 8, 21) and report.market_days == 13
-    assert report.market_note.startswith("IWM prices end 2026-08-21") and "last 8 weekdays" in report.market_note
+    # Sessions 2026-09-17..10-05: 13; weekdays 10-06..10-15 without a price (the 16th is still open): 8.
+    assert report.market_as_of == date(2026, 10, 5) and report.market_days == 13
+    assert report.market_note.startswith("IWM prices end 2026-10-05") and "last 8 weekdays" in report.market_note
     late, _ = await community_answer(db, market, renderer, G1, 3, now=now)
     assert late.market_days == 0 and "no IWM prices in this window" in late.market_note
 

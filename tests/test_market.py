@@ -96,7 +96,7 @@ async def test_timeout_then_stale_bundled_fallback(server, session):
     assert server.calls[YAHOO_PATH] == 2
     assert bars.stale and bars.source == "bundled"
     assert "timed out" in bars.note
-    assert bars.as_of.isoformat() == "2026-07-31"  # the bundled SPY history ends there
+    assert bars.as_of.isoformat() == "2026-10-05"  # the bundled SPY history ends there
 
 
 @pytest.mark.parametrize("reply", [Reply(status=500), Reply(body="<html>oops</html>", content_type="text/html"),
@@ -167,7 +167,7 @@ async def test_bundled_history_is_real_and_split_adjusted():
     frame = bars.frame
     assert frame.index.is_unique and frame.index.is_monotonic_increasing
     assert frame.index[0].date().isoformat() == "2000-05-26"
-    assert bars.as_of.isoformat() == "2026-08-21"
+    assert bars.as_of.isoformat() == "2026-10-05"
     assert (frame["low"] <= frame["close"]).all() and (frame["close"] <= frame["high"]).all()
     # SOURCES.md sanity points: 2021 closing high 242.56, 2022 low close 163.90.
     assert frame.loc["2021", "close"].max() == pytest.approx(242.56, abs=0.005)

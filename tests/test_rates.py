@@ -11,7 +11,7 @@ import pytest
 
 from services.documents import Documents
 from services.errors import InputError
-from services.market import MarketData
+from services.market import BundledProvider, MarketData
 from services.rates import LastMove, Stance, current_level, first_cuts, parse_fred_csv, rates_answer, stance
 from tests.support.provider_server import Reply
 
@@ -98,15 +98,15 @@ async def test_offline_answer_on_bundled_data(renderer):
     assert report.rate_source == "FRED FEDFUNDS, bundled file" and not report.stale
     assert report.level_since == date(2025, 1, 1) and report.last_change_pp == pytest.approx(-0.15)
     assert report.stance == "holding"
-    assert report.as_of == date(2026, 7, 31)  # the last day IWM and SPY both have
-    assert any("SPY data ends 2026-07-31" in n for n in report.notes)
+    assert report.as_of == date(2026, 10, 5)  # the last day IWM and SPY both have
+    assert not any("SPY data ends" in n for n in report.notes)  # both run to 2026-10-05
     assert any("FEDFUNDS data ends 2025-04" in n for n in report.notes)
 
     starts = [c.start for c in report.cycles]
     assert starts == [date(2000, 12, 29), date(2007, 8, 31), date(2019, 7, 31), date(2024, 9, 30)]
-    assert [c.complete for c in report.cycles] == [True, True, True, False]
+    assert [c.complete for c in report.cycles] == [True, True, True, True]  # 24 months after 2024-09: in the data
     last = report.cycles[-1]
-    assert [w.end for w in last.windows][-1] is None and last.windows[-1].iwm_pct is None  # 2026-09 is past the data
+    assert last.windows[-1].end == date(2026, 9, 30)
     assert last.windows[2].end == date(2025, 9, 30)
 
     # Independent check of one window: 2019 cycle, 12 months, from the bundled CSVs.
@@ -120,11 +120,35 @@ async def test_offline_answer_on_bundled_data(renderer):
     assert window.gap_pp == pytest.approx(expected_iwm - expected_spy)
     assert round(window.iwm_pct, 1) == -4.5 and round(window.spy_pct, 1) == 12.0
 
+    # ... and of the 2024 cycle's 24 months (the last full month in the data).
+    start, end = pd.Timestamp("2024-09-30"), pd.Timestamp("2026-09-30")
+    assert last.start == start.date()
+    assert last.windows[3].iwm_pct == pytest.approx(iwm[end] / iwm[start] * 100 - 100)
+    assert last.windows[3].spy_pct == pytest.approx(spy[end] / spy[start] * 100 - 100)
+
     avg24 = report.averages[3]
-    assert avg24.months == 24 and avg24.cycles == 3  # the cycle in progress has no 24-month window
-    done = [c.windows[3] for c in report.cycles[:3]]
-    assert avg24.gap_pp == pytest.approx(sum(w.gap_pp for w in done) / 3)
+    assert avg24.months == 24 and avg24.cycles == 4
+    done = [c.windows[3] for c in report.cycles]
+    assert avg24.gap_pp == pytest.approx(sum(w.gap_pp for w in done) / 4)
     assert report.averages[0].cycles == 4
+
+
+class SpyTo20260731(BundledProvider):
+    """The bundled data with SPY cut at 2026-07-31, where its bundled history ended before 2026-10."""
+
+    async def fetch(self, symbol: str) -> pd.DataFrame:
+        frame = await super().fetch(symbol)
+        return frame.loc[:"2026-07-31"] if symbol.upper() == "SPY" else frame
+
+
+async def test_spy_ending_before_iwm_ends_the_returns_and_says_so(renderer):
+    report, _ = await rates_answer(MarketData([], bundled=SpyTo20260731()), Documents(None), renderer)
+    assert report.as_of == date(2026, 7, 31)  # the last day IWM and SPY both have
+    assert any("SPY data ends 2026-07-31" in n for n in report.notes)
+    assert [c.complete for c in report.cycles] == [True, True, True, False]
+    last = report.cycles[-1]
+    assert last.windows[-1].end is None and last.windows[-1].iwm_pct is None  # 2026-09 is past the data
+    assert report.averages[3].cycles == 3  # the cycle in progress has no 24-month window
 
 
 async def test_as_of_uses_only_what_was_known(renderer):

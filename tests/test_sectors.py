@@ -63,8 +63,8 @@ def test_not_a_holdings_csv(body):
 async def test_offline_answer_aligns_on_the_last_common_day(renderer):
     report, png = await sectors_answer(MarketData([]), Documents(None), renderer, "3m")
     assert png.startswith(b"\x89PNG")
-    assert report.as_of == date(2026, 7, 31)  # the funds end there, IWM runs on to 2026-08-21
-    assert "2026-08-21" in report.alignment_note and "2026-07-31" in report.alignment_note
+    assert report.as_of == date(2026, 7, 31)  # the funds end there, IWM runs on to 2026-10-05
+    assert "2026-10-05" in report.alignment_note and "2026-07-31" in report.alignment_note
     assert report.holdings.source == "iShares holdings, bundled file" and not report.stale
     assert report.unmatched_sectors == ("Real Estate",)
     assert any("holdings file dated 2026-05-05" in n for n in report.notes)
