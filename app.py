@@ -114,7 +114,7 @@ class SmallcapsBot(commands.AutoShardedBot):
             tree_cls=SmallcapsTree,
             chunk_guilds_at_startup=False,
             shard_count=settings.shard_count,
-            shard_ids=list(settings.shard_ids) if settings.shard_ids else None,
+            shard_ids=list(settings.shard_ids) if settings.shard_ids else None,  # type: ignore[arg-type]  # None: all
             allowed_mentions=discord.AllowedMentions(everyone=False, users=False, roles=True),
         )
         self.settings = settings
@@ -152,7 +152,7 @@ class SmallcapsBot(commands.AutoShardedBot):
 
         if self.force_sync or await db.run(last_synced) != digest:
             synced = await self.tree.sync()
-            await db.run(lambda d: d["_meta"].upsert({"key": "command_tree_hash", "value": digest}, pk="key"))
+            await db.run(lambda d: d.table("_meta").upsert({"key": "command_tree_hash", "value": digest}, pk="key"))
             log.info("synced %d global commands", len(synced))
         else:
             log.info("command tree unchanged since the last global sync; not syncing")

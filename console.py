@@ -167,13 +167,13 @@ def parse_command(tree: app_commands.CommandTree, text: str) -> tuple[app_comman
     listing = "valid commands:\n  " + "\n  ".join(sorted(valid))
     if not words or not words[0].startswith("/") or words[0] not in roots:
         raise InputError(f"unknown command {text!r}; {listing}")
-    node: app_commands.Command | app_commands.Group = roots[words[0]]
+    node: app_commands.Command[Any, ..., Any] | app_commands.Group | app_commands.ContextMenu = roots[words[0]]
     for word in words[1:]:
         child = node.get_command(word) if isinstance(node, app_commands.Group) else None
         if child is None:
             raise InputError(f"unknown command {text!r}; {listing}")
         node = child
-    if isinstance(node, app_commands.Group):
+    if not isinstance(node, app_commands.Command):
         raise InputError(f"{text!r} needs a subcommand; {listing}")
     params = {p.display_name: p for p in node.parameters}
     usage = f"/{node.qualified_name} " + " ".join(

@@ -12,7 +12,7 @@ import discord
 from discord import app_commands
 from discord.ext import tasks
 
-from cogs.common import BLUE, GREEN, GREY, RED, IwmCog, add_iwm_cog, in_guild, png_file, target_channel
+from cogs.common import BLUE, GREEN, GREY, RED, IwmCog, add_iwm_cog, guild_of, in_guild, png_file, target_channel
 from services import market_calendar
 from services.alerts import (
     EVENT_KINDS,
@@ -78,7 +78,7 @@ class Alerts(IwmCog):
                         events: str = "all", role: discord.Role | None = None) -> None:
         kinds = parse_events(events)
         target = target_channel(interaction, channel)
-        sub = await self.store.subscribe(interaction.guild_id, target, kinds, created_by=interaction.user.id,
+        sub = await self.store.subscribe(guild_of(interaction), target, kinds, created_by=interaction.user.id,
                                          role_id=role.id if role else None)
         mention = f" and mention <@&{sub.role_id}>" if sub.role_id else ""
         await interaction.response.send_message(
@@ -91,7 +91,7 @@ class Alerts(IwmCog):
     async def unsubscribe(self, interaction: discord.Interaction,
                           channel: discord.TextChannel | None = None) -> None:
         target = target_channel(interaction, channel)
-        removed = await self.store.unsubscribe(interaction.guild_id, target)
+        removed = await self.store.unsubscribe(guild_of(interaction), target)
         text = f"✅ <#{target}> will get no more alerts." if removed else f"<#{target}> had no alert subscription."
         await interaction.response.send_message(text, ephemeral=True)
 

@@ -117,6 +117,13 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
+def guild_of(interaction: discord.Interaction) -> int:
+    """The server a command runs in (after `in_guild()`, which refuses DMs)."""
+    if interaction.guild_id is None:
+        raise app_commands.NoPrivateMessage()
+    return interaction.guild_id
+
+
 def target_channel(interaction: discord.Interaction, channel: discord.abc.Snowflake | None) -> int:
     """The channel a command's `channel` option names, or the one it was run in (after `in_guild()`)."""
     target = channel.id if channel else interaction.channel_id

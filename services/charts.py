@@ -191,7 +191,7 @@ def render_levels(chart: LevelsChart) -> bytes:
     else:
         low.vlines(x, 0, frame["volume"].fillna(0).to_numpy() / 1e6, color=MUTED, linewidth=2)
         low.set_ylabel("volume (M)", color=MUTED, fontsize=8)
-    date_axis(low, frame.index)
+    date_axis(low, pd.DatetimeIndex(frame.index))
     return to_png(fig)
 
 

@@ -125,7 +125,7 @@ class Settings:
             provider=provider,
             stooq_api_key=get("STOOQ_API_KEY"),
             database_path=Path(get("DATABASE_PATH") or cls.database_path),
-            cache_ttl_seconds=integer("CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
+            cache_ttl_seconds=integer("CACHE_TTL_SECONDS", cls.cache_ttl_seconds) or cls.cache_ttl_seconds,
             http_timeout_seconds=number("HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds),
             zones=Zones.parse(levels) if (levels := get("LEVELS")) else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,

@@ -80,7 +80,7 @@ class Database:
 
     async def cache_row(self, table: str, key_column: str, row: dict[str, Any]) -> None:
         """Insert or replace `row` in a cache table keyed by `key_column` (the table is made if need be)."""
-        await self.run(lambda db: db[table].upsert(row, pk=key_column))
+        await self.run(lambda db: db.table(table).upsert(row, pk=key_column))
 
     def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
         if self._db is None:

@@ -114,7 +114,7 @@ class OutboxEntry:
 def _snowflake(value: object, what: str) -> int:
     if not is_whole(value, 1, 2**63 - 1):
         raise InputError(f"{what} {value!r} is not a Discord id")
-    return value
+    return int(value)  # type: ignore[call-overload]  # is_whole checked it
 
 
 def parse_events(text: str | Iterable[str]) -> tuple[str, ...]:
