@@ -14,7 +14,8 @@ import pytest
 from bot import open_resources
 from console import answer, run_console
 from services.config import Settings
-from services.sentiment import AAII_SPREAD, BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally, iso_utc
+from services.sentiment import AAII_SPREAD, BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally
+from services.timefmt import iso_utc
 from tests.local_discord import EPHEMERAL, MEMBER_PERMISSIONS, InteractionHandle, LocalDiscord, user_payload
 
 MODERATOR = discord.Permissions(MEMBER_PERMISSIONS | discord.Permissions(manage_messages=True).value)
