@@ -34,7 +34,7 @@ import pandas as pd  # noqa: E402
 from app import open_resources  # noqa: E402
 from console import answer  # noqa: E402
 from services.charts import render_levels  # noqa: E402
-from services.community import CommunityLog  # noqa: E402
+from services.community import CommunityLog, MessageCreated  # noqa: E402
 from services.config import Settings  # noqa: E402
 from services.levels import compute_levels, levels_chart  # noqa: E402
 from services.market import MarketData  # noqa: E402
@@ -183,7 +183,7 @@ class Ticker:
 async def log_burst(log: CommunityLog, first_id: int, count: int) -> None:
     now = datetime.now(UTC)
     for i in range(count):
-        log.message_created(1, 10, first_id + i, 100 + i % 50, now, f"$IWM to the moon {i} 🚀")
+        log.put(MessageCreated(1, 10, first_id + i, 100 + i % 50, now, f"$IWM to the moon {i} 🚀"))
         await asyncio.sleep(0)  # as from the gateway: one event per websocket frame, one loop step each
     await log.flush()
 
@@ -248,7 +248,7 @@ async def bench_community_ingest(rounds: int) -> Result:
                 await log.set_logging(1, 10, True)
                 start = time.perf_counter()
                 for i in range(n):
-                    log.message_created(1, 10, i + 1, 100 + i % 50, now, f"message {i} about $IWM and $SPY")
+                    log.put(MessageCreated(1, 10, i + 1, 100 + i % 50, now, f"message {i} about $IWM and $SPY"))
                     if i % 100 == 99:  # gateway events arrive over many loop iterations
                         await asyncio.sleep(0)
                 await log.flush()

@@ -24,9 +24,16 @@ from services.community import (
     MAX_REPORT_DAYS,
     CommunityLog,
     CommunityReport,
-    ForgetCounts,
+    EmojiCleared,
+    MessageCreated,
+    MessageEdited,
+    MessagesDeleted,
+    ReactionAdded,
+    ReactionRemoved,
+    ReactionsCleared,
     validate_days,
 )
+from services.privacy import ForgetCounts, forget_member
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -100,7 +107,7 @@ class ForgetView(discord.ui.View):
     @discord.ui.button(label="Delete my data", style=discord.ButtonStyle.danger)
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:
         self.stop()
-        counts = await self.community.forget_member(self.guild_id, self.user_id)
+        counts = await forget_member(self.community, self.guild_id, self.user_id)
         log.info("forget-me: guild %s member %s: %s", self.guild_id, self.user_id, counts)
         await interaction.response.edit_message(content=forget_text(counts), view=None)
 
@@ -214,8 +221,8 @@ class Community(IwmCog):
             return
         channel_id = self._opt_in_channel(message.channel.id, message.channel)
         if self.community.is_logged(message.guild.id, channel_id):
-            self.community.message_created(message.guild.id, channel_id, message.id, message.author.id,
-                                           message.created_at, message.content, self._reply_to(message))
+            self.community.put(MessageCreated(message.guild.id, channel_id, message.id, message.author.id,
+                                              message.created_at, message.content, self._reply_to(message)))
 
     @commands.Cog.listener()
     @safe_listener
@@ -224,10 +231,10 @@ class Community(IwmCog):
         if payload.guild_id is None or "content" not in payload.data or message.author.bot or message.webhook_id:
             return
         # Passed even when the channel is no longer logged: an edit of a logged message must be honoured.
-        self.community.message_edited(
+        self.community.put(MessageEdited(
             payload.guild_id, self._opt_in_channel(payload.channel_id, message.channel), payload.message_id,
             message.content, message.edited_at or datetime.now(UTC), author_id=message.author.id,
-            created_at=message.created_at, reply_to=self._reply_to(message))
+            created_at=message.created_at, reply_to=self._reply_to(message)))
 
     # Deletions and removed reactions are applied whatever the opt-in: they only remove what the log holds.
 
@@ -235,46 +242,43 @@ class Community(IwmCog):
     @safe_listener
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         if payload.guild_id is not None:
-            self.community.message_deleted(payload.guild_id, payload.channel_id, payload.message_id,
-                                           datetime.now(UTC))
+            self.community.put(MessagesDeleted(payload.guild_id, (payload.message_id,), datetime.now(UTC)))
 
     @commands.Cog.listener()
     @safe_listener
     async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
         if payload.guild_id is not None:
-            self.community.messages_deleted(payload.guild_id, payload.channel_id, sorted(payload.message_ids),
-                                            datetime.now(UTC))
+            self.community.put(MessagesDeleted(payload.guild_id, tuple(sorted(payload.message_ids)),
+                                               datetime.now(UTC)))
 
     @commands.Cog.listener()
     @safe_listener
     async def on_raw_reaction_add(self, payload: discord.RawReactionActionEvent) -> None:
         if payload.guild_id is None or (payload.member is not None and payload.member.bot):
             return
-        self.community.reaction_added(payload.guild_id, self._opt_in_channel(payload.channel_id),
-                                      payload.message_id, payload.user_id, payload.emoji.name or "?",
-                                      payload.emoji.id, datetime.now(UTC))
+        self.community.put(ReactionAdded(payload.guild_id, self._opt_in_channel(payload.channel_id),
+                                         payload.message_id, payload.user_id, payload.emoji.name or "?",
+                                         payload.emoji.id, datetime.now(UTC)))
 
     @commands.Cog.listener()
     @safe_listener
     async def on_raw_reaction_remove(self, payload: discord.RawReactionActionEvent) -> None:
         if payload.guild_id is not None:
-            self.community.reaction_removed(payload.guild_id, payload.channel_id, payload.message_id,
-                                            payload.user_id, payload.emoji.name or "?", payload.emoji.id,
-                                            datetime.now(UTC))
+            self.community.put(ReactionRemoved(payload.guild_id, payload.message_id, payload.user_id,
+                                               payload.emoji.name or "?", payload.emoji.id, datetime.now(UTC)))
 
     @commands.Cog.listener()
     @safe_listener
     async def on_raw_reaction_clear(self, payload: discord.RawReactionClearEvent) -> None:
         if payload.guild_id is not None:
-            self.community.reactions_cleared(payload.guild_id, payload.channel_id, payload.message_id,
-                                             datetime.now(UTC))
+            self.community.put(ReactionsCleared(payload.guild_id, payload.message_id, datetime.now(UTC)))
 
     @commands.Cog.listener()
     @safe_listener
     async def on_raw_reaction_clear_emoji(self, payload: discord.RawReactionClearEmojiEvent) -> None:
         if payload.guild_id is not None:
-            self.community.reaction_emoji_cleared(payload.guild_id, payload.channel_id, payload.message_id,
-                                                  payload.emoji.name or "?", payload.emoji.id, datetime.now(UTC))
+            self.community.put(EmojiCleared(payload.guild_id, payload.message_id, payload.emoji.name or "?",
+                                            payload.emoji.id, datetime.now(UTC)))
 
     # --- retention ----------------------------------------------------------------------------------------
 

@@ -333,6 +333,10 @@ async def test_guild_isolation(store: AlertStore) -> None:
     assert await store.guild_ids() == [2]
 
 
+async def erase(store: AlertStore, guild_id: int, user_id: int) -> int:
+    return await store.database.run(lambda d: AlertStore.erase_member(d, guild_id, user_id))
+
+
 async def test_erase_member_keeps_the_servers_settings(store: AlertStore) -> None:
     await store.subscribe(1, 10, "breakout", created_by=7, role_id=99)
     await store.subscribe(1, 11, "streak", created_by=8)
@@ -346,12 +350,12 @@ async def test_erase_member_keeps_the_servers_settings(store: AlertStore) -> Non
         levels = db.execute("select guild_id, updated_by from alert_levels order by guild_id")
         return [*subs.fetchall(), *levels.fetchall()]
 
-    assert await store.erase_member(1, 7) == 2
+    assert await erase(store, 1, 7) == 2
     assert await store.database.run(rows) == [(1, 10, 0), (1, 11, 8), (2, 20, 7), (1, None), (2, 7)]
     after = await store.subscriptions(1)
     assert [(s.events, s.role_id, s.enabled) for s in after] == [(s.events, s.role_id, s.enabled) for s in before]
     assert await store.levels(1) == Zones(190, 195, 210, 230, 235)
-    assert await store.erase_member(1, 7) == 0 and await store.erase_member(3, 8) == 0
+    assert await erase(store, 1, 7) == 0 and await erase(store, 3, 8) == 0
 
 
 async def test_set_levels_validation_and_state_reset(store: AlertStore) -> None:

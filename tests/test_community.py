@@ -14,24 +14,37 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.alerts import AlertStore
 from services.community import (
+    CommunityLog,
+    EmojiCleared,
+    MessageCreated,
+    MessageEdited,
+    MessagesDeleted,
+    ReactionAdded,
+    ReactionRemoved,
+    ReactionsCleared,
+    community_answer,
+)
+from services.community._schema import create_tables
+from services.community._text import (
     BEARISH_WORDS,
     BULLISH_WORDS,
     TOKEN,
-    CommunityLog,
-    LogWriter,
-    _text_fields,
     clean_text,
-    community_answer,
-    create_tables,
     find_cashtags,
+    text_fields,
     tone,
     tone_counts,
 )
+from services.community._writer import LogWriter
+from services.config import Zones
 from services.errors import InputError
 from services.market import MarketData
-from services.sentiment import BEARISH, BULLISH, SentimentStore, iso_utc, validate_poll
+from services.privacy import forget_member
+from services.sentiment import BEARISH, BULLISH, SentimentStore, validate_poll
 from services.storage import Database
+from services.timefmt import iso_utc
 
 T0 = datetime(2026, 8, 10, 15, 0, tzinfo=UTC)
 G1, G2 = 1001, 2002
@@ -94,9 +107,9 @@ def test_clean_text_keeps_valid_unicode():
 async def test_opt_in_cache_and_opted_out_channel_ignored(db, clog):
     assert clog.is_logged(G1, C1) and clog.is_logged(G2, C2)
     assert not clog.is_logged(G1, C_OFF) and not clog.is_logged(G2, C1)  # per guild
-    assert not clog.message_created(G1, C_OFF, 1, ALICE, at(0), "not logged")
-    assert not clog.reaction_added(G1, C_OFF, 1, ALICE, "👍", None, at(0))
-    assert clog.message_created(G1, C1, 2, ALICE, at(0), "logged")
+    assert not clog.put(MessageCreated(G1, C_OFF, 1, ALICE, at(0), "not logged"))
+    assert not clog.put(ReactionAdded(G1, C_OFF, 1, ALICE, "👍", None, at(0)))
+    assert clog.put(MessageCreated(G1, C1, 2, ALICE, at(0), "logged"))
     await clog.flush()
     assert await message(db, 1) is None
     assert (await message(db, 2))["content"] == "logged"
@@ -114,12 +127,12 @@ async def test_opt_in_cache_and_opted_out_channel_ignored(db, clog):
 # --- messages -----------------------------------------------------------------------------------------------
 
 async def test_create_edit_delete_in_one_batch(db, clog):
-    clog.message_created(G1, C1, 1, ALICE, at(0), "first $IWM", reply_to=None)
-    clog.message_created(G1, C1, 2, BOB, at(1), "a reply, bullish", reply_to=1)
-    clog.message_edited(G1, C1, 1, "second $SPY", at(2))
-    clog.message_edited(G1, C1, 1, "second $SPY", at(3))  # embed update: same text, no revision
-    clog.message_edited(G1, C1, 1, "third $IWM $RUT", at(4))
-    clog.message_created(G1, C1, 1, ALICE, at(0), "replayed create")  # ignored, the row exists
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), "first $IWM", reply_to=None))
+    clog.put(MessageCreated(G1, C1, 2, BOB, at(1), "a reply, bullish", reply_to=1))
+    clog.put(MessageEdited(G1, C1, 1, "second $SPY", at(2)))
+    clog.put(MessageEdited(G1, C1, 1, "second $SPY", at(3)))  # embed update: same text, no revision
+    clog.put(MessageEdited(G1, C1, 1, "third $IWM $RUT", at(4)))
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), "replayed create"))  # ignored, the row exists
     await clog.flush()
     first = await message(db, 1)
     assert (first["content"], json.loads(first["cashtags"]), first["edited_at"]) == (
@@ -129,9 +142,9 @@ async def test_create_edit_delete_in_one_batch(db, clog):
     reply = await message(db, 2)
     assert (reply["reply_to"], reply["bull"], reply["bear"]) == (1, 1, 0)
     # edit then delete in the same batch: the delete comes last
-    clog.message_edited(G1, C1, 1, "fourth", at(5))
-    clog.message_deleted(G1, C1, 1, at(6))
-    clog.message_edited(G1, C1, 1, "edit after delete is ignored", at(7))
+    clog.put(MessageEdited(G1, C1, 1, "fourth", at(5)))
+    clog.put(MessagesDeleted(G1, (1,), at(6)))
+    clog.put(MessageEdited(G1, C1, 1, "edit after delete is ignored", at(7)))
     await clog.flush()
     gone = await message(db, 1)
     assert (gone["deleted"], gone["content"], gone["cashtags"], gone["bull"]) == (1, "", "[]", 0)
@@ -140,8 +153,8 @@ async def test_create_edit_delete_in_one_batch(db, clog):
 
 
 async def test_edit_of_unseen_message(db, clog):
-    clog.message_edited(G1, C1, 7, "no author known", at(1))
-    clog.message_edited(G1, C1, 8, "now known", at(2), author_id=BOB, created_at=at(-60), reply_to=3)
+    clog.put(MessageEdited(G1, C1, 7, "no author known", at(1)))
+    clog.put(MessageEdited(G1, C1, 8, "now known", at(2), author_id=BOB, created_at=at(-60), reply_to=3))
     await clog.flush()
     assert await message(db, 7) is None
     row = await message(db, 8)
@@ -150,11 +163,11 @@ async def test_edit_of_unseen_message(db, clog):
 
 
 async def test_edits_after_opt_out_still_apply(db, clog):
-    clog.message_created(G1, C1, 1, ALICE, at(0), "my phone number is ...")
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), "my phone number is ..."))
     await clog.flush()
     await clog.set_logging(G1, C1, False)
-    assert clog.message_edited(G1, C1, 1, "[removed]", at(1))
-    clog.message_edited(G1, C1, 2, "never logged", at(2), author_id=BOB, created_at=at(0))
+    assert clog.put(MessageEdited(G1, C1, 1, "[removed]", at(1)))
+    clog.put(MessageEdited(G1, C1, 2, "never logged", at(2), author_id=BOB, created_at=at(0)))
     await clog.flush()
     assert (await message(db, 1))["content"] == "[removed]"
     assert await message(db, 2) is None
@@ -162,9 +175,9 @@ async def test_edits_after_opt_out_still_apply(db, clog):
 
 async def test_bulk_delete(db, clog):
     for i in range(1, 6):
-        clog.message_created(G1, C1, i, ALICE, at(i), f"message {i} $IWM")
-    clog.message_edited(G1, C1, 2, "edited", at(10))
-    clog.messages_deleted(G1, C1, [1, 2, 3, 999], at(11))
+        clog.put(MessageCreated(G1, C1, i, ALICE, at(i), f"message {i} $IWM"))
+    clog.put(MessageEdited(G1, C1, 2, "edited", at(10)))
+    clog.put(MessagesDeleted(G1, (1, 2, 3, 999), at(11)))
     await clog.flush()
     found = await rows(db, "SELECT message_id, deleted, content FROM community_messages ORDER BY message_id")
     assert [(r["message_id"], r["deleted"], r["content"]) for r in found] == [
@@ -173,8 +186,8 @@ async def test_bulk_delete(db, clog):
 
 
 async def test_delete_is_guild_scoped(db, clog):
-    clog.message_created(G1, C1, 1, ALICE, at(0), "mine")
-    clog.message_deleted(G2, C2, 1, at(1))  # another guild cannot touch it
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), "mine"))
+    clog.put(MessagesDeleted(G2, (1,), at(1)))  # another guild cannot touch it
     await clog.flush()
     assert (await message(db, 1))["deleted"] == 0
 
@@ -182,13 +195,13 @@ async def test_delete_is_guild_scoped(db, clog):
 # --- reactions ----------------------------------------------------------------------------------------------
 
 async def test_reactions_add_remove_clear(db, clog):
-    clog.message_created(G1, C1, 1, ALICE, at(0), "react to me")
-    clog.reaction_added(G1, C1, 1, ALICE, "🚀", None, at(1))
-    clog.reaction_added(G1, C1, 1, ALICE, "🚀", None, at(1.5))  # replayed: keeps the first time
-    clog.reaction_added(G1, C1, 1, BOB, "🚀", None, at(2))
-    clog.reaction_added(G1, C1, 1, BOB, "stonks", 42, at(3))
-    clog.reaction_added(G1, C1, 1, ALICE, "stonks_renamed", 42, at(4))  # same custom emoji, new name
-    clog.reaction_removed(G1, C1, 1, BOB, "🚀", None, at(5))
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), "react to me"))
+    clog.put(ReactionAdded(G1, C1, 1, ALICE, "🚀", None, at(1)))
+    clog.put(ReactionAdded(G1, C1, 1, ALICE, "🚀", None, at(1.5)))  # replayed: keeps the first time
+    clog.put(ReactionAdded(G1, C1, 1, BOB, "🚀", None, at(2)))
+    clog.put(ReactionAdded(G1, C1, 1, BOB, "stonks", 42, at(3)))
+    clog.put(ReactionAdded(G1, C1, 1, ALICE, "stonks_renamed", 42, at(4)))  # same custom emoji, new name
+    clog.put(ReactionRemoved(G1, 1, BOB, "🚀", None, at(5)))
     await clog.flush()
 
     async def live():
@@ -200,11 +213,11 @@ async def test_reactions_add_remove_clear(db, clog):
     first = await rows(db, "SELECT added_at FROM community_reactions WHERE user_id = ? AND emoji_key = '🚀'",
                        [ALICE])
     assert first[0]["added_at"] == at(1).isoformat(timespec="microseconds")
-    clog.reaction_added(G1, C1, 1, BOB, "🚀", None, at(6))  # re-added after removal
-    clog.reaction_emoji_cleared(G1, C1, 1, "stonks", 42, at(7))
+    clog.put(ReactionAdded(G1, C1, 1, BOB, "🚀", None, at(6)))  # re-added after removal
+    clog.put(EmojiCleared(G1, 1, "stonks", 42, at(7)))
     await clog.flush()
     assert await live() == [(ALICE, "🚀"), (BOB, "🚀")]
-    clog.reactions_cleared(G1, C1, 1, at(8))
+    clog.put(ReactionsCleared(G1, 1, at(8)))
     await clog.flush()
     assert await live() == []
     assert len(await rows(db, "SELECT * FROM community_reactions")) == 4
@@ -219,14 +232,14 @@ async def test_burst_of_20000_loses_nothing_and_close_flushes(tmp_path):
         await clog.open()
         await clog.set_logging(G1, C1, True, T0)
         for i in range(20_000):
-            clog.message_created(G1, C1, 10_000 + i, 1 + i % 300, T0 + timedelta(seconds=i), f"msg {i} $IWM 🚀")
+            clog.put(MessageCreated(G1, C1, 10_000 + i, 1 + i % 300, T0 + timedelta(seconds=i), f"msg {i} $IWM 🚀"))
             if i % 1000 == 0:
-                clog.message_edited(G1, C1, 10_000 + i, f"edited {i}", T0 + timedelta(seconds=i, milliseconds=1))
+                clog.put(MessageEdited(G1, C1, 10_000 + i, f"edited {i}", T0 + timedelta(seconds=i, milliseconds=1)))
                 await asyncio.sleep(0)  # let the writer run while the burst goes on
         await clog.close()  # no flush: close must write everything
         assert clog.writer.applied == 20_020 and clog.writer.skipped == 0
         with pytest.raises(RuntimeError):
-            clog.message_created(G1, C1, 1, ALICE, T0, "after close")
+            clog.put(MessageCreated(G1, C1, 1, ALICE, T0, "after close"))
     async with Database(path) as database:
         count = await database.run(lambda d: d.execute("SELECT count(*), count(DISTINCT author_id), "
                                                        "min(message_id), max(message_id) FROM community_messages")
@@ -239,7 +252,7 @@ async def test_burst_of_20000_loses_nothing_and_close_flushes(tmp_path):
 async def test_writer_flushes_on_its_own(db):
     writer = LogWriter(db, batch_size=500, interval=0.01)
     await db.run(create_tables)
-    writer.put("create", G1, C1, 1, ALICE, T0, "hello", None)
+    writer.put(MessageCreated(G1, C1, 1, ALICE, T0, "hello"))
     for _ in range(500):  # no flush(): the interval writes it
         if writer.applied:
             break
@@ -251,7 +264,7 @@ async def test_writer_flushes_on_its_own(db):
 
 async def test_flush_racing_close(db, clog):
     for i in range(1, 1201):
-        clog.message_created(G1, C1, i, ALICE, at(i), "x")
+        clog.put(MessageCreated(G1, C1, i, ALICE, at(i), "x"))
     await asyncio.gather(clog.flush(), clog.close(), clog.flush())
     await clog.flush()  # after close: returns at once
     assert len(await rows(db, "SELECT * FROM community_messages")) == 1200
@@ -267,7 +280,7 @@ async def test_long_odd_unicode_message_stored_intact(db, clog):
         i += 1
     text = text[:4000]
     assert len(text) == 4000
-    clog.message_created(G1, C1, 1, ALICE, at(0), text)
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), text))
     await clog.flush()
     assert (await message(db, 1))["content"] == text
     exported = await clog.export_csv(G1, 30, now=at(60))
@@ -278,15 +291,15 @@ async def test_long_odd_unicode_message_stored_intact(db, clog):
 async def test_bad_rows_do_not_lose_the_batch(db, clog, caplog):
     for i in range(1, 101):
         if i == 30:
-            clog.message_created(G1, C1, 2**64, ALICE, at(i), "id too large for SQLite")
+            clog.put(MessageCreated(G1, C1, 2**64, ALICE, at(i), "id too large for SQLite"))
         elif i == 60:
-            clog.message_created(G1, C1, 60, ALICE, datetime(2026, 8, 10, 15, 0), "naive time")
+            clog.put(MessageCreated(G1, C1, 60, ALICE, datetime(2026, 8, 10, 15, 0), "naive time"))
         elif i == 70:
-            clog.message_created(G1, C1, 70, ALICE, at(i), "lone surrogate \ud83d kept as U+FFFD")
+            clog.put(MessageCreated(G1, C1, 70, ALICE, at(i), "lone surrogate \ud83d kept as U+FFFD"))
         else:
-            clog.message_created(G1, C1, i, ALICE, at(i), f"fine {i}")
-    clog.reaction_added(G1, C1, 5, BOB, "👍", 2**70, at(200))  # bad custom emoji id
-    clog.reaction_added(G1, C1, 5, BOB, "👎", None, at(201))
+            clog.put(MessageCreated(G1, C1, i, ALICE, at(i), f"fine {i}"))
+    clog.put(ReactionAdded(G1, C1, 5, BOB, "👍", 2**70, at(200)))  # bad custom emoji id
+    clog.put(ReactionAdded(G1, C1, 5, BOB, "👎", None, at(201)))
     await clog.flush()
     stored = await rows(db, "SELECT message_id FROM community_messages ORDER BY message_id")
     assert [r["message_id"] for r in stored] == [i for i in range(1, 101) if i not in (30, 60)]
@@ -295,7 +308,7 @@ async def test_bad_rows_do_not_lose_the_batch(db, clog, caplog):
     assert clog.writer.skipped == 3 and clog.writer.applied == 99
     assert "skipped" in caplog.text
     # and the writer carries on
-    clog.message_created(G1, C1, 500, ALICE, at(300), "still writing")
+    clog.put(MessageCreated(G1, C1, 500, ALICE, at(300), "still writing"))
     await clog.flush()
     assert await message(db, 500) is not None
 
@@ -305,9 +318,9 @@ async def test_inserts_split_by_sqlites_variable_limit(db, clog):
     on older builds); a bad row in a later statement leaves the earlier ones neither lost nor doubled."""
     await db.run(lambda d: d.conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 35))  # 3 rows per statement
     for i in range(1, 12):
-        clog.message_created(G1, C1, 2**64 if i == 8 else i, ALICE, at(i), f"message {i} $IWM")
+        clog.put(MessageCreated(G1, C1, 2**64 if i == 8 else i, ALICE, at(i), f"message {i} $IWM"))
     for i in range(3):
-        clog.reaction_added(G1, C1, 1, BOB, "🚀", None, at(20 + i))  # the same reaction thrice: one row
+        clog.put(ReactionAdded(G1, C1, 1, BOB, "🚀", None, at(20 + i)))  # the same reaction thrice: one row
     await clog.flush()
     stored = await rows(db, "SELECT message_id, cashtags FROM community_messages ORDER BY message_id")
     assert [(r["message_id"], r["cashtags"]) for r in stored] == [(i, '["IWM"]') for i in range(1, 12) if i != 8]
@@ -327,7 +340,7 @@ async def test_failed_transaction_is_retried(db, clog, monkeypatch):
 
     monkeypatch.setattr(db, "run", flaky_run)
     for i in range(1, 11):
-        clog.message_created(G1, C1, i, ALICE, at(i), f"message {i}")
+        clog.put(MessageCreated(G1, C1, i, ALICE, at(i), f"message {i}"))
     await clog.flush()
     monkeypatch.undo()
     assert failures == [1] and clog.writer.applied == 10 and clog.writer.skipped == 0
@@ -339,41 +352,62 @@ async def test_failed_transaction_is_retried(db, clog, monkeypatch):
 async def test_forget_member(db, clog):
     store = SentimentStore(db)
     await store.open()
+    alerts = AlertStore(db, Zones())
+    await alerts.setup()
+    await alerts.subscribe(G1, C1, ("breakout",), created_by=ALICE)
+    await alerts.subscribe(G2, C2, ("breakout",), created_by=ALICE)  # another server: stays
     await store.register_poll(G1, C1, 9001, validate_poll(), T0)
     await store.register_poll(G2, C2, 9002, validate_poll(), T0)
     for poll in (9001, 9002):
         await store.record_vote(poll, ALICE, BULLISH, True, at(1))
         await store.record_vote(poll, BOB, BEARISH, True, at(1))
-    clog.message_created(G1, C1, 1, ALICE, at(0), "alice one")
-    clog.message_created(G1, C1, 2, ALICE, at(1), "alice two")
-    clog.message_created(G1, C1, 3, BOB, at(2), "bob replies", reply_to=1)
-    clog.message_created(G2, C2, 4, ALICE, at(3), "alice elsewhere")
-    clog.message_edited(G1, C1, 1, "alice one, edited", at(4))
-    clog.reaction_added(G1, C1, 3, ALICE, "👍", None, at(5))  # alice on bob's message
-    clog.reaction_added(G1, C1, 1, BOB, "👍", None, at(6))  # bob on alice's message
-    clog.reaction_added(G1, C1, 3, BOB, "🚀", None, at(7))  # bob on bob's message: stays
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), "alice one"))
+    clog.put(MessageCreated(G1, C1, 2, ALICE, at(1), "alice two"))
+    clog.put(MessageCreated(G1, C1, 3, BOB, at(2), "bob replies", reply_to=1))
+    clog.put(MessageCreated(G2, C2, 4, ALICE, at(3), "alice elsewhere"))
+    clog.put(MessageEdited(G1, C1, 1, "alice one, edited", at(4)))
+    clog.put(ReactionAdded(G1, C1, 3, ALICE, "👍", None, at(5)))  # alice on bob's message
+    clog.put(ReactionAdded(G1, C1, 1, BOB, "👍", None, at(6)))  # bob on alice's message
+    clog.put(ReactionAdded(G1, C1, 3, BOB, "🚀", None, at(7)))  # bob on bob's message: stays
     # queued, not yet written when forget is called: must not survive it
-    clog.message_created(G1, C1, 5, ALICE, at(8), "alice, still in the queue")
-    counts = await clog.forget_member(G1, ALICE)
-    assert (counts.messages, counts.revisions, counts.reactions, counts.votes) == (3, 1, 2, 1)
+    clog.put(MessageCreated(G1, C1, 5, ALICE, at(8), "alice, still in the queue"))
+    counts = await forget_member(clog, G1, ALICE)
+    assert (counts.messages, counts.revisions, counts.reactions, counts.votes, counts.settings) == (3, 1, 2, 1, 1)
+    creators = await rows(db, "SELECT guild_id, created_by FROM alert_subscriptions ORDER BY guild_id")
+    assert [(r["guild_id"], r["created_by"]) for r in creators] == [(G1, 0), (G2, ALICE)]  # the setting stays
     assert [r["message_id"] for r in await rows(db, "SELECT message_id FROM community_messages "
                                                     "ORDER BY message_id")] == [3, 4]
     assert [(r["user_id"], r["emoji_key"]) for r in await rows(db, "SELECT * FROM community_reactions")] == [
         (BOB, "🚀")]
     votes = await rows(db, "SELECT message_id, user_id FROM sentiment_votes ORDER BY message_id, user_id")
     assert [(v["message_id"], v["user_id"]) for v in votes] == [(9001, BOB), (9002, ALICE), (9002, BOB)]
-    again = await clog.forget_member(G1, ALICE)
-    assert (again.messages, again.revisions, again.reactions, again.votes) == (0, 0, 0, 0)
+    again = await forget_member(clog, G1, ALICE)
+    assert (again.messages, again.revisions, again.reactions, again.votes, again.settings) == (0, 0, 0, 0, 0)
+
+
+async def test_forget_member_is_one_transaction(tmp_path):
+    """If one store's erasure fails, no store loses anything: here the poll tables were never made."""
+    async with Database(tmp_path / "no-polls.db") as database:
+        clog = CommunityLog(database, interval=60)
+        await clog.open()
+        await clog.set_logging(G1, C1, True, T0)
+        clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), "alice one"))
+        clog.put(ReactionAdded(G1, C1, 1, BOB, "👍", None, at(1)))
+        with pytest.raises(sqlite3.OperationalError, match="sentiment_"):
+            await forget_member(clog, G1, ALICE)
+        assert await rows(database, "SELECT message_id FROM community_messages") == [{"message_id": 1}]
+        assert len(await rows(database, "SELECT * FROM community_reactions")) == 1
+        await clog.close()
 
 
 async def test_retention_purge(db, clog):
     now = T0 + timedelta(days=400)
-    clog.message_created(G1, C1, 1, ALICE, now - timedelta(days=366), "old")
-    clog.message_edited(G1, C1, 1, "old, edited", now - timedelta(days=366, minutes=-1))
-    clog.reaction_added(G1, C1, 1, BOB, "👍", None, now - timedelta(days=10))  # recent, on an old message
-    clog.message_created(G2, C2, 2, BOB, now - timedelta(days=364), "recent")
-    clog.reaction_added(G2, C2, 2, ALICE, "👍", None, now - timedelta(days=364))
-    clog.reaction_added(G2, C2, 99, ALICE, "👎", None, now - timedelta(days=370))  # old, unlogged message
+    clog.put(MessageCreated(G1, C1, 1, ALICE, now - timedelta(days=366), "old"))
+    clog.put(MessageEdited(G1, C1, 1, "old, edited", now - timedelta(days=366, minutes=-1)))
+    clog.put(ReactionAdded(G1, C1, 1, BOB, "👍", None, now - timedelta(days=10)))  # recent, on an old message
+    clog.put(MessageCreated(G2, C2, 2, BOB, now - timedelta(days=364), "recent"))
+    clog.put(ReactionAdded(G2, C2, 2, ALICE, "👍", None, now - timedelta(days=364)))
+    clog.put(ReactionAdded(G2, C2, 99, ALICE, "👎", None, now - timedelta(days=370)))  # old, unlogged message
     await clog.flush()
     counts = await clog.purge_older_than(365, now=now)
     assert (counts.messages, counts.revisions, counts.reactions) == (1, 1, 2)
@@ -384,13 +418,13 @@ async def test_retention_purge(db, clog):
 
 
 async def test_export_csv(db, clog):
-    clog.message_created(G1, C1, 1, ALICE, at(0), "=SUM(1) $IWM $spy, \"quoted\"\nsecond line")
-    clog.message_created(G1, C1, 2, BOB, at(1), "secret, then deleted", reply_to=1)
-    clog.message_edited(G1, C1, 2, "secret v2", at(2))
-    clog.message_deleted(G1, C1, 2, at(3))
-    clog.reaction_added(G1, C1, 1, BOB, "👍", None, at(4))
-    clog.message_created(G2, C2, 3, ALICE, at(0), "other guild")
-    clog.message_created(G1, C1, 4, ALICE, at(-60 * 24 * 10), "too old for a 7 day export")
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), "=SUM(1) $IWM $spy, \"quoted\"\nsecond line"))
+    clog.put(MessageCreated(G1, C1, 2, BOB, at(1), "secret, then deleted", reply_to=1))
+    clog.put(MessageEdited(G1, C1, 2, "secret v2", at(2)))
+    clog.put(MessagesDeleted(G1, (2,), at(3)))
+    clog.put(ReactionAdded(G1, C1, 1, BOB, "👍", None, at(4)))
+    clog.put(MessageCreated(G2, C2, 3, ALICE, at(0), "other guild"))
+    clog.put(MessageCreated(G1, C1, 4, ALICE, at(-60 * 24 * 10), "too old for a 7 day export"))
     exported = await clog.export_csv(G1, 7, now=at(60))
     assert b"secret" not in exported and b"other guild" not in exported
     table = list(csv.DictReader(io.StringIO(exported.decode("utf-8"), newline="")))
@@ -413,12 +447,12 @@ async def fill_two_guilds(clog):
     for day in range(4):
         for k in range(3 + day):
             n += 1
-            clog.message_created(G1, C1, n, (ALICE, BOB, 503)[k % 3], T0 + timedelta(days=day, minutes=k),
-                                 texts[(day + k) % len(texts)])
-            clog.reaction_added(G1, C1, n, BOB, "🚀" if k % 2 else "stonks", None if k % 2 else 77,
-                                T0 + timedelta(days=day, minutes=k + 1))
+            clog.put(MessageCreated(G1, C1, n, (ALICE, BOB, 503)[k % 3], T0 + timedelta(days=day, minutes=k),
+                                    texts[(day + k) % len(texts)]))
+            clog.put(ReactionAdded(G1, C1, n, BOB, "🚀" if k % 2 else "stonks", None if k % 2 else 77,
+                                   T0 + timedelta(days=day, minutes=k + 1)))
     for k in range(50):
-        clog.message_created(G2, C2, 1000 + k, 999, T0 + timedelta(days=1, minutes=k), "$TSLA to the moon 🚀")
+        clog.put(MessageCreated(G2, C2, 1000 + k, 999, T0 + timedelta(days=1, minutes=k), "$TSLA to the moon 🚀"))
     await clog.flush()
 
 
@@ -445,7 +479,7 @@ async def test_report_includes_what_was_just_written(clog, renderer):
     """`/iwm community` (CommunityLog.report) counts messages still waiting in the writer's queue."""
     now = datetime.now(UTC)
     for i in range(3):
-        clog.message_created(G1, C1, 5000 + i, ALICE, now, f"just now {i} $IWM")
+        clog.put(MessageCreated(G1, C1, 5000 + i, ALICE, now, f"just now {i} $IWM"))
     assert clog.writer.pending == 3  # the fixture's writer only writes on flush
     report, _ = await clog.report(MarketData([]), renderer, G1, 7)
     assert report.messages == 3 and report.top_cashtags == (("IWM", 3),)
@@ -454,7 +488,7 @@ async def test_report_includes_what_was_just_written(clog, renderer):
 async def test_community_report_after_the_market_data_ends(db, clog, renderer):
     market = MarketData([])
     now = datetime(2026, 10, 16, 12, tzinfo=UTC)  # a Friday; the window starts 2026-09-17
-    clog.message_created(G1, C1, 1, ALICE, datetime(2026, 10, 14, 12, tzinfo=UTC), "$IWM bullish")
+    clog.put(MessageCreated(G1, C1, 1, ALICE, datetime(2026, 10, 14, 12, tzinfo=UTC), "$IWM bullish"))
     await clog.flush()
     report, png = await community_answer(db, market, renderer, G1, 30, now=now)
     assert png.startswith(b"\x89PNG")
@@ -491,5 +525,5 @@ def test_fast_text_analysis_agrees_with_the_plain_definitions(text: str) -> None
     say, for ASCII and non-ASCII text alike."""
     assert find_cashtags(text) == list(dict.fromkeys(m.upper() for m in REFERENCE_CASHTAG.findall(text)))
     assert tone_counts(text) == reference_tone(text)
-    content, tags, bullish, bearish = _text_fields(text)
+    content, tags, bullish, bearish = text_fields(text)
     assert json.loads(tags) == find_cashtags(content) and (bullish, bearish) == tone_counts(content)

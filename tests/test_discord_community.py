@@ -118,7 +118,7 @@ async def test_without_the_content_intent_and_with_a_failing_event(running_bot: 
     bot, discord_ = await running_bot()  # MESSAGE_CONTENT_INTENT off
     assert "Message Content intent" in await log_on(discord_)
     community = bot.resources.community
-    real = community.message_created
+    real = community.put
     calls: list[int] = []
 
     def flaky(*args: Any, **kwargs: Any) -> bool:
@@ -127,7 +127,7 @@ async def test_without_the_content_intent_and_with_a_failing_event(running_bot: 
             raise RuntimeError("disk on fire")
         return real(*args, **kwargs)
 
-    community.message_created = flaky  # type: ignore[method-assign]
+    community.put = flaky  # type: ignore[method-assign]
     lost = await send(discord_, "first, hits the failure", member="alice")
     kept = await send(discord_, "Bullish $IWM", member="bob")
 

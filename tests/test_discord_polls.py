@@ -13,7 +13,8 @@ import pytest
 from app import open_resources
 from console import answer, run_console
 from services.config import Settings
-from services.sentiment import AAII_SPREAD, BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally, iso_utc
+from services.sentiment import AAII_SPREAD, BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally
+from services.timefmt import iso_utc
 from tests.support.discord_helpers import POLL_MODERATOR, command, ephemeral_error, post_poll
 from tests.support.local_discord import LocalDiscord, user_payload
 

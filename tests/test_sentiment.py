@@ -141,6 +141,21 @@ async def test_naive_time_refused(store):
         await store.record_vote(1, 11, BULLISH, True, datetime(2026, 9, 7, 15, 0))
 
 
+async def test_erase_member_takes_only_that_members_votes_in_that_guild(store, db):
+    await new_poll(store, 1, GUILD)
+    await new_poll(store, 2, OTHER_GUILD)
+    for poll in (1, 2):
+        await store.record_vote(poll, 11, BULLISH, True, minutes(1))
+        await store.record_vote(poll, 12, BEARISH, True, minutes(1))
+    await store.reconcile(1, {BULLISH: {11}, BEARISH: {12}}, minutes(3))  # closed: the final tally stays
+    assert await db.run(lambda d: SentimentStore.erase_member(d, GUILD, 11)) == 1
+    left = await db.run(lambda d: d.execute("SELECT message_id, user_id FROM sentiment_votes "
+                                            "ORDER BY message_id, user_id").fetchall())
+    assert left == [(1, 12), (2, 11), (2, 12)]
+    assert (await store.get_poll(1)).final == Tally(1, 0, 1)
+    assert await db.run(lambda d: SentimentStore.erase_member(d, GUILD, 11)) == 0
+
+
 # --- closing ------------------------------------------------------------------------------------------------
 
 async def test_reconcile_after_missed_events(store):

@@ -215,18 +215,16 @@ class AlertStore:
             db, "select distinct guild_id from alert_subscriptions where enabled = 1 order by guild_id", []))
         return [r["guild_id"] for r in rows]
 
-    async def erase_member(self, guild_id: int, user_id: int) -> int:
-        """Forget the member in this guild's alert tables: their id leaves the subscriptions they created and the
-        levels they set (both are the server's settings and stay). The rows changed; the tables hold no other
-        member data (the outbox has channel and role ids only)."""
-        def write(db: sqlite_utils.Database) -> int:
-            subs = db.execute("update alert_subscriptions set created_by = ? where guild_id = ? and created_by = ?",
-                              [ERASED_MEMBER, guild_id, user_id]).rowcount
-            levels = db.execute("update alert_levels set updated_by = null where guild_id = ? and updated_by = ?",
-                                [guild_id, user_id]).rowcount
-            return subs + levels
-
-        return await self._write(write)
+    @staticmethod
+    def erase_member(db: sqlite_utils.Database, guild_id: int, user_id: int) -> int:
+        """Forget the member in this guild's alert tables (run by services.privacy inside its transaction): their
+        id leaves the subscriptions they created and the levels they set (both are the server's settings and
+        stay). The rows changed; the tables hold no other member data (the outbox has channel and role ids only)."""
+        subs = db.execute("update alert_subscriptions set created_by = ? where guild_id = ? and created_by = ?",
+                          [ERASED_MEMBER, guild_id, user_id]).rowcount
+        levels = db.execute("update alert_levels set updated_by = null where guild_id = ? and updated_by = ?",
+                            [guild_id, user_id]).rowcount
+        return subs + levels
 
     # levels and detector state
 

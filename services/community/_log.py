@@ -1,0 +1,179 @@
+"""The community log store: opt-in channels, the event queue into the batched writer, retention, the CSV export
+and a member's erasure.
+
+Deletions blank the content (and earlier versions) and keep a tombstone; `erase_member` removes everything about
+a member (services.privacy runs it for forget-me); `purge_older_than` applies the retention period.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+import sqlite_utils
+
+from services.charts import Renderer
+from services.community._events import Event, MessageCreated, MessageEdited, ReactionAdded
+from services.community._report import CommunityReport, community_answer, validate_days
+from services.community._schema import create_tables
+from services.community._writer import BATCH_SIZE, FLUSH_INTERVAL, LogWriter
+from services.errors import is_whole
+from services.market import MarketData
+from services.storage import Database
+from services.timefmt import iso_utc
+
+MAX_EXPORT_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class LogCounts:
+    """Rows deleted from the log."""
+
+    messages: int
+    revisions: int
+    reactions: int
+
+
+class CommunityLog:
+    """Opt-in channels and the message/reaction log of every guild. Call `open()` first and `close()` at
+    shutdown.
+
+    `put` never waits. New messages and added reactions in channels that are not logged are ignored (the caller
+    should check `is_logged` first anyway); deletions, removed and cleared reactions are always applied, since
+    they only ever remove what the log holds. For threads, pass the parent channel's id if the opt-in should
+    cover them.
+    """
+
+    def __init__(self, db: Database, *, batch_size: int = BATCH_SIZE, interval: float = FLUSH_INTERVAL) -> None:
+        self.db = db
+        self.writer = LogWriter(db, batch_size=batch_size, interval=interval)
+        self._channels: dict[int, set[int]] = {}
+
+    async def open(self) -> None:
+        def load(d: sqlite_utils.Database) -> list[tuple[int, int]]:
+            create_tables(d)
+            return d.execute("SELECT guild_id, channel_id FROM community_channels").fetchall()
+
+        self._channels = {}
+        for guild_id, channel_id in await self.db.run(load):
+            self._channels.setdefault(guild_id, set()).add(channel_id)
+        self.writer.start()
+
+    async def close(self) -> None:
+        """Write everything queued and stop the writer (before closing the Database)."""
+        await self.writer.close()
+
+    async def flush(self) -> None:
+        await self.writer.flush()
+
+    # opt-in
+
+    def is_logged(self, guild_id: int, channel_id: int) -> bool:
+        """Whether the channel is opted in (memory only, no database access)."""
+        return channel_id in self._channels.get(guild_id, ())
+
+    def logged_channels(self, guild_id: int) -> frozenset[int]:
+        return frozenset(self._channels.get(guild_id, ()))
+
+    async def set_logging(self, guild_id: int, channel_id: int, on: bool, at: datetime | None = None) -> bool:
+        """Opt a channel in or out; True if that changed anything. Opting out keeps what was logged (retention and
+        forget-me still apply)."""
+        if on:
+            stamp = iso_utc(at or datetime.now(UTC))
+            cur = await self.db.run(lambda d: d.execute(
+                "INSERT OR IGNORE INTO community_channels VALUES (?, ?, ?)", [guild_id, channel_id, stamp]))
+            self._channels.setdefault(guild_id, set()).add(channel_id)
+        else:
+            cur = await self.db.run(lambda d: d.execute(
+                "DELETE FROM community_channels WHERE guild_id = ? AND channel_id = ?", [guild_id, channel_id]))
+            self._channels.get(guild_id, set()).discard(channel_id)
+        return cur.rowcount > 0
+
+    # events
+
+    def put(self, event: Event) -> bool:
+        """Queue an event without waiting; False if it is not for the log: a new message or an added reaction in
+        a channel that is not logged. Edits of already logged messages apply even after the channel is opted out
+        (a member editing something out must be honoured), but outside a logged channel an edit never adds a
+        message the log did not see."""
+        if isinstance(event, (MessageCreated, ReactionAdded)):
+            if not self.is_logged(event.guild_id, event.channel_id):
+                return False
+        elif isinstance(event, MessageEdited) and not self.is_logged(event.guild_id, event.channel_id):
+            event = replace(event, author_id=None, created_at=None)
+        self.writer.put(event)
+        return True
+
+    # member rights and retention
+
+    @staticmethod
+    def erase_member(d: sqlite_utils.Database, guild_id: int, user_id: int) -> LogCounts:
+        """Delete everything the log holds about a member in this guild: their messages with their revisions, their
+        reactions and reactions on their messages. Runs on the database thread inside the caller's transaction
+        (services.privacy, which first flushes the writer so no queued event lands afterwards)."""
+        mine = "SELECT message_id FROM community_messages WHERE guild_id = ? AND author_id = ?"
+        revisions = d.execute(f"DELETE FROM community_revisions WHERE guild_id = ? AND message_id IN ({mine})",
+                              [guild_id, guild_id, user_id]).rowcount
+        reactions = d.execute(f"DELETE FROM community_reactions WHERE guild_id = ? AND (user_id = ? OR "
+                              f"message_id IN ({mine}))", [guild_id, user_id, guild_id, user_id]).rowcount
+        messages = d.execute("DELETE FROM community_messages WHERE guild_id = ? AND author_id = ?",
+                             [guild_id, user_id]).rowcount
+        return LogCounts(messages, revisions, reactions)
+
+    async def purge_older_than(self, days: int, now: datetime | None = None) -> LogCounts:
+        """Retention (all guilds): delete messages created more than `days` ago with their revisions and
+        reactions, and reactions added (or removed) that long ago."""
+        if not is_whole(days, 1):
+            raise ValueError(f"retention days {days!r} must be a whole number of at least 1")
+        cutoff = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
+        old = "SELECT message_id FROM community_messages WHERE created_at < ?"
+
+        def run(d: sqlite_utils.Database) -> LogCounts:
+            with d.atomic():
+                revisions = d.execute(f"DELETE FROM community_revisions WHERE message_id IN ({old}) "
+                                      "OR replaced_at < ?", [cutoff, cutoff]).rowcount
+                reactions = d.execute(f"DELETE FROM community_reactions WHERE message_id IN ({old}) "
+                                      "OR coalesce(removed_at, added_at) < ?", [cutoff, cutoff]).rowcount
+                messages = d.execute("DELETE FROM community_messages WHERE created_at < ?", [cutoff]).rowcount
+            return LogCounts(messages, revisions, reactions)
+
+        return await self.db.run(run)
+
+    async def report(self, market: MarketData, renderer: Renderer, guild_id: int,
+                     days: int) -> tuple[CommunityReport, bytes]:
+        """`/iwm community` for a guild, including what members wrote a moment ago (the writer is flushed)."""
+        await self.flush()
+        return await community_answer(self.db, market, renderer, guild_id, days)
+
+    async def export_csv(self, guild_id: int, days: int, now: datetime | None = None) -> bytes:
+        """This guild's messages of the last `days` days as UTF-8 CSV, oldest first: ids, times, cashtags,
+        number of revisions and live reactions, deleted flag, content ('' for deleted messages)."""
+        days = validate_days(days, MAX_EXPORT_DAYS)
+        since = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
+        await self.flush()
+
+        def run(d: sqlite_utils.Database) -> bytes:
+            out = io.StringIO()
+            writer = csv.writer(out)
+            writer.writerow(["message_id", "channel_id", "author_id", "created_at", "edited_at", "reply_to",
+                             "cashtags", "revisions", "reactions", "deleted", "content"])
+            rows = d.execute(
+                "SELECT m.message_id, m.channel_id, m.author_id, m.created_at, m.edited_at, m.reply_to, m.cashtags, "
+                "(SELECT count(*) FROM community_revisions r WHERE r.message_id = m.message_id), "
+                "(SELECT count(*) FROM community_reactions x WHERE x.message_id = m.message_id "
+                " AND x.removed_at IS NULL), m.deleted, m.content "
+                "FROM community_messages m WHERE m.guild_id = ? AND m.created_at >= ? "
+                "ORDER BY m.created_at, m.message_id", [guild_id, since])
+            for row in rows:
+                row = list(row)
+                row[6] = " ".join(json.loads(row[6]))
+                row[4] = row[4] or ""
+                row[5] = "" if row[5] is None else row[5]
+                writer.writerow(row)
+            return out.getvalue().encode("utf-8")
+
+        return await self.db.run(run)
+

@@ -1,0 +1,237 @@
+"""`/iwm community`: a guild's activity and tone per UTC day against the IWM close, and its chart."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from services.charts import (
+    BLUE,
+    DOWN,
+    MUTED,
+    TEXT,
+    UP,
+    YELLOW,
+    Renderer,
+    date_axis,
+    legend,
+    new_figure,
+    title,
+    to_png,
+)
+from services.community._schema import create_tables
+from services.community._text import tone
+from services.errors import InputError, is_whole
+from services.market import MarketData, ProviderError
+from services.storage import Database
+from services.timefmt import iso_utc
+
+log = logging.getLogger(__name__)
+
+MAX_REPORT_DAYS = 365
+TOP = 10
+
+
+def validate_days(days: int, maximum: int) -> int:
+    if not is_whole(days, 1, maximum):
+        raise InputError(f"days {days!r}: choose 1 to {maximum}")
+    return days
+
+
+def _day_start(day: date) -> str:
+    return iso_utc(datetime.combine(day, time(), tzinfo=UTC))
+
+
+@dataclass(frozen=True)
+class DayActivity:
+    day: date
+    messages: int
+    members: int  # distinct authors
+    bullish: int  # tone words
+    bearish: int
+
+    @property
+    def tone(self) -> float | None:
+        return tone(self.bullish, self.bearish)
+
+
+@dataclass(frozen=True)
+class TopReaction:
+    emoji_name: str
+    emoji_id: int | None
+    count: int
+
+    @property
+    def display(self) -> str:
+        """As Discord renders it in text (an animated custom emoji needs `<a:...>`, which the log does not know)."""
+        return self.emoji_name if self.emoji_id is None else f"<:{self.emoji_name}:{self.emoji_id}>"
+
+
+@dataclass(frozen=True)
+class CommunityReport:
+    guild_id: int
+    days: int
+    start: date  # first UTC day of the window
+    end: date  # last UTC day (today, partial)
+    daily: tuple[DayActivity, ...]  # every day of the window, quiet days included
+    messages: int  # not deleted
+    members: int  # distinct authors in the window
+    top_cashtags: tuple[tuple[str, int], ...]  # (ticker, messages mentioning it)
+    top_reactions: tuple[TopReaction, ...]  # reactions added in the window and still on
+    bullish: int
+    bearish: int
+    market_as_of: date | None  # last IWM bar available
+    market_days: int  # days of the window with an IWM close
+    market_note: str  # why prices are missing from (part of) the window, or ""
+
+    @property
+    def tone(self) -> float | None:
+        return tone(self.bullish, self.bearish)
+
+
+@dataclass(frozen=True)
+class CommunityChart:
+    days: tuple[date, ...]
+    messages: tuple[int, ...]
+    members: tuple[int, ...]
+    tone: tuple[float | None, ...]
+    close: tuple[float | None, ...]  # IWM close on that day (None: no bar)
+    title: str
+    subtitle: str
+    price_note: str
+
+
+def render_community(chart: CommunityChart) -> bytes:
+    fig, (price, activity, mood) = new_figure((1.4, 1.2, 0.8))
+    title(fig, chart.title, chart.subtitle)
+    x = np.arange(len(chart.days))
+    close = np.array([np.nan if c is None else c for c in chart.close], dtype=float)
+    ok = ~np.isnan(close)
+    if ok.any():
+        price.plot(x[ok], close[ok], color=TEXT, lw=1.3, marker="o" if ok.sum() < 40 else None, ms=3,
+                   label="IWM close")
+        legend(price)
+    if chart.price_note:
+        price.text(0.99, 0.06, chart.price_note, color=YELLOW, fontsize=9, ha="right", va="bottom",
+                   transform=price.transAxes)
+    price.set_ylabel("IWM $", color=MUTED, fontsize=8)
+    price.tick_params(labelbottom=False)
+    activity.bar(x, chart.messages, color=BLUE, width=0.8, label="messages")
+    activity.plot(x, chart.members, color=YELLOW, lw=1.2, marker="o" if len(x) < 40 else None, ms=3,
+                  label="active members")
+    activity.set_ylim(0, max([*chart.messages, *chart.members, 1]) * 1.25)
+    activity.set_ylabel("per day", color=MUTED, fontsize=8)
+    legend(activity)
+    activity.tick_params(labelbottom=False)
+    tones = np.array([np.nan if t is None else t for t in chart.tone], dtype=float)
+    has = ~np.isnan(tones)
+    mood.axhline(0, color=MUTED, lw=0.8)
+    mood.bar(x[has], tones[has], color=np.where(tones[has] >= 0, UP, DOWN), width=0.8)
+    mood.set_ylim(-1.05, 1.05)
+    mood.set_ylabel("tone", color=MUTED, fontsize=8)
+    date_axis(mood, pd.DatetimeIndex([pd.Timestamp(d) for d in chart.days]))
+    return to_png(fig)
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What a guild's log holds for a window of UTC days."""
+
+    daily: tuple[DayActivity, ...]  # every day of the window, quiet days included
+    messages: int  # not deleted
+    members: int  # distinct authors
+    top_cashtags: tuple[tuple[str, int], ...]  # (ticker, messages mentioning it)
+    top_reactions: tuple[TopReaction, ...]  # reactions added in the window and still on
+
+
+def compute_activity(d: sqlite_utils.Database, guild_id: int, start: date, end: date) -> Activity:
+    """The window's counts for one guild, `start` to `end` included (runs on the database thread)."""
+    create_tables(d)
+    window = [guild_id, _day_start(start), _day_start(end + timedelta(days=1))]
+    live = "FROM community_messages WHERE guild_id = ? AND created_at >= ? AND created_at < ? AND deleted = 0"
+    daily = {row[0]: row[1:] for row in d.execute(
+        f"SELECT substr(created_at, 1, 10), count(*), count(DISTINCT author_id), sum(bull), sum(bear) {live} "
+        "GROUP BY 1", window)}
+    messages, members = d.execute(f"SELECT count(*), count(DISTINCT author_id) {live}", window).fetchone()
+    tags = d.execute(
+        "SELECT j.value, count(*) AS n FROM community_messages m, json_each(m.cashtags) j WHERE m.guild_id = ? "
+        "AND m.created_at >= ? AND m.created_at < ? AND m.deleted = 0 GROUP BY j.value ORDER BY n DESC, j.value "
+        f"LIMIT {TOP}", window).fetchall()
+    reactions = d.execute(
+        "SELECT max(emoji_name), max(emoji_id), count(*) AS n FROM community_reactions WHERE guild_id = ? "
+        "AND added_at >= ? AND added_at < ? AND removed_at IS NULL GROUP BY emoji_key ORDER BY n DESC, 1 "
+        f"LIMIT {TOP}", window).fetchall()
+    calendar = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    return Activity(
+        daily=tuple(DayActivity(day, *(int(v or 0) for v in daily.get(day.isoformat(), (0, 0, 0, 0))))
+                    for day in calendar),
+        messages=int(messages), members=int(members), top_cashtags=tuple((tag, n) for tag, n in tags),
+        top_reactions=tuple(TopReaction(name, emoji_id, n) for name, emoji_id, n in reactions),
+    )
+
+
+def market_note(as_of: date | None, has_prices: bool, end: date) -> str:
+    """Why (part of) the window has no IWM price, or "" (weekends and today's unfinished session are normal)."""
+    if as_of is None:
+        return "no IWM prices available"
+    if not has_prices:
+        return f"no IWM prices in this window: the market data ends {as_of}"
+    missing = int(np.busday_count(as_of + timedelta(days=1), end)) if as_of < end else 0
+    if missing:
+        return f"IWM prices end {as_of}: the chart shows the overlap, the last {missing} weekdays have no price"
+    return ""
+
+
+async def community_answer(
+    db: Database, market: MarketData, renderer: Renderer, guild_id: int, days: int = 30,
+    now: datetime | None = None,
+) -> tuple[CommunityReport, bytes]:
+    """The `/iwm community` report (this guild only) and its chart: activity and tone per UTC day against the
+    IWM close. When the log runs past the market data, the chart shows the overlap and the report says so."""
+    days = validate_days(days, MAX_REPORT_DAYS)
+    end = (now or datetime.now(UTC)).astimezone(UTC).date()
+    start = end - timedelta(days=days - 1)
+    activity = await db.run(lambda d: compute_activity(d, guild_id, start, end))
+    daily = activity.daily
+    calendar = [x.day for x in daily]
+
+    closes: dict[date, float] = {}
+    as_of: date | None = None
+    note_extra = ""
+    try:
+        bars = await market.bars("IWM")
+        as_of = bars.as_of
+        window = bars.frame["close"].dropna().loc[pd.Timestamp(start):pd.Timestamp(end)]
+        closes = {stamp.date(): float(value) for stamp, value in window.items()}
+        if bars.stale:
+            note_extra = f" (IWM data is a stale {bars.source} copy)"
+    except ProviderError as exc:
+        log.warning("community report without prices: %s", exc)
+    note = market_note(as_of, bool(closes), end) + note_extra
+
+    bull = sum(x.bullish for x in daily)
+    bear = sum(x.bearish for x in daily)
+    report = CommunityReport(
+        guild_id=guild_id, days=days, start=start, end=end, daily=daily,
+        messages=activity.messages, members=activity.members, top_cashtags=activity.top_cashtags,
+        top_reactions=activity.top_reactions,
+        bullish=bull, bearish=bear, market_as_of=as_of, market_days=len(closes), market_note=note.strip(),
+    )
+    overall = report.tone
+    chart = CommunityChart(
+        days=tuple(calendar),
+        messages=tuple(x.messages for x in daily),
+        members=tuple(x.members for x in daily),
+        tone=tuple(x.tone for x in daily),
+        close=tuple(closes.get(day) for day in calendar),
+        title=f"Community · {report.messages} messages from {report.members} members",
+        subtitle=f"last {days} days to {end} (UTC) · tone {'n/a' if overall is None else f'{overall:+.2f}'} "
+                 "from a small word list",
+        price_note=report.market_note,
+    )
+    return report, await renderer.render(render_community, chart)
