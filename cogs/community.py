@@ -18,7 +18,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
-from cogs.common import BLUE, GREY, IwmCog, add_iwm_cog, in_guild, plural, png_file, safe_listener, target_channel
+from cogs.common import (
+    BLUE,
+    GREY,
+    IwmCog,
+    add_iwm_cog,
+    guild_of,
+    in_guild,
+    plural,
+    png_file,
+    safe_listener,
+    target_channel,
+)
 from services.community import (
     MAX_EXPORT_DAYS,
     MAX_REPORT_DAYS,
@@ -142,7 +153,7 @@ class Community(IwmCog):
                           channel: discord.TextChannel | None = None) -> None:
         target = target_channel(interaction, channel)
         on = state == "on"
-        changed = await self.community.set_logging(interaction.guild_id, target, on)
+        changed = await self.community.set_logging(guild_of(interaction), target, on)
         if on:
             text = (f"✅ The community log now records messages and reactions in <#{target}>. Members see the "
                     "summary with `/iwm community` and remove their data with `/iwm forget-me`."

@@ -24,6 +24,7 @@ from cogs.common import (
     YELLOW,
     IwmCog,
     add_iwm_cog,
+    guild_of,
     in_guild,
     plural,
     png_file,
@@ -213,7 +214,7 @@ class Sentiment(IwmCog):
     async def poll_unschedule(self, interaction: discord.Interaction,
                               channel: discord.TextChannel | None = None) -> None:
         target = target_channel(interaction, channel)
-        removed = await self.store.remove_schedule(interaction.guild_id, target)
+        removed = await self.store.remove_schedule(guild_of(interaction), target)
         text = (f"✅ No more weekly polls in <#{target}> (open polls still close and get their result)." if removed
                 else f"<#{target}> had no weekly poll.")
         await interaction.response.send_message(text, ephemeral=True)

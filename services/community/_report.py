@@ -207,7 +207,7 @@ async def community_answer(
         bars = await market.bars("IWM")
         as_of = bars.as_of
         window = bars.frame["close"].dropna().loc[pd.Timestamp(start):pd.Timestamp(end)]
-        closes = {stamp.date(): float(value) for stamp, value in window.items()}
+        closes = {stamp.date(): float(value) for stamp, value in zip(window.index, window.to_numpy(), strict=True)}
         if bars.stale:
             note_extra = f" (IWM data is a stale {bars.source} copy)"
     except ProviderError as exc:

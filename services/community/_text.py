@@ -48,7 +48,8 @@ def tone_counts(text: str) -> tuple[int, int]:
         tokens = text.lower().encode().translate(_ASCII_BREAKS).split()
         if _ASCII_TONE.isdisjoint(tokens):  # most messages
             return 0, 0
-        bullish_words, bearish_words = _ASCII_BULLISH, _ASCII_BEARISH
+        bullish_words: frozenset[bytes] | frozenset[str] = _ASCII_BULLISH
+        bearish_words: frozenset[bytes] | frozenset[str] = _ASCII_BEARISH
     else:
         tokens = TOKEN.findall(text.lower())
         bullish_words, bearish_words = BULLISH_WORDS, BEARISH_WORDS

@@ -151,8 +151,9 @@ class LogWriter:
         try:
             prepared = event.rows()
         except BAD_EVENT as exc:
+            slots: tuple[str, ...] = event.__slots__
             log.warning("community log: skipped a bad %s %s: %r", type(event).__name__,
-                        _ids(getattr(event, name) for name in event.__slots__), exc)
+                        _ids(getattr(event, slot) for slot in slots), exc)
             self.skipped += 1
             return
         if self._task is None:

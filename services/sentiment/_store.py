@@ -78,6 +78,14 @@ def one_row(d: sqlite_utils.Database, sql: str, params: list) -> dict | None:
     return next(d.query(sql, params), None)
 
 
+def the_row(d: sqlite_utils.Database, sql: str, params: list) -> dict:
+    """The first row of a query that must have one (a row just written)."""
+    row = one_row(d, sql, params)
+    if row is None:
+        raise LookupError(f"no row for {sql} {params}")
+    return row
+
+
 def live_tally(d: sqlite_utils.Database, message_id: int) -> Tally:
     """The votes the log holds as live for a poll."""
     rows = d.execute("SELECT answer_id, count(*) FROM sentiment_votes WHERE message_id = ? AND live = 1 "
@@ -119,7 +127,7 @@ class SentimentStore:
             d.execute("INSERT OR IGNORE INTO sentiment_polls (message_id, guild_id, channel_id, question, "
                       "created_at, ends_at, multiselect, status) VALUES (:message_id, :guild_id, :channel_id, "
                       ":question, :created_at, :ends_at, :multiselect, :status)", row)
-            return Poll.from_row(one_row(d, "SELECT * FROM sentiment_polls WHERE message_id = ?", [message_id]))
+            return Poll.from_row(the_row(d, "SELECT * FROM sentiment_polls WHERE message_id = ?", [message_id]))
 
         return await self.db.run(write)
 
@@ -276,7 +284,7 @@ class SentimentStore:
                       ":created_at) ON CONFLICT (guild_id, channel_id) DO UPDATE SET weekday = excluded.weekday, "
                       "time_utc = excluded.time_utc, question = excluded.question, hours = excluded.hours, "
                       "created_at = excluded.created_at", row)
-            return Schedule.from_row(one_row(
+            return Schedule.from_row(the_row(
                 d, "SELECT * FROM sentiment_schedules WHERE guild_id = ? AND channel_id = ?", [guild_id, channel_id]))
 
         return await self.db.run(write)
