@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
 
-Days = pd.DatetimeIndex | list[date]
+Days: TypeAlias = "pd.DatetimeIndex | list[date]"
 
 
 @dataclass(frozen=True)
