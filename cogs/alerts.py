@@ -6,7 +6,7 @@ import asyncio
 import functools
 import logging
 from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -30,6 +30,7 @@ from services.alerts import (
 )
 from services.config import ConfigError, Zones
 from services.errors import InputError
+from services.swing_levels import RULE, derived_answer
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 COLOURS = {"up": GREEN, "down": RED, "neutral": BLUE}
 manage_channels = app_commands.checks.has_permissions(manage_channels=True)
+Preset = Literal["derived", "article"]  # /iwm setlevels presets: services.swing_levels.RULE, or Zones()'s defaults
 
 
 def alert_embed(post: AlertPost) -> discord.Embed:
@@ -112,22 +114,46 @@ class Alerts(IwmCog):
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
     @app_commands.command(name="setlevels", description="Set this server's IWM levels (Manage Channels)")
-    @app_commands.describe(support="Support, e.g. 200", entry_low="Entry zone low, e.g. 205",
+    @app_commands.describe(preset="Adopt a set of levels instead of typing them: derived from the data, or the "
+                                  "article's 200/205–220/240–245",
+                           support="Support, e.g. 200", entry_low="Entry zone low, e.g. 205",
                            entry_high="Entry zone high, e.g. 220", resistance_low="Resistance zone low, e.g. 240",
                            resistance_high="Resistance zone high, e.g. 245")
     @in_guild()
     @manage_channels
-    async def setlevels(self, interaction: discord.Interaction, support: float, entry_low: float,
-                        entry_high: float, resistance_low: float, resistance_high: float) -> None:
-        try:
-            zones = Zones(support, entry_low, entry_high, resistance_low, resistance_high)
-        except ConfigError as exc:
-            raise InputError(str(exc)) from None
+    async def setlevels(self, interaction: discord.Interaction, preset: Preset | None = None,
+                        support: float | None = None, entry_low: float | None = None,
+                        entry_high: float | None = None, resistance_low: float | None = None,
+                        resistance_high: float | None = None) -> None:
+        numbers = (support, entry_low, entry_high, resistance_low, resistance_high)
+        given = [n for n in numbers if n is not None]
+        if preset is not None and given:
+            raise InputError("give a preset or the five levels, not both")
+        if preset is None and len(given) < len(numbers):
+            raise InputError("give a preset (derived or article) or all five levels: support, entry_low, "
+                             "entry_high, resistance_low, resistance_high")
+        method = ""
+        if preset == "derived":
+            await interaction.response.defer(ephemeral=True, thinking=True)  # market data may be fetched live
+            derived = (await derived_answer(self.bot.resources.market)).zones
+            zones = derived.as_zones()
+            method = f" Derived from IWM's daily bars to {derived.as_of}: {derived.method} Rule: {RULE}"
+        elif preset == "article":
+            zones = Zones()
+            method = " The article's levels (the bot's defaults), fixed: they do not follow the price."
+        else:
+            try:
+                zones = Zones(*given)
+            except ConfigError as exc:
+                raise InputError(str(exc)) from None
         assert interaction.guild_id is not None
         await self.store.set_levels(interaction.guild_id, zones, updated_by=interaction.user.id)
-        await interaction.response.send_message(
-            f"✅ Levels set: support {zones.support:g}, entry {zones.entry_low:g}–{zones.entry_high:g}, "
-            f"resistance {zones.resistance_low:g}–{zones.resistance_high:g}.", ephemeral=True)
+        text = (f"✅ Levels set: support {zones.support:g}, entry {zones.entry_low:g}–{zones.entry_high:g}, "
+                f"resistance {zones.resistance_low:g}–{zones.resistance_high:g}.{method}")
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True)
+        else:
+            await interaction.response.send_message(text, ephemeral=True)
 
     # --- delivery (the Discord side of services.alerts' send/find) -------------------------------------
 

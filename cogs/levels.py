@@ -8,7 +8,9 @@ import discord
 from discord import app_commands
 
 from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, attach_chart, data_footer, parse_day, signed
+from services.errors import InputError
 from services.levels import LevelsReport, levels_answer
+from services.swing_levels import RULE, DerivedLevels, derived_answer
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -25,7 +27,11 @@ class Levels(IwmCog):
         res = self.bot.resources
         zones = await res.zones(interaction.guild_id)
         report, png = await levels_answer(res.market, res.renderer, zones, period, day)
-        embed = levels_embed(report)
+        try:
+            derived: DerivedLevels | str = await derived_answer(res.market, report.as_of)
+        except InputError as exc:  # too little history before an early as_of: the rest of the answer stands
+            derived = str(exc)
+        embed = levels_embed(report, derived)
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-levels.png"))
 
 
@@ -35,7 +41,24 @@ def _distance(report: LevelsReport, level: float) -> str:
     return f"{level:,.2f} ({abs(away.dollars):,.2f} / {abs(away.pct):.1f}% {where})"
 
 
-def levels_embed(r: LevelsReport) -> discord.Embed:
+def _derived_fields(embed: discord.Embed, d: DerivedLevels | str) -> None:
+    """The levels derived from the data (services.swing_levels): the nearest above and below, the zones, the
+    method."""
+    if isinstance(d, str):
+        embed.add_field(name="Derived levels", value=f"Not available: {d}"[:1024], inline=False)
+        return
+    lines = [f"▲ {level.describe()}" for level in reversed(d.above)] or ["▲ none above: at record highs"]
+    lines.append(f"— close {d.close:,.2f} —")
+    lines += [f"▼ {level.describe()}" for level in reversed(d.below)] or ["▼ none below"]
+    embed.add_field(name=f"Derived levels (swing highs and lows, as of {d.zones.as_of})", value="\n".join(lines),
+                    inline=False)
+    z = d.zones.as_zones()
+    embed.add_field(name="Derived zones (`/iwm setlevels preset:derived` adopts them)",
+                    value=f"**{z.describe()}**\n{d.zones.method}"[:1024], inline=False)
+    embed.add_field(name="Method", value=RULE, inline=False)
+
+
+def levels_embed(r: LevelsReport, derived: DerivedLevels | str) -> discord.Embed:
     colour = GREEN if r.close > r.zones.resistance_high else RED if r.close < r.zones.support else YELLOW
     z = r.zones
     embed = discord.Embed(
@@ -57,6 +80,7 @@ def levels_embed(r: LevelsReport) -> discord.Embed:
         ]),
         inline=False,
     )
+    _derived_fields(embed, derived)
     embed.add_field(
         name="All-time high",
         value=(

@@ -9,10 +9,13 @@ only the bars up to `as_of`, so an answer for a past day is the answer the bot w
 - Touches and holds: how often price came back to a level later, and how often it turned there.
 - Record highs: the all-time and the 2021 highs (intraday and closing), as levels too.
 - `derived_zones`: one rule (`RULE`) that turns the levels into support, an entry zone and a resistance zone.
+- `derived_levels`: both as of a day from the market data, as `/iwm levels` shows them and `/iwm setlevels
+  preset:derived` adopts them.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -23,7 +26,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from services.config import ConfigError, Zones
 from services.errors import InputError
+from services.market import MarketData
 
 WINDOW = 10  # sessions on each side of a pivot: two trading weeks
 LOOKBACK = 504  # sessions of pivots: two years of NYSE sessions (252 a year)
@@ -101,6 +106,13 @@ class DerivedZones:
     @property
     def values(self) -> tuple[float, float, float, float, float]:
         return self.support, self.entry_low, self.entry_high, self.resistance_low, self.resistance_high
+
+    def as_zones(self) -> Zones:
+        """The zones as a server's levels, in cents (exact where rounding would make two of them meet)."""
+        try:
+            return Zones(*(round(value, 2) for value in self.values))
+        except ConfigError:
+            return Zones(*self.values)
 
 
 # --- history and pivots -----------------------------------------------------------------------------------
@@ -330,3 +342,37 @@ def derived_zones(frame: pd.DataFrame, as_of: date | None = None, *, window: int
         f"over the last {lookback} sessions to {day}, clustered within {tolerance:.1%}."
     )
     return DerivedZones(day, support, entry_low, entry_high, res_low, res_high, method)
+
+
+# --- for the commands -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DerivedLevels:
+    """What `/iwm levels` shows beside the server's levels: the strong swing levels nearest the close (by price)
+    and the zones `RULE` derives from them, both as of `zones.as_of`."""
+
+    close: float
+    levels: tuple[SwingLevel, ...]
+    zones: DerivedZones
+
+    @property
+    def above(self) -> list[SwingLevel]:
+        return [level for level in self.levels if level.kind == "resistance"]
+
+    @property
+    def below(self) -> list[SwingLevel]:
+        return [level for level in self.levels if level.kind == "support"]
+
+
+def derived_levels(frame: pd.DataFrame, as_of: date | None = None) -> DerivedLevels:
+    """`swing_levels` and `derived_zones` as of `as_of` (default: the latest bar); InputError without
+    `LOOKBACK` sessions of history up to that day."""
+    zones = derived_zones(frame, as_of)
+    close = float(frame["close"].dropna().loc[: pd.Timestamp(zones.as_of)].iloc[-1])
+    return DerivedLevels(close, tuple(swing_levels(frame, as_of)), zones)
+
+
+async def derived_answer(market: MarketData, as_of: date | None = None) -> DerivedLevels:
+    """`derived_levels` on IWM's bars from `market` (computed in a thread)."""
+    bars = await market.bars("IWM")
+    return await asyncio.to_thread(derived_levels, bars.frame, as_of)

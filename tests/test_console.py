@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from datetime import date
 from pathlib import Path
 
 import pytest
 
 from console import answer, parse_command
 from services.errors import InputError
+from services.market import read_bundled_csv
+from services.swing_levels import RULE, derived_zones, swing_levels
 from tests.support.discord_schema import assert_within_embed_limits
 from tests.support.local_discord import png_size
 
@@ -28,6 +31,15 @@ async def test_levels_through_the_console_path(resources, tmp_path):
     assert embed["title"].startswith("IWM 241.34") and "testing resistance" in embed["title"]
     assert embed["image"]["url"] == "attachment://iwm-levels.png"
     assert "as of 2025-09-26" in embed["footer"]["text"]
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    nearest = swing_levels(read_bundled_csv("IWM"), date(2025, 9, 26))
+    lines = fields["Derived levels (swing highs and lows, as of 2025-09-26)"].splitlines()
+    assert lines == ([f"▲ {lv.describe()}" for lv in reversed(nearest) if lv.kind == "resistance"]
+                     + ["— close 241.34 —"]
+                     + [f"▼ {lv.describe()}" for lv in reversed(nearest) if lv.kind == "support"])
+    zones = fields["Derived zones (`/iwm setlevels preset:derived` adopts them)"]
+    assert zones.endswith(derived_zones(read_bundled_csv("IWM"), date(2025, 9, 26)).method)
+    assert fields["Method"] == RULE
     (file,) = message.files
     assert file.filename == "iwm-levels.png"
     file.fp.seek(0)
@@ -45,6 +57,15 @@ async def test_bad_input_is_status_2_with_one_ephemeral_message(resources, text)
     (message,) = messages
     assert message.ephemeral and message.content.startswith("⚠️")
     assert not message.embeds and not message.files
+
+
+async def test_levels_before_two_years_of_history_say_why_derived_levels_are_missing(resources, tmp_path):
+    status, (message,) = await answer(resources, "/iwm levels as_of:2001-01-02")
+    assert status == 0
+    (embed,) = message.payload(tmp_path)["embeds"]
+    assert_within_embed_limits(embed)
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert fields["Derived levels"].startswith("Not available: swing levels need 504 sessions of history")
 
 
 async def test_unknown_command_lists_valid_ones(resources):

@@ -18,12 +18,15 @@ from typing import Any
 
 import pytest
 
+import app
 from app import SmallcapsBot
 from services.alerts import AlertStore, OutboxEntry, post_nonce, replay
 from services.config import Zones
 from services.market import read_bundled_csv
+from services.swing_levels import RULE, derived_zones
 from tests.support.discord_helpers import PNG_MAGIC, answer_of, assert_refused, invoke, levels, stored_rows
 from tests.support.local_discord import FakeGuild, LocalDiscord, RecordedRequest
+from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
 
 BREAKOUT_DAY = date(2025, 10, 3)
 BREAKOUT_KEY = "2025-10-03 breakout"
@@ -369,3 +372,133 @@ async def test_moderator_commands_round_trip(running_bot: Any) -> None:
     assert answer.content == f"<#{general}> had no alert subscription."
     embed = await listed(discord_, guild)
     assert embed["description"] == "No channel is subscribed. Use `/iwm subscribe`."
+
+
+# --- presets ---------------------------------------------------------------------------------------------------
+
+async def test_setlevels_presets_adopt_the_derived_or_the_article_levels(running_bot: Any) -> None:
+    """preset:derived stores the zones derived from the latest bundled bar (2026-10-05), in cents, and says how
+    they were derived; preset:article goes back to 200/205–220/240–245; /iwm subscriptions lists what was
+    adopted."""
+    bot, discord_ = await running_bot()
+    guild = discord_.guild
+    iwm = read_bundled_csv("IWM")
+    zones = derived_zones(iwm)  # as of the latest bar
+    assert zones.as_of == date(2026, 10, 5)
+    expected = Zones(*(round(v, 2) for v in zones.values))
+
+    answer = await invoke(discord_, "setlevels", {"preset": "derived"}, manage=True)
+    assert answer.ephemeral
+    assert answer.content.startswith(
+        f"✅ Levels set: support {expected.support:g}, entry {expected.entry_low:g}–{expected.entry_high:g}, "
+        f"resistance {expected.resistance_low:g}–{expected.resistance_high:g}. Derived from IWM's daily bars to "
+        f"2026-10-05: {zones.method}"), answer.content
+    assert answer.content.endswith(RULE) and len(answer.content) <= 2000
+    assert await bot.resources.alerts.levels(guild.id) == expected
+    assert (await listed(discord_, guild))["fields"][0]["value"] == expected.describe()
+
+    answer = await invoke(discord_, "setlevels", {"preset": "article"}, manage=True)
+    assert answer.content.startswith("✅ Levels set: support 200, entry 205–220, resistance 240–245. The article's")
+    assert await bot.resources.alerts.levels(guild.id) == Zones(200, 205, 220, 240, 245)
+
+
+async def test_setlevels_needs_a_preset_or_all_five_numbers(running_bot: Any) -> None:
+    """Neither a preset nor all five numbers, or both at once: an ephemeral error, nothing stored; a member
+    without Manage Channels is refused a preset too."""
+    bot, discord_ = await running_bot()
+    await invoke(discord_, "setlevels", levels(190, 200, 215, 235, 240), manage=True)
+    before = await stored_rows(bot)
+    cases = [
+        ({}, "⚠️ give a preset (derived or article) or all five levels"),
+        ({"support": 190, "entry_low": 200}, "⚠️ give a preset (derived or article) or all five levels"),
+        ({"preset": "article", "support": 190}, "⚠️ give a preset or the five levels, not both"),
+    ]
+    for options, start in cases:
+        answer = await invoke(discord_, "setlevels", options, manage=True)
+        assert_refused(answer)
+        assert answer.content.startswith(start), answer.content
+    assert_refused(await invoke(discord_, "setlevels", {"preset": "derived"}))
+    assert await stored_rows(bot) == before
+    assert await bot.resources.alerts.levels(discord_.guild.id) == Zones(190, 200, 215, 235, 240)
+
+
+async def test_alerts_follow_the_adopted_preset(running_bot: Any) -> None:
+    """The close check reads the server's adopted levels: under the derived zones (resistance top 292.15 as of
+    2026-10-05) the 245.83 close of 2025-10-03 is no breakout; after preset:article it is."""
+    bot, discord_ = await running_bot()
+    guild, channel = discord_.guild, discord_.guild.channel("iwm-alerts")
+    await subscribe(discord_, guild, "iwm-alerts")
+    cog = await watcher_settled(bot, discord_)
+    await invoke(discord_, "setlevels", {"preset": "derived"}, manage=True)
+    assert (await bot.resources.alerts.levels(guild.id)).resistance_high > 245.83
+    assert await cog.run_close_check(BREAKOUT_DAY) == 0
+    await invoke(discord_, "setlevels", {"preset": "article"}, manage=True)
+    assert await cog.run_close_check(BREAKOUT_DAY) == 1
+    (post,) = posts_to(discord_, channel)
+    assert_breakout_post(post, channel["id"])
+
+
+# --- live data, end to end ---------------------------------------------------------------------------------------
+
+LIVE_DAY = date(2026, 10, 5)  # the last bundled bar, close 283.38
+LIVE_LEVELS = (260, 265, 275, 280, 283)  # resistance top 283: 2026-10-05 closes above it
+
+
+async def test_a_live_bar_above_the_servers_resistance_posts_one_breakout(
+    running_bot: Any, server: ProviderServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With MARKET_DATA_PROVIDER=yahoo on the local provider server: the bot starts while Yahoo has the real IWM
+    history to 2026-10-02; then Yahoo serves the real 2026-10-05 bar too, which closes above the server's
+    resistance (set with /iwm setlevels). The close check posts one breakout; a second check posts nothing.
+
+    The provider's idea of the last completed session (app.last_session, from the wall clock) is set by hand, so
+    the real bars are current rather than behind today's date."""
+    iwm = read_bundled_csv("IWM")
+    history, upto = iwm.loc[: "2026-10-02"], iwm.loc[: LIVE_DAY.isoformat()]
+    support, entry_low, entry_high, res_low, res_high = LIVE_LEVELS
+    # the premise, from the bars: the breakout is armed (a close below the zone low since the last close above
+    # its top), and 2026-10-05 is the first close above the top after that
+    closes = upto["close"]
+    last_above = closes[:-1][closes[:-1] > res_high].index[-1]
+    assert (closes[last_above:][:-1] < res_low).any()
+    assert closes.index[-1].date() == LIVE_DAY and closes.iloc[-1] > res_high >= closes[last_above:][1:-1].max()
+
+    session = {"day": date(2026, 10, 2)}
+
+    async def last_session() -> date:
+        return session["day"]
+
+    monkeypatch.setattr(app, "last_session", last_session)
+    path = "/v8/finance/chart/IWM"
+    server.script(path, Reply(body=yahoo_chart_body(history, "IWM")))
+    bot, discord_ = await running_bot(MARKET_DATA_PROVIDER="yahoo", YAHOO_BASE_URL=server.url,
+                                      CACHE_TTL_SECONDS="0")
+    guild, channel = discord_.guild, discord_.guild.channel("iwm-alerts")
+    await subscribe(discord_, guild, "iwm-alerts")
+    answer = await invoke(discord_, "setlevels", levels(*LIVE_LEVELS), manage=True)
+    assert answer.content == (f"✅ Levels set: support {support}, entry {entry_low}–{entry_high}, "
+                              f"resistance {res_low}–{res_high}.")
+    cog = await watcher_settled(bot, discord_)
+    assert server.calls[path] >= 1  # the watcher's first check asked Yahoo
+    assert (await bot.resources.market.bars("IWM")).as_of == date(2026, 10, 2)
+    assert await cog.run_close_check(LIVE_DAY) == 0  # no 2026-10-05 bar yet
+    assert not posts_to(discord_, channel)
+
+    server.script(path, Reply(body=yahoo_chart_body(upto, "IWM")))
+    session["day"] = LIVE_DAY
+    calls = server.calls[path]
+    assert await cog.run_close_check(LIVE_DAY) == 1
+    assert server.calls[path] > calls  # the check (and the post's chart) read the new bars from Yahoo
+    (post,) = posts_to(discord_, channel)
+    (embed,) = post.json["embeds"]
+    assert embed["title"] == f"IWM broke out above {res_high:.2f}"
+    assert embed["footer"]["text"] == "smallcaps alert · 2026-10-05 breakout"
+    assert f"{closes.iloc[-1]:.2f}" in embed["description"]
+    assert post.json["nonce"] == post_nonce(int(channel["id"]), "2026-10-05 breakout")
+    (entry,) = await outbox(bot, guild)
+    assert (entry.status, entry.event.key, entry.event.close) == ("sent", "2026-10-05 breakout", closes.iloc[-1])
+
+    calls = server.calls[path]
+    assert await cog.run_close_check(LIVE_DAY) == 0
+    assert server.calls[path] == calls + 1  # it looked again, and found the event already posted
+    assert len(posts_to(discord_, channel)) == 1 and len(channel_posts(discord_, channel)) == 1

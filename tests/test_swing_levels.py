@@ -17,9 +17,11 @@ from services.swing_levels import (
     RULE,
     TOLERANCE,
     WINDOW,
+    DerivedZones,
     Pivot,
     SwingLevel,
     cluster_levels,
+    derived_levels,
     derived_zones,
     record_highs,
     swing_levels,
@@ -236,3 +238,22 @@ def test_not_enough_history_is_an_input_error():
     derived_zones(IWM, FIRST_FULL)  # a full lookback is enough
     with pytest.raises(InputError):
         derived_zones(IWM, FIRST_FULL - timedelta(days=1))
+
+
+def test_derived_levels_split_the_nearest_strong_levels_at_the_close():
+    """What /iwm levels shows: the close of the day, the strong levels on each side of it, the zones of that day."""
+    day = date(2025, 9, 26)
+    derived = derived_levels(IWM, day)
+    assert derived.close == IWM.loc["2025-09-26", "close"]
+    assert derived.zones == derived_zones(IWM, day)
+    assert list(derived.levels) == swing_levels(IWM, day)
+    assert all(lv.price < derived.close for lv in derived.below) and all(lv.price >= derived.close
+                                                                         for lv in derived.above)
+    assert len(derived.below) + len(derived.above) == len(derived.levels)
+
+
+def test_adopted_zones_are_in_cents_unless_rounding_would_merge_two():
+    zones = derived_zones(IWM, date(2026, 10, 5)).as_zones()
+    assert zones.values() == tuple(round(v, 2) for v in derived_zones(IWM, date(2026, 10, 5)).values)
+    close_call = DerivedZones(date(2026, 10, 5), 100.001, 100.004, 110.0, 120.0, 125.0, "")
+    assert close_call.as_zones().values() == close_call.values  # 100.00 < 100.00 would be refused

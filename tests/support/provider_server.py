@@ -7,9 +7,13 @@ can say "first a 429, then a 500, then the real body" and count the upstream cal
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import pandas as pd
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
@@ -69,3 +73,26 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+YAHOO_SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "yahoo_chart_v8.SPY.sample.json"
+
+
+def yahoo_chart_body(frame: pd.DataFrame, symbol: str) -> str:
+    """Daily bars (services.market's frame) as Yahoo's v8 chart API answers them, in the shape of the real sample
+    (tests/fixtures/yahoo_chart_v8.SPY.sample.json): each bar stamped at 09:30 New York time, missing values
+    null, the sample's meta with this symbol and the last bar's price."""
+    sample = json.loads(YAHOO_SAMPLE.read_text())["chart"]["result"][0]
+    opens = frame.index.tz_localize("America/New_York") + pd.Timedelta(hours=9, minutes=30)
+
+    def column(name: str) -> list[float | None]:
+        return [None if math.isnan(v) else v for v in frame[name].tolist()]
+
+    last = frame.iloc[-1]
+    meta = {**sample["meta"], "symbol": symbol, "regularMarketPrice": float(last["close"]),
+            "regularMarketTime": int(opens[-1].timestamp()) + 23400, "regularMarketDayHigh": float(last["high"]),
+            "regularMarketDayLow": float(last["low"]), "longName": symbol, "shortName": symbol}
+    quote = {name: column(name) for name in ("open", "close", "high", "volume", "low")}
+    result = {"meta": meta, "timestamp": [int(t.timestamp()) for t in opens],
+              "indicators": {"quote": [quote], "adjclose": [{"adjclose": column("adj_close")}]}}
+    return json.dumps({"chart": {"result": [result], "error": None}})
