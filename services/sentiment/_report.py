@@ -149,18 +149,19 @@ def render_sentiment(chart: SentimentChart) -> bytes:
     ax.set_ylabel("spread (points)", color=MUTED, fontsize=8)
     legend(ax)
     if chart.note:
-        ax.text(0.99, 0.97, chart.note, color=YELLOW, fontsize=8, ha="right", va="top", transform=ax.transAxes)
+        ax.text(0.99, 0.03, chart.note, color=YELLOW, fontsize=8.5, ha="right", va="bottom", transform=ax.transAxes)
     ax.tick_params(labelbottom=False)
     low.plot(x, _array(chart.bullish), color=UP, lw=1.2, marker="o", ms=3, label="server bullish %")
     low.plot(x, _array(chart.bearish), color=DOWN, lw=1.2, marker="o", ms=3, label="server bearish %")
+    low.axhline(avg.bullish, color=UP, lw=0.8, ls=":")
+    low.axhline(avg.bearish, color=DOWN, lw=0.8, ls=":")
     if seen.any():
         low.plot(x, _array(chart.aaii_bullish), color=UP, lw=1.0, ls="--", marker="D", ms=3, alpha=0.7,
-                 label="AAII bullish %")
+                 label=f"AAII bullish % (dotted: long-run {avg.bullish:.1f})")
         low.plot(x, _array(chart.aaii_bearish), color=DOWN, lw=1.0, ls="--", marker="D", ms=3, alpha=0.7,
-                 label="AAII bearish %")
-    low.axhline(avg.bullish, color=UP, lw=0.8, ls=":")
-    low.axhline(avg.bearish, color=DOWN, lw=0.8, ls=":", label="AAII long-run averages")
-    low.set_ylim(0, 100)
+                 label=f"AAII bearish % (dotted: long-run {avg.bearish:.1f})")
+    low.set_ylim(0, 115)  # head room for the legend
+    low.set_yticks([0, 25, 50, 75, 100])
     legend(low)
     low.set_ylabel("share %", color=MUTED, fontsize=8)
     date_axis(low, pd.DatetimeIndex([d.replace(tzinfo=None) for d in chart.days]))
@@ -222,8 +223,8 @@ async def sentiment_answer(
         aaii_bearish=tuple(p.bearish if p else None for p in aaii),
         aaii_average=report.aaii,
         title=f"Community sentiment · spread {latest.spread:+.1f}" if latest else "Community sentiment",
-        subtitle=f"per poll, last {weeks} weeks · polls need {MIN_VOTES}+ votes · AAII week of "
-                 f"{week.day}: spread {week.shares.spread:+.1f}",
+        subtitle=f"per poll, last {weeks} weeks · polls need {MIN_VOTES}+ votes · AAII latest week (reported "
+                 f"{week.day}): spread {week.shares.spread:+.1f}",
         source=f"AAII: {report.aaii_source}; long-run averages over those weeks; AAII week = the one reported "
                "in the poll's Monday-Sunday week",
         note=report.aaii_note,
