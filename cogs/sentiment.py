@@ -32,11 +32,6 @@ from cogs.common import (
     target_channel,
 )
 from services.sentiment import (
-    AAII_BEARISH,
-    AAII_BULLISH,
-    AAII_NEUTRAL,
-    AAII_SOURCE,
-    AAII_SPREAD,
     ANSWER_EMOJI,
     ANSWERS,
     BEARISH,
@@ -50,12 +45,16 @@ from services.sentiment import (
     MIN_HOURS,
     MIN_VOTES,
     NEUTRAL,
+    AaiiSurvey,
+    AaiiWeek,
+    Percentages,
     Poll,
     PollSpec,
     Schedule,
     SentimentReport,
     SentimentStore,
     Tally,
+    aaii_survey,
     sentiment_answer,
     validate_poll,
     validate_weeks,
@@ -69,7 +68,6 @@ log = logging.getLogger(__name__)
 manage_messages = app_commands.checks.has_permissions(manage_messages=True)
 CHART = "iwm-sentiment.png"
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-AAII = {BULLISH: AAII_BULLISH, NEUTRAL: AAII_NEUTRAL, BEARISH: AAII_BEARISH}
 NO_RESULT = 0  # result_message_id of a poll whose message (or channel) was deleted: closed, nothing to post
 ALL_VOTERS = 1_000_000  # `PollAnswer.voters(limit=...)` pages through 100 at a time until Discord has no more
 Hours = app_commands.Range[int, MIN_HOURS, MAX_HOURS]
@@ -84,8 +82,8 @@ def build_poll(spec: PollSpec) -> discord.Poll:
     return poll
 
 
-def tally_text(tally: Tally) -> str:
-    """Votes per answer; with enough votes, shares and the bull-bear spread against the AAII averages."""
+def tally_text(tally: Tally, aaii: Percentages) -> str:
+    """Votes per answer; with enough votes, shares and the bull-bear spread against AAII's long-run averages."""
     pct = tally.percentages()
     lines = []
     for answer_id, count in ((BULLISH, tally.bullish), (NEUTRAL, tally.neutral), (BEARISH, tally.bearish)):
@@ -93,40 +91,54 @@ def tally_text(tally: Tally) -> str:
         if pct is None:
             lines.append(f"{label}: {plural(count, 'vote')}")
             continue
-        share = getattr(pct, ANSWERS[answer_id].lower())
-        lines.append(f"{label}: **{share:.1f}%** ({count}) · AAII {AAII[answer_id]:.1f}% "
-                     f"({share - AAII[answer_id]:+.1f})")
+        name = ANSWERS[answer_id].lower()
+        share, average = getattr(pct, name), getattr(aaii, name)
+        lines.append(f"{label}: **{share:.1f}%** ({count}) · AAII avg {average:.1f}% ({share - average:+.1f})")
     if pct is None:
         lines.append(f"Not enough votes for percentages: {tally.total}, at least {MIN_VOTES} needed.")
     else:
-        lines.append(f"Bull-bear spread **{pct.spread:+.1f}** points (AAII average {AAII_SPREAD:+.1f}) "
+        lines.append(f"Bull-bear spread **{pct.spread:+.1f}** points (AAII long-run average {aaii.spread:+.1f}) "
                      f"from {tally.total} votes")
     return "\n".join(lines)
 
 
-def _colour(tally: Tally | None) -> discord.Colour:
+def week_text(week: AaiiWeek) -> str:
+    """AAII's reading of one week: `bullish 35.5% · neutral 24.6% · bearish 39.9% · spread -4.4`."""
+    p = week.shares
+    return f"bullish {p.bullish:.1f}% · neutral {p.neutral:.1f}% · bearish {p.bearish:.1f}% · spread {p.spread:+.1f}"
+
+
+def _colour(tally: Tally | None, aaii: Percentages) -> discord.Colour:
     pct = tally.percentages() if tally else None
     if pct is None:
         return GREY
-    return GREEN if pct.spread > AAII_SPREAD else RED if pct.spread < 0 else YELLOW
+    return GREEN if pct.spread > aaii.spread else RED if pct.spread < 0 else YELLOW
 
 
-def result_embed(poll: Poll, tally: Tally) -> discord.Embed:
-    embed = discord.Embed(title=f"📊 Poll closed: {poll.question}"[:256], description=tally_text(tally),
-                          colour=_colour(tally))
+def result_embed(poll: Poll, tally: Tally, report: SentimentReport) -> discord.Embed:
+    """A closed poll's result; `report`: its guild's report (AAII's survey and the chart's window)."""
+    embed = discord.Embed(title=f"📊 Poll closed: {poll.question}"[:256], description=tally_text(tally, report.aaii),
+                          colour=_colour(tally, report.aaii))
+    week = report.survey.week_of(poll.created_at)
+    name = f"AAII survey · same week, reported {week.day}" if week else (
+        f"AAII survey · latest week, reported {report.aaii_latest.day} (the survey ends before this poll's week)")
+    embed.add_field(name=name, value=week_text(week or report.aaii_latest), inline=False)
     embed.set_image(url=f"attachment://{CHART}")
-    embed.set_footer(text=f"Opened {poll.created_at:%Y-%m-%d %H:%M} UTC · chart: this server's polls · {AAII_SOURCE}")
+    embed.set_footer(text=f"Opened {poll.created_at:%Y-%m-%d %H:%M} UTC · chart: this server's polls · AAII: "
+                          f"{report.aaii_source}"[:2048])
     return embed
 
 
 def sentiment_embed(report: SentimentReport) -> discord.Embed:
-    latest = report.latest
+    latest, aaii, week = report.latest, report.aaii, report.aaii_latest
     embed = discord.Embed(title="Community sentiment vs the AAII survey",
-                          colour=_colour(latest.tally if latest else None),
+                          colour=_colour(latest.tally if latest else None, aaii),
                           description=f"Latest poll: {report.latest_text}.")
     if latest is not None:
         embed.add_field(name=f"Latest poll · opened {latest.poll.created_at:%Y-%m-%d}",
-                        value=f"*{latest.poll.question}*\n{tally_text(latest.tally)}"[:1024], inline=False)
+                        value=f"*{latest.poll.question}*\n{tally_text(latest.tally, aaii)}"[:1024], inline=True)
+    embed.add_field(name=f"AAII latest week · reported {week.day}", value=week_text(week).replace(" · ", "\n"),
+                    inline=True)
     if report.current is not None:
         ends = int(report.current.poll.ends_at.timestamp())
         votes = report.current.tally.total
@@ -142,11 +154,13 @@ def sentiment_embed(report: SentimentReport) -> discord.Embed:
         window = f"No closed poll had {MIN_VOTES}+ votes"
     embed.add_field(name=f"Last {report.weeks} weeks", inline=False,
                     value=f"{window} ({plural(len(report.history), 'closed poll')}).")
-    embed.add_field(name="AAII long-run averages", inline=False, value=(
-        f"bullish {report.aaii.bullish:.1f}% · neutral {report.aaii.neutral:.1f}% · bearish "
-        f"{report.aaii.bearish:.1f}% · spread {report.aaii.spread:+.1f}"))
+    if report.aaii_note:
+        embed.add_field(name="AAII survey coverage", inline=False, value=f"{report.aaii_note}.")
+    embed.add_field(name=f"AAII long-run averages · {report.survey.span}", inline=False, value=(
+        f"bullish {aaii.bullish:.1f}% · neutral {aaii.neutral:.1f}% · bearish {aaii.bearish:.1f}% · "
+        f"spread {aaii.spread:+.1f}"))
     embed.set_image(url=f"attachment://{CHART}")
-    embed.set_footer(text=f"Percentages need {report.min_votes}+ votes per poll · {report.aaii_source}")
+    embed.set_footer(text=f"Percentages need {report.min_votes}+ votes per poll · AAII: {report.aaii_source}"[:2048])
     return embed
 
 
@@ -159,6 +173,11 @@ class Sentiment(IwmCog):
     @property
     def store(self) -> SentimentStore:
         return self.bot.resources.sentiment
+
+    async def survey(self) -> AaiiSurvey:
+        """AAII's survey: the operator's copy when configured, else the bundled one."""
+        res = self.bot.resources
+        return await aaii_survey(res.documents, aaii_file=res.settings.aaii_file, aaii_url=res.settings.aaii_url)
 
     def background_loops(self) -> tuple[tasks.Loop[Any], ...]:
         return (self.watch,)
@@ -228,7 +247,8 @@ class Sentiment(IwmCog):
         assert interaction.guild_id is not None
         await interaction.response.defer(thinking=True)
         res = self.bot.resources
-        report, png = await sentiment_answer(res.database, res.renderer, interaction.guild_id, weeks)
+        report, png = await sentiment_answer(res.database, res.renderer, interaction.guild_id, weeks,
+                                             survey=await self.survey())
         await interaction.followup.send(embed=sentiment_embed(report), file=png_file(png, CHART))
 
     # --- the vote log -------------------------------------------------------------------------------------
@@ -304,8 +324,9 @@ class Sentiment(IwmCog):
         tally = await self.store.reconcile(poll.message_id, voters, now)
         assert tally is not None  # the poll is registered
         res = self.bot.resources
-        _, png = await sentiment_answer(res.database, res.renderer, poll.guild_id, now=now)
-        result = await channel.send(embed=result_embed(poll, tally), file=png_file(png, CHART),
+        report, png = await sentiment_answer(res.database, res.renderer, poll.guild_id, now=now,
+                                             survey=await self.survey())
+        result = await channel.send(embed=result_embed(poll, tally, report), file=png_file(png, CHART),
                                     reference=message.to_reference(fail_if_not_exists=False), mention_author=False)
         if not await self.store.mark_result_posted(poll.message_id, result.id):
             log.warning("sentiment: poll %s already had a result when %s was posted", poll.message_id, result.id)

@@ -3,8 +3,8 @@
 Run by hand when the source files change:  python scripts/bundle_data.py SOURCE_DIR
 SOURCE_DIR holds the files listed in services/data/SOURCES.md (the newer price files in SOURCE_DIR/extension/).
 Output: one gzip CSV per symbol with the columns date,open,high,low,close,adj_close,volume (empty where the source
-has no value), plus the other data files. A newer source only adds days after an older one ends, and the build
-stops if the two differ by more than a cent on a day both have.
+has no value), plus the other data files (AAII's weekly survey from SOURCE_DIR/aaii/). A newer source only adds
+days after an older one ends, and the build stops if the two differ by more than a cent on a day both have.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ RUT_FULL_CHECK_FROM = "2016-08-08"
 # Carrying SPY's adjusted close on by price returns needs its traded close: the extension's closes equal the
 # dsturdy adjusted closes from SPY's June 2026 ex-dividend day on (the adjustment is as of 2026-08-03).
 SPY_ADJ_EQUALS_CLOSE_FROM = "2026-06-18"
+# AAII's sentiment.xls has one placeholder row, 1996-01-11, with 42 in every column: no survey week, dropped.
+AAII_PLACEHOLDER = "1996-01-11"
+AAII_COLUMNS = ["bullish", "neutral", "bearish"]
 
 
 class SourceMismatch(ValueError):
@@ -98,6 +101,22 @@ def extend_by_price_returns(adj: pd.Series, close: pd.Series) -> pd.Series:
     return pd.concat([adj, (adj[last] * tail / tail.iloc[0]).iloc[1:]])
 
 
+def write_aaii(path: Path) -> None:
+    """AAII's weekly survey (aaii/aaii_sentiment_weekly.csv, fractions of 1) as AAII.weekly.csv.gz: date and the
+    three shares, values untouched, the placeholder row dropped."""
+    frame = pd.read_csv(path, dtype=str).rename(columns={"reported_date": "date"})[["date", *AAII_COLUMNS]]
+    placeholder = frame["date"] == AAII_PLACEHOLDER
+    assert (frame.loc[placeholder, AAII_COLUMNS] == "42").all(axis=None), "the 1996-01-11 placeholder changed"
+    frame = frame[~placeholder]
+    shares = frame[AAII_COLUMNS].astype(float)
+    assert ((shares.sum(axis=1) - 1).abs() <= CENT).all(), "an AAII week whose shares do not add up to 1"
+    assert frame["date"].is_unique and frame["date"].is_monotonic_increasing
+    with gzip.open(OUT / "AAII.weekly.csv.gz", "wt", compresslevel=9, newline="") as fh:
+        frame.to_csv(fh, index=False)
+    print(f"AAII: {frame['date'].iloc[0]} .. {frame['date'].iloc[-1]} ({len(frame)} weeks; placeholder "
+          f"{AAII_PLACEHOLDER} dropped)")
+
+
 def main(src: Path) -> None:
     sectors, extension = src / "sectors", src / "extension"
     frames: dict[str, pd.DataFrame] = {}  # every source is read and checked before anything is written
@@ -144,6 +163,7 @@ def main(src: Path) -> None:
         with open(src / name, "rb") as fin, gzip.open(OUT / f"{name}.gz", "wb", compresslevel=9) as fout:
             shutil.copyfileobj(fin, fout)
         print(f"copied {name}")
+    write_aaii(src / "aaii" / "aaii_sentiment_weekly.csv")
 
 
 if __name__ == "__main__":

@@ -81,6 +81,8 @@ class Settings:
         "?fileType=csv&fileName=IWM_holdings&dataType=fund"
     )
     valuation_file: Path | None = None
+    aaii_file: Path | None = None  # an operator's CSV copy of AAII's weekly survey (AAII blocks scripted downloads)
+    aaii_url: str | None = None  # the same, served over HTTP; read in live mode, the bundled survey as fallback
     log_level: str = "INFO"
     log_retention_days: int = 365
     shard_count: int | None = None
@@ -133,6 +135,8 @@ class Settings:
             fred_base_url=get("FRED_BASE_URL") or cls.fred_base_url,
             holdings_url=get("IWM_HOLDINGS_URL") or cls.holdings_url,
             valuation_file=Path(v) if (v := get("VALUATION_FILE")) else None,
+            aaii_file=Path(v) if (v := get("AAII_FILE")) else None,
+            aaii_url=get("AAII_URL"),
             log_level=(get("LOG_LEVEL") or cls.log_level).upper(),
             log_retention_days=integer("LOG_RETENTION_DAYS", cls.log_retention_days) or cls.log_retention_days,
             shard_count=integer("SHARD_COUNT", None),

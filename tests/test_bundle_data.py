@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
 import math
 
 import pandas as pd
 import pytest
 
+from scripts import bundle_data
 from scripts.bundle_data import SourceMismatch, check_overlap, extend_history
 from services.market import read_bundled_csv
 
@@ -111,3 +113,13 @@ def test_adjusted_closes_are_carried_by_price_returns_and_never_invented(bundled
     # ^RUT is a price index: adj_close is its close.
     rut = bundled["RUT"]
     assert (rut["adj_close"] == rut["close"]).all()
+
+
+def test_aaii_bundle_drops_the_placeholder_week(tmp_path, monkeypatch):
+    source = tmp_path / "aaii_sentiment_weekly.csv"
+    source.write_text("reported_date,bullish,neutral,bearish,total\n1996-01-04,0.55,0.18,0.27,1.0\n"
+                      "1996-01-11,42,42,42,42\n1996-01-18,0.42,0.29,0.29,1.0\n", encoding="utf-8")
+    monkeypatch.setattr(bundle_data, "OUT", tmp_path)
+    bundle_data.write_aaii(source)
+    with gzip.open(tmp_path / "AAII.weekly.csv.gz", "rt") as fh:
+        assert fh.read() == "date,bullish,neutral,bearish\n1996-01-04,0.55,0.18,0.27\n1996-01-18,0.42,0.29,0.29\n"

@@ -13,8 +13,9 @@ import pytest
 from app import open_resources
 from console import answer, run_console
 from services.config import Settings
-from services.sentiment import AAII_SPREAD, BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally
+from services.sentiment import BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally
 from services.timefmt import iso_utc
+from tests.support.aaii import AAII_LAST, AAII_MEANS, AAII_SPREAD
 from tests.support.discord_helpers import POLL_MODERATOR, command, ephemeral_error, post_poll
 from tests.support.local_discord import LocalDiscord, user_payload
 
@@ -112,7 +113,12 @@ async def test_close_reconciles_missed_votes_and_posts_once_across_restarts(runn
     (embed,) = result["embeds"]
     assert "61.5%" in embed["description"] and "(8)" in embed["description"]  # 8 of 13 bullish
     assert f"spread **{(8 - 3) / 13 * 100:+.1f}**" in embed["description"]
-    assert f"AAII average {AAII_SPREAD:+.1f}" in embed["description"]
+    assert f"AAII long-run average {AAII_SPREAD:+.1f}" in embed["description"]
+    # the poll's week is after the bundled survey: AAII's latest week, dated, with the source in the footer
+    (week,) = embed["fields"]
+    assert week["name"].startswith(f"AAII survey · latest week, reported {AAII_LAST[0]}")
+    assert f"spread {(float(AAII_LAST[1]) - float(AAII_LAST[3])) * 100:+.1f}" in week["value"]
+    assert "AAII Investor Sentiment Survey" in embed["footer"]["text"] and "2026-08-20" in embed["footer"]["text"]
     assert embed["image"]["url"] == "attachment://iwm-sentiment.png"
     assert result["attachments"][0]["filename"] == "iwm-sentiment.png" and result["attachments"][0]["width"] > 0
     poll = await bot.resources.sentiment.get_poll(mid)
@@ -174,6 +180,11 @@ async def test_sentiment_report_is_per_guild(running_bot: Any, discord_: LocalDi
     assert "bullish 50.0%, neutral 16.7%, bearish 33.3%" in reports["Smallcaps HQ"]
     assert "Open poll" not in reports["Smallcaps HQ"]
     assert "no closed poll yet" in reports["Other HQ"] and "1 vote so far" in reports["Other HQ"]
+    for text in reports.values():  # AAII's latest week and long-run averages, each dated
+        assert f"AAII latest week · reported {AAII_LAST[0]}" in text
+        assert (f"AAII long-run averages · 1987-07-24..{AAII_LAST[0]}" in text
+                and f"bullish {AAII_MEANS['bullish']:.1f}%" in text)
+    assert "AAII's survey ends 2026-08-20: no AAII week beside 1 poll" in reports["Smallcaps HQ"]
 
 
 async def test_close_step_survives_403_and_404(running_bot: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, time, timedelta
+import csv
+import gzip
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 
 from services.charts import Renderer
+from services.documents import Documents
 from services.errors import InputError
 from services.sentiment import (
-    AAII_SPREAD,
     BEARISH,
     BULLISH,
     CLAIM_TIMEOUT,
@@ -21,12 +23,17 @@ from services.sentiment import (
     NEUTRAL,
     SentimentStore,
     Tally,
+    aaii_survey,
+    bundled_survey,
+    parse_survey,
     sentiment_answer,
     validate_poll,
 )
 from services.storage import Database
+from tests.support.aaii import AAII_LAST, AAII_MEANS, AAII_SPREAD, BUNDLED_AAII
+from tests.support.provider_server import Reply
 
-T0 = datetime(2026, 9, 7, 14, 0, tzinfo=UTC)  # a Monday
+T0 = datetime(2026, 9, 7, 14, 0, tzinfo=UTC)  # a Monday, after the bundled AAII survey ends (2026-08-20)
 GUILD, OTHER_GUILD, CHANNEL = 100, 200, 10
 
 
@@ -301,7 +308,11 @@ async def test_report_this_guild_only(store, db, renderer):
     assert [r.poll.message_id for r in other.history] == [50]
     assert other.latest.percentages.bearish == 100.0
     assert "spread -100.0" in other.latest_text
-    assert other.vs_aaii.bearish == pytest.approx(100 - 31.0) and report.vs_aaii is None
+    assert other.vs_aaii.bearish == pytest.approx(100 - AAII_MEANS["bearish"]) and report.vs_aaii is None
+    # every poll is after the survey's last week: said so, and no AAII week beside any of them
+    assert report.aaii_weeks == (None,) * 7
+    assert report.aaii_note == f"AAII's survey ends {AAII_LAST[0]}: no AAII week beside 7 polls from 2026-09-07 on"
+    assert other.aaii_note.endswith("beside 1 poll from 2026-10-20 on")  # T0 + 6 weeks + 1 day
 
 
 async def test_report_with_no_polls(db, renderer):
@@ -315,3 +326,86 @@ async def test_report_with_no_polls(db, renderer):
 async def test_bad_weeks(db, renderer, weeks):
     with pytest.raises(InputError):
         await sentiment_answer(db, renderer, GUILD, weeks)
+
+
+# --- AAII's survey ------------------------------------------------------------------------------------------
+
+def test_bundled_survey_averages_and_latest_week_match_an_independent_computation():
+    survey = bundled_survey()
+    avg = survey.averages
+    assert (avg.bullish, avg.neutral, avg.bearish) == pytest.approx(
+        (AAII_MEANS["bullish"], AAII_MEANS["neutral"], AAII_MEANS["bearish"]), abs=1e-9)
+    assert avg.spread == pytest.approx(AAII_SPREAD, abs=1e-9)
+    day, bull, neutral, bear, weeks = AAII_LAST
+    assert str(survey.latest.day) == day == "2026-08-20"
+    assert (survey.latest.shares.bullish, survey.latest.shares.neutral, survey.latest.shares.bearish) == \
+        pytest.approx((float(bull) * 100, float(neutral) * 100, float(bear) * 100))
+    assert len(survey.weeks) == int(weeks) == 2037 and str(survey.first.day) == "1987-07-24"
+    assert survey.span == "1987-07-24..2026-08-20, 2,037 weeks"
+    assert "bundled" in survey.source and "AAII" in survey.source
+    # the bundle dropped AAII's placeholder week
+    assert date(1996, 1, 11) not in {w.day for w in survey.weeks} and survey.skipped == ()
+
+
+# Three rows of AAII's own file (aaii_sentiment_weekly.csv, its reported_date header), the middle one the
+# 1996-01-11 placeholder with 42 in every column.
+AAII_SOURCE_ROWS = """reported_date,bullish,neutral,bearish,total,bullish_8wk_mov_avg,bull_bear_spread
+1996-01-04,0.55,0.18,0.27,1.0,0.49124999999999996,0.28
+1996-01-11,42,42,42,42,42,
+1996-01-18,0.42,0.29,0.29,1.0,42,0.13
+"""
+
+
+def test_the_1996_01_11_placeholder_counts_in_no_average():
+    survey = parse_survey(AAII_SOURCE_ROWS)
+    assert [str(w.day) for w in survey.weeks] == ["1996-01-04", "1996-01-18"]
+    assert survey.skipped == (date(1996, 1, 11),)
+    assert (survey.averages.bullish, survey.averages.neutral, survey.averages.bearish) == pytest.approx(
+        ((55 + 42) / 2, (18 + 29) / 2, (27 + 29) / 2))
+    assert survey.week_of(date(1996, 1, 8)) is None  # the placeholder's week has no reading
+    assert str(survey.week_of(datetime(1996, 1, 15, 9, tzinfo=UTC)).day) == "1996-01-18"
+    # the same weeks in percent, placeholder included
+    percent = parse_survey("date,bullish,neutral,bearish\n1996-01-04,55,18,27\n1996-01-11,42,42,42\n"
+                           "1996-01-18,42,29,29\n")
+    assert percent.averages == survey.averages and percent.skipped == survey.skipped
+
+
+@pytest.mark.parametrize("text", ["", "date,close\n2026-08-20,1\n", "<!DOCTYPE html><html></html>",
+                                  "date,bullish,neutral,bearish\n1996-01-11,42,42,42\n"])
+def test_not_a_survey_is_refused(text):
+    with pytest.raises(ValueError):
+        parse_survey(text)
+
+
+async def test_operator_file_and_url(tmp_path, server, session):
+    path = tmp_path / "aaii.csv"
+    path.write_text(AAII_SOURCE_ROWS, encoding="utf-8")
+    own = await aaii_survey(None, aaii_file=path)
+    assert len(own.weeks) == 2 and "aaii.csv" in own.source
+    url = f"{server.url}/aaii.csv"
+    server.script("/aaii.csv", Reply(body=AAII_SOURCE_ROWS, content_type="text/csv"))
+    live = await aaii_survey(Documents(session, backoff=0.01, max_wait=0.05), aaii_url=url)
+    assert str(live.latest.day) == "1996-01-18" and "operator's copy, fetched" in live.source
+    # AAII-style refusal (HTML): the bundled survey, dated, and said so
+    server.script("/blocked.csv", Reply(body="<!DOCTYPE html><html>Access denied</html>", content_type="text/html"))
+    fallback = await aaii_survey(Documents(session, backoff=0.01, max_wait=0.05), aaii_url=f"{server.url}/blocked.csv")
+    assert fallback.latest == bundled_survey().latest and "operator's URL failed" in fallback.source
+    assert await aaii_survey(Documents(None), aaii_url=url) is bundled_survey()  # offline
+
+
+async def test_polls_beside_aaii_weeks(store, db, renderer):
+    start = datetime(2026, 6, 29, 14, tzinfo=UTC)  # a Monday; AAII reports on Thursdays
+    for week in range(8):
+        await closed_poll(store, week + 1, GUILD, start + timedelta(weeks=week), 4 + week, 3, 5)
+    report, png = await sentiment_answer(db, renderer, GUILD, 12, now=start + timedelta(weeks=8))
+    with gzip.open(BUNDLED_AAII, "rt", newline="") as fh:
+        thursdays = {r["date"]: r for r in csv.DictReader(fh)}
+    expected = [thursdays.get(str((start + timedelta(weeks=w, days=3)).date())) for w in range(8)]
+    got = report.aaii_weeks
+    assert [str(w.day) if w else None for w in got] == [r["date"] if r else None for r in expected]
+    assert [str(w.day) for w in got[:6]] == ["2026-07-02", "2026-07-09", "2026-07-16", "2026-07-23", "2026-07-30",
+                                             "2026-08-06"]
+    assert got[6].shares.spread == pytest.approx(
+        (float(expected[6]["bullish"]) - float(expected[6]["bearish"])) * 100)
+    assert report.aaii_note is None  # the survey covers every poll week
+    assert png.startswith(b"\x89PNG")

@@ -1,4 +1,4 @@
-"""Poll types: the answers, validation of a new poll, tallies against the AAII averages, and weekly schedules."""
+"""Poll types: the answers, validation of a new poll, tallies and their percentages, and weekly schedules."""
 
 from __future__ import annotations
 
@@ -8,14 +8,6 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from services.errors import InputError, is_whole
 from services.timefmt import parse_utc
-
-# AAII Investor Sentiment Survey: weekly since July 1987, "Over the next six months, will the stock market rise,
-# stay flat or fall?". Long-run averages as published by AAII (aaii.com/sentimentsurvey).
-AAII_SOURCE = "AAII Investor Sentiment Survey, long-run averages since 1987 (aaii.com/sentimentsurvey)"
-AAII_BULLISH = 37.5
-AAII_NEUTRAL = 31.5
-AAII_BEARISH = 31.0
-AAII_SPREAD = AAII_BULLISH - AAII_BEARISH  # percentage points
 
 BULLISH, NEUTRAL, BEARISH = 1, 2, 3  # Discord poll answer ids, in the order the answers are posted
 ANSWERS = {BULLISH: "Bullish", NEUTRAL: "Neutral", BEARISH: "Bearish"}
@@ -75,9 +67,6 @@ class Percentages:
     def spread(self) -> float:
         """Bull-bear spread in percentage points, as AAII reports it."""
         return self.bullish - self.bearish
-
-
-AAII_AVERAGES = Percentages(AAII_BULLISH, AAII_NEUTRAL, AAII_BEARISH)
 
 
 @dataclass(frozen=True)

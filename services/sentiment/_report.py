@@ -1,4 +1,5 @@
-"""`/iwm sentiment`: a guild's poll results against the AAII long-run averages, and its chart."""
+"""`/iwm sentiment`: a guild's poll results against AAII's survey (its long-run averages and the same weeks), and
+its chart."""
 
 from __future__ import annotations
 
@@ -23,16 +24,8 @@ from services.charts import (
     to_png,
 )
 from services.errors import InputError, is_whole
-from services.sentiment._polls import (
-    AAII_AVERAGES,
-    AAII_BEARISH,
-    AAII_BULLISH,
-    AAII_SOURCE,
-    AAII_SPREAD,
-    MIN_VOTES,
-    Percentages,
-    PollResult,
-)
+from services.sentiment._aaii import AaiiSurvey, AaiiWeek, bundled_survey, monday, weeks_beside
+from services.sentiment._polls import MIN_VOTES, Percentages, PollResult
 from services.sentiment._store import create_tables, one_row, poll_result
 from services.storage import Database
 from services.timefmt import iso_utc
@@ -50,9 +43,38 @@ class SentimentReport:
     history: tuple[PollResult, ...]  # closed polls created in the window, oldest first
     average: Percentages | None  # mean of the window's polls with enough votes (AAII averages weekly results)
     polls_counted: int  # polls in `average`
+    survey: AaiiSurvey
     min_votes: int = MIN_VOTES
-    aaii: Percentages = AAII_AVERAGES
-    aaii_source: str = AAII_SOURCE
+
+    @property
+    def aaii(self) -> Percentages:
+        """AAII's long-run averages, computed from the survey."""
+        return self.survey.averages
+
+    @property
+    def aaii_latest(self) -> AaiiWeek:
+        return self.survey.latest
+
+    @property
+    def aaii_source(self) -> str:
+        """The survey's source and span, for footers: every AAII figure is dated by it."""
+        return f"{self.survey.source}, {self.survey.span}"
+
+    @property
+    def aaii_weeks(self) -> tuple[AaiiWeek | None, ...]:
+        """AAII's reading in the week of each poll in `history` (None where the survey has none)."""
+        return weeks_beside(self.survey, [r.poll.created_at for r in self.history])
+
+    @property
+    def aaii_note(self) -> str | None:
+        """Says so when the survey ends before the latest poll's week (those polls have no AAII week beside them)."""
+        last = self.survey.latest.day
+        polls = self.history or ((self.latest,) if self.latest else ())
+        later = [r.poll.created_at for r in polls if monday(r.poll.created_at) > last]
+        if not later:
+            return None
+        n = len(later)
+        return f"AAII's survey ends {last}: no AAII week beside {n} poll{'s' * (n > 1)} from {min(later):%Y-%m-%d} on"
 
     @property
     def vs_aaii(self) -> Percentages | None:
@@ -82,51 +104,72 @@ class SentimentChart:
     spreads: tuple[float | None, ...]  # None: not enough votes
     bullish: tuple[float | None, ...]
     bearish: tuple[float | None, ...]
-    aaii_spread: float
+    aaii_spreads: tuple[float | None, ...]  # AAII's reading in each poll's week; None: the survey has none
+    aaii_bullish: tuple[float | None, ...]
+    aaii_bearish: tuple[float | None, ...]
+    aaii_average: Percentages  # long-run
     title: str
     subtitle: str
+    source: str  # AAII's source and span, under the chart
+    note: str | None  # e.g. the survey ends before the polls
+
+
+def _array(values: tuple[float | None, ...]) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
 def render_sentiment(chart: SentimentChart) -> bytes:
     fig, (ax, low) = new_figure((2.2, 1.0))
     title(fig, chart.title, chart.subtitle)
+    fig.text(0.93, 0.012, chart.source, color=MUTED, fontsize=7.5, ha="right", va="bottom")
     if not chart.days:
         ax.text(0.5, 0.5, "no closed polls in this window", color=MUTED, fontsize=14, ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_xticks([])
         low.set_visible(False)
         return to_png(fig)
+    avg = chart.aaii_average
     x = np.arange(len(chart.days))
-    spread = np.array([np.nan if s is None else s for s in chart.spreads], dtype=float)
-    ok = ~np.isnan(spread)
+    spread, aaii = _array(chart.spreads), _array(chart.aaii_spreads)
+    ok, seen = ~np.isnan(spread), ~np.isnan(aaii)
     ax.axhline(0, color=MUTED, lw=0.8)
-    ax.axhline(chart.aaii_spread, color=YELLOW, lw=1.1, ls="--", label=f"AAII average {chart.aaii_spread:+.1f}")
+    ax.axhline(avg.spread, color=YELLOW, lw=1.0, ls="--", label=f"AAII long-run average {avg.spread:+.1f}")
     ax.bar(x[ok], spread[ok], color=np.where(spread[ok] >= 0, UP, DOWN), width=0.7, alpha=0.85,
-           label="bull-bear spread")
+           label="server: bull-bear spread")
     if ok.sum() > 1:
         ax.plot(x[ok], spread[ok], color=TEXT, lw=0.9, marker="o", ms=3)
+    if seen.any():
+        ax.plot(x, aaii, color=YELLOW, lw=1.4, marker="D", ms=4, label="AAII: spread, same week", zorder=6)
     if (~ok).any():
         ax.scatter(x[~ok], np.zeros((~ok).sum()), marker="x", color=MUTED, s=30, label=f"fewer than {MIN_VOTES} votes",
                    zorder=5)
-    top = max(20.0, float(np.nanmax(np.abs(spread))) * 1.15 if ok.any() else 0.0, abs(chart.aaii_spread) * 1.5)
-    ax.set_ylim(-top, top)
+    extremes = [abs(v) for v in (*spread[ok], *aaii[seen])]
+    top = max(20.0, max(extremes, default=0.0) * 1.15, abs(avg.spread) * 1.5)
+    ax.set_ylim(-top, top * 1.25)  # head room for the legend
     ax.set_ylabel("spread (points)", color=MUTED, fontsize=8)
     legend(ax)
+    if chart.note:
+        ax.text(0.99, 0.03, chart.note, color=YELLOW, fontsize=8.5, ha="right", va="bottom", transform=ax.transAxes)
     ax.tick_params(labelbottom=False)
-    bull = np.array([np.nan if v is None else v for v in chart.bullish], dtype=float)
-    bear = np.array([np.nan if v is None else v for v in chart.bearish], dtype=float)
-    low.plot(x, bull, color=UP, lw=1.2, marker="o", ms=3, label="bullish %")
-    low.plot(x, bear, color=DOWN, lw=1.2, marker="o", ms=3, label="bearish %")
-    low.axhline(AAII_BULLISH, color=UP, lw=0.8, ls=":")
-    low.axhline(AAII_BEARISH, color=DOWN, lw=0.8, ls=":", label="AAII averages")
-    low.set_ylim(0, 100)
+    low.plot(x, _array(chart.bullish), color=UP, lw=1.2, marker="o", ms=3, label="server bullish %")
+    low.plot(x, _array(chart.bearish), color=DOWN, lw=1.2, marker="o", ms=3, label="server bearish %")
+    low.axhline(avg.bullish, color=UP, lw=0.8, ls=":")
+    low.axhline(avg.bearish, color=DOWN, lw=0.8, ls=":")
+    if seen.any():
+        low.plot(x, _array(chart.aaii_bullish), color=UP, lw=1.0, ls="--", marker="D", ms=3, alpha=0.7,
+                 label=f"AAII bullish % (dotted: long-run {avg.bullish:.1f})")
+        low.plot(x, _array(chart.aaii_bearish), color=DOWN, lw=1.0, ls="--", marker="D", ms=3, alpha=0.7,
+                 label=f"AAII bearish % (dotted: long-run {avg.bearish:.1f})")
+    low.set_ylim(0, 115)  # head room for the legend
+    low.set_yticks([0, 25, 50, 75, 100])
     legend(low)
-    low.set_ylabel("share of votes %", color=MUTED, fontsize=8)
+    low.set_ylabel("share %", color=MUTED, fontsize=8)
     date_axis(low, pd.DatetimeIndex([d.replace(tzinfo=None) for d in chart.days]))
     return to_png(fig)
 
 
-def compute_sentiment(d: sqlite_utils.Database, guild_id: int, weeks: int, now: datetime) -> SentimentReport:
+def compute_sentiment(d: sqlite_utils.Database, guild_id: int, weeks: int, now: datetime,
+                      survey: AaiiSurvey) -> SentimentReport:
     """The report for one guild (runs on the database thread)."""
     since = now - timedelta(weeks=weeks)
     create_tables(d)
@@ -146,7 +189,7 @@ def compute_sentiment(d: sqlite_utils.Database, guild_id: int, weeks: int, now: 
         guild_id=guild_id, weeks=weeks, since=since,
         latest=poll_result(d, latest_row) if latest_row else None,
         current=poll_result(d, open_row) if open_row else None,
-        history=tuple(closed), average=average, polls_counted=len(counted),
+        history=tuple(closed), average=average, polls_counted=len(counted), survey=survey,
     )
 
 
@@ -157,22 +200,33 @@ def validate_weeks(weeks: int) -> int:
 
 
 async def sentiment_answer(
-    db: Database, renderer: Renderer, guild_id: int, weeks: int = 52, now: datetime | None = None
+    db: Database, renderer: Renderer, guild_id: int, weeks: int = 52, now: datetime | None = None, *,
+    survey: AaiiSurvey | None = None,
 ) -> tuple[SentimentReport, bytes]:
-    """The `/iwm sentiment` report for this guild's polls and its chart (PNG)."""
+    """The `/iwm sentiment` report for this guild's polls and its chart (PNG). `survey`: AAII's survey to compare
+    with (services.sentiment.aaii_survey); default the bundled one."""
     weeks = validate_weeks(weeks)
     now = now or datetime.now(UTC)
-    report = await db.run(lambda d: compute_sentiment(d, guild_id, weeks, now))
+    survey = survey or bundled_survey()
+    report = await db.run(lambda d: compute_sentiment(d, guild_id, weeks, now, survey))
     pcts = [r.percentages for r in report.history]
+    aaii = [w.shares if w else None for w in report.aaii_weeks]
     latest = report.latest.percentages if report.latest else None
+    week = report.aaii_latest
     chart = SentimentChart(
         days=tuple(r.poll.created_at for r in report.history),
         spreads=tuple(p.spread if p else None for p in pcts),
         bullish=tuple(p.bullish if p else None for p in pcts),
         bearish=tuple(p.bearish if p else None for p in pcts),
-        aaii_spread=AAII_SPREAD,
+        aaii_spreads=tuple(p.spread if p else None for p in aaii),
+        aaii_bullish=tuple(p.bullish if p else None for p in aaii),
+        aaii_bearish=tuple(p.bearish if p else None for p in aaii),
+        aaii_average=report.aaii,
         title=f"Community sentiment · spread {latest.spread:+.1f}" if latest else "Community sentiment",
-        subtitle=f"bull-bear spread per poll, last {weeks} weeks · polls need {MIN_VOTES}+ votes · "
-                 f"AAII average {AAII_SPREAD:+.1f}",
+        subtitle=f"per poll, last {weeks} weeks · polls need {MIN_VOTES}+ votes · AAII latest week (reported "
+                 f"{week.day}): spread {week.shares.spread:+.1f}",
+        source=f"AAII: {report.aaii_source}; long-run averages over those weeks; AAII week = the one reported "
+               "in the poll's Monday-Sunday week",
+        note=report.aaii_note,
     )
     return report, await renderer.render(render_sentiment, chart)
