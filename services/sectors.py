@@ -237,7 +237,7 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
             returns = {p: return_pct(series, starts[p], end) for p in PERIODS}
             gaps = [p for p in PERIODS if returns[p] is None]
             note = f"data starts {series.index[0].date()}: no {', '.join(gaps)}" if gaps else ""
-        relative = {p: None if returns[p] is None or bench[p] is None else returns[p] - bench[p] for p in PERIODS}
+        relative = {p: difference(returns[p], bench[p]) for p in PERIODS}
         lines.append(SectorLine(fund.symbol, fund.name, holdings.weight(*fund.sectors), returns, relative,
                                 data_end, fund.rate_sensitivity, note))
     ranked = sorted((x for x in lines if x.relative[period] is not None), key=lambda x: -(x.relative[period] or 0))
@@ -270,6 +270,11 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
     )
 
 
+def difference(value: float | None, benchmark: float | None) -> float | None:
+    """`value - benchmark` in points; None when either is missing."""
+    return None if value is None or benchmark is None else value - benchmark
+
+
 # --- chart ----------------------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -295,8 +300,8 @@ def render_sectors(chart: SectorsChart) -> bytes:
     names = [s for s, _ in chart.weights]
     values = [w for _, w in chart.weights]
     left.barh(names, values, color=YELLOW, height=0.6)
-    for y, v in enumerate(values):
-        left.text(v, y, f" {v:.1f}%", va="center", color=TEXT, fontsize=8)
+    for y, weight in enumerate(values):
+        left.text(weight, y, f" {weight:.1f}%", va="center", color=TEXT, fontsize=8)
     left.set_title("IWM weight by sector (%)", color=MUTED, fontsize=10, loc="left")
     left.set_xlim(0, max(values, default=1) * 1.2)
     labels = [s for s, _ in chart.relative]
