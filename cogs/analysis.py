@@ -27,7 +27,7 @@ from cogs.common import (
     plural,
     signed,
 )
-from services.compare import CompareReport, compare_answer, parse_symbols
+from services.compare import CompareReport, compare_answer, display, parse_symbols
 from services.errors import InputError
 from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
 from services.sectors import SectorLine, SectorsReport, sectors_answer
@@ -327,10 +327,11 @@ def rates_embed(r: RatesReport) -> discord.Embed:
 # --- compare --------------------------------------------------------------------------------------------------
 
 def compare_embed(r: CompareReport) -> discord.Embed:
-    gaps = " · ".join(f"vs {g.other} {pp(g.gap_pp)}" for g in r.gaps)
     description = [
-        f"Start **{r.since}**: {r.since_note}. Total return (dividend-adjusted closes; price only where marked) "
-        f"from the last close on or before it to " + (f"**{r.as_of}**." if r.as_of else "the latest data."),
+        f"Start **{r.since}**: {r.since_note}."
+        + (f" {r.start_note} (**{r.start}**)." if r.start_note else ""),
+        "Total return (dividend-adjusted closes; price only where marked) from the last close on or before the "
+        f"start to **{r.end}**.",
         f"{r.alignment} The chart starts every line at 100.",
     ]
     stale = [s for s in r.series if s.stale]
@@ -338,8 +339,7 @@ def compare_embed(r: CompareReport) -> discord.Embed:
         description.append("⚠️ Stale fallback data for " + ", ".join(s.symbol for s in stale) + ": "
                            + clip(stale[0].note or "live data unavailable", NOTE_LIMIT))
     first_gap = r.gaps[0].gap_pp if r.gaps else 0.0
-    embed = discord.Embed(title=f"{r.base} since {r.since}" + (f": {gaps}" if gaps else ""),
-                          description=lines_within(description, DESCRIPTION_LIMIT),
+    embed = discord.Embed(title=r.headline, description=lines_within(description, DESCRIPTION_LIMIT),
                           colour=YELLOW if r.stale else GREEN if first_gap >= 0 else RED)
     for s in r.series:
         if s.total_return_pct is None:
@@ -347,14 +347,17 @@ def compare_embed(r: CompareReport) -> discord.Embed:
         else:
             kind = "price return (no dividends)" if s.price_only else "total return"
             value = f"**{pct(s.total_return_pct)}** {kind}\n{s.start} → {s.end}"
+            if s.latest_pct is not None:
+                value += f"\nto its last close {s.data_end}: {pct(s.latest_pct)}"
         value += f"\nsource {s.source}" + (" ⚠️ stale" if s.stale else "")
-        name = s.label if s.label.startswith(s.symbol) else f"{s.symbol} ({s.label})"
+        name = s.label + (f" (to {s.data_end})" if s.ends_early else "")
         embed.add_field(name=name, value=value, inline=True)
     if r.gaps:
-        embed.add_field(name=f"Gap ({r.base} minus the other, pp)", inline=False, value=lines_within([
-            f"vs {g.other}: **{pp(g.gap_pp)}** ({g.symbol} {pct(g.symbol_pct)} vs {g.other} {pct(g.other_pct)}, "
+        embed.add_field(name=f"Gap ({r.base} minus the other, pp, to {r.end})", inline=False, value=lines_within([
+            f"vs {display(g.other)}: **{pp(g.gap_pp)}** ({g.symbol} {pct(g.symbol_pct)} vs {display(g.other)} "
+            f"{pct(g.other_pct)}, "
             f"both to {g.as_of})" for g in r.gaps]))
-    ends = [s.end for s in r.series if s.end is not None]
+    ends = [s.data_end for s in r.series if s.data_end is not None and s.total_return_pct is not None]
     sources = ", ".join(sorted({s.source for s in r.series}))
     embed.set_footer(text=data_footer(sources, max(ends) if ends else r.since, r.stale))
     return embed
