@@ -211,7 +211,7 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
 
 # --- sectors --------------------------------------------------------------------------------------------------
 
-def _sector_field(x: SectorLine, period: str) -> tuple[str, str]:
+def _sector_field(x: SectorLine, period: str, as_of: date) -> tuple[str, str]:
     weight = f"{x.weight:.1f}% of IWM" if x.weight is not None else "industry fund, no weight of its own"
     others = " · ".join(f"{p} {signed(v, 1) if v is not None else 'n/a'}" for p, v in x.relative.items()
                         if p != period)
@@ -222,7 +222,8 @@ def _sector_field(x: SectorLine, period: str) -> tuple[str, str]:
         if x.note:
             main += f" ({x.note})"
     lines = [main, f"vs IWM, pp: {others}", f"*Rates: {x.rate_sensitivity}*"]
-    return f"{x.symbol} {x.name} · {weight}", lines_within(lines)
+    early = f" (to {x.data_end})" if x.data_end is not None and x.data_end < as_of else ""
+    return f"{x.symbol} {x.name}{early} · {weight}", lines_within(lines)
 
 
 def _ranked(r: SectorsReport, symbols: Sequence[str]) -> str:
@@ -254,7 +255,7 @@ def sectors_embed(r: SectorsReport) -> discord.Embed:
     embed.add_field(name=f"Leaders ({p}, vs IWM)", value=_ranked(r, r.leaders), inline=True)
     embed.add_field(name=f"Laggards ({p}, vs IWM)", value=_ranked(r, r.laggards), inline=True)
     for line in r.lines[:MAX_FUNDS]:
-        name, value = _sector_field(line, p)
+        name, value = _sector_field(line, p, r.as_of)
         embed.add_field(name=name, value=value, inline=False)
     if len(r.lines) > MAX_FUNDS:
         embed.add_field(name=f"… and {len(r.lines) - MAX_FUNDS} more funds", value="on the chart", inline=False)
