@@ -27,7 +27,7 @@ from cogs.common import (
     plural,
     signed,
 )
-from services.compare import CompareReport, compare_answer, parse_symbols
+from services.compare import CompareReport, compare_answer, display, parse_symbols
 from services.errors import InputError
 from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
 from services.sectors import SectorLine, SectorsReport, sectors_answer
@@ -211,7 +211,7 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
 
 # --- sectors --------------------------------------------------------------------------------------------------
 
-def _sector_field(x: SectorLine, period: str) -> tuple[str, str]:
+def _sector_field(x: SectorLine, period: str, as_of: date) -> tuple[str, str]:
     weight = f"{x.weight:.1f}% of IWM" if x.weight is not None else "industry fund, no weight of its own"
     others = " · ".join(f"{p} {signed(v, 1) if v is not None else 'n/a'}" for p, v in x.relative.items()
                         if p != period)
@@ -222,7 +222,8 @@ def _sector_field(x: SectorLine, period: str) -> tuple[str, str]:
         if x.note:
             main += f" ({x.note})"
     lines = [main, f"vs IWM, pp: {others}", f"*Rates: {x.rate_sensitivity}*"]
-    return f"{x.symbol} {x.name} · {weight}", lines_within(lines)
+    early = f" (to {x.data_end})" if x.data_end is not None and x.data_end < as_of else ""
+    return f"{x.symbol} {x.name}{early} · {weight}", lines_within(lines)
 
 
 def _ranked(r: SectorsReport, symbols: Sequence[str]) -> str:
@@ -254,7 +255,7 @@ def sectors_embed(r: SectorsReport) -> discord.Embed:
     embed.add_field(name=f"Leaders ({p}, vs IWM)", value=_ranked(r, r.leaders), inline=True)
     embed.add_field(name=f"Laggards ({p}, vs IWM)", value=_ranked(r, r.laggards), inline=True)
     for line in r.lines[:MAX_FUNDS]:
-        name, value = _sector_field(line, p)
+        name, value = _sector_field(line, p, r.as_of)
         embed.add_field(name=name, value=value, inline=False)
     if len(r.lines) > MAX_FUNDS:
         embed.add_field(name=f"… and {len(r.lines) - MAX_FUNDS} more funds", value="on the chart", inline=False)
@@ -327,10 +328,11 @@ def rates_embed(r: RatesReport) -> discord.Embed:
 # --- compare --------------------------------------------------------------------------------------------------
 
 def compare_embed(r: CompareReport) -> discord.Embed:
-    gaps = " · ".join(f"vs {g.other} {pp(g.gap_pp)}" for g in r.gaps)
     description = [
-        f"Start **{r.since}**: {r.since_note}. Total return (dividend-adjusted closes; price only where marked) "
-        f"from the last close on or before it to " + (f"**{r.as_of}**." if r.as_of else "the latest data."),
+        f"Start **{r.since}**: {r.since_note}."
+        + (f" {r.start_note} (**{r.start}**)." if r.start_note else ""),
+        "Total return (dividend-adjusted closes; price only where marked) from the last close on or before the "
+        f"start to **{r.end}**.",
         f"{r.alignment} The chart starts every line at 100.",
     ]
     stale = [s for s in r.series if s.stale]
@@ -338,8 +340,7 @@ def compare_embed(r: CompareReport) -> discord.Embed:
         description.append("⚠️ Stale fallback data for " + ", ".join(s.symbol for s in stale) + ": "
                            + clip(stale[0].note or "live data unavailable", NOTE_LIMIT))
     first_gap = r.gaps[0].gap_pp if r.gaps else 0.0
-    embed = discord.Embed(title=f"{r.base} since {r.since}" + (f": {gaps}" if gaps else ""),
-                          description=lines_within(description, DESCRIPTION_LIMIT),
+    embed = discord.Embed(title=r.headline, description=lines_within(description, DESCRIPTION_LIMIT),
                           colour=YELLOW if r.stale else GREEN if first_gap >= 0 else RED)
     for s in r.series:
         if s.total_return_pct is None:
@@ -347,14 +348,17 @@ def compare_embed(r: CompareReport) -> discord.Embed:
         else:
             kind = "price return (no dividends)" if s.price_only else "total return"
             value = f"**{pct(s.total_return_pct)}** {kind}\n{s.start} → {s.end}"
+            if s.latest_pct is not None:
+                value += f"\nto its last close {s.data_end}: {pct(s.latest_pct)}"
         value += f"\nsource {s.source}" + (" ⚠️ stale" if s.stale else "")
-        name = s.label if s.label.startswith(s.symbol) else f"{s.symbol} ({s.label})"
+        name = s.label + (f" (to {s.data_end})" if s.ends_early else "")
         embed.add_field(name=name, value=value, inline=True)
     if r.gaps:
-        embed.add_field(name=f"Gap ({r.base} minus the other, pp)", inline=False, value=lines_within([
-            f"vs {g.other}: **{pp(g.gap_pp)}** ({g.symbol} {pct(g.symbol_pct)} vs {g.other} {pct(g.other_pct)}, "
+        embed.add_field(name=f"Gap ({r.base} minus the other, pp, to {r.end})", inline=False, value=lines_within([
+            f"vs {display(g.other)}: **{pp(g.gap_pp)}** ({g.symbol} {pct(g.symbol_pct)} vs {display(g.other)} "
+            f"{pct(g.other_pct)}, "
             f"both to {g.as_of})" for g in r.gaps]))
-    ends = [s.end for s in r.series if s.end is not None]
+    ends = [s.data_end for s in r.series if s.data_end is not None and s.total_return_pct is not None]
     sources = ", ".join(sorted({s.source for s in r.series}))
     embed.set_footer(text=data_footer(sources, max(ends) if ends else r.since, r.stale))
     return embed

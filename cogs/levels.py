@@ -128,9 +128,12 @@ def levels_embed(r: LevelsReport, derived: DerivedLevels | str) -> discord.Embed
         changes = " · ".join(
             f"{m}m {v:+.1f}%" if v is not None else f"{m}m n/a" for m, v in r.rs_changes.items()
         )
+        early = r.rs_as_of is not None and r.rs_as_of < r.as_of
         embed.add_field(
-            name=f"Relative strength vs {r.benchmark}",
-            value=f"IWM/{r.benchmark} {r.rs_ratio:.4f} · {changes}\n(adjusted closes, as of {r.rs_as_of})",
+            name=f"Relative strength vs {r.benchmark}" + (f" (to {r.rs_as_of})" if early else ""),
+            value=f"IWM/{r.benchmark} {r.rs_ratio:.4f} · {changes}\n(adjusted closes, as of {r.rs_as_of}"
+                  + (f", the last day both have: {r.benchmark} data ends there; IWM runs to {r.as_of})"
+                     if early else ")"),
             inline=False,
         )
     else:

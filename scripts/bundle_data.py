@@ -137,9 +137,13 @@ def main(src: Path) -> None:
     spy = extend_history("SPY", read_yahoo(src / "SPY.daily.csv").drop(columns="adj_close"), spy_new)
     frames["SPY"] = spy.join(extend_by_price_returns(spy_adj, spy["close"]).rename("adj_close"), how="outer")
 
-    # QQQ: taa-dashboard to 2025-09-26, then OHLCV only from 2026-05-13 (no adjusted source, nothing to carry from).
-    frames["QQQ"] = extend_history("QQQ", read_yahoo(src / "QQQ.daily.csv"),
-                                   read_market_data_public(extension / "johnamcminn_market-data-public_QQQ.csv"))
+    # QQQ: taa-dashboard to 2025-09-26, then OHLCV only from 2026-05-13 (no rows in between). No adjusted source
+    # runs past 2025-09-26: adj_close is carried across the gap and on to 2026-10-05 by close-to-close returns,
+    # leaving out every QQQ dividend from 2025-09-26 on (see SOURCES.md).
+    qqq = extend_history("QQQ", read_yahoo(src / "QQQ.daily.csv"),
+                         read_market_data_public(extension / "johnamcminn_market-data-public_QQQ.csv"))
+    qqq["adj_close"] = extend_by_price_returns(qqq["adj_close"].dropna(), qqq["close"])
+    frames["QQQ"] = qqq
 
     # ^RUT: Yahoo to 2022-11-18 (xjcarter), then heliar-k to 2026-08-21. A price index: adj_close is close.
     rut_old = read_yahoo(src / "RUT.index.daily.csv")

@@ -150,6 +150,7 @@ class LevelsChart:
     title: str
     subtitle: str
     highlight: float | None = None  # a level to mark (an alert's crossed level); None draws nothing extra
+    rs_note: str = ""  # said on the RS panel when the ratio ends before the last bar, e.g. "IWM/SPY to 2026-08-21 ..."
 
 
 def render_levels(chart: LevelsChart) -> bytes:
@@ -188,6 +189,8 @@ def render_levels(chart: LevelsChart) -> bytes:
     if rs.notna().sum() > 1:
         low.plot(x, rs.to_numpy(), color=BLUE, lw=1.1)
         low.set_ylabel("IWM / SPY", color=MUTED, fontsize=8)
+        if chart.rs_note:
+            low.text(0.005, 0.92, chart.rs_note, transform=low.transAxes, color=YELLOW, fontsize=8, va="top")
     else:
         low.vlines(x, 0, frame["volume"].fillna(0).to_numpy() / 1e6, color=MUTED, linewidth=2)
         low.set_ylabel("volume (M)", color=MUTED, fontsize=8)

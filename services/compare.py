@@ -1,10 +1,16 @@
 """`/iwm compare`: total return of IWM against SPY and QQQ (and the Russell 2000 index, price only) since a date.
 
 Returns use dividend-adjusted closes (`adj_close`), measured from the last close on or before `since`
-(`services.returns`). The default `since` is IWM's November 2021 closing high, found in the data. Series end on
-different days (bundled: QQQ 2025-09-26, SPY 2026-07-31, IWM 2026-08-21, RUT 2022-11-18): each line runs to its
-own last day, and each gap (IWM minus the other, in percentage points) is measured on the last day both series
-have.
+(`services.returns`). The default `since` is IWM's November 2021 closing high, found in the data.
+
+Alignment (RULE): every return and gap in the headline is measured from one start to one end, the same for all
+series. The end is the last date all the series with data share (on or before `as_of`); a series whose data ends
+earlier than another's is labelled with its end date (chart legend "^RUT (to 2026-08-21)"), and a series running
+past the common end also shows its return to its own last close. The start is the last close on or before `since`;
+when `since` is before a series' first close, every series is measured from the latest first close instead, and
+the report says so ("IWM starts 2000-05-26: measured from there"): never silently moved. A series with no close
+after the start (its data ends before it) is left out with its reason. The chart draws each line to its own
+last date.
 """
 
 from __future__ import annotations
@@ -14,11 +20,12 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import reduce
 
 import numpy as np
 import pandas as pd
 
-from services.charts import PANEL, SERIES_COLORS, TEXT, Renderer, date_axis, legend, new_figure, title, to_png
+from services.charts import MUTED, PANEL, SERIES_COLORS, TEXT, Renderer, date_axis, legend, new_figure, title, to_png
 from services.errors import InputError
 from services.market import Bars, MarketData
 from services.returns import rebased
@@ -27,12 +34,12 @@ SYMBOLS = {
     "IWM": "IWM (Russell 2000 ETF)",
     "SPY": "SPY (S&P 500 ETF)",
     "QQQ": "QQQ (Nasdaq-100 ETF)",
-    "RUT": "Russell 2000 index, price only",
+    "RUT": "^RUT (Russell 2000 index, price only)",
 }
 PRICE_ONLY = {"RUT"}  # an index level: no dividends, so its return is price-only
+INDEXES = {"RUT"}  # shown as ^RUT
 DEFAULT_SYMBOLS = ("IWM", "SPY", "QQQ")
 BASE = "IWM"
-ALIGNMENT = "Each line runs to its own last date; each gap uses the last date both series have."
 
 
 @dataclass(frozen=True)
@@ -41,18 +48,21 @@ class SeriesReturn:
     label: str
     price_only: bool  # True: price return (no dividends), e.g. the RUT index
     start: date | None  # the close returns are measured from; None when the series has no data then
-    end: date | None  # its last close up to as_of
-    total_return_pct: float | None
+    end: date | None  # the common end date its return is measured to
+    total_return_pct: float | None  # from start to end
     source: str
     stale: bool
     note: str = ""  # why there is no return, or why the data is a stale fallback
+    data_end: date | None = None  # its own last close up to as_of
+    latest_pct: float | None = None  # return to data_end, when that is after the common end
+    ends_early: bool = False  # its data ends before another series' does
 
 
 @dataclass(frozen=True)
 class Gap:
     symbol: str  # the base (IWM unless it was not asked for)
     other: str
-    as_of: date  # last date both have
+    as_of: date  # the common end date
     symbol_pct: float
     other_pct: float
 
@@ -71,6 +81,16 @@ class CompareReport:
     gaps: tuple[Gap, ...]
     alignment: str
     stale: bool
+    start: date  # the day every return is measured from: `since`, or the latest first close when later
+    end: date  # the last date all series with a return share: every return and gap is measured to it
+    start_note: str = ""  # why `start` is later than `since` ("IWM starts 2000-05-26: measured from there")
+
+    @property
+    def headline(self) -> str:
+        """The title: base, the requested start (and the one used, if later), the common end, the gaps."""
+        gaps = " · ".join(f"vs {display(g.other)} {g.gap_pp:+.1f}pp" for g in self.gaps)
+        moved = f" (from {self.start})" if self.start != self.since else ""
+        return f"{self.base} since {self.since}{moved} to {self.end}" + (f": {gaps}" if gaps else "")
 
 
 def parse_symbols(symbols: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -95,39 +115,64 @@ def default_since(iwm: Bars) -> tuple[date, str]:
     return day.date(), f"IWM's November 2021 closing high ({closes[day]:.2f} on {day.date()})"
 
 
+def display(symbol: str) -> str:
+    """The symbol as members know it: ^RUT for the index."""
+    return f"^{symbol}" if symbol in INDEXES else symbol
+
+
+def common_start(closes: dict[str, pd.Series], since: date) -> tuple[date, str]:
+    """(`since`, "") or, when `since` is before a series' first close, (the latest first close, why)."""
+    firsts = {s: x.index[0].date() for s, x in closes.items() if len(x)}
+    late = {s: d for s, d in firsts.items() if d > since}
+    if not late:
+        return since, ""
+    symbol, day = max(late.items(), key=lambda item: item[1])
+    return day, f"{display(symbol)} starts {day}: every series is measured from there"
+
+
 def compute_compare(bars: dict[str, Bars], since: date, since_note: str, as_of: date | None = None
                     ) -> tuple[CompareReport, dict[str, pd.Series]]:
-    """The report and the rebased lines (by symbol; a symbol without data in the window has none)."""
+    """The report and the rebased lines (by symbol, each to its own last date; a symbol without data in the
+    window has none). Module docstring: the alignment rule."""
     if as_of is not None and since >= as_of:
         raise InputError(f"since {since} must be before as_of {as_of}")
-    lines: dict[str, pd.Series] = {}
-    results = []
-    for symbol, b in bars.items():
-        line = rebased(b.frame["adj_close"].dropna(), since, as_of)
-        if line is None:
-            first, last = b.frame.index[0].date(), b.frame.index[-1].date()
-            why = f"data starts {first}" if since < first else f"data ends {last}"
-            results.append(SeriesReturn(symbol, SYMBOLS[symbol], symbol in PRICE_ONLY, None, None, None, b.source,
-                                        b.stale, f"no data for this window ({why})"))
-            continue
-        lines[symbol] = line
-        results.append(SeriesReturn(symbol, SYMBOLS[symbol], symbol in PRICE_ONLY, line.index[0].date(),
-                                    line.index[-1].date(), float(line.iloc[-1] - 100), b.source, b.stale,
-                                    b.note if b.stale else ""))
+    closes = {s: b.frame["adj_close"].dropna() for s, b in bars.items()}
+    if as_of is not None:
+        closes = {s: x.loc[: pd.Timestamp(as_of)] for s, x in closes.items()}
+    start, start_note = common_start(closes, since)
+    lines = {s: line for s, x in closes.items() if (line := rebased(x, start, as_of)) is not None}
     if not lines:
         raise InputError(f"none of {', '.join(bars)} has data from {since}" + (f" to {as_of}" if as_of else ""))
+    shared = reduce(lambda a, b: a.intersection(b), (line.index for line in lines.values()))
+    if len(shared) < 2:
+        raise InputError(f"{', '.join(map(display, lines))} share no dates from {start}"
+                         + (f" to {as_of}" if as_of else ""))
+    end = shared[-1]
+    latest = max(line.index[-1] for line in lines.values())
+    results = []
+    for symbol, b in bars.items():
+        line = lines.get(symbol)
+        if line is None:
+            x = b.frame["adj_close"].dropna()
+            first, last = x.index[0].date(), x.index[-1].date()
+            why = f"data starts {first}" if start < first else f"data ends {last}"
+            results.append(SeriesReturn(symbol, SYMBOLS[symbol], symbol in PRICE_ONLY, None, None, None, b.source,
+                                        b.stale, f"no data for this window ({why})", data_end=last))
+            continue
+        data_end = line.index[-1]
+        results.append(SeriesReturn(
+            symbol, SYMBOLS[symbol], symbol in PRICE_ONLY, line.index[0].date(), end.date(),
+            float(line[end] - 100), b.source, b.stale, b.note if b.stale else "", data_end.date(),
+            float(line.iloc[-1] - 100) if data_end > end else None, data_end < latest))
     base = BASE if BASE in lines else next(iter(lines))
-    gaps = []
-    for symbol, line in lines.items():
-        if symbol == base:
-            continue
-        common = lines[base].index.intersection(line.index)
-        if len(common) < 2:
-            continue
-        day = common[-1]
-        gaps.append(Gap(base, symbol, day.date(), float(lines[base][day] - 100), float(line[day] - 100)))
-    report = CompareReport(since, since_note, as_of, base, tuple(results), tuple(gaps), ALIGNMENT,
-                           any(b.stale for b in bars.values()))
+    gaps = tuple(Gap(base, s, end.date(), float(lines[base][end] - 100), float(line[end] - 100))
+                 for s, line in lines.items() if s != base)
+    early = [r for r in results if r.ends_early]
+    alignment = (f"Every return and gap is measured to **{end.date()}**, the last date all series have"
+                 + (" (" + ", ".join(f"{display(r.symbol)} data ends {r.data_end}" for r in early) + ")"
+                    if early else "") + "; the chart draws each line to its own last date.")
+    report = CompareReport(since, since_note, as_of, base, tuple(results), gaps, alignment,
+                           any(b.stale for b in bars.values()), start, end.date(), start_note)
     return report, lines
 
 
@@ -144,15 +189,21 @@ class ChartLine:
 class CompareChart:
     lines: tuple[ChartLine, ...]
     title: str
-    subtitle: str
+    subtitle: str  # drawn as the y-axis label: the title (with its gaps) needs the whole width
+    measured_to: date  # the common end date the gaps are measured on, marked with a vertical line
 
 
 def render_compare(chart: CompareChart) -> bytes:
     fig, (ax,) = new_figure()
-    title(fig, chart.title, chart.subtitle)
+    title(fig, chart.title)
     index = pd.DatetimeIndex(sorted(set().union(*(c.line.index for c in chart.lines))))
     x = np.arange(len(index))
     ax.axhline(100, color=TEXT, lw=0.6, alpha=0.5)
+    if (measured := pd.Timestamp(chart.measured_to)) < index[-1]:
+        at = index.get_loc(measured)
+        ax.axvline(at, color=MUTED, lw=0.8, ls=":")
+        ax.annotate(f"gaps measured {chart.measured_to}", (at, 0.02), xycoords=("data", "axes fraction"),
+                    xytext=(-4, 0), textcoords="offset points", ha="right", color=MUTED, fontsize=8)
     for i, c in enumerate(chart.lines):
         color, line = SERIES_COLORS[i % len(SERIES_COLORS)], c.line
         y = line.reindex(index).to_numpy()
@@ -161,21 +212,27 @@ def render_compare(chart: CompareChart) -> bytes:
         ax.annotate(f"{line.iloc[-1]:.0f} ({line.index[-1]:%Y-%m-%d})", (end, line.iloc[-1]), xytext=(4, 0),
                     textcoords="offset points", color=color, fontsize=8, va="center",
                     bbox={"boxstyle": "round,pad=0.2", "facecolor": PANEL, "edgecolor": "none", "alpha": 0.85})
-    ax.set_ylabel("start = 100", color=TEXT, fontsize=8)
+    ax.set_ylabel(chart.subtitle, color=TEXT, fontsize=8)
     legend(ax)
     date_axis(ax, index)
     ax.set_xlim(-1, len(index) * 1.1)  # room for the end labels
     return to_png(fig)
 
 
+def series_label(r: SeriesReturn) -> str:
+    """The legend label: the series, the kind of return and, for a series ending before another, its end date."""
+    label = r.label + ("" if r.price_only else ", total return")
+    return label + (f" (to {r.data_end})" if r.ends_early else "")
+
+
 def compare_chart(report: CompareReport, lines: dict[str, pd.Series]) -> CompareChart:
-    labels = {r.symbol: r.label + ("" if r.price_only else ", total return") for r in report.series}
-    gaps = " · ".join(f"vs {g.other} {g.gap_pp:+.1f}pp" for g in report.gaps[:2])
+    by_symbol = {r.symbol: r for r in report.series}
     sources = sorted({r.source + (" (stale)" if r.stale else "") for r in report.series})
     return CompareChart(
-        lines=tuple(ChartLine(labels[s], line, s in PRICE_ONLY) for s, line in lines.items()),
-        title=f"{report.base} since {report.since}" + (f": {gaps}" if gaps else ""),
-        subtitle=f"start = 100 · each line to its own last date · source: {', '.join(sources)}",
+        lines=tuple(ChartLine(series_label(by_symbol[s]), line, s in PRICE_ONLY) for s, line in lines.items()),
+        title=report.headline,
+        subtitle=f"start = 100 · source: {', '.join(sources)}",
+        measured_to=report.end,
     )
 
 

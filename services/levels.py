@@ -131,6 +131,13 @@ def relative_strength(iwm: pd.DataFrame, spy: pd.DataFrame) -> pd.Series:
     return joined["a"] / joined["b"]
 
 
+def rs_note(ratio: pd.Series, last_bar: pd.Timestamp, benchmark: str) -> str:
+    """What the RS panel and field say when the ratio stops before IWM's last bar ("" when it does not)."""
+    if ratio.empty or ratio.index[-1] >= last_bar:
+        return ""
+    return f"IWM/{benchmark} to {ratio.index[-1].date()}, the last day both have ({benchmark} data ends there)"
+
+
 def month_complete(full_index: pd.DatetimeIndex, day: pd.Timestamp) -> bool:
     """Whether `day` closed its month: the next bar (or, at the end of the data, the next weekday) is in
     another month."""
@@ -191,23 +198,26 @@ def chart_window(frame: pd.DataFrame, period: str) -> pd.DataFrame:
 
 
 def price_chart(frame: pd.DataFrame, day: date, period: str, zones: Zones, ath_close: float, title: str,
-                subtitle: str, *, rs_vs: pd.DataFrame | None = None, highlight: float | None = None) -> LevelsChart:
+                subtitle: str, *, rs_vs: pd.DataFrame | None = None, highlight: float | None = None,
+                benchmark: str = "SPY") -> LevelsChart:
     """A levels chart spec: the bars up to `day` over `period`, with 50/200-day averages (from the whole
     history, so they start on the first bar shown) and, given SPY's frame, relative strength."""
     bars = frame.loc[: pd.Timestamp(day)].dropna(subset=["close"])
     close = bars["close"]
     window = chart_window(bars, period)
     start = window.index[0]
+    rs = relative_strength(window, rs_vs) if rs_vs is not None else pd.Series(dtype="float64")
     return LevelsChart(
         frame=window,
         sma50=close.rolling(50).mean().loc[start:],
         sma200=close.rolling(200).mean().loc[start:],
-        rs=relative_strength(window, rs_vs) if rs_vs is not None else pd.Series(dtype="float64"),
+        rs=rs,
         zones=zones,
         ath_close=ath_close,
         title=title,
         subtitle=subtitle,
         highlight=highlight,
+        rs_note=rs_note(rs, window.index[-1], benchmark),
     )
 
 
@@ -217,7 +227,7 @@ def levels_chart(iwm: Bars, spy: Bars, report: LevelsReport, period: str) -> Lev
         iwm.frame, report.as_of, period, report.zones, report.ath_close.value,
         f"IWM {report.close:.2f} · {report.verdict}",
         f"daily, {period} · as of {report.as_of} · source: {iwm.source}{' (stale)' if iwm.stale else ''}",
-        rs_vs=spy.frame,
+        rs_vs=spy.frame, benchmark=spy.symbol,
     )
 
 

@@ -127,6 +127,7 @@ class SectorsReport:
     market_source: str
     stale: bool
     alignment_note: str
+    benchmark_end: date  # IWM's last bar up to as_of (may be after `as_of`, the common end)
     notes: tuple[str, ...] = ()
     background_label: str = BACKGROUND_LABEL
 
@@ -266,6 +267,7 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
         market_source=", ".join(sorted({b.source for b in bars.values()})),
         stale=holdings.stale or any(b.stale for b in bars.values()),
         alignment_note=alignment,
+        benchmark_end=bench_end,
         notes=tuple(notes),
     )
 
@@ -284,6 +286,7 @@ class SectorsChart:
     period: str
     title: str
     subtitle: str
+    measured: str = ""  # the common end date the returns run to, and a later IWM end, under the panel title
 
 
 def render_sectors(chart: SectorsChart) -> bytes:
@@ -315,14 +318,19 @@ def render_sectors(chart: SectorsChart) -> bytes:
         text = "n/a" if v is None else f"{v:+.1f}"
         right.text(0 if v is None else v, y, f" {text} ", va="center", color=MUTED if v is None else TEXT,
                    fontsize=8, ha="left" if v is None or v >= 0 else "right")
-    right.set_title(f"{chart.period} total return vs IWM (pp)", color=MUTED, fontsize=10, loc="left")
+    right.set_title(f"{chart.period} total return vs IWM (pp)" + (f"\n{chart.measured}" if chart.measured else ""),
+                    color=MUTED, fontsize=10, loc="left")
     return to_png(fig)
 
 
 def sectors_chart(report: SectorsReport) -> SectorsChart:
     p = report.period
-    rel = sorted(((f"{x.symbol} {x.name}", x.relative[p]) for x in report.lines),
-                 key=lambda item: (item[1] is None, -(item[1] or 0)))
+    def label(x: SectorLine) -> str:  # a fund whose data ends before the common end date says where it ends
+        early = x.data_end is not None and x.data_end < report.as_of
+        return f"{x.symbol} {x.name}" + (f" (to {x.data_end})" if early else "")
+
+    rel = sorted(((label(x), x.relative[p]) for x in report.lines), key=lambda item: (item[1] is None, -(item[1] or 0)))
+    later = f" (IWM to {report.benchmark_end})" if report.benchmark_end > report.as_of else ""
     bench = report.benchmark_returns[p]
     bench_text = "n/a" if bench is None else f"{bench:+.1f}%"
     return SectorsChart(
@@ -331,6 +339,7 @@ def sectors_chart(report: SectorsReport) -> SectorsChart:
         period=p,
         title=f"IWM sectors · {p} to {report.as_of} · IWM {bench_text}",
         subtitle=f"weights as of {report.holdings.as_of} ({report.holdings.source}) · prices: {report.market_source}",
+        measured=f"to {report.as_of}, the last day all have{later}",
     )
 
 

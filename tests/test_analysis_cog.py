@@ -99,8 +99,8 @@ async def test_rates_lists_every_easing_cycle(resources, command, cuts, in_progr
 
 async def test_compare_default_since_is_the_2021_high(resources):
     embed = only_embed(*await answer(resources, "/iwm compare"), "iwm-compare.png")
-    assert embed["title"].startswith("IWM since 2021-11-08: vs SPY")
-    assert "242.56 on 2021-11-08" in embed["description"] and "last date both series have" in embed["description"]
+    assert embed["title"].startswith("IWM since 2021-11-08 to 2026-10-05: vs SPY")
+    assert "242.56 on 2021-11-08" in embed["description"] and "last date all series have" in embed["description"]
     # Independently: IWM and SPY total returns from 2021-11-08 to their last common day (2026-10-05).
     iwm, spy = adj("IWM"), adj("SPY")
     start, end = pd.Timestamp("2021-11-08"), pd.Timestamp("2026-10-05")
@@ -110,11 +110,21 @@ async def test_compare_default_since_is_the_2021_high(resources):
     assert f"**{(iwm.iloc[-1] / iwm[start] - 1) * 100:+.1f}%** total return" in text_of(embed)
 
 
+async def test_compare_labels_a_series_ending_earlier_in_the_embed(resources):
+    embed = only_embed(*await answer(resources, "/iwm compare symbols:iwm,rut"), "iwm-compare.png")
+    rut_end = adj("RUT").index[-1]  # the index ends before IWM: everything is measured to its last close
+    assert embed["title"].startswith(f"IWM since 2021-11-08 to {rut_end.date()}: vs ^RUT")
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    assert f"^RUT (Russell 2000 index, price only) (to {rut_end.date()})" in fields
+    iwm = adj("IWM")
+    assert f"to its last close {iwm.index[-1].date()}" in fields["IWM (Russell 2000 ETF)"]
+
+
 async def test_compare_with_options_shows_a_missing_series_with_its_reason(resources):
     embed = only_embed(*await answer(resources, "/iwm compare since:2026-08-31 symbols:iwm,spy,rut "
                                                 "as_of:2026-10-01"), "iwm-compare.png")
     fields = {f["name"]: f["value"] for f in embed["fields"]}
-    assert fields["RUT (Russell 2000 index, price only)"].startswith("**n/a**: no data for this window "
+    assert fields["^RUT (Russell 2000 index, price only)"].startswith("**n/a**: no data for this window "
                                                                       "(data ends 2026-08-21)")
     assert "2026-08-31 → 2026-10-01" in fields["IWM (Russell 2000 ETF)"]
     assert "as of 2026-10-01" in embed["footer"]["text"]

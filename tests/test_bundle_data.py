@@ -106,10 +106,15 @@ def test_adjusted_closes_are_carried_by_price_returns_and_never_invented(bundled
         747.030029296875 * 774.83 / 747.03, abs=1e-5)
     # SPY: no traded prices between the taa-dashboard file (to 2025-09-26) and market-data-public (from 2026-05-13).
     assert bundled["SPY"].loc["2025-09-27":"2026-05-12", "close"].isna().all()
-    # QQQ: no adjusted source after 2025-09-26 and nothing to carry it across the gap: left empty.
+    # QQQ: no adjusted source after 2025-09-26, no rows in the gap; adj_close is carried across it and on to
+    # 2026-10-05 by close-to-close returns. taa-dashboard QQQ.csv 2025-09-26: Adj Close = Close = 595.969970703125,
+    # so the carried adj_close is the traded close: market-data-public QQQ 714.71 (2026-05-13), 756.20 (2026-10-05).
     qqq = bundled["QQQ"]
-    assert qqq["adj_close"].dropna().index[-1] == pd.Timestamp("2025-09-26")
     assert qqq.loc["2025-09-27":"2026-05-12"].empty
+    assert qqq["adj_close"].notna().all()
+    assert qqq.loc[pd.Timestamp("2026-05-13"), "adj_close"] == pytest.approx(714.71, abs=1e-5)
+    assert qqq.loc[pd.Timestamp("2026-10-05"), "adj_close"] == pytest.approx(756.20, abs=1e-5)
+    assert (qqq.loc["2025-09-26":, "adj_close"] - qqq.loc["2025-09-26":, "close"]).abs().max() < 1e-5
     # ^RUT is a price index: adj_close is its close.
     rut = bundled["RUT"]
     assert (rut["adj_close"] == rut["close"]).all()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from services.compare import compare_answer, parse_symbols
+from services.compare import compare_answer, parse_symbols, series_label
 from services.errors import InputError
 from services.market import MarketData
 
@@ -24,27 +24,54 @@ def pct(series: pd.Series, start: str, end: str) -> float:
     return float(series[pd.Timestamp(end)] / series[pd.Timestamp(start)] * 100 - 100)
 
 
-async def test_default_since_is_the_2021_high_and_gaps_use_common_dates(renderer):
+def common_end(*series: pd.Series) -> pd.Timestamp:
+    """The last date every series has, found with plain pandas."""
+    return pd.concat(series, axis=1, join="inner").dropna().index[-1]
+
+
+async def test_default_since_is_the_2021_high_and_gaps_use_the_common_end(renderer):
     report, png = await compare_answer(MarketData([]), renderer)
     assert png.startswith(b"\x89PNG")
     closes = bundled("IWM", "close").loc["2021-11"]
-    assert report.since == closes.idxmax().date() == date(2021, 11, 8)
+    assert report.since == report.start == closes.idxmax().date() == date(2021, 11, 8)
     assert "242.56" in report.since_note
     iwm, spy, qqq = bundled("IWM"), bundled("SPY"), bundled("QQQ")
+    end = common_end(iwm, spy, qqq)
+    assert end == pd.Timestamp("2026-10-05")  # QQQ's adj_close is carried to 2026-10-05
+    assert report.end == end.date()
     series = {s.symbol: s for s in report.series}
     assert list(series) == ["IWM", "SPY", "QQQ"]
-    assert series["IWM"].end == date(2026, 10, 5)
-    assert series["IWM"].total_return_pct == pytest.approx(pct(iwm, "2021-11-08", "2026-10-05"))
-    assert series["SPY"].end == date(2026, 10, 5) and series["QQQ"].end == date(2025, 9, 26)
-    assert series["QQQ"].total_return_pct == pytest.approx(pct(qqq, "2021-11-08", "2025-09-26"))
+    for symbol, x in [("IWM", iwm), ("SPY", spy), ("QQQ", qqq)]:
+        assert series[symbol].end == end.date() and not series[symbol].ends_early
+        assert series[symbol].total_return_pct == pytest.approx(pct(x, "2021-11-08", str(end.date())))
     gaps = {g.other: g for g in report.gaps}
-    assert gaps["SPY"].as_of == date(2026, 10, 5)
-    expected = pct(iwm, "2021-11-08", "2026-10-05") - pct(spy, "2021-11-08", "2026-10-05")
-    assert gaps["SPY"].gap_pp == pytest.approx(expected)
+    for symbol, x in [("SPY", spy), ("QQQ", qqq)]:
+        assert gaps[symbol].as_of == end.date()
+        expected = pct(iwm, "2021-11-08", str(end.date())) - pct(x, "2021-11-08", str(end.date()))
+        assert gaps[symbol].gap_pp == pytest.approx(expected)
     assert round(gaps["SPY"].gap_pp, 1) == -52.3
-    assert gaps["QQQ"].as_of == date(2025, 9, 26)
-    assert gaps["QQQ"].symbol_pct == pytest.approx(pct(iwm, "2021-11-08", "2025-09-26"))
-    assert "own last date" in report.alignment
+    assert report.headline.startswith("IWM since 2021-11-08 to 2026-10-05: vs SPY")
+
+
+async def test_a_series_ending_earlier_sets_the_common_end_and_is_labelled(renderer):
+    report, _ = await compare_answer(MarketData([]), renderer, "iwm spy rut")
+    iwm, spy, rut = bundled("IWM"), bundled("SPY"), bundled("RUT", "close")
+    end = common_end(iwm, spy, rut)
+    assert end == rut.index[-1] == pd.Timestamp("2026-08-21")
+    assert report.end == end.date()
+    by = {s.symbol: s for s in report.series}
+    assert by["RUT"].ends_early and by["RUT"].data_end == end.date()
+    assert series_label(by["RUT"]) == "^RUT (Russell 2000 index, price only) (to 2026-08-21)"
+    assert not by["IWM"].ends_early and series_label(by["IWM"]) == "IWM (Russell 2000 ETF), total return"
+    # IWM and SPY run past the common end: headline to it, their own last close shown as well
+    assert by["IWM"].total_return_pct == pytest.approx(pct(iwm, "2021-11-08", "2026-08-21"))
+    assert by["IWM"].latest_pct == pytest.approx(pct(iwm, "2021-11-08", str(iwm.index[-1].date())))
+    gaps = {g.other: g for g in report.gaps}
+    assert gaps["SPY"].as_of == gaps["RUT"].as_of == end.date()
+    assert gaps["SPY"].gap_pp == pytest.approx(pct(iwm, "2021-11-08", "2026-08-21")
+                                               - pct(spy, "2021-11-08", "2026-08-21"))
+    assert "^RUT data ends 2026-08-21" in report.alignment
+    assert report.headline.startswith("IWM since 2021-11-08 to 2026-08-21: ")
 
 
 async def test_rut_is_labelled_price_only(renderer):
@@ -56,6 +83,20 @@ async def test_rut_is_labelled_price_only(renderer):
     gap = report.gaps[0]
     years = (gap.as_of - date(2021, 11, 8)).days / 365.25
     assert gap.as_of == date(2026, 8, 21) and years < gap.gap_pp < 2 * years  # IWM's dividends, 1-2% a year
+
+
+async def test_since_before_a_series_starts_measures_all_from_its_first_close(renderer):
+    report, _ = await compare_answer(MarketData([]), renderer, since=date(1999, 1, 1))
+    iwm, spy, qqq = bundled("IWM"), bundled("SPY"), bundled("QQQ")
+    first = max(x.index[0] for x in (iwm, spy, qqq))
+    assert first == iwm.index[0] == pd.Timestamp("2000-05-26")
+    assert report.since == date(1999, 1, 1) and report.start == first.date()
+    assert report.start_note == "IWM starts 2000-05-26: every series is measured from there"
+    assert report.base == "IWM"
+    assert report.headline.startswith("IWM since 1999-01-01 (from 2000-05-26) to 2026-10-05: vs SPY")
+    for s, x in zip(report.series, (iwm, spy, qqq), strict=True):
+        assert s.start == first.date()
+        assert s.total_return_pct == pytest.approx(pct(x, "2000-05-26", "2026-10-05"))
 
 
 async def test_series_without_data_in_the_window(renderer):
@@ -83,7 +124,7 @@ def test_symbols_are_validated():
 
 
 @pytest.mark.parametrize(("since", "as_of"), [(date(2023, 1, 3), date(2022, 1, 3)), (None, date(2030, 1, 2)),
-                                              (date(1990, 1, 2), None), (date(2026, 10, 5), None)])
+                                              (date(2030, 1, 2), None), (date(2026, 10, 5), None)])
 async def test_bad_dates(renderer, since, as_of):
     with pytest.raises(InputError):
         await compare_answer(MarketData([]), renderer, "IWM,SPY", since=since, as_of=as_of)

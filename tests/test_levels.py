@@ -147,3 +147,27 @@ def test_settings_refuse_a_keyless_stooq_and_read_the_rest():
     settings = Settings.from_env({"MARKET_DATA_PROVIDER": "stooq", "STOOQ_API_KEY": "k",
                                   "LEVELS": "190,195-210,250-255", "SHARD_COUNT": "4", "SHARD_IDS": "2,3"})
     assert settings.zones == Zones(190, 195, 210, 250, 255) and settings.shard_ids == (2, 3)
+
+
+def test_relative_strength_ending_before_iwm_is_measured_to_the_common_day_and_said(bars):
+    """A benchmark whose data ends early (here SPY cut at 2026-08-21, as a stale fallback would be): the RS
+    ratio and its changes are measured to the last day both have, and the chart panel says so."""
+    import pandas as pd
+
+    from services.levels import levels_chart
+
+    iwm, spy = bars
+    short = spy.until(date(2026, 8, 21))
+    r = compute_levels(iwm, short, Z)
+    frames = {s: pd.DataFrame(rows).set_index("date") for s, rows in (("IWM", IWM_ROWS), ("SPY", SPY_ROWS))}
+    adj = {s: pd.to_numeric(f["adj_close"]).dropna() for s, f in frames.items()}
+    adj["SPY"] = adj["SPY"].loc[:"2026-08-21"]
+    ratio = (adj["IWM"] / adj["SPY"]).dropna()
+    ratio.index = pd.DatetimeIndex(ratio.index)
+    assert r.as_of == date(2026, 10, 5) and r.rs_as_of == ratio.index[-1].date() == date(2026, 8, 21)
+    assert r.rs_ratio == pytest.approx(ratio.iloc[-1])
+    start = ratio.loc[: ratio.index[-1] - pd.DateOffset(months=3)].iloc[-1]
+    assert r.rs_changes[3] == pytest.approx((ratio.iloc[-1] / start - 1) * 100)
+    chart = levels_chart(iwm, short, r, "1y")
+    assert chart.rs_note == "IWM/SPY to 2026-08-21, the last day both have (SPY data ends there)"
+    assert levels_chart(iwm, spy, compute_levels(iwm, spy, Z), "1y").rs_note == ""

@@ -152,3 +152,28 @@ async def test_holdings_fields_survive_a_stale_document():
 
 def test_bundled_funds_end_where_sources_md_says():
     assert read_bundled_csv("PSCU").index[-1] == pd.Timestamp("2026-07-31")
+
+
+async def test_common_end_and_a_fund_ending_earlier_is_labelled():
+    from cogs.analysis import sectors_embed
+    from services.sectors import sectors_chart
+
+    bars = {s: await MarketData([]).bars(s) for s in ["IWM", *(f.symbol for f in FUNDS)]}
+    bars["PSCT"] = bars["PSCT"].until(date(2026, 7, 27))  # a few days short: it sets the common end
+    bars["PSCE"] = bars["PSCE"].until(date(2026, 5, 29))  # two months short: left out, labelled
+    report = compute_sectors(bars, holdings(), "1m")
+    # Independently: the last day IWM and every fund but PSCE have, from the CSVs.
+    series = {s: bundled_adj(s) for s in bars if s != "PSCE"}
+    series["PSCT"] = series["PSCT"].loc[:"2026-07-27"]
+    end = pd.concat(series.values(), axis=1, join="inner").dropna().index[-1]
+    assert report.as_of == end.date() == date(2026, 7, 27)
+    assert report.benchmark_end == date(2026, 10, 5)
+    iwm = series["IWM"]
+    start = iwm.loc[: end - pd.DateOffset(months=1)].index[-1]
+    assert report.benchmark_returns["1m"] == pytest.approx(iwm[end] / iwm[start] * 100 - 100)
+    chart = sectors_chart(report)
+    assert chart.measured == "to 2026-07-27, the last day all have (IWM to 2026-10-05)"
+    labels = [label for label, _ in chart.relative]
+    assert "PSCE Energy (to 2026-05-29)" in labels and "PSCT Information Technology" in labels
+    names = [f.name for f in sectors_embed(report).fields]
+    assert any(n.startswith("PSCE Energy (to 2026-05-29) · ") for n in names)
