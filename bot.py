@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     load_dotenv(".env")  # the current directory's .env only: predictable for operators and tests
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(live_by_default=args.mode in (None, "run"))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -7,8 +7,20 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, attach_chart, data_footer, parse_day, signed
+from cogs.common import (
+    GREEN,
+    RED,
+    YELLOW,
+    IwmCog,
+    add_iwm_cog,
+    age_line,
+    attach_chart,
+    data_footer,
+    parse_day,
+    signed,
+)
 from services.levels import LevelsReport, levels_answer
+from services.market import DataAge
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -25,7 +37,7 @@ class Levels(IwmCog):
         res = self.bot.resources
         zones = await res.zones(interaction.guild_id)
         report, png = await levels_answer(res.market, res.renderer, zones, period, day)
-        embed = levels_embed(report)
+        embed = levels_embed(report, await res.market.age(report.as_of, day))
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-levels.png"))
 
 
@@ -35,14 +47,14 @@ def _distance(report: LevelsReport, level: float) -> str:
     return f"{level:,.2f} ({abs(away.dollars):,.2f} / {abs(away.pct):.1f}% {where})"
 
 
-def levels_embed(r: LevelsReport) -> discord.Embed:
+def levels_embed(r: LevelsReport, age: DataAge | None = None) -> discord.Embed:
     colour = GREEN if r.close > r.zones.resistance_high else RED if r.close < r.zones.support else YELLOW
     z = r.zones
     embed = discord.Embed(
         title=f"IWM {r.close:,.2f} ({signed(r.change)}, {signed(r.change_pct, suffix='%')}) · {r.verdict}",
         description=(
             f"Close of **{r.as_of}**. Levels use traded prices; returns use dividend-adjusted closes."
-            + (f"\n⚠️ {r.note}" if r.stale else "")
+            + (f"\n⚠️ {r.note}" if r.stale else "") + age_line(age)
         ),
         colour=colour,
     )
@@ -94,7 +106,11 @@ def levels_embed(r: LevelsReport) -> discord.Embed:
     recent = r.monthly_returns.tail(6)
     months = []
     for i, (period, value) in enumerate(recent.items()):
-        label = str(period) + (" (month to date)" if r.month_in_progress and i == len(recent) - 1 else "")
+        label = str(period)
+        if i == len(recent) - 1 and r.month_in_progress:
+            label += " (month to date)"
+        elif i == len(recent) - 1 and r.month_data_ends:
+            label += f" (to {r.as_of:%m-%d}, data ends)"
         months.append(f"{label}: {value:+.1f}%")
     streak = f"**{r.up_streak}** up month{'s' if r.up_streak != 1 else ''} in a row"
     if r.month_in_progress and r.up_streak:
@@ -111,7 +127,7 @@ def levels_embed(r: LevelsReport) -> discord.Embed:
         )
     else:
         embed.add_field(name=f"Relative strength vs {r.benchmark}", value="No overlapping data", inline=False)
-    embed.set_footer(text=data_footer(r.source, r.as_of, r.stale))
+    embed.set_footer(text=data_footer(r.source, r.as_of, r.stale, age=age))
     return embed
 
 
