@@ -1,6 +1,6 @@
 """smallcaps: a Discord bot for communities that follow US small caps through IWM.
 
-    python bot.py run [--sync]            run the bot on Discord (needs DISCORD_TOKEN)
+    python bot.py run [--sync]            run the bot on Discord, on live data (needs DISCORD_TOKEN)
     python bot.py console "/iwm levels"   answer a slash command offline, in the terminal
     python bot.py replay --from 2024-01-01 --to 2026-08-21   backtest the breakout alerts
 

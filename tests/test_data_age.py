@@ -17,7 +17,7 @@ from services import market_calendar
 from services.config import Settings, Zones
 from services.errors import InputError
 from services.levels import compute_levels
-from services.market import BundledProvider, Bars, DataAge, MarketData
+from services.market import Bars, BundledProvider, DataAge, MarketData
 from tests.support.provider_server import ProviderServer, Reply
 
 DATA_END = date(2026, 10, 5)  # the bundled IWM/SPY history ends there
