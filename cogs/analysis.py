@@ -250,7 +250,7 @@ def sectors_embed(r: SectorsReport, age: DataAge | None = None) -> discord.Embed
         description.append(f"⚠️ Holdings are a stale copy: {clip(h.note, NOTE_LIMIT)}")
     description += [f"{'⚠️' if 'stale' in n else 'ℹ️'} {clip(n, NOTE_LIMIT)}" for n in r.notes]
     if behind := age_line(age):
-        description.append(behind.strip())
+        description.append(behind)
     embed = discord.Embed(
         title=f"IWM sectors · {p} to {r.as_of} · IWM {pct(bench)}",
         description=lines_within(description, DESCRIPTION_LIMIT),
@@ -306,7 +306,7 @@ def rates_embed(r: RatesReport, age: DataAge | None = None) -> discord.Embed:
         description.append("⚠️ Part of the data is a stale fallback (a live source failed): see *Notes* and the "
                            "sources below.")
     if behind := age_line(age):
-        description.append(behind.strip())
+        description.append(behind)
     when = r.rate_as_of if r.rate_series == "DFF" else f"{r.rate_as_of:%Y-%m}"
     embed = discord.Embed(title=f"Fed funds {r.rate:.2f}% ({when}) · {r.stance} · IWM vs SPY after first cuts",
                           description=lines_within(description, DESCRIPTION_LIMIT), colour=YELLOW if r.stale else BLUE)
@@ -345,7 +345,7 @@ def compare_embed(r: CompareReport, age: DataAge | None = None) -> discord.Embed
         description.append("⚠️ Stale fallback data for " + ", ".join(s.symbol for s in stale) + ": "
                            + clip(stale[0].note or "live data unavailable", NOTE_LIMIT))
     if behind := age_line(age):
-        description.append(behind.strip())
+        description.append(behind)
     first_gap = r.gaps[0].gap_pp if r.gaps else 0.0
     embed = discord.Embed(title=f"{r.base} since {r.since}" + (f": {gaps}" if gaps else ""),
                           description=lines_within(description, DESCRIPTION_LIMIT),

@@ -142,4 +142,4 @@ def data_footer(source: str, as_of: date, stale: bool = False, extra: str = "", 
 def age_line(age: DataAge | None) -> str:
     """The description line for data that is behind the last close ("" when it is not)."""
     behind = age.describe() if age is not None else None
-    return f"\n⚠️ {behind}" if behind else ""
+    return f"⚠️ {behind}" if behind else ""

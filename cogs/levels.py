@@ -54,7 +54,8 @@ def levels_embed(r: LevelsReport, age: DataAge | None = None) -> discord.Embed:
         title=f"IWM {r.close:,.2f} ({signed(r.change)}, {signed(r.change_pct, suffix='%')}) · {r.verdict}",
         description=(
             f"Close of **{r.as_of}**. Levels use traded prices; returns use dividend-adjusted closes."
-            + (f"\n⚠️ {r.note}" if r.stale else "") + age_line(age)
+            + (f"\n⚠️ {r.note}" if r.stale else "")
+            + (f"\n{behind}" if (behind := age_line(age)) else "")
         ),
         colour=colour,
     )
