@@ -16,7 +16,7 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 
 import aiohttp
 import discord
@@ -63,8 +63,7 @@ async def last_session() -> date:
     """The last NYSE session whose close has passed (plus the provider's usual delay): live data should have it."""
     from services import market_calendar
 
-    now = datetime.now(UTC) - timedelta(hours=1)
-    return await asyncio.to_thread(market_calendar.last_completed_session, now)
+    return await asyncio.to_thread(market_calendar.last_session_now)
 
 
 @asynccontextmanager

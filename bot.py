@@ -1,6 +1,6 @@
 """smallcaps: a Discord bot for communities that follow US small caps through IWM.
 
-    python bot.py run [--sync]            run the bot on Discord (needs DISCORD_TOKEN)
+    python bot.py run [--sync]            run the bot on Discord, on live data (needs DISCORD_TOKEN)
     python bot.py console "/iwm levels"   answer a slash command offline, in the terminal
     python bot.py replay --from 2024-01-01 --to 2026-08-21   backtest the breakout alerts
 
@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     load_dotenv(".env")  # the current directory's .env only: predictable for operators and tests
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(live_by_default=args.mode in (None, "run"))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from cogs.common import (
     YELLOW,
     IwmCog,
     add_iwm_cog,
+    age_line,
     attach_chart,
     data_footer,
     parse_day,
@@ -29,6 +30,7 @@ from cogs.common import (
 )
 from services.compare import CompareReport, compare_answer, display, parse_symbols
 from services.errors import InputError
+from services.market import DataAge
 from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
 from services.sectors import SectorLine, SectorsReport, sectors_answer
 from services.valuation import SHILLER, Observation, ValuationReport, valuation_answer
@@ -111,7 +113,7 @@ class Analysis(IwmCog):
         res = self.bot.resources
         report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
                                            holdings_url=res.settings.holdings_url)
-        embed = sectors_embed(report)
+        embed = sectors_embed(report, await res.market.age(report.as_of, day))
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-sectors.png"))
 
     @app_commands.command(name="rates", description="Fed funds rate and how IWM did vs SPY after the first cut "
@@ -123,7 +125,7 @@ class Analysis(IwmCog):
         res = self.bot.resources
         report, png = await rates_answer(res.market, res.documents, res.renderer, day,
                                          fred_base_url=res.settings.fred_base_url)
-        embed = rates_embed(report)
+        embed = rates_embed(report, await res.market.age(report.as_of, day))
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-rates.png"))
 
     @app_commands.command(name="compare", description="Total return of IWM vs SPY and QQQ (or RUT) since a date, "
@@ -143,7 +145,8 @@ class Analysis(IwmCog):
         await interaction.response.defer(thinking=True)
         res = self.bot.resources
         report, png = await compare_answer(res.market, res.renderer, wanted, start, end)
-        embed = compare_embed(report)
+        ends = [s.data_end for s in report.series if s.data_end is not None]
+        embed = compare_embed(report, await res.market.age(max(ends), end) if ends else None)
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-compare.png"))
 
 
@@ -232,7 +235,7 @@ def _ranked(r: SectorsReport, symbols: Sequence[str]) -> str:
                      f"({pct(by_symbol[s].returns[r.period])})" for s in symbols) or "none (too few funds with data)"
 
 
-def sectors_embed(r: SectorsReport) -> discord.Embed:
+def sectors_embed(r: SectorsReport, age: DataAge | None = None) -> discord.Embed:
     p, h = r.period, r.holdings
     bench = r.benchmark_returns[p]
     description = [
@@ -247,6 +250,8 @@ def sectors_embed(r: SectorsReport) -> discord.Embed:
     if h.stale:
         description.append(f"⚠️ Holdings are a stale copy: {clip(h.note, NOTE_LIMIT)}")
     description += [f"{'⚠️' if 'stale' in n else 'ℹ️'} {clip(n, NOTE_LIMIT)}" for n in r.notes]
+    if behind := age_line(age):
+        description.append(behind)
     embed = discord.Embed(
         title=f"IWM sectors · {p} to {r.as_of} · IWM {pct(bench)}",
         description=lines_within(description, DESCRIPTION_LIMIT),
@@ -264,7 +269,7 @@ def sectors_embed(r: SectorsReport) -> discord.Embed:
                    for s in r.unmatched_sectors]
         embed.add_field(name="Not covered", value=lines_within(missing), inline=False)
     source = f"prices {r.market_source}; weights {h.source} ({h.as_of})"
-    embed.set_footer(text=data_footer(source, r.as_of, r.stale))
+    embed.set_footer(text=data_footer(source, r.as_of, r.stale, age=age))
     return embed
 
 
@@ -284,7 +289,7 @@ def _cycle_field(c: EasingCycle, data_end: date) -> tuple[str, str]:
     return name, lines_within(lines)
 
 
-def rates_embed(r: RatesReport) -> discord.Embed:
+def rates_embed(r: RatesReport, age: DataAge | None = None) -> discord.Embed:
     if r.rate_series == "DFF":
         current = f"Effective fed funds rate (DFF, daily) **{r.rate:.2f}%** on {r.rate_as_of}"
     else:
@@ -301,6 +306,8 @@ def rates_embed(r: RatesReport) -> discord.Embed:
     if r.stale:
         description.append("⚠️ Part of the data is a stale fallback (a live source failed): see *Notes* and the "
                            "sources below.")
+    if behind := age_line(age):
+        description.append(behind)
     when = r.rate_as_of if r.rate_series == "DFF" else f"{r.rate_as_of:%Y-%m}"
     embed = discord.Embed(title=f"Fed funds {r.rate:.2f}% ({when}) · {r.stance} · IWM vs SPY after first cuts",
                           description=lines_within(description, DESCRIPTION_LIMIT), colour=YELLOW if r.stale else BLUE)
@@ -321,13 +328,13 @@ def rates_embed(r: RatesReport) -> discord.Embed:
     if r.notes:
         embed.add_field(name="Notes", value=lines_within([f"· {clip(n, NOTE_LIMIT)}" for n in r.notes], NOTES_LIMIT),
                         inline=False)
-    embed.set_footer(text=data_footer(f"{r.rate_source}; prices {r.market_source}", r.as_of, r.stale))
+    embed.set_footer(text=data_footer(f"{r.rate_source}; prices {r.market_source}", r.as_of, r.stale, age=age))
     return embed
 
 
 # --- compare --------------------------------------------------------------------------------------------------
 
-def compare_embed(r: CompareReport) -> discord.Embed:
+def compare_embed(r: CompareReport, age: DataAge | None = None) -> discord.Embed:
     description = [
         f"Start **{r.since}**: {r.since_note}."
         + (f" {r.start_note} (**{r.start}**)." if r.start_note else ""),
@@ -339,6 +346,8 @@ def compare_embed(r: CompareReport) -> discord.Embed:
     if stale:
         description.append("⚠️ Stale fallback data for " + ", ".join(s.symbol for s in stale) + ": "
                            + clip(stale[0].note or "live data unavailable", NOTE_LIMIT))
+    if behind := age_line(age):
+        description.append(behind)
     first_gap = r.gaps[0].gap_pp if r.gaps else 0.0
     embed = discord.Embed(title=r.headline, description=lines_within(description, DESCRIPTION_LIMIT),
                           colour=YELLOW if r.stale else GREEN if first_gap >= 0 else RED)
@@ -360,7 +369,7 @@ def compare_embed(r: CompareReport) -> discord.Embed:
             f"both to {g.as_of})" for g in r.gaps]))
     ends = [s.data_end for s in r.series if s.data_end is not None and s.total_return_pct is not None]
     sources = ", ".join(sorted({s.source for s in r.series}))
-    embed.set_footer(text=data_footer(sources, max(ends) if ends else r.since, r.stale))
+    embed.set_footer(text=data_footer(sources, max(ends) if ends else r.since, r.stale, age=age))
     return embed
 
 

@@ -14,6 +14,7 @@ from discord import app_commands
 from discord.ext import commands, tasks
 
 from services.errors import InputError
+from services.market import DataAge
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -135,8 +136,17 @@ def signed(value: float, digits: int = 2, suffix: str = "") -> str:
     return f"{value:+,.{digits}f}{suffix}"
 
 
-def data_footer(source: str, as_of: date, stale: bool = False, extra: str = "") -> str:
+def data_footer(source: str, as_of: date, stale: bool = False, extra: str = "", age: DataAge | None = None) -> str:
+    """`Source: … · as of …`, marked STALE for a live-data fallback and with `age` when the data is behind."""
     text = f"Source: {source} · as of {as_of}"
     if stale:
         text += " · STALE (live data unavailable)"
+    if age is not None and (behind := age.describe()):
+        text += f" · ⚠️ {behind}"
     return f"{text} · {extra}" if extra else text
+
+
+def age_line(age: DataAge | None) -> str:
+    """The description line for data that is behind the last close ("" when it is not)."""
+    behind = age.describe() if age is not None else None
+    return f"⚠️ {behind}" if behind else ""

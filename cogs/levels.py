@@ -7,9 +7,21 @@ from typing import TYPE_CHECKING, Literal
 import discord
 from discord import app_commands
 
-from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, attach_chart, data_footer, parse_day, signed
+from cogs.common import (
+    GREEN,
+    RED,
+    YELLOW,
+    IwmCog,
+    add_iwm_cog,
+    age_line,
+    attach_chart,
+    data_footer,
+    parse_day,
+    signed,
+)
 from services.errors import InputError
 from services.levels import LevelsReport, levels_answer
+from services.market import DataAge
 from services.swing_levels import RULE, DerivedLevels, derived_answer
 
 if TYPE_CHECKING:
@@ -31,7 +43,7 @@ class Levels(IwmCog):
             derived: DerivedLevels | str = await derived_answer(res.market, report.as_of)
         except InputError as exc:  # too little history before an early as_of: the rest of the answer stands
             derived = str(exc)
-        embed = levels_embed(report, derived)
+        embed = levels_embed(report, derived, await res.market.age(report.as_of, day))
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-levels.png"))
 
 
@@ -58,7 +70,7 @@ def _derived_fields(embed: discord.Embed, d: DerivedLevels | str) -> None:
     embed.add_field(name="Method", value=RULE, inline=False)
 
 
-def levels_embed(r: LevelsReport, derived: DerivedLevels | str) -> discord.Embed:
+def levels_embed(r: LevelsReport, derived: DerivedLevels | str, age: DataAge | None = None) -> discord.Embed:
     colour = GREEN if r.close > r.zones.resistance_high else RED if r.close < r.zones.support else YELLOW
     z = r.zones
     embed = discord.Embed(
@@ -66,6 +78,7 @@ def levels_embed(r: LevelsReport, derived: DerivedLevels | str) -> discord.Embed
         description=(
             f"Close of **{r.as_of}**. Levels use traded prices; returns use dividend-adjusted closes."
             + (f"\n⚠️ {r.note}" if r.stale else "")
+            + (f"\n{behind}" if (behind := age_line(age)) else "")
         ),
         colour=colour,
     )
@@ -118,7 +131,11 @@ def levels_embed(r: LevelsReport, derived: DerivedLevels | str) -> discord.Embed
     recent = r.monthly_returns.tail(6)
     months = []
     for i, (period, value) in enumerate(recent.items()):
-        label = str(period) + (" (month to date)" if r.month_in_progress and i == len(recent) - 1 else "")
+        label = str(period)
+        if i == len(recent) - 1 and r.month_in_progress:
+            label += " (month to date)"
+        elif i == len(recent) - 1 and r.month_data_ends:
+            label += f" (to {r.as_of:%m-%d}, data ends)"
         months.append(f"{label}: {value:+.1f}%")
     streak = f"**{r.up_streak}** up month{'s' if r.up_streak != 1 else ''} in a row"
     if r.month_in_progress and r.up_streak:
@@ -138,7 +155,7 @@ def levels_embed(r: LevelsReport, derived: DerivedLevels | str) -> discord.Embed
         )
     else:
         embed.add_field(name=f"Relative strength vs {r.benchmark}", value="No overlapping data", inline=False)
-    embed.set_footer(text=data_footer(r.source, r.as_of, r.stale))
+    embed.set_footer(text=data_footer(r.source, r.as_of, r.stale, age=age))
     return embed
 
 

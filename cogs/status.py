@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
-from cogs.common import GREEN, YELLOW, IwmCog, add_iwm_cog
+from cogs.common import GREEN, YELLOW, IwmCog, add_iwm_cog, plural
 from services.http import DOCUMENTS, MARKET_DATA, SourceHealth
 
 if TYPE_CHECKING:
@@ -55,9 +55,14 @@ class Status(IwmCog):
         if documents:  # FRED, iShares, Yahoo quoteSummary, once used
             embed.add_field(name="Document sources", inline=False, value=_sources(documents))
         if status.series:
-            embed.add_field(name="Data in memory", inline=False, value="\n".join(
-                f"{c.symbol}: {c.source}, last bar {c.as_of.isoformat()}, fetched {_age(c.age_s)}"
-                for c in status.series[:15]))
+            market = self.bot.resources.market
+            lines = []
+            for c in status.series[:15]:
+                behind = (await market.age(c.as_of)).behind
+                lines.append(f"{c.symbol}: {c.source}, last bar {c.as_of.isoformat()}"
+                             + (f" ({plural(behind, 'session')} behind the last close)" if behind else " (current)")
+                             + (f", fetched {_age(c.age_s)}" if c.age_s is not None else ""))
+            embed.add_field(name="Data in memory", inline=False, value="\n".join(lines))
         latency = self.bot.latency
         uptime = time.monotonic() - self.started
         embed.add_field(name="Bot", inline=False, value=(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PROVIDERS = ("bundled", "yahoo", "stooq")
+LIVE_DEFAULT = "yahoo"  # then Stooq when STOOQ_API_KEY is set (see market.build_providers)
 
 
 class ConfigError(ValueError):
@@ -89,7 +90,9 @@ class Settings:
     shard_ids: tuple[int, ...] | None = None
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, live_by_default: bool = False) -> Settings:
+        """`live_by_default`: the bot on Discord (`bot.py run`) uses the live providers unless
+        MARKET_DATA_PROVIDER says otherwise; the console and the tests stay on bundled data."""
         env = os.environ if env is None else env
 
         def get(name: str) -> str | None:
@@ -112,7 +115,7 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name}={value!r} is not a number") from exc
 
-        provider = (get("MARKET_DATA_PROVIDER") or cls.provider).lower()
+        provider = (get("MARKET_DATA_PROVIDER") or (LIVE_DEFAULT if live_by_default else cls.provider)).lower()
         if provider not in PROVIDERS:
             raise ConfigError(f"MARKET_DATA_PROVIDER={provider!r}: choose one of {', '.join(PROVIDERS)}")
         if provider == "stooq" and not get("STOOQ_API_KEY"):

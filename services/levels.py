@@ -12,6 +12,7 @@ from datetime import date
 
 import pandas as pd
 
+from services import market_calendar
 from services.charts import LevelsChart, Renderer, render_levels
 from services.config import Zones
 from services.errors import InputError
@@ -63,6 +64,7 @@ class LevelsReport:
     rs_changes: dict[int, float | None]  # months -> % change of the IWM/SPY ratio
     rs_as_of: date | None
     benchmark: str
+    month_data_ends: bool = False  # the last month is incomplete because the data stops early, not in progress
 
     @property
     def change(self) -> float:
@@ -138,16 +140,21 @@ def rs_note(ratio: pd.Series, last_bar: pd.Timestamp, benchmark: str) -> str:
     return f"IWM/{benchmark} to {ratio.index[-1].date()}, the last day both have ({benchmark} data ends there)"
 
 
-def month_complete(full_index: pd.DatetimeIndex, day: pd.Timestamp) -> bool:
-    """Whether `day` closed its month: the next bar (or, at the end of the data, the next weekday) is in
-    another month."""
-    later = full_index[full_index > day]
-    following = later[0] if len(later) else day + pd.offsets.BDay(1)
-    return following.to_period("M") != day.to_period("M")
+def month_state(full_index: pd.DatetimeIndex, day: pd.Timestamp, last_session: date | None) -> str:
+    """How the month of `day` (the last bar used) stands: "complete" when `day` is its last NYSE session;
+    "in progress" when later bars exist (an as-of answer) or it is the month of the last completed session
+    (None: assume so); else "data ends" (the data stops before the month did)."""
+    if market_calendar.closes_month(day.date()):
+        return "complete"
+    if (full_index > day).any() or last_session is None or day.to_period("M") == pd.Period(last_session, "M"):
+        return "in progress"
+    return "data ends"
 
 
-def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None) -> LevelsReport:
-    """The levels report as of `as_of` (default: the latest bar), using only bars up to that day."""
+def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None,
+                   last_session: date | None = None) -> LevelsReport:
+    """The levels report as of `as_of` (default: the latest bar), using only bars up to that day. `last_session`:
+    the last completed NYSE session, which tells a month in progress from data that stops early."""
     iwm.check_as_of(as_of)
     cut = iwm.until(as_of)
     frame = cut.frame.dropna(subset=["close"])
@@ -160,6 +167,7 @@ def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None
     returns = monthly_returns(cut.frame["adj_close"])
     above = close[close > zones.resistance_high]
     ratio = relative_strength(cut.frame, spy.until(last_day).frame)
+    state = month_state(iwm.frame.index, last_day, last_session)
     return LevelsReport(
         symbol=iwm.symbol,
         as_of=last_day.date(),
@@ -181,12 +189,13 @@ def compute_levels(iwm: Bars, spy: Bars, zones: Zones, as_of: date | None = None
         week52_high=_extreme(year_ago["high"]),
         week52_low=_extreme(year_ago["low"], largest=False),
         monthly_returns=returns,
-        month_in_progress=not month_complete(iwm.frame.index, last_day),
+        month_in_progress=state == "in progress",
         up_streak=up_streak(returns),
         rs_ratio=float(ratio.iloc[-1]) if len(ratio) else None,
         rs_changes={m: _ratio_change(ratio, m) for m in (3, 6, 12)},
         rs_as_of=ratio.index[-1].date() if len(ratio) else None,
         benchmark=spy.symbol,
+        month_data_ends=state == "data ends",
     )
 
 
@@ -238,5 +247,5 @@ async def levels_answer(
     if period not in PERIODS:
         raise InputError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
     iwm, spy = await asyncio.gather(market.bars("IWM"), market.bars("SPY"))
-    report = compute_levels(iwm, spy, zones, as_of)
+    report = compute_levels(iwm, spy, zones, as_of, await market.last_session())
     return report, await renderer.render(render_levels, levels_chart(iwm, spy, report, period))

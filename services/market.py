@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import aiohttp
 import pandas as pd
 
+from services import market_calendar
 from services.bundled import data_file
 from services.errors import InputError
 from services.http import (
@@ -55,21 +56,39 @@ class Bars:
         return self.frame.index[-1].date()
 
     def check_as_of(self, day: date | None) -> None:
-        """InputError when a command is asked about a day these bars do not cover: before the first bar or after
-        the latest (None, the latest data, is always covered). A day between bars means the bar before it."""
+        """InputError when a command is asked about a day these bars cannot answer: before the first bar or in
+        the future. None (the latest data) is always answered; a day between bars means the bar before it, and a
+        day after the latest bar (up to today) the latest bar, which the answer's `DataAge` then marks as behind."""
         if day is None:
             return
         first = self.frame.index[0].date()
         if day < first:
             raise InputError(f"as_of {day} is before the first {self.symbol} bar ({first})")
-        if day > self.as_of:
-            raise InputError(f"as_of {day} is after the latest {self.symbol} bar ({self.as_of}, source {self.source})")
+        if day > date.today():
+            raise InputError(f"as_of {day} is in the future (the latest {self.symbol} bar is {self.as_of})")
 
     def until(self, day: date | None) -> Bars:
         """Only the bars up to and including `day` (all of them when `day` is None); see `check_as_of`."""
         if day is None:
             return self
         return replace(self, frame=self.frame.loc[: pd.Timestamp(day)])
+
+
+@dataclass(frozen=True)
+class DataAge:
+    """How far the newest bar behind an answer is from the session it should have: `reference`, the last
+    completed session (or, for an as-of answer, the last session on or before the day asked for)."""
+
+    as_of: date
+    reference: date
+    behind: int  # sessions closed after `as_of` up to `reference`
+
+    def describe(self) -> str | None:
+        """`data ends 2026-10-05, 40 sessions behind the last close (2026-12-01)`; None when not behind."""
+        if not self.behind:
+            return None
+        return (f"data ends {self.as_of}, {self.behind} session{'s' if self.behind != 1 else ''} behind "
+                f"the last close ({self.reference})")
 
 
 def stale_prices_note(bars: Iterable[Bars]) -> str | None:
@@ -119,6 +138,10 @@ class BundledProvider:
 
     def __init__(self) -> None:
         self._frames: dict[str, pd.DataFrame] = {}
+
+    def loaded(self) -> list[tuple[str, pd.DataFrame]]:
+        """The frames read so far, by symbol."""
+        return sorted(self._frames.items())
 
     async def fetch(self, symbol: str) -> pd.DataFrame:
         key = symbol.upper()
@@ -250,7 +273,7 @@ class CachedSeries:
     symbol: str
     source: str
     as_of: date
-    age_s: float  # since they were fetched (or, for a stale answer, since it was given)
+    age_s: float | None  # since they were fetched (or, for a stale answer, since it was given); None: bundled
 
 
 @dataclass(frozen=True)
@@ -291,6 +314,21 @@ class MarketData:
     @property
     def live(self) -> bool:
         return bool(self.providers)
+
+    async def last_session(self) -> date:
+        """The last completed NYSE session (`expected_session`, else the calendar's for now)."""
+        if self.expected_session:
+            return await self.expected_session()
+        return await asyncio.to_thread(market_calendar.last_session_now)
+
+    async def age(self, newest: date, asked: date | None = None) -> DataAge:
+        """The age of an answer whose newest bar is `newest`, for the latest data (`asked` None) or as of the
+        day asked for: the sessions it is behind the last one that has closed (by then)."""
+        reference = await self.last_session()
+        if asked is not None and asked < reference:
+            reference = await asyncio.to_thread(market_calendar.session_on_or_before, asked)
+        behind = await asyncio.to_thread(market_calendar.sessions_behind, newest, reference)
+        return DataAge(newest, reference, behind)
 
     async def bars(self, symbol: str) -> Bars:
         symbol = symbol.upper()
@@ -334,7 +372,8 @@ class MarketData:
         return MarketStatus(self.sources.status(), [
             CachedSeries(symbol, bars.source, bars.as_of, now - fetched_at)
             for symbol, (fetched_at, bars) in self._cache.remembered()
-        ])
+        ] + [CachedSeries(symbol, "bundled", frame.index[-1].date(), None)
+             for symbol, frame in self.bundled.loaded() if not self.live])
 
 
 def build_providers(settings: Any, session: aiohttp.ClientSession) -> list[Provider]:

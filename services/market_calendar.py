@@ -100,3 +100,20 @@ def last_completed_session(at: datetime) -> date:
     if is_session(day) and session_close(day) <= at:
         return day
     return previous_session(day)
+
+
+def sessions_behind(as_of: date, last_session: date) -> int:
+    """How many sessions after `as_of` have closed up to `last_session` (0 when the data has it)."""
+    if as_of >= last_session:
+        return 0
+    return len(calendar().sessions_in_range(_stamp(as_of + timedelta(days=1)), _stamp(last_session)))
+
+
+def last_session_now() -> date:
+    """The last session whose close has passed, plus an hour (the providers' usual delay): live data has it."""
+    return last_completed_session(datetime.now(UTC) - timedelta(hours=1))
+
+
+def session_on_or_before(day: date) -> date:
+    """`day` when it is a session, else the last session before it."""
+    return day if is_session(day) else previous_session(day)

@@ -25,6 +25,7 @@ async def start_process(discord_: LocalDiscord, db: Path) -> asyncio.subprocess.
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "DISCORD_TOKEN": discord_.token, "DATABASE_PATH": str(db), "DEV_GUILD_ID": str(discord_.guild.id),
         "MESSAGE_CONTENT_INTENT": "1", "LOG_LEVEL": "WARNING",
+        "MARKET_DATA_PROVIDER": "bundled",  # `run` is live by default; the tests stay offline
         "LOCAL_DISCORD_API": discord_.api_url, "LOCAL_DISCORD_GATEWAY": discord_.gateway_url,
     }
     sessions = len(discord_.sessions)
