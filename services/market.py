@@ -253,6 +253,29 @@ async def current_frame(provider: Provider, symbol: str, expected: date | None) 
     return frame
 
 
+GAP_CHECK_DAYS = 120  # how far back a live answer is checked for missing sessions
+GAP_RETRY_SECONDS = 60.0  # a live answer with a hole is asked again after this, not after the full TTL
+
+
+def complete_history(live: pd.DataFrame, base: pd.DataFrame | None) -> tuple[pd.DataFrame, list[date]]:
+    """The live bars extending the bundled `base`: base bars before the first live bar come first, and a recent
+    session the live answer lacks is taken from the base when it has it. Returns the bars and the recent
+    sessions still missing (the answer is then marked, and asked again soon). The base's adjusted closes are
+    rescaled to the live ones on the last day both have (sources adjust from different dates); without such a
+    day the base is not used."""
+    common = (live["adj_close"].dropna().index.intersection(base["adj_close"].dropna().index)
+              if base is not None else pd.DatetimeIndex([]))
+    if base is not None and len(common):
+        day = common[-1]
+        base = base.assign(adj_close=base["adj_close"] * (live.at[day, "adj_close"] / base.at[day, "adj_close"]))
+        older = base.loc[base.index < live.index[0]]
+        holes = base.index.difference(live.index)
+        patch = base.loc[holes[(holes > live.index[0]) & (holes < live.index[-1])]]
+        live = pd.concat([older, patch, live]).sort_index() if len(older) or len(patch) else live
+    since = (live.index[-1] - pd.Timedelta(days=GAP_CHECK_DAYS)).date()
+    return live, market_calendar.missing_sessions(live.index, max(since, live.index[0].date()))
+
+
 def _encode_bars(bars: Bars, fetched_at: float) -> dict[str, Any]:
     return {"symbol": bars.symbol, "source": bars.source, "fetched_at": fetched_at,
             "as_of": bars.as_of.isoformat(), "csv": bars.frame.to_csv(float_format="%.6f")}
@@ -351,8 +374,24 @@ class MarketData:
                 if not isinstance(exc, Resting):
                     log.warning("provider %s failed for %s: %s", provider.name, symbol, exc)
                 continue
-            return self.clock(), Bars(symbol, frame, provider.name)
+            return await self._completed(symbol, frame, provider.name)
         raise NoLiveBars("; ".join(errors), lagging)
+
+    async def _completed(self, symbol: str, frame: pd.DataFrame, source: str) -> Stamped[Bars]:
+        """Live bars on the bundled base (see `complete_history`). Sessions still missing are said in the note and
+        the bars count as fresh for GAP_RETRY_SECONDS only, so the next answer asks the provider again."""
+        try:
+            base: pd.DataFrame | None = await self.bundled.fetch(symbol)
+        except UnknownSymbol:
+            base = None
+        frame, missing = await asyncio.to_thread(complete_history, frame, base)
+        if not missing:
+            return self.clock(), Bars(symbol, frame, source)
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        shown = ", ".join(str(day) for day in missing[:3]) + more
+        log.warning("%s answer for %s lacks sessions %s", source, symbol, shown)
+        stamp = self.clock() - self._cache.ttl + GAP_RETRY_SECONDS
+        return stamp, Bars(symbol, frame, source, stale=True, note=f"{source}'s answer lacks {shown}")
 
     async def _fallback(self, symbol: str, cached: Stamped[Bars] | None, error: ProviderError) -> Bars:
         why = str(error)

@@ -109,6 +109,14 @@ def sessions_behind(as_of: date, last_session: date) -> int:
     return len(calendar().sessions_in_range(_stamp(as_of + timedelta(days=1)), _stamp(last_session)))
 
 
+def missing_sessions(days: pd.DatetimeIndex, since: date) -> list[date]:
+    """The NYSE sessions from `since` to the last of `days` that `days` lacks (a half-updated history)."""
+    if len(days) == 0:
+        return []
+    sessions = calendar().sessions_in_range(_stamp(since), _stamp(days[-1].date()))
+    return [s.date() for s in sessions.difference(pd.DatetimeIndex(days).normalize())]
+
+
 def last_session_now() -> date:
     """The last session whose close has passed, plus an hour (the providers' usual delay): live data has it."""
     return last_completed_session(datetime.now(UTC) - timedelta(hours=1))

@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import date
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from services.http import ProviderError
 from services.market import (
+    GAP_RETRY_SECONDS,
     MarketData,
     StooqProvider,
     UnknownSymbol,
     YahooProvider,
+    complete_history,
     parse_stooq_csv,
     parse_yahoo_chart,
+    read_bundled_csv,
 )
-from tests.support.provider_server import Clock, Reply
+from tests.support.provider_server import Clock, Reply, yahoo_chart_body
 
 FIXTURES = Path(__file__).parent / "fixtures"
 YAHOO_BODY = (FIXTURES / "yahoo_chart_v8.SPY.sample.json").read_text()
@@ -112,7 +117,7 @@ async def test_failures_serve_the_last_cached_copy_marked_stale(server, session,
     bars = await market([YahooProvider(session, server.url)], database, clock).bars("SPY")
     assert bars.stale and bars.source == "yahoo"
     assert bars.as_of == fresh.as_of
-    assert bars.frame["close"].tolist() == pytest.approx(fresh.frame["close"].tolist())
+    assert bars.frame["close"].tolist() == pytest.approx(fresh.frame["close"].tolist(), nan_ok=True)
 
 
 async def test_fresh_cache_answers_without_a_call(server, session, database):
@@ -204,3 +209,48 @@ async def test_fresh_enough_data_is_not_stale(server, session):
     server.script(YAHOO_PATH, Reply(body=YAHOO_BODY))
     bars = await market([YahooProvider(session, server.url)], expected_session=expected).bars("SPY")
     assert not bars.stale
+
+
+# --- live bars on the bundled base ------------------------------------------------------------------------------
+
+def _bundled_iwm() -> pd.DataFrame:
+    return read_bundled_csv("IWM")
+
+
+def test_live_bars_extend_the_bundled_base_rescaled():
+    base = _bundled_iwm()
+    live = base.loc["2026-06-01":].copy()
+    live["adj_close"] = live["close"]  # another source, adjusted from another date: a different scale
+    merged, missing = complete_history(live, base)
+    assert missing == [] and merged.index.equals(base.index)
+    assert merged.loc["2026-06-01":].equals(live)  # live bars win where they exist
+    # the base's older adjusted closes keep their returns, on the live scale (checked on one pair of days)
+    factor = live.at[pd.Timestamp("2026-10-05"), "adj_close"] / base.at[pd.Timestamp("2026-10-05"), "adj_close"]
+    day = pd.Timestamp("2020-03-16")
+    assert merged.at[day, "adj_close"] == pytest.approx(base.at[day, "adj_close"] * factor)
+    assert merged.at[day, "close"] == base.at[day, "close"]
+
+
+def test_a_session_the_live_answer_lacks_is_taken_from_the_base_or_said():
+    base = _bundled_iwm()
+    live = base.loc["2026-05-01":].drop(pd.Timestamp("2026-10-02"))
+    merged, missing = complete_history(live, base)
+    assert missing == [] and merged.at[pd.Timestamp("2026-10-02"), "close"] == base.at[
+        pd.Timestamp("2026-10-02"), "close"]
+    # without a base that has it, the hole is reported (2026-10-02 was a Friday session)
+    alone, missing = complete_history(live, None)
+    assert missing == [date(2026, 10, 2)] and pd.Timestamp("2026-10-02") not in alone.index
+
+
+async def test_a_live_answer_with_a_hole_is_marked_and_asked_again_soon(server, session):
+    frame = _bundled_iwm().loc["2026-05-01":].drop(pd.Timestamp("2026-10-02"))
+    server.script("/v8/finance/chart/ZZZ", Reply(body=yahoo_chart_body(frame, "ZZZ")))  # not bundled: no base
+    clock = Clock()
+    data = market([YahooProvider(session, server.url)], clock=clock, ttl=900)
+    bars = await data.bars("ZZZ")
+    assert bars.stale and "lacks 2026-10-02" in bars.note and bars.source == "yahoo"
+    clock.now += GAP_RETRY_SECONDS + 1  # well inside the TTL, but the hole makes it ask again
+    server.script("/v8/finance/chart/ZZZ", Reply(body=yahoo_chart_body(_bundled_iwm().loc["2026-05-01":], "ZZZ")))
+    repaired = await data.bars("ZZZ")
+    assert not repaired.stale and pd.Timestamp("2026-10-02") in repaired.frame.index
+    assert server.calls["/v8/finance/chart/ZZZ"] == 2
