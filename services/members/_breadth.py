@@ -12,12 +12,13 @@ Definitions (closes only: the data has no intraday highs or lows):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import date
 
 import numpy as np
 
-from services.members._data import CLOSES_SOURCE, MemberData, index_name
+from services.members._data import CLOSES_SOURCE, INDEXES, MemberData, index_name
 
 WINDOWS = (50, 200)
 YEAR_SESSIONS = 252
@@ -39,6 +40,16 @@ class BreadthSeries:
     new_highs: np.ndarray
     new_lows: np.ndarray
     high_low_counted: np.ndarray  # members with YEAR_SESSIONS closes in a row up to that day
+
+    def until(self, row: int) -> BreadthSeries:
+        """The series from the first day through `row`: the same as computing it on the closes up to `row`, since
+        every figure of a day uses only that day and the ones before it."""
+        cut = slice(0, row + 1)
+        return BreadthSeries(
+            self.dates[cut], {n: x[cut] for n, x in self.pct_above.items()},
+            {n: x[cut] for n, x in self.counted.items()}, self.advances[cut], self.declines[cut],
+            self.unchanged[cut], self.ad_line[cut], self.new_highs[cut], self.new_lows[cut],
+            self.high_low_counted[cut])
 
 
 def _rolling(values: np.ndarray, n: int, pick: np.ufunc) -> np.ndarray:
@@ -137,13 +148,19 @@ def breadth_day(series: BreadthSeries, row: int) -> BreadthDay:
     )
 
 
+@functools.lru_cache(maxsize=len(INDEXES))
+def _whole_series(data: MemberData, index: str) -> BreadthSeries:
+    """An index's breadth over all the closes, computed once per process (a few tenths of a second)."""
+    return compute_breadth(data.closes[:, data.columns(index)], data.dates)
+
+
 def member_breadth(data: MemberData, index: str = "IWM", as_of: date | None = None) -> BreadthReport:
     """Breadth of an index's members ("IWM" or "SP500") as of `as_of` (default: the last close); InputError
     outside the closes. Every figure uses closes up to that day only."""
     name = index_name(index)
     row = data.session(as_of)
     columns = data.columns(index)
-    series = compute_breadth(data.closes[: row + 1, columns], data.dates[: row + 1])
+    series = _whole_series(data, index).until(row)
     flag = "in_iwm" if index == "IWM" else "in_sp500"
     return BreadthReport(
         index=index, name=name, as_of=data.day(row), requested=as_of, latest=breadth_day(series, row),

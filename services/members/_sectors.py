@@ -57,7 +57,9 @@ def _start_row(data: MemberData, end: date, period: str) -> int | None:
 def _sector(name: str, weights: np.ndarray, closes: np.ndarray, base: np.ndarray, end: int,
             starts: dict[str, int | None]) -> MemberSector:
     """One sector from its members' weights, closes (dates x members) and closes on the holdings date."""
-    returns, coverage, counted = {}, {}, {}
+    returns: dict[str, float | None] = {}
+    coverage: dict[str, float] = {}
+    counted: dict[str, int] = {}
     for period, start in starts.items():
         if start is None:
             returns[period], coverage[period], counted[period] = None, 0.0, 0

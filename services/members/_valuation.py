@@ -11,6 +11,7 @@ margin / P/S and losses cut total earnings (no figure when total earnings are no
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import date
 
@@ -121,16 +122,19 @@ def index_valuation(rows: pd.DataFrame, index: str) -> IndexValuation:
     )
 
 
+def _ratio(small: float | None, large: float | None) -> float | None:
+    return None if small is None or large is None else small / large
+
+
 def member_valuation(data: MemberData, as_of: date | None = None) -> MemberValuation:
     """The Russell 2000 (IWM) and S&P 500 valued from their members' fundamentals as of `as_of` (default: the
     latest dump); InputError outside the dumps."""
     day, rows = data.snapshot(as_of)
     small = index_valuation(rows[rows["in_iwm"]], "IWM")
     large = index_valuation(rows[rows["in_sp500"]], "SP500")
-    ratios = {m: None if small.multiples[m].value is None or large.multiples[m].value is None
-              else small.multiples[m].value / large.multiples[m].value for m in METRICS}
+    ratios = {m: _ratio(small.multiples[m].value, large.multiples[m].value) for m in METRICS}
     used = rows[rows["in_iwm"] | rows["in_sp500"]]["dump"].dropna()
-    by_dump = {d: int(n) for d, n in sorted(used.value_counts().items())}
+    by_dump: dict[date, int] = dict(sorted(Counter(used).items()))
     notes = [f"Each member's row is from the latest dump on or before {day} that has it: "
              + ", ".join(f"{n} from {d}" for d, n in sorted(by_dump.items(), reverse=True)) + ".",
              f"IWM membership and weights are the iShares holdings of {data.holdings_as_of} (weights not carried "
