@@ -29,6 +29,7 @@ from cogs.common import (
 )
 from services.compare import CompareReport, compare_answer, parse_symbols
 from services.errors import InputError
+from services.members import IndexValuation, MemberValuation
 from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
 from services.sectors import SectorLine, SectorsReport, sectors_answer
 from services.valuation import SHILLER, Observation, ValuationReport, valuation_answer
@@ -45,6 +46,8 @@ NOTE_LIMIT, SOURCE_LIMIT = 300, 80  # one note; one source name
 MAX_FUNDS = 12  # sector funds shown one field each (11 today); more would risk the 6000-character total
 MAX_CYCLES = 8  # easing cycles shown one field each (the averages cover all of them)
 OLD_FIGURE_MONTHS = 3  # a valuation figure this many months older than the day asked about is flagged
+SHORT_METRICS = {"forward_pe": "fwd P/E", "trailing_pe": "P/E", "trailing_pe_all": "P/E incl. losses",
+                 "price_to_book": "P/B", "price_to_sales": "P/S"}
 AS_OF_HELP = "Answer as of this day, YYYY-MM-DD (default: latest data)"
 
 
@@ -162,6 +165,36 @@ def _figure(o: Observation | None, reference: date) -> str:
     return f"**{o.value:.1f}** · {clip(o.source, SOURCE_LIMIT)}, {when}{old}"
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _multiple(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _losses(side: IndexValuation) -> str:
+    return (f"{side.index} {_share(side.loss_share_members)} of members, {_share(side.loss_share_value)} of "
+            f"value ({side.loss_makers:,} companies)")
+
+
+def _members_field(m: MemberValuation) -> str:
+    """The bottom-up figures: every multiple with its ratio, loss-makers, coverage, source and method."""
+    lines = [f"{m.small.multiples[k].label}: **{_multiple(m.small.multiples[k].value)}** / "
+             f"**{_multiple(m.large.multiples[k].value)}** ({'n/a' if m.ratios[k] is None else f'{m.ratios[k]:.2f}'})"
+             for k in m.ratios]
+    lines.insert(0, f"{m.small.name} / {m.large.name} (small/large):")
+    lines.append("Losing money (negative 12-month margin): " + _losses(m.small) + "; " + _losses(m.large) + ".")
+    for side in (m.small, m.large):
+        counted = " · ".join(f"{SHORT_METRICS[k]} {a.coverage:.0%}" for k, a in side.multiples.items())
+        lines.append(f"Coverage {side.index}: {side.with_data:,}/{side.members:,} with data "
+                     f"({side.coverage:.0%} by {side.coverage_basis}); counted {counted}.")
+    lines.append(f"*Source:* {clip(m.source, 170)}")
+    method = "\n*Method:* "
+    lines.append(method.lstrip() + clip(m.method, FIELD_LIMIT - len("\n".join(lines)) - len(method)))
+    return lines_within(lines)
+
+
 def valuation_embed(r: ValuationReport) -> discord.Embed:
     reference = r.as_of or date.today()
     description = [
@@ -197,6 +230,9 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
     else:
         history = r.history_note + " The chart shows the S&P 500 trailing P/E instead."
     embed.add_field(name="Relative forward P/E (IWM/SPY) over time", value=history, inline=False)
+    if r.members is not None:
+        embed.add_field(name=f"Bottom-up from members · as of {r.members.as_of}", inline=False,
+                        value=_members_field(r.members))
     embed.add_field(name="Method", inline=False, value=lines_within(
         [f"**{clip(who, SOURCE_LIMIT)}**: {clip(method, NOTE_LIMIT)}" for who, method in r.methods], NOTES_LIMIT))
     if r.notes:

@@ -167,7 +167,7 @@ def yahoo_symbol(ticker: str) -> str:
 
 def member_lists(src: Path) -> tuple[set[str], set[str]]:
     """(IWM equity tickers of the bundled holdings file, S&P 500 constituents), in Yahoo's form."""
-    _, _, holdings = parse_holdings((src / "IWM_holdings.2026-05-05.csv").read_text(encoding="utf-8"))
+    holdings = parse_holdings((src / "IWM_holdings.2026-05-05.csv").read_text(encoding="utf-8")).rows
     iwm = {t for t in holdings.loc[holdings["Asset Class"] == "Equity", "Ticker"] if t != "-"}
     constituents = pd.read_csv(src / "members" / "fundamentals" / "sp500_constituents_2026-08-08.csv")
     return iwm, {yahoo_symbol(s) for s in constituents["Symbol"]}

@@ -12,6 +12,7 @@ from app import open_resources
 from cogs.analysis import lines_within
 from console import SentMessage, answer
 from services.config import Settings
+from services.members import load_member_data, member_valuation
 from tests.support.discord_schema import assert_within_embed_limits
 from tests.support.local_discord import png_size
 from tests.support.provider_server import ProviderServer, Reply
@@ -46,19 +47,34 @@ def adj(symbol: str) -> pd.Series:
 
 # --- console path -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["/iwm valuation", "/iwm valuation as_of:2023-06-30"])
-async def test_valuation_shows_shiller_pe_and_the_missing_russell_side(resources, command):
-    embed = only_embed(*await answer(resources, command), "iwm-valuation.png")
+async def test_valuation_before_the_member_data_shows_shiller_pe_and_the_missing_russell_side(resources):
+    embed = only_embed(*await answer(resources, "/iwm valuation as_of:2023-06-30"), "iwm-valuation.png")
     text = text_of(embed)
     trailing = next(f["value"] for f in embed["fields"] if f["name"] == "Trailing P/E")
     assert "S&P 500 (SPY): **24.0** · Shiller (bundled), 2023-06" in trailing
     assert "Russell 2000 (IWM): **n/a**: missing" in trailing and "Small/large: n/a" in trailing
     assert "loss-makers" in text  # the method note
     assert "No Russell 2000 valuation figures" in text
-    if "as_of" in command:
-        assert "as of **2023-06-30**" in embed["description"] and "months old" not in trailing
-    else:
-        assert "⚠️" in trailing and "months old" in trailing  # Shiller's earnings end 2023-06
+    assert "No public Russell 2000 valuation history exists" in text
+    assert "as of **2023-06-30**" in embed["description"] and "months old" not in trailing
+
+
+async def test_valuation_shows_the_member_figures_with_ratio_losses_and_coverage(resources):
+    embed = only_embed(*await answer(resources, "/iwm valuation"), "iwm-valuation.png")
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    report = member_valuation(load_member_data())  # the service's figures, formatted by hand here
+    s, b = report.small.multiples, report.large.multiples
+    assert (f"Russell 2000 (IWM): **{s['forward_pe'].value:.1f}** · members bottom-up (Yahoo dumps), 2026-08-08"
+            in fields["Forward P/E"])
+    assert f"Small/large: **{report.ratios['forward_pe']:.2f}**" in fields["Forward P/E"]
+    bottom = fields["Bottom-up from members · as of 2026-08-08"]
+    assert (f"Trailing P/E incl. loss-makers: **{s['trailing_pe_all'].value:.1f}** / "
+            f"**{b['trailing_pe_all'].value:.1f}** ({report.ratios['trailing_pe_all']:.2f})") in bottom
+    small = report.small
+    assert f"IWM {small.loss_share_members:.0%} of members, {small.loss_share_value:.0%} of value" in bottom
+    assert f"Coverage IWM: {report.small.with_data:,}/{report.small.members:,} with data" in bottom
+    assert "Yahoo .info daily dumps" in bottom and "*Method:* Index aggregate" in bottom
+    assert "No public Russell 2000 valuation history exists" in text_of(embed)
 
 
 @pytest.mark.parametrize("command, title", [

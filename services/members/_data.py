@@ -20,8 +20,8 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from services.bundled import bundled_text, data_file
 from services.errors import InputError
-from services.market import bundled_text, data_file
 from services.sectors import BUNDLED_HOLDINGS, parse_holdings
 
 FUNDAMENTALS_FILE = "members/fundamentals.csv.gz"
@@ -110,7 +110,8 @@ def _day(value: np.datetime64) -> date:
 
 def _holdings() -> tuple[date, pd.DataFrame]:
     """(as-of date, per ticker: weight % of IWM and sector) from the bundled holdings file, equity rows only."""
-    _, as_of, frame = parse_holdings(bundled_text(BUNDLED_HOLDINGS))
+    table = parse_holdings(bundled_text(BUNDLED_HOLDINGS))
+    as_of, frame = table.as_of, table.rows
     equity = frame[(frame["Asset Class"] == "Equity") & (frame["Ticker"] != "-")]
     grouped = equity.groupby("Ticker").agg(weight=("Weight (%)", "sum"), holdings_sector=("Sector", "first"))
     return as_of, grouped
