@@ -1,4 +1,5 @@
-"""`/iwm valuation`, `/iwm sectors`, `/iwm rates`, `/iwm compare`: the analysis commands, each an embed + chart.
+"""`/iwm valuation`, `/iwm sectors`, `/iwm breadth`, `/iwm rates`, `/iwm compare`: the analysis commands, each an
+embed + chart.
 
 Every figure is shown with its source and date; a missing one is "n/a" with the reason, never estimated, and data
 that is a stale fallback is marked ⚠️. Lists that could outgrow Discord's embed limits are cut on purpose
@@ -27,6 +28,7 @@ from cogs.common import (
     plural,
     signed,
 )
+from services.breadth import RULE, BreadthAnswer, breadth_answer, check_breadth_input
 from services.compare import CompareReport, compare_answer, parse_symbols
 from services.errors import InputError
 from services.members import IndexValuation, MemberValuation
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from app import SmallcapsBot
 
 SectorPeriod = Literal["1m", "3m", "ytd", "1y"]
+BreadthPeriod = Literal["3mo", "6mo", "1y", "2y", "max"]
 PERIOD_NAMES = {"1m": "1 month", "3m": "3 months", "ytd": "the year to date", "1y": "1 year"}
 FIELD_LIMIT = 1024  # Discord: characters in a field value
 NOTES_LIMIT = 700  # free text from operators and upstream errors: kept short so the embed stays under 6000
@@ -116,6 +119,19 @@ class Analysis(IwmCog):
                                            holdings_url=res.settings.holdings_url)
         embed = sectors_embed(report)
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-sectors.png"))
+
+    @app_commands.command(name="breadth", description="Russell 2000 breadth from its members: % above 50/200-day "
+                                                      "averages, A/D line, 52-week highs/lows")
+    @app_commands.describe(period="Chart window (default 1y)", as_of=AS_OF_HELP)
+    async def breadth(self, interaction: discord.Interaction, period: BreadthPeriod = "1y",
+                      as_of: str | None = None) -> None:
+        day = not_future(parse_day(as_of))
+        await check_breadth_input(period, day)  # refused before deferring: the answer is one ephemeral message
+        await interaction.response.defer(thinking=True)
+        res = self.bot.resources
+        answer, png = await breadth_answer(res.market, res.renderer, period, day)
+        embed = breadth_embed(answer)
+        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-breadth.png"))
 
     @app_commands.command(name="rates", description="Fed funds rate and how IWM did vs SPY after the first cut "
                                                     "of each easing cycle")
@@ -242,6 +258,33 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
     sources = clip(", ".join(sorted({o.source for o in figures})) or "none", NOTE_LIMIT)
     newest = max((o.as_of for o in figures), default=reference)
     embed.set_footer(text=data_footer(sources, r.as_of or newest, r.stale))
+    return embed
+
+
+# --- breadth --------------------------------------------------------------------------------------------------
+
+def breadth_embed(a: BreadthAnswer) -> discord.Embed:
+    r, d = a.report, a.report.latest
+    above = " · ".join(f"{n}-day **{'n/a' if v is None else f'{v:.0f}%'}** (of {d.counted[n]:,})"
+                       for n, v in d.pct_above.items())
+    iwm = "n/a" if a.iwm_close is None else f"{a.iwm_close:.2f}"
+    description = [
+        f"{r.name}, {r.members:,} members with closes, on **{r.as_of}**"
+        + (f" (asked: {r.requested})" if r.requested and r.requested != r.as_of else "") + f". IWM close {iwm}.",
+        a.divergence,
+        f"⚠️ {r.caveat}",
+    ]
+    embed = discord.Embed(title=f"Russell 2000 breadth · {r.as_of}", colour=YELLOW if "⚠️" in a.divergence else BLUE,
+                          description=lines_within(description, DESCRIPTION_LIMIT))
+    embed.add_field(name="Above their averages", value=above, inline=False)
+    embed.add_field(name="Advances / declines", inline=False, value=(
+        f"**{d.advances:,}** up · **{d.declines:,}** down · {d.unchanged:,} unchanged; A/D line **{d.ad_line:+,}** "
+        f"(running sum from {r.series.dates[0]})"))
+    embed.add_field(name="New 52-week highs / lows", inline=False, value=(
+        f"**{d.new_highs:,}** highs · **{d.new_lows:,}** lows "
+        f"(of {d.high_low_counted:,} members with a year of closes)"))
+    embed.add_field(name="Method", value=lines_within([clip(r.method, NOTE_LIMIT), RULE]), inline=False)
+    embed.set_footer(text=data_footer(f"{r.source}; IWM {a.price_source}", r.as_of))
     return embed
 
 

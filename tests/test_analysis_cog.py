@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -77,6 +78,43 @@ async def test_valuation_shows_the_member_figures_with_ratio_losses_and_coverage
     assert "No public Russell 2000 valuation history exists" in text_of(embed)
 
 
+def breadth_by_hand(day: str) -> dict[str, float]:
+    """Independently of services.members: the IWM members' closes from the bundled files, counted on `day`."""
+    with np.load(DATA / "members" / "closes.npz") as npz:
+        closes, dates, symbols = npz["closes"].astype(float), npz["dates"], npz["symbols"]
+    table = pd.read_csv(DATA / "members" / "fundamentals.csv.gz")
+    iwm = set(table.loc[table["in_iwm"], "symbol"])
+    frame = pd.DataFrame(closes, index=pd.DatetimeIndex(dates), columns=symbols)[sorted(iwm & set(symbols))]
+    frame = frame.loc[:day]
+    out = {}
+    for n in (50, 200):
+        window = frame.iloc[-n:]
+        full = window.notna().all()
+        out[f"above{n}"] = float((window.iloc[-1] > window.mean())[full].mean() * 100)
+    today, before = frame.iloc[-1], frame.iloc[-2]
+    out["advances"], out["declines"] = float((today > before).sum()), float((today < before).sum())
+    year = frame.iloc[-252:]
+    full = year.notna().all()
+    out["highs"] = float((year.iloc[-1] > year.iloc[:-1].max())[full].sum())
+    out["lows"] = float((year.iloc[-1] < year.iloc[:-1].min())[full].sum())
+    return out
+
+
+@pytest.mark.parametrize("command, day", [("/iwm breadth", "2026-07-31"),
+                                          ("/iwm breadth period:3mo as_of:2025-03-16", "2025-03-14")])
+async def test_breadth_counts_members_and_carries_the_caveat(resources, command, day):
+    embed = only_embed(*await answer(resources, command), "iwm-breadth.png")
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    want = breadth_by_hand(day)
+    assert embed["title"] == f"Russell 2000 breadth · {day}"
+    assert f"50-day **{want['above50']:.0f}%**" in fields["Above their averages"]
+    assert f"200-day **{want['above200']:.0f}%**" in fields["Above their averages"]
+    assert f"**{want['advances']:,.0f}** up · **{want['declines']:,.0f}** down" in fields["Advances / declines"]
+    assert f"**{want['highs']:,.0f}** highs · **{want['lows']:,.0f}** lows" in fields["New 52-week highs / lows"]
+    assert "Survivorship bias" in embed["description"] and "divergence" in embed["description"].lower()
+    assert "Divergence:" in fields["Method"]
+
+
 @pytest.mark.parametrize("command, title", [
     ("/iwm sectors", "IWM sectors · 3m to 2026-07-31 · IWM +5.0%"),
     ("/iwm sectors period:1y as_of:2025-09-26", "IWM sectors · 1y to 2025-09-26 · IWM +11.5%"),
@@ -140,6 +178,7 @@ async def test_compare_with_options_shows_a_missing_series_with_its_reason(resou
     "/iwm valuation as_of:2023-13-01", "/iwm valuation as_of:1850-01-01", "/iwm valuation as_of:2031-01-01",
     "/iwm sectors period:5y", "/iwm sectors as_of:1999-01-04", "/iwm sectors as_of:soon",
     "/iwm rates as_of:yesterday", "/iwm rates as_of:1990-01-02",
+    "/iwm breadth as_of:2022-12-30", "/iwm breadth as_of:2026-08-03", "/iwm breadth period:5y",
     "/iwm compare symbols:IWM,TSLA", "/iwm compare symbols:,,", "/iwm compare since:2025-01-02 as_of:2024-01-02",
     "/iwm compare since:2030-01-01", "/iwm compare as_of:2000-01-03", "/iwm compare since:2021-13-01",
 ])
@@ -180,7 +219,8 @@ def test_lines_within_keeps_whole_lines_and_counts_the_rest():
 
 async def test_each_command_defers_then_follows_up_with_embed_and_chart(running_bot):
     _, discord_ = await running_bot()
-    for subcommand, options in [("valuation", {}), ("sectors", {"period": "1m"}), ("rates", {"as_of": "2025-09-26"}),
+    for subcommand, options in [("valuation", {}), ("sectors", {"period": "1m"}),
+                                ("breadth", {"period": "6mo"}), ("rates", {"as_of": "2025-09-26"}),
                                 ("compare", {"symbols": "IWM,SPY,QQQ", "since": "2024-10-01"})]:
         handle = await discord_.dispatch_interaction(discord_.slash_command("iwm", subcommand, options))
         callback, followup = await handle.wait_for_responses(2, timeout=20)
