@@ -33,7 +33,7 @@ from services.compare import CompareReport, compare_answer, parse_symbols
 from services.errors import InputError
 from services.members import IndexValuation, MemberValuation
 from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
-from services.sectors import SectorLine, SectorsReport, sectors_answer
+from services.sectors import MemberReturns, SectorLine, SectorsReport, sectors_answer
 from services.valuation import SHILLER, Observation, ValuationReport, valuation_answer
 
 if TYPE_CHECKING:
@@ -310,6 +310,19 @@ def _ranked(r: SectorsReport, symbols: Sequence[str]) -> str:
                      f"({pct(by_symbol[s].returns[r.period])})" for s in symbols) or "none (too few funds with data)"
 
 
+def _member_sectors_field(m: MemberReturns, period: str) -> str:
+    """Each holdings sector's return from its members against IWM over the same sessions, leaders and laggards."""
+    ranked = [f"Leaders: {', '.join(m.leaders) or 'none ahead of IWM'} · Laggards: "
+              f"{', '.join(m.laggards) or 'none behind IWM'}"]
+    for x in m.sectors.sectors:
+        counted = f" ({x.coverage[period]:.0%} of weight counted)" if x.coverage[period] < 0.95 else ""
+        ranked.append(f"{x.sector} {x.weight:.1f}%: {pct(x.returns[period])} · **{pp(m.relative[x.sector][period])}**"
+                      + counted)
+    start = m.sectors.period_starts[period]
+    ranked.append(f"IWM {pct(m.benchmark_returns[period])} from {start}; {m.sectors.caveat}")
+    return lines_within(ranked)
+
+
 def sectors_embed(r: SectorsReport) -> discord.Embed:
     p, h = r.period, r.holdings
     bench = r.benchmark_returns[p]
@@ -337,6 +350,9 @@ def sectors_embed(r: SectorsReport) -> discord.Embed:
         embed.add_field(name=name, value=value, inline=False)
     if len(r.lines) > MAX_FUNDS:
         embed.add_field(name=f"… and {len(r.lines) - MAX_FUNDS} more funds", value="on the chart", inline=False)
+    if r.members is not None:
+        embed.add_field(name=f"Russell 2000's own sectors (members) · {p} to {r.members.sectors.as_of}",
+                        value=_member_sectors_field(r.members, p), inline=False)
     if r.unmatched_sectors:
         missing = [f"{s} {h.weight(s) or 0:.1f}% of IWM: no fund in the data, performance missing"
                    for s in r.unmatched_sectors]
