@@ -1,4 +1,5 @@
-"""`/iwm valuation`, `/iwm sectors`, `/iwm rates`, `/iwm compare`: the analysis commands, each an embed + chart.
+"""`/iwm valuation`, `/iwm sectors`, `/iwm breadth`, `/iwm rates`, `/iwm compare`: the analysis commands, each an
+embed + chart.
 
 Every figure is shown with its source and date; a missing one is "n/a" with the reason, never estimated, and data
 that is a stale fallback is marked ⚠️. Lists that could outgrow Discord's embed limits are cut on purpose
@@ -28,17 +29,20 @@ from cogs.common import (
     plural,
     signed,
 )
+from services.breadth import RULE, BreadthAnswer, breadth_answer, check_breadth_input
 from services.compare import CompareReport, compare_answer, display, parse_symbols
 from services.errors import InputError
 from services.market import DataAge
+from services.members import IndexValuation, MemberValuation
 from services.rates import CycleWindow, EasingCycle, RatesReport, rates_answer
-from services.sectors import SectorLine, SectorsReport, sectors_answer
+from services.sectors import MemberReturns, SectorLine, SectorsReport, sectors_answer
 from services.valuation import SHILLER, Observation, ValuationReport, valuation_answer
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
 
 SectorPeriod = Literal["1m", "3m", "ytd", "1y"]
+BreadthPeriod = Literal["3mo", "6mo", "1y", "2y", "max"]
 PERIOD_NAMES = {"1m": "1 month", "3m": "3 months", "ytd": "the year to date", "1y": "1 year"}
 FIELD_LIMIT = 1024  # Discord: characters in a field value
 NOTES_LIMIT = 700  # free text from operators and upstream errors: kept short so the embed stays under 6000
@@ -47,6 +51,8 @@ NOTE_LIMIT, SOURCE_LIMIT = 300, 80  # one note; one source name
 MAX_FUNDS = 12  # sector funds shown one field each (11 today); more would risk the 6000-character total
 MAX_CYCLES = 8  # easing cycles shown one field each (the averages cover all of them)
 OLD_FIGURE_MONTHS = 3  # a valuation figure this many months older than the day asked about is flagged
+SHORT_METRICS = {"forward_pe": "fwd P/E", "trailing_pe": "P/E", "trailing_pe_all": "P/E incl. losses",
+                 "price_to_book": "P/B", "price_to_sales": "P/S"}
 AS_OF_HELP = "Answer as of this day, YYYY-MM-DD (default: latest data)"
 
 
@@ -116,6 +122,19 @@ class Analysis(IwmCog):
         embed = sectors_embed(report, await res.market.age(report.as_of, day))
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-sectors.png"))
 
+    @app_commands.command(name="breadth", description="Russell 2000 breadth from its members: % above 50/200-day "
+                                                      "averages, A/D line, 52-week highs/lows")
+    @app_commands.describe(period="Chart window (default 1y)", as_of=AS_OF_HELP)
+    async def breadth(self, interaction: discord.Interaction, period: BreadthPeriod = "1y",
+                      as_of: str | None = None) -> None:
+        day = not_future(parse_day(as_of))
+        await check_breadth_input(period, day)  # refused before deferring: the answer is one ephemeral message
+        await interaction.response.defer(thinking=True)
+        res = self.bot.resources
+        answer, png = await breadth_answer(res.market, res.renderer, period, day)
+        embed = breadth_embed(answer)
+        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-breadth.png"))
+
     @app_commands.command(name="rates", description="Fed funds rate and how IWM did vs SPY after the first cut "
                                                     "of each easing cycle")
     @app_commands.describe(as_of=AS_OF_HELP)
@@ -165,6 +184,36 @@ def _figure(o: Observation | None, reference: date) -> str:
     return f"**{o.value:.1f}** · {clip(o.source, SOURCE_LIMIT)}, {when}{old}"
 
 
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _multiple(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
+
+
+def _losses(side: IndexValuation) -> str:
+    return (f"{side.index} {_share(side.loss_share_members)} of members, {_share(side.loss_share_value)} of "
+            f"value ({side.loss_makers:,} companies)")
+
+
+def _members_field(m: MemberValuation) -> str:
+    """The bottom-up figures: every multiple with its ratio, loss-makers, coverage, source and method."""
+    lines = [f"{m.small.multiples[k].label}: **{_multiple(m.small.multiples[k].value)}** / "
+             f"**{_multiple(m.large.multiples[k].value)}** ({'n/a' if m.ratios[k] is None else f'{m.ratios[k]:.2f}'})"
+             for k in m.ratios]
+    lines.insert(0, f"{m.small.name} / {m.large.name} (small/large):")
+    lines.append("Losing money (negative 12-month margin): " + _losses(m.small) + "; " + _losses(m.large) + ".")
+    for side in (m.small, m.large):
+        counted = " · ".join(f"{SHORT_METRICS[k]} {a.coverage:.0%}" for k, a in side.multiples.items())
+        lines.append(f"Coverage {side.index}: {side.with_data:,}/{side.members:,} with data "
+                     f"({side.coverage:.0%} by {side.coverage_basis}); counted {counted}.")
+    lines.append(f"*Source:* {clip(m.source, 170)}")
+    method = "\n*Method:* "
+    lines.append(method.lstrip() + clip(m.method, FIELD_LIMIT - len("\n".join(lines)) - len(method)))
+    return lines_within(lines)
+
+
 def valuation_embed(r: ValuationReport) -> discord.Embed:
     reference = r.as_of or date.today()
     description = [
@@ -200,6 +249,9 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
     else:
         history = r.history_note + " The chart shows the S&P 500 trailing P/E instead."
     embed.add_field(name="Relative forward P/E (IWM/SPY) over time", value=history, inline=False)
+    if r.members is not None:
+        embed.add_field(name=f"Bottom-up from members · as of {r.members.as_of}", inline=False,
+                        value=_members_field(r.members))
     embed.add_field(name="Method", inline=False, value=lines_within(
         [f"**{clip(who, SOURCE_LIMIT)}**: {clip(method, NOTE_LIMIT)}" for who, method in r.methods], NOTES_LIMIT))
     if r.notes:
@@ -209,6 +261,33 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
     sources = clip(", ".join(sorted({o.source for o in figures})) or "none", NOTE_LIMIT)
     newest = max((o.as_of for o in figures), default=reference)
     embed.set_footer(text=data_footer(sources, r.as_of or newest, r.stale))
+    return embed
+
+
+# --- breadth --------------------------------------------------------------------------------------------------
+
+def breadth_embed(a: BreadthAnswer) -> discord.Embed:
+    r, d = a.report, a.report.latest
+    above = " · ".join(f"{n}-day **{'n/a' if v is None else f'{v:.0f}%'}** (of {d.counted[n]:,})"
+                       for n, v in d.pct_above.items())
+    iwm = "n/a" if a.iwm_close is None else f"{a.iwm_close:.2f}"
+    description = [
+        f"{r.name}, {r.members:,} members with closes, on **{r.as_of}**"
+        + (f" (asked: {r.requested})" if r.requested and r.requested != r.as_of else "") + f". IWM close {iwm}.",
+        a.divergence,
+        f"⚠️ {r.caveat}",
+    ]
+    embed = discord.Embed(title=f"Russell 2000 breadth · {r.as_of}", colour=YELLOW if "⚠️" in a.divergence else BLUE,
+                          description=lines_within(description, DESCRIPTION_LIMIT))
+    embed.add_field(name="Above their averages", value=above, inline=False)
+    embed.add_field(name="Advances / declines", inline=False, value=(
+        f"**{d.advances:,}** up · **{d.declines:,}** down · {d.unchanged:,} unchanged; A/D line **{d.ad_line:+,}** "
+        f"(running sum from {r.series.dates[0]})"))
+    embed.add_field(name="New 52-week highs / lows", inline=False, value=(
+        f"**{d.new_highs:,}** highs · **{d.new_lows:,}** lows "
+        f"(of {d.high_low_counted:,} members with a year of closes)"))
+    embed.add_field(name="Method", value=lines_within([clip(r.method, NOTE_LIMIT), RULE]), inline=False)
+    embed.set_footer(text=data_footer(f"{r.source}; IWM {a.price_source}", r.as_of))
     return embed
 
 
@@ -233,6 +312,19 @@ def _ranked(r: SectorsReport, symbols: Sequence[str]) -> str:
     by_symbol = {x.symbol: x for x in r.lines}
     return "\n".join(f"**{s}** {by_symbol[s].name} {pp(by_symbol[s].relative[r.period])} "
                      f"({pct(by_symbol[s].returns[r.period])})" for s in symbols) or "none (too few funds with data)"
+
+
+def _member_sectors_field(m: MemberReturns, period: str) -> str:
+    """Each holdings sector's return from its members against IWM over the same sessions, leaders and laggards."""
+    ranked = [f"Leaders: {', '.join(m.leaders) or 'none ahead of IWM'} · Laggards: "
+              f"{', '.join(m.laggards) or 'none behind IWM'}"]
+    for x in m.sectors.sectors:
+        counted = f" ({x.coverage[period]:.0%} of weight counted)" if x.coverage[period] < 0.95 else ""
+        ranked.append(f"{x.sector} {x.weight:.1f}%: {pct(x.returns[period])} · **{pp(m.relative[x.sector][period])}**"
+                      + counted)
+    start = m.sectors.period_starts[period]
+    ranked.append(f"IWM {pct(m.benchmark_returns[period])} from {start}; {m.sectors.caveat}")
+    return lines_within(ranked)
 
 
 def sectors_embed(r: SectorsReport, age: DataAge | None = None) -> discord.Embed:
@@ -264,6 +356,9 @@ def sectors_embed(r: SectorsReport, age: DataAge | None = None) -> discord.Embed
         embed.add_field(name=name, value=value, inline=False)
     if len(r.lines) > MAX_FUNDS:
         embed.add_field(name=f"… and {len(r.lines) - MAX_FUNDS} more funds", value="on the chart", inline=False)
+    if r.members is not None:
+        embed.add_field(name=f"Russell 2000's own sectors (members) · {p} to {r.members.sectors.as_of}",
+                        value=_member_sectors_field(r.members, p), inline=False)
     if r.unmatched_sectors:
         missing = [f"{s} {h.weight(s) or 0:.1f}% of IWM: no fund in the data, performance missing"
                    for s in r.unmatched_sectors]

@@ -12,13 +12,15 @@ from __future__ import annotations
 import gzip
 import shutil
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from services.market import COLUMNS  # what read_bundled_csv expects
-from services.sectors import FUNDS
+from services.sectors import FUNDS, parse_holdings
 
 OUT = Path(__file__).resolve().parent.parent / "services" / "data"
 SECTOR_ETFS = [f.symbol for f in FUNDS]  # the funds /iwm sectors reports
@@ -168,6 +170,111 @@ def main(src: Path) -> None:
             shutil.copyfileobj(fin, fout)
         print(f"copied {name}")
     write_aaii(src / "aaii" / "aaii_sentiment_weekly.csv")
+
+    bundle_members(src)
+
+
+# --- members: fundamentals and closes of the IWM and S&P 500 members (services/members) ---------------------------
+
+MEMBERS_OUT = OUT / "members"
+FUNDAMENTALS = {  # Yahoo .info field -> bundled column
+    "sector": "sector", "marketCap": "market_cap", "trailingPE": "trailing_pe", "forwardPE": "forward_pe",
+    "priceToBook": "price_to_book", "priceToSalesTrailing12Months": "price_to_sales", "profitMargins": "profit_margin",
+}
+INTRADAY_ROW = "2026-08-03"  # dsturdy/Factor_Attribution was committed at 11:45 ET that day: not a close
+
+
+def yahoo_symbol(ticker: str) -> str:
+    """Class shares in Yahoo's dash form (the S&P 500 list writes BRK.B, Yahoo and the dumps BRK-B)."""
+    return ticker.replace(".", "-")
+
+
+def member_lists(src: Path) -> tuple[set[str], set[str]]:
+    """(IWM equity tickers of the bundled holdings file, S&P 500 constituents), in Yahoo's form."""
+    holdings = parse_holdings((src / "IWM_holdings.2026-05-05.csv").read_text(encoding="utf-8")).rows
+    iwm = {t for t in holdings.loc[holdings["Asset Class"] == "Equity", "Ticker"] if t != "-"}
+    constituents = pd.read_csv(src / "members" / "fundamentals" / "sp500_constituents_2026-08-08.csv")
+    return iwm, {yahoo_symbol(s) for s in constituents["Symbol"]}
+
+
+def member_fundamentals(folder: Path, iwm: set[str], sp500: set[str]) -> pd.DataFrame:
+    """One row per member and daily dump that has it; a member no dump has appears once, without a dump date."""
+    try:
+        import pyarrow  # noqa: F401  (pandas reads parquet through it)
+    except ImportError:
+        raise SystemExit("reading the fundamentals dumps (parquet) needs pyarrow, a dependency of this script only: "
+                         "pip install pyarrow") from None
+    dumps = []
+    for path in sorted(folder.glob("edge-scanner_fundamentals_*.parquet")):
+        dump = pd.read_parquet(path)
+        assert dump["symbol"].is_unique and dump["asof"].nunique() == 1, path
+        dumps.append(dump)
+    rows = pd.concat(dumps)
+    rows = rows[rows["symbol"].isin(iwm | sp500)]
+    table = rows[["symbol", "asof", *FUNDAMENTALS]].rename(columns={"asof": "dump", **FUNDAMENTALS})
+    never = sorted((iwm | sp500) - set(table["symbol"]))
+    table = pd.concat([table, pd.DataFrame({"symbol": never})], ignore_index=True)
+    table.insert(1, "in_iwm", table["symbol"].isin(iwm))
+    table.insert(2, "in_sp500", table["symbol"].isin(sp500))
+    table = table.sort_values(["symbol", "dump"], na_position="first").reset_index(drop=True)
+    check_against_union(table, folder / "fundamentals_union_latest_per_symbol_2026-08-01_to_08.csv")
+    print(f"fundamentals: {table['symbol'].nunique()} members ({len(iwm)} IWM, {len(sp500)} S&P 500), "
+          f"{table['dump'].notna().sum()} member-dump rows, {len(never)} members in no dump")
+    return table
+
+
+def check_against_union(table: pd.DataFrame, union_csv: Path) -> None:
+    """The latest dump per member must be the shared union file's row, value for value."""
+    union = pd.read_csv(union_csv).set_index("symbol")
+    latest = table.dropna(subset=["dump"]).groupby("symbol").tail(1).set_index("symbol")
+    theirs = union.loc[latest.index, ["asof", *FUNDAMENTALS]].rename(columns={"asof": "dump", **FUNDAMENTALS})
+    ours = latest[theirs.columns]
+    numeric = list(FUNDAMENTALS.values())[1:]
+    close = np.isclose(ours[numeric].astype(float), theirs[numeric].astype(float), rtol=1e-9, equal_nan=True)
+    same_text = (ours[["dump", "sector"]].fillna("") == theirs[["dump", "sector"]].fillna("")).to_numpy()
+    assert close.all() and same_text.all(), "latest-per-member rows differ from the union file"
+    print(f"fundamentals: latest row of each of {len(latest)} members equals the union file's")
+
+
+def member_closes(folder: Path, members: set[str]) -> pd.DataFrame:
+    """Adjusted closes, dates x symbols: the 2026-08-03 intraday row dropped, zero closes (DEC) made missing."""
+    long = pd.concat([pd.read_csv(folder / "iwm_members_daily_close_2023-01_2026-08.csv.gz"),
+                      pd.read_csv(folder / "spx_reference" / "sp500_members_daily_close_2023-01_2026-08.csv.gz")])
+    long["ticker"] = long["ticker"].map(yahoo_symbol)
+    assert not long.duplicated(["ticker", "date"]).any() and set(long["ticker"]) <= members
+    zero = int((long["close"] <= 0).sum())
+    long = long[long["date"] != INTRADAY_ROW]
+    wide = long.pivot(index="date", columns="ticker", values="close").sort_index()
+    wide.index = pd.DatetimeIndex(wide.index)
+    assert (wide.index.dayofweek < 5).all() and wide.index.is_unique
+    wide = wide.where(wide > 0)
+    as32 = wide.to_numpy(dtype=np.float32)
+    exact = np.isclose(as32, wide.to_numpy(), rtol=0, atol=0) | wide.isna().to_numpy()
+    print(f"closes: {wide.shape[1]} symbols x {len(wide)} days {wide.index[0].date()}..{wide.index[-1].date()}, "
+          f"{zero} zero closes made missing, {exact.mean():.2%} of values exact in float32")
+    return wide
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    """np.savez_compressed with fixed timestamps, so the same input gives the same bytes."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, array in arrays.items():
+            with archive.open(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), "w") as fh:
+                np.lib.format.write_array(fh, array, allow_pickle=False)
+
+
+def bundle_members(src: Path) -> None:
+    """services/data/members/: fundamentals.csv.gz and closes.npz (see services/data/SOURCES.md, Members)."""
+    MEMBERS_OUT.mkdir(parents=True, exist_ok=True)
+    iwm, sp500 = member_lists(src)
+    table = member_fundamentals(src / "members" / "fundamentals", iwm, sp500)
+    csv_bytes = table.to_csv(index=False).encode()
+    (MEMBERS_OUT / "fundamentals.csv.gz").write_bytes(gzip.compress(csv_bytes, compresslevel=9, mtime=0))
+    wide = member_closes(src / "members" / "prices", iwm | sp500)
+    write_npz(MEMBERS_OUT / "closes.npz", closes=wide.to_numpy(dtype=np.float32),
+              dates=wide.index.to_numpy().astype("datetime64[D]"), symbols=wide.columns.to_numpy(dtype=str))
+    for path in sorted(MEMBERS_OUT.iterdir()):
+        print(f"wrote {path.name}: {path.stat().st_size / 1e6:.1f} MB")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -34,6 +35,9 @@ from services.documents import Document, Documents, looks_like_html
 from services.errors import InputError
 from services.market import Bars, MarketData, UnknownSymbol, stale_prices_note
 from services.returns import return_pct
+
+if TYPE_CHECKING:
+    from services.members import MemberSector, MemberSectors
 
 ISHARES_IWM_HOLDINGS_URL = Settings.holdings_url
 BUNDLED_HOLDINGS = "IWM_holdings.2026-05-05.csv.gz"
@@ -130,6 +134,18 @@ class SectorsReport:
     benchmark_end: date  # IWM's last bar up to as_of (may be after `as_of`, the common end)
     notes: tuple[str, ...] = ()
     background_label: str = BACKGROUND_LABEL
+    members: MemberReturns | None = None  # the Russell 2000's own sectors (None: the day is before the member data)
+
+
+@dataclass(frozen=True)
+class MemberReturns:
+    """The holdings sectors measured from the members, each against IWM's own return over the same sessions."""
+
+    sectors: MemberSectors
+    benchmark_returns: dict[str, float | None]  # period -> IWM's total return % over the member window
+    relative: dict[str, dict[str, float | None]]  # sector -> period -> return minus IWM's, pp
+    leaders: tuple[str, ...]  # sectors ahead of IWM over the report's period, best first
+    laggards: tuple[str, ...]  # sectors behind IWM, worst first
 
 
 # --- holdings -------------------------------------------------------------------------------------------------
@@ -242,7 +258,6 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
         lines.append(SectorLine(fund.symbol, fund.name, holdings.weight(*fund.sectors), returns, relative,
                                 data_end, fund.rate_sensitivity, note))
     ranked = sorted((x for x in lines if x.relative[period] is not None), key=lambda x: -(x.relative[period] or 0))
-    count = min(LEADERS, len(ranked) // 2)  # never list a fund as both leader and laggard
     matched = {s for f in FUNDS for s in f.sectors}
     notes = []
     if abs((holdings.as_of - end.date()).days) > 31:
@@ -260,8 +275,8 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
         benchmark=BENCHMARK,
         benchmark_returns=bench,
         lines=tuple(lines),
-        leaders=tuple(x.symbol for x in ranked[:count]),
-        laggards=tuple(x.symbol for x in reversed(ranked[len(ranked) - count:])),
+        leaders=ahead_and_behind({x.symbol: x.relative[period] for x in ranked})[0],
+        laggards=ahead_and_behind({x.symbol: x.relative[period] for x in ranked})[1],
         holdings=holdings,
         unmatched_sectors=tuple(w.sector for w in holdings.weights if w.sector not in matched),
         market_source=", ".join(sorted({b.source for b in bars.values()})),
@@ -275,6 +290,37 @@ def compute_sectors(bars: dict[str, Bars], holdings: Holdings, period: str = "3m
 def difference(value: float | None, benchmark: float | None) -> float | None:
     """`value - benchmark` in points; None when either is missing."""
     return None if value is None or benchmark is None else value - benchmark
+
+
+def ahead_and_behind(relative: dict[str, float | None]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(up to LEADERS names that beat IWM, best first; up to LEADERS that lagged it, worst first): strictly by
+    the relative return, so one that lagged IWM is never a leader (nor one that beat it a laggard)."""
+    known = sorted(((v, k) for k, v in relative.items() if v is not None), reverse=True)
+    return (tuple(k for v, k in known if v > 0)[:LEADERS], tuple(k for v, k in reversed(known) if v < 0)[:LEADERS])
+
+
+def member_returns(sectors: MemberSectors, iwm: pd.Series, period: str) -> MemberReturns:
+    """The member sectors against IWM's adjusted close over the same sessions."""
+    bench = {p: None if s is None else return_pct(iwm, s, sectors.as_of) for p, s in sectors.period_starts.items()}
+
+    def rel(x: MemberSector) -> dict[str, float | None]:
+        return {p: difference(v, bench[p]) for p, v in x.returns.items()}
+
+    relative = {x.sector: rel(x) for x in sectors.sectors}
+    leaders, laggards = ahead_and_behind({k: v[period] for k, v in relative.items()})
+    return MemberReturns(sectors, bench, relative, leaders, laggards)
+
+
+async def with_member_sectors(report: SectorsReport, iwm: Bars) -> SectorsReport:
+    """The report with the Russell 2000's own sector returns, to its day or the last member close before it."""
+    from services.members import load_member_data, member_sectors  # services.members imports this module
+
+    data = await asyncio.to_thread(load_member_data)
+    if report.as_of < data.first_day:
+        note = f"No member sector returns before {data.first_day} (the first member close)."
+        return replace(report, notes=(*report.notes, note))
+    sectors = member_sectors(data, min(report.as_of, data.as_of))
+    return replace(report, members=member_returns(sectors, iwm.frame["adj_close"].dropna(), report.period))
 
 
 # --- chart ----------------------------------------------------------------------------------------------------
@@ -367,5 +413,6 @@ async def sectors_answer(market: MarketData, documents: Documents, renderer: Ren
     if BENCHMARK not in bars:
         raise InputError("no IWM data")
     report = compute_sectors(bars, await asyncio.to_thread(holdings_from, document), period, as_of)
+    report = await with_member_sectors(report, bars[BENCHMARK])
     return report, await renderer.render(render_sectors, sectors_chart(report))
 

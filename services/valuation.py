@@ -7,7 +7,11 @@ Sources, each with its own method note (small-cap P/E depends heavily on whether
   data the bot can source honestly offline, so those figures are missing until an operator adds them;
 - the S&P 500 trailing P/E derived from the bundled Shiller data (monthly average price / trailing 12-month
   reported earnings; Earnings is written as 0.0 = missing after 2023-06);
-- Yahoo's quoteSummary for IWM and SPY (current values only), when the market data provider is Yahoo.
+- Yahoo's quoteSummary for IWM and SPY (current values only), when the market data provider is Yahoo;
+- bottom-up figures from the members (`services.members`: the Russell 2000 from IWM's holdings at fund weights,
+  the S&P 500 from its members at market caps, Yahoo daily dumps of 2026-08), with loss-maker shares and coverage.
+No public Russell 2000 valuation history exists: the history chart is the S&P 500's (Shiller) unless an operator
+adds a relative forward P/E history to valuation.csv.
 The small/large ratio is only computed from one source's two figures dated within RATIO_MAX_DAYS of each other.
 """
 
@@ -30,6 +34,7 @@ from services.bundled import bundled_text, data_file
 from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_figure, title, to_png
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
+from services.members import MemberValuation, load_member_data, member_valuation
 
 METRICS = {"trailing_pe": "Trailing P/E", "forward_pe": "Forward P/E", "price_to_sales": "Price/sales",
            "price_to_book": "Price/book"}
@@ -40,10 +45,13 @@ HISTORY_MIN_POINTS = 12
 OPERATOR = "operator file"
 SHILLER = "Shiller (bundled)"
 YAHOO = "Yahoo quoteSummary"
+MEMBERS = "members bottom-up (Yahoo dumps)"
+MEMBERS_METHOD = ("bottom-up: the members' total market value / total earnings (book, sales); Russell 2000 at IWM "
+                  "fund weights, S&P 500 at market caps; P/E leaves loss-makers out (see *Bottom-up*)")
 SHILLER_METHOD = ("S&P 500 index, monthly average price / trailing 12-month reported earnings; index aggregate, "
                   "so loss-makers are included (net)")
 YAHOO_METHOD = "Yahoo's figure for the ETF; Yahoo does not document how it aggregates holdings or treats loss-makers"
-SOURCE_PRIORITY = {OPERATOR: 0, YAHOO: 1, SHILLER: 2}  # on equal dates, the operator's figure wins
+SOURCE_PRIORITY = {OPERATOR: 0, MEMBERS: 1, YAHOO: 2, SHILLER: 3}  # on equal dates, the operator's figure wins
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,7 @@ class Observation:
     as_of: date
     source: str  # e.g. "Yardeni (operator file)", "Shiller (bundled)"
     method: str
-    kind: str = OPERATOR  # OPERATOR, SHILLER or YAHOO
+    kind: str = OPERATOR  # OPERATOR, SHILLER, YAHOO or MEMBERS
 
 
 @dataclass(frozen=True)
@@ -101,6 +109,7 @@ class ValuationReport:
     methods: tuple[tuple[str, str], ...]  # ("IWM · source", method) for each side and source a figure comes from
     stale: bool
     notes: tuple[str, ...]
+    members: MemberValuation | None = None  # the bottom-up figures (None: as_of before the member data)
     small_label: str = SIDES[SMALL]
     large_label: str = SIDES[LARGE]
 
@@ -215,6 +224,23 @@ async def yahoo_observations(documents: Documents, base_url: str) -> Figures:
     return Figures(tuple(observations), tuple(notes), stale)
 
 
+def member_observations(v: MemberValuation) -> list[Observation]:
+    """The bottom-up multiples as figures of the IWM and SPY sides (the S&P 500 side is the index's members)."""
+    return [Observation(symbol, metric, value, v.as_of, MEMBERS, MEMBERS_METHOD, MEMBERS)
+            for symbol, side in ((SMALL, v.small), (LARGE, v.large)) for metric in METRICS
+            if (value := side.multiples[metric].value) is not None]
+
+
+async def member_figures(as_of: date | None) -> tuple[MemberValuation | None, str]:
+    """(the bottom-up valuation known on `as_of`, or None and why). A day after the last dump uses the last one."""
+    data = await asyncio.to_thread(load_member_data)
+    days = data.dump_dates
+    if as_of is not None and as_of < days[0]:
+        return None, (f"No bottom-up member figures for {as_of}: the member fundamentals are Yahoo dumps of "
+                      f"{days[0]} to {days[-1]} only.")
+    return member_valuation(data, None if as_of is None or as_of >= days[-1] else as_of), ""
+
+
 # --- analysis -------------------------------------------------------------------------------------------------
 
 def latest(observations: list[Observation], symbol: str, metric: str, as_of: date | None) -> Observation | None:
@@ -280,7 +306,8 @@ def ratio_history(observations: list[Observation], as_of: date | None,
 
 
 def compute_valuation(observations: list[Observation], as_of: date | None = None,
-                      notes: tuple[str, ...] = (), stale: bool = False) -> ValuationReport:
+                      notes: tuple[str, ...] = (), stale: bool = False,
+                      members: MemberValuation | None = None) -> ValuationReport:
     if as_of is not None:
         first = min((o.as_of for o in observations), default=None)
         if first is None or as_of < first:
@@ -291,7 +318,8 @@ def compute_valuation(observations: list[Observation], as_of: date | None = None
     history = ratio_history(observations, as_of)
     history_note = "" if history else (
         f"No history of the relative forward P/E: needs ≥{HISTORY_MIN_POINTS} dates with both IWM and SPY "
-        "forward P/E from one source (operator file)."
+        "forward P/E from one source (operator file). No public Russell 2000 valuation history exists (the member "
+        "figures cover a few days of August 2026)."
     )
     used = {f"{o.symbol} · {o.source}": o.method for r in rows for o in (r.small, r.large) if o is not None}
     extra = []
@@ -299,7 +327,8 @@ def compute_valuation(observations: list[Observation], as_of: date | None = None
         extra.append("No Russell 2000 valuation figures: there is no honest offline source; an operator can add "
                      "them to valuation.csv, and Yahoo figures appear when the provider is Yahoo.")
     return ValuationReport(as_of=as_of, rows=rows, history=history, history_note=history_note,
-                           methods=tuple(sorted(used.items())), stale=stale, notes=tuple(extra) + notes)
+                           methods=tuple(sorted(used.items())), stale=stale, notes=tuple(extra) + notes,
+                           members=members)
 
 
 # --- chart ----------------------------------------------------------------------------------------------------
@@ -385,8 +414,9 @@ async def valuation_answer(documents: Documents, renderer: Renderer, as_of: date
     text = await asyncio.to_thread(read_operator_file, operator_file)
     operator = parse_operator_file(text)
     pe, shiller_figures = await asyncio.to_thread(shiller)
-    observations = [*operator.observations, *shiller_figures]
-    notes = list(operator.notes)
+    members, members_note = await member_figures(as_of)
+    observations = [*operator.observations, *shiller_figures, *(member_observations(members) if members else ())]
+    notes = list(operator.notes) + ([members_note] if members_note else [])
     stale = False
     if yahoo_base_url and documents.live and as_of is None:
         live = await yahoo_observations(documents, yahoo_base_url)
@@ -395,12 +425,12 @@ async def valuation_answer(documents: Documents, renderer: Renderer, as_of: date
         stale = live.stale
     elif yahoo_base_url and as_of is not None:
         notes.append("Yahoo figures are current only: not used for a past date.")
-    report = compute_valuation(observations, as_of, tuple(notes), stale)
+    report = compute_valuation(observations, as_of, tuple(notes), stale, members)
     if report.history:
         series = ratio_series(observations, "forward_pe", as_of)[report.history.source]
         label = f"IWM/SPY forward P/E ({report.history.source})"
     else:
         series = pe.loc[: pd.Timestamp(as_of)] if as_of else pe
         series = series.loc["1990":]
-        label = "S&P 500 trailing P/E (Shiller; no IWM/SPY ratio history)"
+        label = "S&P 500 trailing P/E (Shiller; no public Russell 2000 valuation history exists)"
     return report, await renderer.render(render_valuation, valuation_chart(report, series, label))

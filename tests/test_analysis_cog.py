@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -12,6 +13,7 @@ from app import open_resources
 from cogs.analysis import lines_within
 from console import SentMessage, answer
 from services.config import Settings
+from services.members import load_member_data, member_valuation
 from tests.support.discord_schema import assert_within_embed_limits
 from tests.support.local_discord import png_size
 from tests.support.provider_server import ProviderServer, Reply
@@ -46,19 +48,71 @@ def adj(symbol: str) -> pd.Series:
 
 # --- console path -------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["/iwm valuation", "/iwm valuation as_of:2023-06-30"])
-async def test_valuation_shows_shiller_pe_and_the_missing_russell_side(resources, command):
-    embed = only_embed(*await answer(resources, command), "iwm-valuation.png")
+async def test_valuation_before_the_member_data_shows_shiller_pe_and_the_missing_russell_side(resources):
+    embed = only_embed(*await answer(resources, "/iwm valuation as_of:2023-06-30"), "iwm-valuation.png")
     text = text_of(embed)
     trailing = next(f["value"] for f in embed["fields"] if f["name"] == "Trailing P/E")
     assert "S&P 500 (SPY): **24.0** · Shiller (bundled), 2023-06" in trailing
     assert "Russell 2000 (IWM): **n/a**: missing" in trailing and "Small/large: n/a" in trailing
     assert "loss-makers" in text  # the method note
     assert "No Russell 2000 valuation figures" in text
-    if "as_of" in command:
-        assert "as of **2023-06-30**" in embed["description"] and "months old" not in trailing
-    else:
-        assert "⚠️" in trailing and "months old" in trailing  # Shiller's earnings end 2023-06
+    assert "No public Russell 2000 valuation history exists" in text
+    assert "as of **2023-06-30**" in embed["description"] and "months old" not in trailing
+
+
+async def test_valuation_shows_the_member_figures_with_ratio_losses_and_coverage(resources):
+    embed = only_embed(*await answer(resources, "/iwm valuation"), "iwm-valuation.png")
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    report = member_valuation(load_member_data())  # the service's figures, formatted by hand here
+    s, b = report.small.multiples, report.large.multiples
+    assert (f"Russell 2000 (IWM): **{s['forward_pe'].value:.1f}** · members bottom-up (Yahoo dumps), 2026-08-08"
+            in fields["Forward P/E"])
+    assert f"Small/large: **{report.ratios['forward_pe']:.2f}**" in fields["Forward P/E"]
+    bottom = fields["Bottom-up from members · as of 2026-08-08"]
+    assert (f"Trailing P/E incl. loss-makers: **{s['trailing_pe_all'].value:.1f}** / "
+            f"**{b['trailing_pe_all'].value:.1f}** ({report.ratios['trailing_pe_all']:.2f})") in bottom
+    small = report.small
+    assert f"IWM {small.loss_share_members:.0%} of members, {small.loss_share_value:.0%} of value" in bottom
+    assert f"Coverage IWM: {report.small.with_data:,}/{report.small.members:,} with data" in bottom
+    assert "Yahoo .info daily dumps" in bottom and "*Method:* Index aggregate" in bottom
+    assert "No public Russell 2000 valuation history exists" in text_of(embed)
+
+
+def breadth_by_hand(day: str) -> dict[str, float]:
+    """Independently of services.members: the IWM members' closes from the bundled files, counted on `day`."""
+    with np.load(DATA / "members" / "closes.npz") as npz:
+        closes, dates, symbols = npz["closes"].astype(float), npz["dates"], npz["symbols"]
+    table = pd.read_csv(DATA / "members" / "fundamentals.csv.gz")
+    iwm = set(table.loc[table["in_iwm"], "symbol"])
+    frame = pd.DataFrame(closes, index=pd.DatetimeIndex(dates), columns=symbols)[sorted(iwm & set(symbols))]
+    frame = frame.loc[:day]
+    out = {}
+    for n in (50, 200):
+        window = frame.iloc[-n:]
+        full = window.notna().all()
+        out[f"above{n}"] = float((window.iloc[-1] > window.mean())[full].mean() * 100)
+    today, before = frame.iloc[-1], frame.iloc[-2]
+    out["advances"], out["declines"] = float((today > before).sum()), float((today < before).sum())
+    year = frame.iloc[-252:]
+    full = year.notna().all()
+    out["highs"] = float((year.iloc[-1] > year.iloc[:-1].max())[full].sum())
+    out["lows"] = float((year.iloc[-1] < year.iloc[:-1].min())[full].sum())
+    return out
+
+
+@pytest.mark.parametrize("command, day", [("/iwm breadth", "2026-07-31"),
+                                          ("/iwm breadth period:3mo as_of:2025-03-16", "2025-03-14")])
+async def test_breadth_counts_members_and_carries_the_caveat(resources, command, day):
+    embed = only_embed(*await answer(resources, command), "iwm-breadth.png")
+    fields = {f["name"]: f["value"] for f in embed["fields"]}
+    want = breadth_by_hand(day)
+    assert embed["title"] == f"Russell 2000 breadth · {day}"
+    assert f"50-day **{want['above50']:.0f}%**" in fields["Above their averages"]
+    assert f"200-day **{want['above200']:.0f}%**" in fields["Above their averages"]
+    assert f"**{want['advances']:,.0f}** up · **{want['declines']:,.0f}** down" in fields["Advances / declines"]
+    assert f"**{want['highs']:,.0f}** highs · **{want['lows']:,.0f}** lows" in fields["New 52-week highs / lows"]
+    assert "Survivorship bias" in embed["description"] and "divergence" in embed["description"].lower()
+    assert "Divergence:" in fields["Method"]
 
 
 @pytest.mark.parametrize("command, title", [
@@ -134,6 +188,7 @@ async def test_compare_with_options_shows_a_missing_series_with_its_reason(resou
     "/iwm valuation as_of:2023-13-01", "/iwm valuation as_of:1850-01-01", "/iwm valuation as_of:2031-01-01",
     "/iwm sectors period:5y", "/iwm sectors as_of:1999-01-04", "/iwm sectors as_of:soon",
     "/iwm rates as_of:yesterday", "/iwm rates as_of:1990-01-02",
+    "/iwm breadth as_of:2022-12-30", "/iwm breadth as_of:2026-08-03", "/iwm breadth period:5y",
     "/iwm compare symbols:IWM,TSLA", "/iwm compare symbols:,,", "/iwm compare since:2025-01-02 as_of:2024-01-02",
     "/iwm compare since:2030-01-01", "/iwm compare as_of:2000-01-03", "/iwm compare since:2021-13-01",
 ])
@@ -174,7 +229,8 @@ def test_lines_within_keeps_whole_lines_and_counts_the_rest():
 
 async def test_each_command_defers_then_follows_up_with_embed_and_chart(running_bot):
     _, discord_ = await running_bot()
-    for subcommand, options in [("valuation", {}), ("sectors", {"period": "1m"}), ("rates", {"as_of": "2025-09-26"}),
+    for subcommand, options in [("valuation", {}), ("sectors", {"period": "1m"}),
+                                ("breadth", {"period": "6mo"}), ("rates", {"as_of": "2025-09-26"}),
                                 ("compare", {"symbols": "IWM,SPY,QQQ", "since": "2024-10-01"})]:
         handle = await discord_.dispatch_interaction(discord_.slash_command("iwm", subcommand, options))
         callback, followup = await handle.wait_for_responses(2, timeout=20)

@@ -108,8 +108,9 @@ async def snapshot(resources) -> dict:
 
 
 @pytest.mark.parametrize("name", [
-    "levels", "valuation", "sectors", "rates", "compare", "subscribe", "unsubscribe", "subscriptions", "setlevels",
-    "poll", "poll-schedule", "poll-unschedule", "sentiment", "log", "community", "forget-me", "export", "status",
+    "levels", "valuation", "sectors", "breadth", "rates", "compare", "subscribe", "unsubscribe", "subscriptions",
+    "setlevels", "poll", "poll-schedule", "poll-unschedule", "sentiment", "log", "community", "forget-me", "export",
+    "status",
 ])
 async def test_every_command_accepts_or_refuses_anything(tree, tmp_path, name):
     """For each command, random option values: status 0 (answered) or 2 (a clear ephemeral refusal that changed

@@ -126,6 +126,9 @@ EXAMPLES: dict[str, Examples] = {
         valid=(Call(), Call({"as_of": "2025-09-26"})), bad=Call({"as_of": "2999-01-01"}), chart="iwm-valuation.png"),
     "iwm sectors": Examples(
         valid=(Call({"period": "1y"}),), bad=Call({"as_of": "yesterday"}), chart="iwm-sectors.png"),
+    "iwm breadth": Examples(
+        valid=(Call(), Call({"period": "3mo", "as_of": "2025-09-26"})), bad=Call({"as_of": "2026-08-03"}),
+        chart="iwm-breadth.png"),
     "iwm rates": Examples(valid=(Call(),), bad=Call({"as_of": "2999-01-01"}), chart="iwm-rates.png"),
     "iwm compare": Examples(
         valid=(Call({"since": "2021-11-08", "symbols": "IWM,SPY"}),),

@@ -117,7 +117,26 @@ async def test_as_of_before_the_funds_existed(renderer):
     kre = bundled_adj("KRE")
     expected = kre[pd.Timestamp("2010-12-31")] / kre.loc[:"2009-12-31"].iloc[-1] * 100 - 100
     assert by_symbol["KRE"].returns["1y"] == pytest.approx(expected)
-    assert report.leaders == ("KRE",) and report.laggards == ("XBI",)  # the only two with a 1-year return
+    # the only two with a 1-year return; a fund is a leader only when it beat IWM, a laggard only when it lagged
+    iwm = bundled_adj("IWM")
+    iwm_1y = iwm[pd.Timestamp("2010-12-31")] / iwm.loc[:"2009-12-31"].iloc[-1] * 100 - 100
+    ahead = tuple(s for s in ("XBI", "KRE") if by_symbol[s].returns["1y"] > iwm_1y)
+    assert set(report.leaders) == set(ahead) and set(report.laggards) == {"XBI", "KRE"} - set(ahead)
+    assert report.members is None and any("No member sector returns before 2023-01-03" in n for n in report.notes)
+
+
+async def test_leaders_beat_iwm_and_laggards_lag_it(renderer):
+    report, _ = await sectors_answer(MarketData([]), Documents(None), renderer, "3m", date(2025, 9, 26))
+    relative = {x.symbol: x.relative["3m"] for x in report.lines}
+    assert all(relative[s] > 0 for s in report.leaders) and all(relative[s] < 0 for s in report.laggards)
+    m = report.members
+    assert m is not None and m.sectors.as_of == date(2025, 9, 26)
+    assert all(m.relative[s]["3m"] > 0 for s in m.leaders) and all(m.relative[s]["3m"] < 0 for s in m.laggards)
+    assert "Real Estate" in {x.sector for x in m.sectors.sectors}
+    iwm = bundled_adj("IWM")
+    start = m.sectors.period_starts["3m"]
+    assert m.benchmark_returns["3m"] == pytest.approx(iwm[pd.Timestamp("2025-09-26")] / iwm[pd.Timestamp(start)] * 100
+                                                      - 100)
 
 
 @pytest.mark.parametrize(("period", "as_of"), [("2w", None), ("3m", date(1999, 1, 4)), ("3m", date(2030, 1, 2))])

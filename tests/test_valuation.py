@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from datetime import date
 from pathlib import Path
@@ -14,6 +15,7 @@ from services.documents import Documents
 from services.errors import InputError
 from services.valuation import (
     HISTORY_MIN_POINTS,
+    MEMBERS,
     parse_operator_file,
     parse_quote_summary,
     shiller_pe,
@@ -50,8 +52,8 @@ def test_shiller_trailing_pe_and_missing_earnings():
     assert not (pe.loc["2023-07":]).size
 
 
-async def test_offline_answer_reports_the_russell_side_missing(renderer):
-    report, png = await valuation_answer(Documents(None), renderer)
+async def test_offline_answer_before_the_member_data_reports_the_russell_side_missing(renderer):
+    report, png = await valuation_answer(Documents(None), renderer, date(2024, 1, 15))
     assert png.startswith(b"\x89PNG")
     trailing = report.rows[0]
     assert trailing.metric == "trailing_pe" and trailing.small is None and trailing.ratio is None
@@ -60,8 +62,60 @@ async def test_offline_answer_reports_the_russell_side_missing(renderer):
     assert "loss-makers are included" in trailing.large.method
     assert all(r.small is None and r.large is None for r in report.rows[1:])
     assert report.history is None and "No history" in report.history_note
+    assert "No public Russell 2000 valuation history exists" in report.history_note
     assert any("No Russell 2000" in n for n in report.notes)
+    assert any("No bottom-up member figures for 2024-01-15" in n for n in report.notes)
+    assert report.members is None
     assert dict(report.methods).keys() == {"SPY · Shiller (bundled)"}
+
+
+def bottom_up(as_of: str) -> dict[str, dict[str, float]]:
+    """Independently of services.members: each member's latest dump row on or before `as_of`, then per index
+    total weight / total weight x earnings yield (IWM: holdings weights; S&P 500: market caps)."""
+    rows = pd.read_csv(DATA / "members" / "fundamentals.csv.gz")
+    rows = rows[rows["dump"].notna() & (rows["dump"] <= as_of)].sort_values("dump")
+    rows = rows.groupby("symbol").tail(1).set_index("symbol")  # the whole row of the latest dump
+    text = gzip.decompress((DATA / "IWM_holdings.2026-05-05.csv.gz").read_bytes()).decode("utf-8-sig")
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("Ticker,Name,Sector"))
+    holdings = pd.read_csv(io.StringIO("\n".join(lines[start:])), on_bad_lines="skip")
+    holdings = holdings[(holdings["Asset Class"] == "Equity") & (holdings["Ticker"] != "-")]
+    weights = pd.to_numeric(holdings["Weight (%)"].astype(str).str.replace(",", "")).groupby(holdings["Ticker"]).sum()
+    out = {}
+    for index, w in (("IWM", weights), ("SP500", None)):
+        members = rows[rows["in_iwm"] if index == "IWM" else rows["in_sp500"]]
+        w = weights.reindex(members.index) if index == "IWM" else members["market_cap"]
+        figures = {}
+        for metric in ("forward_pe", "trailing_pe", "price_to_book", "price_to_sales"):
+            ok = (members[metric] > 0) & (w > 0)
+            figures[metric] = w[ok].sum() / (w[ok] / members.loc[ok, metric]).sum()
+        margin, ps = members["profit_margin"], members["price_to_sales"]
+        ok = margin.notna() & (ps > 0) & (w > 0)
+        figures["trailing_pe_all"] = w[ok].sum() / (w[ok] * margin[ok] / ps[ok]).sum()
+        known = margin.notna()
+        figures["loss_members"] = (margin[known] < 0).mean()
+        out[index] = figures
+    return out
+
+
+@pytest.mark.parametrize("as_of", [None, date(2026, 8, 5), date(2026, 9, 30)])
+async def test_member_figures_fill_both_sides_with_their_ratio(renderer, as_of):
+    report, _ = await valuation_answer(Documents(None), renderer, as_of)
+    dump = "2026-08-05" if as_of == date(2026, 8, 5) else "2026-08-08"  # after the last dump: the last dump
+    expected = bottom_up(dump)
+    m = report.members
+    assert m is not None and str(m.as_of) == dump
+    for metric in ("forward_pe", "trailing_pe", "price_to_book", "price_to_sales", "trailing_pe_all"):
+        small, large = expected["IWM"][metric], expected["SP500"][metric]
+        assert m.small.multiples[metric].value == pytest.approx(small, rel=1e-9)
+        assert m.large.multiples[metric].value == pytest.approx(large, rel=1e-9)
+        assert m.ratios[metric] == pytest.approx(small / large, rel=1e-9)
+    assert m.small.loss_share_members == pytest.approx(expected["IWM"]["loss_members"])
+    row = next(r for r in report.rows if r.metric == "forward_pe")
+    assert row.small.source == row.large.source == row.ratio_source == "members bottom-up (Yahoo dumps)"
+    assert row.ratio == pytest.approx(expected["IWM"]["forward_pe"] / expected["SP500"]["forward_pe"])
+    assert not any("No Russell 2000" in n for n in report.notes)
+    assert report.history is None and "No public Russell 2000 valuation history" in report.history_note
 
 
 async def test_as_of_picks_the_figure_known_then(renderer):
@@ -108,7 +162,8 @@ async def test_operator_history_gives_percentile_and_lowest_since(renderer, tmp_
         rows.append(f"{day.date()},IWM,forward_pe,{20 * r:.4f},Test source,excludes loss-makers\n")
     path = tmp_path / "valuation.csv"
     path.write_text(HEADER + "".join(rows))
-    report, png = await valuation_answer(Documents(None), renderer, operator_file=path)
+    # as of 2026-07-31: before the member dumps, so the operator's figures are the newest
+    report, png = await valuation_answer(Documents(None), renderer, date(2026, 7, 31), operator_file=path)
     assert png.startswith(b"\x89PNG")
     forward = report.rows[1]
     assert forward.small.value == pytest.approx(14.0) and forward.large.value == 20
@@ -135,8 +190,9 @@ async def test_yahoo_quote_summary_live_cached_and_faults(server, session, rende
     assert rows["trailing_pe"].ratio == pytest.approx(18.2 / 27.4)
     assert rows["trailing_pe"].ratio_source == "Yahoo quoteSummary"
     assert rows["forward_pe"].ratio == pytest.approx(14.9 / 22.1)
-    assert rows["price_to_sales"].large is None and rows["price_to_sales"].ratio is None
-    assert rows["price_to_book"].small is None and rows["price_to_book"].large.value == 4.9
+    # Yahoo lacks SPY's P/S and IWM's P/B: the member figures (2026-08-08) fill them, the ratio is theirs
+    assert rows["price_to_sales"].large.source == MEMBERS and rows["price_to_sales"].ratio_source == MEMBERS
+    assert rows["price_to_book"].small.source == MEMBERS and rows["price_to_book"].large.value == 4.9
     assert "Yahoo does not document" in dict(report.methods)["IWM · Yahoo quoteSummary"]
     assert not any("No Russell 2000" in n for n in report.notes)
 
@@ -149,7 +205,9 @@ async def test_yahoo_quote_summary_live_cached_and_faults(server, session, rende
     server.script("/v10/finance/quoteSummary/SPY", Reply(status=500))
     failed, _ = await valuation_answer(Documents(session, backoff=0.01, max_wait=0.05), renderer,
                                        yahoo_base_url=server.url)
-    assert failed.rows[0].small is None and failed.rows[0].large.source == "Shiller (bundled)"
+    # no Yahoo figure at all: the bundled member figures stand
+    assert failed.rows[0].small.source == failed.rows[0].large.source == MEMBERS
+    assert not any(o.source.startswith("Yahoo quoteSummary") for r in failed.rows for o in (r.small, r.large) if o)
     assert any("Yahoo IWM" in n and "HTML" in n for n in failed.notes)
     assert any("Yahoo SPY" in n and "HTTP 500" in n for n in failed.notes)
 

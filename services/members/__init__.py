@@ -1,0 +1,54 @@
+"""The Russell 2000 measured from its members: bottom-up valuation against the S&P 500, market breadth, sector
+returns. Data: the bundled member files (`services/data/members/`, see `services/data/SOURCES.md`).
+
+    data = await asyncio.to_thread(load_member_data)      # once per process; blocking, so off the event loop
+    member_valuation(data, as_of)                         # IWM vs S&P 500 P/E, forward P/E, P/B, P/S
+    member_breadth(data, "IWM", as_of)                    # % above 50/200-day average, A/D, 52-week highs/lows
+    member_sectors(data, as_of)                           # holdings sectors over 1m/3m/YTD/1y
+
+as_of: a date within the data (closes: sessions 2023-01-03..2026-07-31; fundamentals: dumps 2026-08-01..08); a
+weekend or holiday means the last session (dump) before it; a date outside raises services.errors.InputError.
+"""
+
+from services.members._breadth import (
+    WINDOWS,
+    YEAR_SESSIONS,
+    BreadthDay,
+    BreadthReport,
+    BreadthSeries,
+    compute_breadth,
+    member_breadth,
+)
+from services.members._data import INDEXES, MemberData, load_member_data
+from services.members._sectors import ALL, MemberSector, MemberSectors, member_sectors
+from services.members._valuation import (
+    METRICS,
+    Aggregate,
+    IndexValuation,
+    MemberValuation,
+    member_valuation,
+    weighted_multiple,
+)
+
+__all__ = [
+    "ALL",
+    "INDEXES",
+    "METRICS",
+    "WINDOWS",
+    "YEAR_SESSIONS",
+    "Aggregate",
+    "BreadthDay",
+    "BreadthReport",
+    "BreadthSeries",
+    "IndexValuation",
+    "MemberData",
+    "MemberSector",
+    "MemberSectors",
+    "MemberValuation",
+    "compute_breadth",
+    "load_member_data",
+    "member_breadth",
+    "member_sectors",
+    "member_valuation",
+    "weighted_multiple",
+]

@@ -1,0 +1,169 @@
+"""Market breadth from the members' daily closes: how many members are above their 50- and 200-day averages,
+advances and declines, new 52-week highs and lows.
+
+Definitions (closes only: the data has no intraday highs or lows):
+- above the N-day average: the close is above the mean of the last N closes (today's included); a member counts
+  on a day only if it has all N closes (a member with a gap in its data drops out until N closes follow the gap);
+- advance / decline / unchanged: the close is above / below / equal to the previous session's close (both needed);
+  the A/D line is the running sum of advances minus declines from the first day of the data;
+- new 52-week high (low): the close is above (below) every close of the previous 251 sessions, so the highest
+  (lowest) of 252 sessions; counted once a member has 252 closes in a row.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import date
+
+import numpy as np
+
+from services.members._data import CLOSES_SOURCE, INDEXES, MemberData, index_name
+
+WINDOWS = (50, 200)
+YEAR_SESSIONS = 252
+METHOD = ("Per day, over the members with enough closes: % closing above their 50- and 200-day simple averages "
+          "(all 50/200 closes needed); advances/declines vs the previous close and their running sum (A/D line); "
+          "new 52-week highs/lows = the highest/lowest close of the last 252 sessions. Adjusted closes, so "
+          "dividends do not show as declines.")
+
+
+@dataclass(frozen=True, eq=False)
+class BreadthSeries:
+    dates: np.ndarray  # datetime64[D]
+    pct_above: dict[int, np.ndarray]  # window -> % of counted members above their average (NaN: none counted)
+    counted: dict[int, np.ndarray]  # window -> members with all `window` closes up to that day
+    advances: np.ndarray
+    declines: np.ndarray
+    unchanged: np.ndarray
+    ad_line: np.ndarray  # running sum of advances - declines, 0 on the first day
+    new_highs: np.ndarray
+    new_lows: np.ndarray
+    high_low_counted: np.ndarray  # members with YEAR_SESSIONS closes in a row up to that day
+
+    def until(self, row: int) -> BreadthSeries:
+        """The series from the first day through `row`: the same as computing it on the closes up to `row`, since
+        every figure of a day uses only that day and the ones before it."""
+        cut = slice(0, row + 1)
+        return BreadthSeries(
+            self.dates[cut], {n: x[cut] for n, x in self.pct_above.items()},
+            {n: x[cut] for n, x in self.counted.items()}, self.advances[cut], self.declines[cut],
+            self.unchanged[cut], self.ad_line[cut], self.new_highs[cut], self.new_lows[cut],
+            self.high_low_counted[cut])
+
+
+def _rolling(values: np.ndarray, n: int, pick: np.ufunc) -> np.ndarray:
+    """pick (np.maximum or np.minimum) over each cell and the n - 1 cells above it, by doubling spans; rows
+    before the first full window hold partial results."""
+    level, span = values, 1
+    while span * 2 <= n:
+        wider = level.copy()
+        wider[span:] = pick(level[span:], level[:-span])
+        level, span = wider, span * 2
+    rest = n - span  # level[t] covers rows t - span + 1 .. t; level[t - rest] covers the first rows of the window
+    out = level.copy()
+    out[rest:] = pick(level[rest:], level[: len(level) - rest])
+    return out
+
+
+def compute_breadth(closes: np.ndarray, dates: np.ndarray, windows: tuple[int, ...] = WINDOWS) -> BreadthSeries:
+    """Breadth of the members whose closes are the columns of `closes` (dates x members, NaN = no close)."""
+    values = np.asarray(closes, dtype=np.float32)  # comparisons, maxima and minima are exact in float32
+    valid = np.isfinite(values)
+    rows, members = values.shape
+    runs = np.zeros((rows + 1, members), dtype=np.int32)  # runs[t + 1] - runs[t + 1 - n] == n: n closes up to t
+    np.cumsum(valid, axis=0, out=runs[1:])
+    sums = np.zeros((rows + 1, members))  # float64 running sums for the averages
+    np.cumsum(np.where(valid, values, 0), axis=0, dtype=np.float64, out=sums[1:])
+
+    def full(n: int) -> np.ndarray:
+        ends = np.zeros(values.shape, dtype=bool)
+        ends[n - 1:] = (runs[n:] - runs[:-n]) == n
+        return ends
+
+    pct_above, counted = {}, {}
+    for n in windows:
+        above = np.zeros(values.shape, dtype=bool)
+        above[n - 1:] = values[n - 1:] > (sums[n:] - sums[:-n]) / n
+        have = full(n)
+        counted[n] = have.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pct_above[n] = np.where(counted[n] > 0, (above & have).sum(axis=1) * 100.0 / counted[n], np.nan)
+    zero = np.zeros(1, dtype=np.int64)
+    advances = np.concatenate([zero, (values[1:] > values[:-1]).sum(axis=1)])
+    declines = np.concatenate([zero, (values[1:] < values[:-1]).sum(axis=1)])
+    unchanged = np.concatenate([zero, (values[1:] == values[:-1]).sum(axis=1)])
+    year = full(YEAR_SESSIONS)  # the close and the previous 251 are all there
+    prior = YEAR_SESSIONS - 1
+    prior_high = np.vstack([values[:1], _rolling(np.where(valid, values, -np.inf), prior, np.maximum)[:-1]])
+    prior_low = np.vstack([values[:1], _rolling(np.where(valid, values, np.inf), prior, np.minimum)[:-1]])
+    return BreadthSeries(
+        dates=dates, pct_above=pct_above, counted=counted, advances=advances, declines=declines,
+        unchanged=unchanged, ad_line=np.cumsum(advances - declines),
+        new_highs=(year & (values > prior_high)).sum(axis=1), new_lows=(year & (values < prior_low)).sum(axis=1),
+        high_low_counted=year.sum(axis=1),
+    )
+
+
+@dataclass(frozen=True)
+class BreadthDay:
+    day: date
+    pct_above: dict[int, float | None]  # window -> % above the average (None: no member has the history)
+    counted: dict[int, int]
+    advances: int
+    declines: int
+    unchanged: int
+    ad_line: int
+    new_highs: int
+    new_lows: int
+    high_low_counted: int
+
+
+@dataclass(frozen=True, eq=False)
+class BreadthReport:
+    index: str  # "IWM" or "SP500"
+    name: str
+    as_of: date  # the session reported (the last one on or before the requested day)
+    requested: date | None
+    latest: BreadthDay
+    series: BreadthSeries  # from the first close through as_of: nothing after it
+    members: int  # index members with closes
+    listed: int  # index members
+    source: str
+    method: str
+    caveat: str
+
+
+def breadth_day(series: BreadthSeries, row: int) -> BreadthDay:
+    def pct(x: np.ndarray) -> float | None:
+        return None if np.isnan(x[row]) else float(x[row])
+
+    return BreadthDay(
+        day=date.fromisoformat(str(series.dates[row])),
+        pct_above={n: pct(x) for n, x in series.pct_above.items()},
+        counted={n: int(x[row]) for n, x in series.counted.items()},
+        advances=int(series.advances[row]), declines=int(series.declines[row]), unchanged=int(series.unchanged[row]),
+        ad_line=int(series.ad_line[row]), new_highs=int(series.new_highs[row]), new_lows=int(series.new_lows[row]),
+        high_low_counted=int(series.high_low_counted[row]),
+    )
+
+
+@functools.lru_cache(maxsize=len(INDEXES))
+def _whole_series(data: MemberData, index: str) -> BreadthSeries:
+    """An index's breadth over all the closes, computed once per process (a few tenths of a second)."""
+    return compute_breadth(data.closes[:, data.columns(index)], data.dates)
+
+
+def member_breadth(data: MemberData, index: str = "IWM", as_of: date | None = None) -> BreadthReport:
+    """Breadth of an index's members ("IWM" or "SP500") as of `as_of` (default: the last close); InputError
+    outside the closes. Every figure uses closes up to that day only."""
+    name = index_name(index)
+    row = data.session(as_of)
+    columns = data.columns(index)
+    series = _whole_series(data, index).until(row)
+    flag = "in_iwm" if index == "IWM" else "in_sp500"
+    return BreadthReport(
+        index=index, name=name, as_of=data.day(row), requested=as_of, latest=breadth_day(series, row),
+        series=series, members=len(columns), listed=int(data.members[flag].sum()),
+        source=CLOSES_SOURCE, method=METHOD, caveat=data.survivorship(),
+    )
