@@ -363,8 +363,13 @@ def rates_embed(r: RatesReport) -> discord.Embed:
     stats.append(f"⚠️ {r.warning}")
     embed.add_field(name="Across cycles (complete windows)", value=lines_within(stats), inline=False)
     choice = [f"Rule: {r.rule}. Choice: {r.resume_rule}."]
-    choice += [f"{c.cut.day}, {_cut(c.cut)}: " + " · ".join(
-        f"{w.months}m {pp(w.gap_pp)}" if w.end else f"{w.months}m n/a" for w in c.windows) for c in r.resumptions]
+    if any(c.cut.day.year == 2020 for c in r.resumptions):
+        choice[0] += (" So 2019–2020 is one cycle: the 2019-07-31 cut (the Fed called 2019's cuts a mid-cycle "
+                      "adjustment) starts it, the March 2020 emergency cuts continue it.")
+    for c in r.resumptions:
+        pause = f", {(c.cut.day - c.cut.previous).days} days after the {c.cut.previous} cut" if c.cut.previous else ""
+        choice.append(f"{c.cut.day}, {_cut(c.cut)}{pause}: " + " · ".join(
+            f"{w.months}m {pp(w.gap_pp)}" if w.end else f"{w.months}m n/a" for w in c.windows))
     if r.resumptions:
         choice.append("(gap IWM − SPY from each resumption's decision-day close; counted as first cuts they would "
                       "change the figures above)")

@@ -115,6 +115,7 @@ class Decision:
     after: float
     source: str  # "FRED DFEDTARU" or the press release the bundled list cites
     note: str = ""  # e.g. "intermeeting"
+    previous: date | None = None  # the decision day of the change before this one, when known
 
     @property
     def change_pp(self) -> float:
@@ -228,15 +229,20 @@ def target_decisions(upper: pd.Series) -> list[Decision]:
     """Each change of the target range's upper bound, dated by its decision: the day before it took effect."""
     changes = upper.diff()
     moved = changes[changes.abs() > 1e-9]
-    return [Decision((day - pd.Timedelta(days=1)).date(), day.date(), float(upper[day] - step), float(upper[day]),
-                     "FRED DFEDTARU") for day, step in moved.items()]
+    decisions: list[Decision] = []
+    for day, step in moved.items():
+        decisions.append(Decision((day - pd.Timedelta(days=1)).date(), day.date(), float(upper[day] - step),
+                                  float(upper[day]), "FRED DFEDTARU",
+                                  previous=decisions[-1].day if decisions else None))
+    return decisions
 
 
 def listed_first_cuts(text: str) -> list[Decision]:
     """The bundled first cuts before the target range series (fomc_first_cuts.csv), effective the decision day."""
     rows = pd.read_csv(io.StringIO(text), dtype=str)
     return [Decision(date.fromisoformat(r.decision), date.fromisoformat(r.decision), float(r.target_before),
-                     float(r.target_after), r.source, r.note) for r in rows.itertuples()]
+                     float(r.target_after), r.source, r.note, date.fromisoformat(r.previous_change[:10]))
+            for r in rows.itertuples()]
 
 
 def classify_cuts(decisions: list[Decision]) -> tuple[list[Decision], list[Decision]]:

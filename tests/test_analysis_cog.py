@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -108,7 +109,10 @@ async def test_rates_stance_first_then_every_easing_cycle(resources, command, cu
     assert stats.count("IWM ahead in") == 4 and f"n={len(cuts)}" in stats and "⚠️ Small sample" in stats
     choice = next(f["value"] for f in embed["fields"] if f["name"].startswith("Choice"))
     assert "continues the cycle" in choice
-    assert ("2020-03-03, 1.75% → 1.25%" in choice) == (command != "/iwm rates as_of:2019-06-28")
+    later = command != "/iwm rates as_of:2019-06-28"
+    pause = (date(2020, 3, 3) - date(2019, 10, 30)).days
+    assert (f"2020-03-03, 1.75% → 1.25% (-50bp upper bound), {pause} days after the 2019-10-30 cut" in choice) == later
+    assert ("So 2019–2020 is one cycle" in choice) == later
     assert "FRED DFF/DFEDTARU/DFEDTARL/DGS2/DGS10, bundled file" in embed["footer"]["text"]
 
 
