@@ -39,6 +39,11 @@ AAII_PLACEHOLDER = "1996-01-11"
 AAII_COLUMNS = ["bullish", "neutral", "bearish"]
 
 
+FRED_RATES = "heliar-k_market-base_fred_rates.csv"  # the wide FRED table in SOURCE_DIR/extension/
+DAILY_RATES = ["DFF", "DFEDTARL", "DFEDTARU", "DGS2", "DGS10"]  # the columns /iwm rates reads
+DAILY_RATES_FROM = "2000-01-01"  # the easing-cycle study starts in 2000
+
+
 class SourceMismatch(ValueError):
     """Two sources of the same prices disagree by more than a cent."""
 
@@ -119,6 +124,32 @@ def write_aaii(path: Path) -> None:
           f"{AAII_PLACEHOLDER} dropped)")
 
 
+def bundle_fred_rates(src: Path) -> None:
+    """services/data/rates.daily.csv.gz (DFF, target range, DGS2, DGS10 from 2000) and FEDFUNDS.monthly.csv.gz
+    (the byte-exact shared copy, extended with the FRED table's later months) from the wide FRED table.
+
+    Values are copied as text, as FRED writes them. Stops if the two FEDFUNDS sources differ on a common month."""
+    table = pd.read_csv(src / "extension" / FRED_RATES, dtype=str, index_col="date")
+    daily = table.loc[table.index >= DAILY_RATES_FROM, DAILY_RATES].dropna(how="all")
+    with gzip.open(OUT / "rates.daily.csv.gz", "wt", compresslevel=9) as fh:
+        daily.to_csv(fh, lineterminator="\n")
+    print(f"rates.daily: {daily.index[0]} .. {daily.index[-1]} ({len(daily)} rows)")
+
+    old_text = (src / "FEDFUNDS.monthly.csv").read_text()
+    old = pd.read_csv(src / "FEDFUNDS.monthly.csv", dtype=str, index_col="DATE")["FEDFUNDS"]
+    new = table["FEDFUNDS"].dropna()
+    common = old.index.intersection(new.index)
+    differ = [m for m in common if float(old[m]) != float(new[m])]
+    if differ:
+        raise SourceMismatch(f"FEDFUNDS {differ[0]}: {old[differ[0]]} in the shared file, {new[differ[0]]} in "
+                             f"{FRED_RATES} ({len(differ)} month(s) differ); not building")
+    added = new[new.index > old.index[-1]]
+    text = old_text + ("" if old_text.endswith("\n") else "\n") + "".join(f"{m},{v}\n" for m, v in added.items())
+    with gzip.open(OUT / "FEDFUNDS.monthly.csv.gz", "wt", compresslevel=9) as fh:
+        fh.write(text)
+    print(f"FEDFUNDS: {len(common)} common months agree; {len(added)} months added after {old.index[-1]}")
+
+
 def main(src: Path) -> None:
     sectors, extension = src / "sectors", src / "extension"
     frames: dict[str, pd.DataFrame] = {}  # every source is read and checked before anything is written
@@ -165,7 +196,8 @@ def main(src: Path) -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     for symbol, frame in frames.items():
         write(symbol, frame)
-    for name in ["FEDFUNDS.monthly.csv", "SP500.shiller.monthly.csv", "IWM_holdings.2026-05-05.csv"]:
+    bundle_fred_rates(src)
+    for name in ["SP500.shiller.monthly.csv", "IWM_holdings.2026-05-05.csv"]:
         with open(src / name, "rb") as fin, gzip.open(OUT / f"{name}.gz", "wb", compresslevel=9) as fout:
             shutil.copyfileobj(fin, fout)
         print(f"copied {name}")

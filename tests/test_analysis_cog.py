@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import gzip
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +15,7 @@ from console import SentMessage, answer
 from services.config import Settings
 from services.members import load_member_data, member_valuation
 from tests.support.discord_schema import assert_within_embed_limits
+from tests.support.fred import fred_replies
 from tests.support.local_discord import png_size
 from tests.support.provider_server import ProviderServer, Reply
 
@@ -131,24 +132,42 @@ async def test_sectors_weights_leaders_and_rate_sensitivity(resources, command, 
     assert "holdings as of **2026-05-05**" in text and "iShares holdings, bundled file" in embed["footer"]["text"]
 
 
-@pytest.mark.parametrize("command, cuts, in_progress", [
-    ("/iwm rates", ["2001-01", "2007-09", "2019-08", "2024-10"], None),  # 24 months after 2024-09 are in the data
-    ("/iwm rates as_of:2024-12-31", ["2001-01", "2007-09", "2019-08", "2024-10"], "2024-10"),
-    ("/iwm rates as_of:2019-06-28", ["2001-01", "2007-09"], None),
+@pytest.mark.parametrize("command, cuts, in_progress, stance", [
+    ("/iwm rates", ["2001-01-03", "2007-09-18", "2019-07-31", "2024-09-18"], None, "on hold since 2025-12-10"),
+    ("/iwm rates as_of:2024-12-31", ["2001-01-03", "2007-09-18", "2019-07-31", "2024-09-18"], "2024-09-18",
+     "easing (last cut 2024-12-18)"),
+    ("/iwm rates as_of:2019-06-28", ["2001-01-03", "2007-09-18"], None, "on hold since 2018-12-19"),
 ])
-async def test_rates_lists_every_easing_cycle(resources, command, cuts, in_progress):
+async def test_rates_stance_first_then_every_easing_cycle(resources, command, cuts, in_progress, stance):
     embed = only_embed(*await answer(resources, command), "iwm-rates.png")
+    assert embed["title"].endswith(f" · {stance} · IWM vs SPY after first cuts")
+    first_line = embed["description"].split("\n")[0]
+    assert first_line.startswith("Target range **") and "effective rate **" in first_line
+    assert "Last change: decided **" in embed["description"] and f"Stance: **{stance}**" in embed["description"]
+    names = [f["name"] for f in embed["fields"]]
+    assert names[0] == "Yield curve" and "2s10s" in embed["fields"][0]["value"]
+    assert "*Background: regional banks" in embed["fields"][0]["value"]
     cycles = [f for f in embed["fields"] if f["name"].startswith("First cut")]
-    assert [f["name"][10:17] for f in cycles] == cuts
+    assert [f["name"][10:20] for f in cycles] == cuts
     for field in cycles:
         assert field["value"].count("gap") + field["value"].count("not complete") == 4  # 3/6/12/24 months
-    incomplete = [f["name"][10:17] for f in cycles if "in progress (incomplete)" in f["name"]]
+    incomplete = [f["name"][10:20] for f in cycles if "in progress (incomplete)" in f["name"]]
     assert incomplete == ([in_progress] if in_progress else [])
-    first = cycles[0]["value"]  # 2001-01, from the 2000-12-29 close
-    assert "from the 2000-12-29 close" in first and "3m: IWM -6.2% · SPY -10.8% · gap **+4.6pp**" in first
-    averages = next(f["value"] for f in embed["fields"] if f["name"].startswith("Averages"))
-    assert averages.count("IWM ahead") == 4
-    assert "source: FRED FEDFUNDS, bundled file" in embed["description"]
+    first = cycles[0]["value"]  # 2001-01-03, from that day's close
+    iwm, spy = adj("IWM"), adj("SPY")
+    start, end = pd.Timestamp("2001-01-03"), pd.Timestamp("2001-04-03")
+    a, b = (iwm[end] / iwm[start] - 1) * 100, (spy[end] / spy[start] - 1) * 100
+    assert "from the 2001-01-03 close" in first
+    assert f"3m: IWM {a:+.1f}% · SPY {b:+.1f}% · gap **{a - b:+.1f}pp**" in first
+    stats = next(f["value"] for f in embed["fields"] if f["name"].startswith("Across cycles"))
+    assert stats.count("IWM ahead in") == 4 and f"n={len(cuts)}" in stats and "⚠️ Small sample" in stats
+    choice = next(f["value"] for f in embed["fields"] if f["name"].startswith("Choice"))
+    assert "continues the cycle" in choice
+    later = command != "/iwm rates as_of:2019-06-28"
+    pause = (date(2020, 3, 3) - date(2019, 10, 30)).days
+    assert (f"2020-03-03, 1.75% → 1.25% (-50bp upper bound), {pause} days after the 2019-10-30 cut" in choice) == later
+    assert ("So 2019–2020 is one cycle" in choice) == later
+    assert "FRED DFF/DFEDTARU/DFEDTARL/DGS2/DGS10, bundled file" in embed["footer"]["text"]
 
 
 async def test_compare_default_since_is_the_2021_high(resources):
@@ -251,10 +270,8 @@ async def test_each_command_defers_then_follows_up_with_embed_and_chart(running_
 # --- live FRED, failing Yahoo -------------------------------------------------------------------------------
 
 async def test_rates_live_fred_with_stale_market_data(tmp_path):
-    fedfunds = gzip.decompress((DATA / "FEDFUNDS.monthly.csv.gz").read_bytes()).decode()
-    fedfunds = fedfunds.replace("DATE,FEDFUNDS", "observation_date,FEDFUNDS", 1)  # fredgraph.csv's header today
     async with ProviderServer() as server:
-        server.script("/graph/fredgraph.csv", Reply(body=fedfunds, content_type="text/csv"))
+        server.script("/graph/fredgraph.csv", *fred_replies())  # real-format bodies, in the order asked
         for symbol in ("IWM", "SPY"):
             server.script(f"/v8/finance/chart/{symbol}", Reply(status=500, body="upstream error"))
         settings = Settings.from_env({"MARKET_DATA_PROVIDER": "yahoo", "FRED_BASE_URL": server.url,
@@ -263,10 +280,11 @@ async def test_rates_live_fred_with_stale_market_data(tmp_path):
         async with open_resources(settings, render_processes=False) as res:
             embed = only_embed(*await answer(res, "/iwm rates"), "iwm-rates.png")
         assert server.calls["/graph/fredgraph.csv"] >= 1 and server.calls["/v8/finance/chart/IWM"] >= 1
-    assert "source: FRED FEDFUNDS, fetched " in embed["description"]  # the live download, not the bundled file
-    assert "bundled file" not in embed["description"]
+    method = next(f["value"] for f in embed["fields"] if f["name"] == "Method")
+    assert "Rates: FRED DFF/DFEDTARU/DFEDTARL/DGS2/DGS10, fetched " in method  # the live downloads
+    assert "FRED FEDFUNDS, fetched " in method and "bundled file" not in method
     assert "⚠️" in embed["description"] and "STALE" in embed["footer"]["text"]
     notes = next(f["value"] for f in embed["fields"] if f["name"] == "Notes")
     assert "Prices for IWM, SPY are a stale fallback: live data unavailable (yahoo" in notes
-    assert [f["name"][10:17] for f in embed["fields"] if f["name"].startswith("First cut")] == [
-        "2001-01", "2007-09", "2019-08", "2024-10"]
+    assert [f["name"][10:20] for f in embed["fields"] if f["name"].startswith("First cut")] == [
+        "2001-01-03", "2007-09-18", "2019-07-31", "2024-09-18"]

@@ -51,6 +51,7 @@ from tests.support.discord_helpers import (
     stored_rows,
 )
 from tests.support.discord_schema import SchemaViolation
+from tests.support.fred import fred_replies
 from tests.support.local_discord import (
     EPHEMERAL,
     LocalDiscord,
@@ -343,10 +344,7 @@ async def test_status_lists_every_live_source_once_used(running_bot: Any, server
     answers, stale), FRED and iShares answer real-format bodies, Yahoo's quoteSummary 404. `/iwm status` lists
     the market data provider from the start and each document host after a command used it, with its state and
     last error."""
-    fedfunds = bundled_text("FEDFUNDS.monthly.csv.gz").replace("DATE,FEDFUNDS", "observation_date,FEDFUNDS", 1)
-    dff = fedfunds.replace("observation_date,FEDFUNDS", "observation_date,DFF", 1)  # /iwm rates asks FEDFUNDS, DFF
-    server.script("/graph/fredgraph.csv", Reply(body=fedfunds, content_type="text/csv"),
-                  Reply(body=dff, content_type="text/csv"))
+    server.script("/graph/fredgraph.csv", *fred_replies())  # /iwm rates asks FEDFUNDS, then 5 daily series
     server.script("/holdings.csv", Reply(body=bundled_text("IWM_holdings.2026-05-05.csv.gz"), content_type="text/csv"))
     _, discord_ = await running_bot(MARKET_DATA_PROVIDER="yahoo", YAHOO_BASE_URL=server.url,
                                     FRED_BASE_URL=server.url, IWM_HOLDINGS_URL=f"{server.url}/holdings.csv")
@@ -363,7 +361,7 @@ async def test_status_lists_every_live_source_once_used(running_bot: Any, server
 
     for command in ("rates", "sectors", "valuation"):
         assert_answered(await invoke(discord_, command), embed=True, chart=f"iwm-{command}.png", ephemeral=False)
-    assert server.calls["/graph/fredgraph.csv"] == 2 and server.calls["/holdings.csv"] == 1
+    assert server.calls["/graph/fredgraph.csv"] == 6 and server.calls["/holdings.csv"] == 1
     assert server.calls["/v10/finance/quoteSummary/IWM"] >= 1 and server.calls["/v8/finance/chart/IWM"] >= 1
 
     after = await status_fields()
