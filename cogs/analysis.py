@@ -8,12 +8,16 @@ that is a stale fallback is marked ⚠️. Lists that could outgrow Discord's em
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
-from datetime import date
-from typing import TYPE_CHECKING, Literal
+from datetime import date, time
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
 
 import discord
 from discord import app_commands
+from discord.ext import tasks
 
 from cogs.common import (
     BLUE,
@@ -28,11 +32,12 @@ from cogs.common import (
     parse_day,
     signed,
 )
+from services import market_calendar
 from services.breadth import RULE, BreadthAnswer, breadth_answer, check_breadth_input
 from services.compare import CompareReport, compare_answer, display, parse_symbols
 from services.errors import InputError
 from services.market import DataAge
-from services.members import IndexValuation, MemberValuation
+from services.members import IndexValuation, MemberValuation, daily_refresh, load_member_data
 from services.rates import (
     CURVE_BACKGROUND,
     STANCE_MONTHS,
@@ -64,6 +69,9 @@ OLD_FIGURE_MONTHS = 3  # a valuation figure this many months older than the day 
 SHORT_METRICS = {"forward_pe": "fwd P/E", "trailing_pe": "P/E", "trailing_pe_all": "P/E incl. losses",
                  "price_to_book": "P/B", "price_to_sales": "P/S"}
 AS_OF_HELP = "Answer as of this day, YYYY-MM-DD (default: latest data)"
+REFRESH_AT = time(17, 30, tzinfo=ZoneInfo("America/New_York"))  # the member refresh: after the 16:00 close
+
+log = logging.getLogger(__name__)
 
 
 def lines_within(lines: Sequence[str], limit: int = FIELD_LIMIT, empty: str = "none") -> str:
@@ -102,6 +110,26 @@ def not_future(day: date | None, option: str = "as_of") -> date | None:
 
 class Analysis(IwmCog):
     """Thin callbacks: check the options, defer, ask the service, answer with the embed and the chart."""
+
+    def background_loops(self) -> tuple[tasks.Loop[Any], ...]:
+        return () if self.bot.settings.provider == "bundled" else (self.member_refresh,)
+
+    @tasks.loop(time=REFRESH_AT)
+    async def member_refresh(self) -> None:
+        """Once a day after the close (live providers only): archive the IWM holdings file, refresh the members'
+        fundamentals snapshot (services.members.daily_refresh); a failed run is resumed the next day."""
+        res = self.bot.resources
+        try:
+            day = await asyncio.to_thread(market_calendar.last_session_now)
+            data = await asyncio.to_thread(load_member_data)
+            await daily_refresh(res.documents, res.database, list(data.members.index), day,
+                                holdings_url=res.settings.holdings_url, yahoo_base_url=res.settings.yahoo_base_url)
+        except Exception:
+            log.exception("member refresh failed; next try tomorrow after the close")
+
+    @member_refresh.before_loop
+    async def before_member_refresh(self) -> None:
+        await self.bot.wait_until_ready()
 
     @app_commands.command(name="valuation", description="Russell 2000 vs S&P 500 valuation: P/E, forward P/E, "
                                                         "P/S, P/B, each with its source and date")

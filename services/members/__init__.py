@@ -28,6 +28,7 @@ from services.members._refresh import (
     MemberRefresh,
     MemberSnapshot,
     archive_holdings,
+    daily_refresh,
     holdings_archive,
     member_snapshot,
 )
@@ -61,6 +62,7 @@ __all__ = [
     "MemberValuation",
     "archive_holdings",
     "compute_breadth",
+    "daily_refresh",
     "holdings_archive",
     "load_member_data",
     "member_breadth",

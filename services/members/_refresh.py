@@ -209,3 +209,13 @@ def _complete(db: sqlite_utils.Database, day: date) -> None:
                             f"values ({', '.join('?' * len(columns))})", [[r[c] for c in columns] for r in rows])
         db.conn.execute(f"delete from {BATCHES} where day < ?", [day.isoformat()])
     _set_state(db, day, "")
+
+
+async def daily_refresh(documents: Documents, database: Database, symbols: Sequence[str], day: date, *,
+                        holdings_url: str, yahoo_base_url: str) -> bool:
+    """The daily job: archive today's holdings file, then refresh (or resume) the members' snapshot of `day`.
+    True when the snapshot is complete. Needs live documents (their session is the one used)."""
+    assert documents.session is not None, "the member refresh needs a live provider"
+    await archive_holdings(documents, database, holdings_url)
+    refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url, sources=documents.sources)
+    return await refresh.run(day)
