@@ -8,10 +8,15 @@ that is a stale fallback is marked ⚠️. Lists that could outgrow Discord's em
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+import asyncio
+import logging
+from datetime import time
+from typing import TYPE_CHECKING, Any, Literal
+from zoneinfo import ZoneInfo
 
 import discord
 from discord import app_commands
+from discord.ext import tasks
 
 from cogs.analysis._breadth import breadth_embed
 from cogs.analysis._compare import compare_embed
@@ -20,9 +25,11 @@ from cogs.analysis._rates import rates_embed
 from cogs.analysis._sectors import sectors_embed
 from cogs.analysis._valuation import valuation_embed
 from cogs.common import IwmCog, add_iwm_cog, attach_chart, parse_day
+from services import market_calendar
 from services.breadth import breadth_answer, check_breadth_input
 from services.compare import compare_answer, parse_symbols
 from services.errors import InputError
+from services.members import daily_refresh, load_member_data
 from services.rates import rates_answer
 from services.sectors import sectors_answer
 from services.valuation import valuation_answer
@@ -34,10 +41,33 @@ __all__ = ["Analysis", "lines_within", "sectors_embed", "setup"]
 
 SectorPeriod = Literal["1m", "3m", "ytd", "1y"]
 BreadthPeriod = Literal["3mo", "6mo", "1y", "2y", "max"]
+REFRESH_AT = time(17, 30, tzinfo=ZoneInfo("America/New_York"))  # the member refresh: after the 16:00 close
+
+log = logging.getLogger(__name__)
 
 
 class Analysis(IwmCog):
     """Thin callbacks: check the options, defer, ask the service, answer with the embed and the chart."""
+
+    def background_loops(self) -> tuple[tasks.Loop[Any], ...]:
+        return () if self.bot.settings.provider == "bundled" else (self.member_refresh,)
+
+    @tasks.loop(time=REFRESH_AT)
+    async def member_refresh(self) -> None:
+        """Once a day after the close (live providers only): archive the IWM holdings file, refresh the members'
+        fundamentals snapshot (services.members.daily_refresh); a failed run is resumed the next day."""
+        res = self.bot.resources
+        try:
+            day = await asyncio.to_thread(market_calendar.last_session_now)
+            data = await asyncio.to_thread(load_member_data)
+            await daily_refresh(res.documents, res.database, list(data.members.index), day,
+                                holdings_url=res.settings.holdings_url, yahoo_base_url=res.settings.yahoo_base_url)
+        except Exception:
+            log.exception("member refresh failed; next try tomorrow after the close")
+
+    @member_refresh.before_loop
+    async def before_member_refresh(self) -> None:
+        await self.bot.wait_until_ready()
 
     @app_commands.command(name="valuation", description="Russell 2000 vs S&P 500 valuation: P/E, forward P/E, "
                                                         "P/S, P/B, each with its source and date")

@@ -6,6 +6,9 @@ returns. Data: the bundled member files (`services/data/members/`, see `services
     member_breadth(data, "IWM", as_of)                    # % above 50/200-day average, A/D, 52-week highs/lows
     member_sectors(data, as_of)                           # holdings sectors over 1m/3m/YTD/1y
 
+Live (a live provider only; see _refresh.py): `archive_holdings` keeps each dated iShares file, `MemberRefresh`
+takes a daily snapshot of the members' Yahoo fundamentals in batches, `member_snapshot` reads it back.
+
 as_of: a date within the data (closes: sessions 2023-01-03..2026-07-31; fundamentals: dumps 2026-08-01..08); a
 weekend or holiday means the last session (dump) before it; a date outside raises services.errors.InputError.
 """
@@ -20,6 +23,15 @@ from services.members._breadth import (
     member_breadth,
 )
 from services.members._data import INDEXES, MemberData, load_member_data
+from services.members._refresh import (
+    ArchivedHoldings,
+    MemberRefresh,
+    MemberSnapshot,
+    archive_holdings,
+    daily_refresh,
+    holdings_archive,
+    member_snapshot,
+)
 from services.members._sectors import ALL, MemberSector, MemberSectors, member_sectors
 from services.members._valuation import (
     METRICS,
@@ -37,18 +49,25 @@ __all__ = [
     "WINDOWS",
     "YEAR_SESSIONS",
     "Aggregate",
+    "ArchivedHoldings",
     "BreadthDay",
     "BreadthReport",
     "BreadthSeries",
     "IndexValuation",
     "MemberData",
+    "MemberRefresh",
     "MemberSector",
     "MemberSectors",
+    "MemberSnapshot",
     "MemberValuation",
+    "archive_holdings",
     "compute_breadth",
+    "daily_refresh",
+    "holdings_archive",
     "load_member_data",
     "member_breadth",
     "member_sectors",
+    "member_snapshot",
     "member_valuation",
     "weighted_multiple",
 ]

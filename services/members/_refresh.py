@@ -1,0 +1,222 @@
+"""The live member data: IWM holdings archived day by day, member fundamentals from Yahoo in batches.
+
+iShares serves only today's holdings file, so each new dated file is kept in `holdings_archive` (one row per
+"Fund Holdings as of" date): the only history of the membership there will be.
+
+`MemberRefresh` asks Yahoo's quote endpoint for many symbols per request, pausing between batches. Each batch's
+rows are stored as it completes (`member_refresh_batches`), so a run that fails midway resumes the same day after
+the last completed batch. Only when every batch of a day is in does the day become the complete snapshot
+(`member_snapshot`); until then, and after a failure, the previous complete snapshot answers, marked stale.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from functools import partial
+from typing import Any
+
+import aiohttp
+import pandas as pd
+import sqlite_utils
+
+from services.documents import Document, Documents, looks_like_html
+from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_text, guarded
+from services.sectors import BUNDLED_HOLDINGS, parse_holdings
+from services.storage import Database
+
+log = logging.getLogger(__name__)
+
+DAY_SECONDS = 86_400.0
+ARCHIVE, BATCHES, SNAPSHOT, STATE = "holdings_archive", "member_refresh_batches", "member_snapshot", "member_refresh"
+QUOTE_PATH = "/v7/finance/quote"
+YAHOO_QUOTE = "Yahoo quote"
+# Yahoo's quote fields -> the member FIELDS they fill (the quote has no profit margin)
+QUOTE_FIELDS = {"marketCap": "market_cap", "trailingPE": "trailing_pe", "forwardPE": "forward_pe",
+                "priceToBook": "price_to_book", "priceToSalesTrailing12Months": "price_to_sales"}
+
+
+# --- holdings archive -----------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArchivedHoldings:
+    as_of: date  # the file's "Fund Holdings as of"
+    fetched_at: datetime  # UTC, the first download of this file
+    text: str
+
+
+async def archive_holdings(documents: Documents, database: Database, url: str) -> date | None:
+    """Fetch today's iShares IWM holdings (at most one request a day: the document cache lives a day) and archive
+    the file under its as-of date if it is new. The as-of date of the live file; None when only a stale or
+    bundled copy came back (nothing is archived then)."""
+    document = await documents.get(url, bundled=BUNDLED_HOLDINGS, validate=parse_holdings, ttl=DAY_SECONDS,
+                                   source="iShares")
+    if document.stale or document.fetched_at is None:
+        log.warning("holdings archive: no live file today (%s)", document.note)
+        return None
+    as_of = (await asyncio.to_thread(parse_holdings, document.text)).as_of
+    await database.run(lambda db: _archive(db, as_of, document))
+    return as_of
+
+
+def _archive(db: sqlite_utils.Database, as_of: date, document: Document) -> None:
+    assert document.fetched_at is not None
+    row = {"as_of": as_of.isoformat(), "fetched_at": document.fetched_at.timestamp(), "text": document.text}
+    db.table(ARCHIVE).insert(row, pk="as_of", ignore=True)  # the first download of a dated file is kept
+
+
+async def holdings_archive(database: Database) -> list[ArchivedHoldings]:
+    """Every archived holdings file, oldest first."""
+
+    def read(db: sqlite_utils.Database) -> list[ArchivedHoldings]:
+        if ARCHIVE not in db.table_names():
+            return []
+        return [ArchivedHoldings(date.fromisoformat(r["as_of"]), datetime.fromtimestamp(r["fetched_at"], UTC),
+                                 r["text"]) for r in db.query(f"select * from {ARCHIVE} order by as_of")]
+
+    return await database.run(read)
+
+
+# --- member fundamentals ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class MemberSnapshot:
+    day: date | None  # the refresh day; None: no complete live snapshot yet (the bundled data answers)
+    rows: pd.DataFrame  # index symbol, the QUOTE_FIELDS values (NaN where Yahoo gave none); empty when day is None
+    stale: bool  # the last refresh failed or is unfinished: this is an older day's snapshot
+    note: str
+
+
+def parse_quotes(text: str) -> list[dict[str, Any]]:
+    """A v7 quote body -> one row per symbol (symbol and the member field names). ValueError when it is not one."""
+    if looks_like_html(text):
+        raise ValueError("HTML page instead of quote JSON")
+    try:
+        response = json.loads(text)["quoteResponse"]
+        if response.get("error"):
+            raise ValueError(f"quote error: {response['error']}")
+        results = response["result"]
+        return [{"symbol": str(q["symbol"]),
+                 **{field: _number(q.get(key)) for key, field in QUOTE_FIELDS.items()}} for q in results]
+    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed quote response: {type(exc).__name__}") from exc
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+class MemberRefresh:
+    """One refresh a day of the members' fundamentals; see the module docstring."""
+
+    def __init__(self, session: aiohttp.ClientSession, database: Database, symbols: Sequence[str], *,
+                 base_url: str, batch_size: int = 100, pause: float = 2.0, timeout: float = 10.0,
+                 retry: Retry | None = None, clock: Callable[[], float] = time.time,
+                 sources: Sources | None = None) -> None:
+        self.session, self.database, self.symbols = session, database, tuple(symbols)
+        self.url = f"{base_url.rstrip('/')}{QUOTE_PATH}"
+        self.batch_size, self.pause, self.timeout, self.clock = batch_size, pause, timeout, clock
+        self.retry = retry or Retry()
+        self.health = (sources or Sources(clock)).register(YAHOO_QUOTE, DOCUMENTS)
+
+    def batches(self) -> list[tuple[str, ...]]:
+        n = self.batch_size
+        return [self.symbols[i: i + n] for i in range(0, len(self.symbols), n)]
+
+    async def run(self, day: date) -> bool:
+        """Refresh `day`: the batches not yet done today, then the complete snapshot. True when complete."""
+        batches = self.batches()
+        done = await self.database.run(lambda db: _done_batches(db, day))
+        todo = [i for i in range(len(batches)) if i not in done]
+        log.info("member refresh %s: %d of %d batches done, %d to go", day, len(done), len(batches), len(todo))
+        for n, i in enumerate(todo):
+            if n:
+                await asyncio.sleep(self.pause)
+            try:
+                rows = await self._fetch(batches[i])
+            except ProviderError as exc:
+                log.warning("member refresh %s: batch %d of %d failed (%s); the next run resumes there",
+                            day, i + 1, len(batches), exc)
+                error = f"batch {i + 1} failed: {exc}"
+                await self.database.run(partial(_set_state, day=day, error=error))
+                return False
+            await self.database.run(partial(_store_batch, day=day, batch=i, rows=rows))
+            log.info("member refresh %s: batch %d of %d, %d quotes", day, i + 1, len(batches), len(rows))
+        await self.database.run(lambda db: _complete(db, day))
+        log.info("member refresh %s: complete snapshot of %d symbols", day, len(self.symbols))
+        return True
+
+    async def _fetch(self, batch: Sequence[str]) -> list[dict[str, Any]]:
+        async def call() -> list[dict[str, Any]]:
+            text = await get_text(self.session, self.url, {"symbols": ",".join(batch)}, self.timeout)
+            try:
+                return await asyncio.to_thread(parse_quotes, text)
+            except ValueError as exc:
+                raise ProviderError(f"unusable body: {exc}", retryable=False) from exc
+
+        return await guarded(self.health, call, self.retry, self.clock)
+
+    async def snapshot(self) -> MemberSnapshot:
+        return await member_snapshot(self.database)
+
+
+async def member_snapshot(database: Database) -> MemberSnapshot:
+    """The last complete live snapshot, stale when a later refresh failed or is unfinished; day None if none."""
+
+    def read(db: sqlite_utils.Database) -> MemberSnapshot:
+        state = next(iter(db.query(f"select * from {STATE}")), None) if STATE in db.table_names() else None
+        rows = pd.DataFrame(list(db.query(f"select * from {SNAPSHOT}"))) if SNAPSHOT in db.table_names() else None
+        pending = f"refresh of {state['day']} unfinished: {state['error']}" if state and state["error"] else ""
+        if rows is None or rows.empty:
+            return MemberSnapshot(None, pd.DataFrame(), bool(pending), pending or "no live snapshot yet")
+        day = date.fromisoformat(str(rows["day"].iloc[0]))
+        frame = rows.drop(columns=["day"]).set_index("symbol").astype(float)
+        note = f"Yahoo quote snapshot of {day}" + (f" (stale: {pending})" if pending else "")
+        return MemberSnapshot(day, frame, bool(pending), note)
+
+    return await database.run(read)
+
+
+def _done_batches(db: sqlite_utils.Database, day: date) -> set[int]:
+    if BATCHES not in db.table_names():
+        return set()
+    return {r["batch"] for r in db.query(f"select batch from {BATCHES} where day = ?", [day.isoformat()])}
+
+
+def _store_batch(db: sqlite_utils.Database, day: date, batch: int, rows: list[dict[str, Any]]) -> None:
+    db.table(BATCHES).upsert({"day": day.isoformat(), "batch": batch, "rows": json.dumps(rows)}, pk=("day", "batch"))
+
+
+def _set_state(db: sqlite_utils.Database, day: date, error: str) -> None:
+    db.table(STATE).upsert({"id": 1, "day": day.isoformat(), "error": error}, pk="id")
+
+
+def _complete(db: sqlite_utils.Database, day: date) -> None:
+    """The day's batches become the snapshot, in one transaction; older days' batches go."""
+    rows = [{"symbol": q["symbol"], "day": day.isoformat(), **{f: q[f] for f in QUOTE_FIELDS.values()}}
+            for r in db.query(f"select rows from {BATCHES} where day = ? order by batch", [day.isoformat()])
+            for q in json.loads(r["rows"])]
+    columns = ("symbol", "day", *QUOTE_FIELDS.values())
+    db.table(SNAPSHOT).create({"symbol": str, "day": str, **{f: float for f in QUOTE_FIELDS.values()}},
+                              pk="symbol", if_not_exists=True)
+    with db.conn:
+        db.conn.execute(f"delete from {SNAPSHOT}")
+        db.conn.executemany(f"insert or replace into {SNAPSHOT} ({', '.join(columns)}) "
+                            f"values ({', '.join('?' * len(columns))})", [[r[c] for c in columns] for r in rows])
+        db.conn.execute(f"delete from {BATCHES} where day < ?", [day.isoformat()])
+    _set_state(db, day, "")
+
+
+async def daily_refresh(documents: Documents, database: Database, symbols: Sequence[str], day: date, *,
+                        holdings_url: str, yahoo_base_url: str) -> bool:
+    """The daily job: archive today's holdings file, then refresh (or resume) the members' snapshot of `day`.
+    True when the snapshot is complete. Needs live documents (their session is the one used)."""
+    assert documents.session is not None, "the member refresh needs a live provider"
+    await archive_holdings(documents, database, holdings_url)
+    refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url, sources=documents.sources)
+    return await refresh.run(day)
