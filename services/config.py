@@ -108,6 +108,10 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name}={value!r} is not a whole number") from exc
 
+        def whole(name: str, default: int) -> int:
+            value = integer(name, default)
+            return default if value is None else value
+
         def number(name: str, default: float) -> float:
             value = get(name)
             try:
@@ -130,7 +134,7 @@ class Settings:
             provider=provider,
             stooq_api_key=get("STOOQ_API_KEY"),
             database_path=Path(get("DATABASE_PATH") or cls.database_path),
-            cache_ttl_seconds=integer("CACHE_TTL_SECONDS", cls.cache_ttl_seconds) or cls.cache_ttl_seconds,
+            cache_ttl_seconds=whole("CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
             http_timeout_seconds=number("HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds),
             zones=Zones.parse(levels) if (levels := get("LEVELS")) else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
