@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -160,31 +161,58 @@ class SmallcapsBot(commands.AutoShardedBot):
         log.info("ready as %s in %d guilds (shards %s)", self.user, len(self.guilds), self.shard_ids or "all")
 
 
-class RedactToken(logging.Filter):
-    """Never let the token reach a log line, whatever logs it."""
+REDACTED = "[token redacted]"
+# An interaction's token rides in its URLs (discord.py logs routes at DEBUG, and at WARNING on a 429):
+# /webhooks/<application id>/<token>/... and /interactions/<interaction id>/<token>/callback.
+INTERACTION_TOKEN = re.compile(r"(/(?:webhooks|interactions)/\d+/)[A-Za-z0-9_.\-]+")
 
-    def __init__(self, token: str) -> None:
+
+class RedactToken(logging.Filter):
+    """Never let the bot's token, or an interaction's token, reach a log line, whatever logs it. Never raises:
+    a record whose message does not format has its parts redacted, and logging reports its error."""
+
+    def __init__(self, token: str | None) -> None:
         super().__init__()
         self.token = token
 
+    def redact(self, text: str) -> str:
+        if self.token:
+            text = text.replace(self.token, REDACTED)
+        return INTERACTION_TOKEN.sub(rf"\1{REDACTED}", text)
+
+    def redact_arg(self, arg: object) -> object:
+        """An argument of a record that does not format: redacted text if its text carries a token, else itself."""
+        text = arg if isinstance(arg, str) else repr(arg)
+        redacted = self.redact(text)
+        return arg if redacted == text else redacted
+
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if self.token in message:
-            record.msg, record.args = message.replace(self.token, "[token redacted]"), ()
-        if record.exc_info:  # formatted after the filters ran: fold a traceback that carries the token in, redacted
+        try:
+            message: str | None = record.getMessage()
+        except Exception:  # e.g. "%d" % ("x",): logging reports that itself when a handler formats the record
+            message = None
+            record.msg = self.redact_arg(record.msg)
+            if isinstance(record.args, dict):
+                record.args = {key: self.redact_arg(value) for key, value in record.args.items()}
+            elif isinstance(record.args, tuple):
+                record.args = tuple(self.redact_arg(arg) for arg in record.args)
+        if message is not None and self.redact(message) != message:
+            record.msg, record.args = self.redact(message), ()
+        if record.exc_info:  # formatted after the filters ran: fold a traceback that carries a token in, redacted
             trace = logging.Formatter().formatException(record.exc_info)
-            if self.token in trace:
-                record.msg = f"{record.getMessage()}\n{trace.replace(self.token, '[token redacted]')}"
-                record.args, record.exc_info, record.exc_text = (), None, None
+            if self.redact(trace) != trace:
+                record.msg = f"{record.msg if message is None else record.getMessage()}\n{self.redact(trace)}"
+                record.exc_info, record.exc_text = None, None
+                if message is not None:
+                    record.args = ()
         return True
 
 
 def setup_logging(settings: Settings) -> None:
     discord.utils.setup_logging(level=getattr(logging, settings.log_level, logging.INFO), root=True)
-    if settings.discord_token:
-        token_filter = RedactToken(settings.discord_token)
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(token_filter)
+    token_filter = RedactToken(settings.discord_token)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(token_filter)
 
 
 async def run_bot(settings: Settings, *, sync: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -9,6 +10,8 @@ from pathlib import Path
 
 PROVIDERS = ("bundled", "yahoo", "stooq")
 LIVE_DEFAULT = "yahoo"  # then Stooq when STOOQ_API_KEY is set (see market.build_providers)
+SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True,
+                 "0": False, "false": False, "no": False, "off": False}
 
 
 class ConfigError(ValueError):
@@ -108,10 +111,6 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name}={value!r} is not a whole number") from exc
 
-        def whole(name: str, default: int) -> int:
-            value = integer(name, default)
-            return default if value is None else value
-
         def number(name: str, default: float) -> float:
             value = get(name)
             try:
@@ -119,33 +118,63 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{name}={value!r} is not a number") from exc
 
+        def at_least(name: str, default: int, low: int, unit: str) -> int:
+            if (value := integer(name, None)) is None:
+                return default
+            if value < low:
+                raise ConfigError(f"{name}={value}: set a whole number of {unit}, {low} or more (default {default})")
+            return value
+
+        def existing_file(name: str) -> Path | None:
+            value = get(name)
+            if value is not None and not Path(value).is_file():
+                raise ConfigError(f"{name}={value!r}: no such file; give the path of an existing file or unset it")
+            return None if value is None else Path(value)
+
+        def switch(name: str) -> bool:
+            value = (get(name) or "0").lower()
+            if value not in SWITCH_VALUES:
+                raise ConfigError(f"{name}={value!r}: set 1/true/yes/on or 0/false/no/off")
+            return SWITCH_VALUES[value]
+
         provider = (get("MARKET_DATA_PROVIDER") or (LIVE_DEFAULT if live_by_default else cls.provider)).lower()
         if provider not in PROVIDERS:
             raise ConfigError(f"MARKET_DATA_PROVIDER={provider!r}: choose one of {', '.join(PROVIDERS)}")
         if provider == "stooq" and not get("STOOQ_API_KEY"):
             raise ConfigError("MARKET_DATA_PROVIDER=stooq needs STOOQ_API_KEY (Stooq's download needs a key)")
+        timeout = number("HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds)
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"HTTP_TIMEOUT_SECONDS={timeout}: set a number of seconds above 0, e.g. 10 (the default)")
+        shard_count = integer("SHARD_COUNT", None)
+        if shard_count is not None and shard_count < 1:
+            raise ConfigError(f"SHARD_COUNT={shard_count}: set the total number of shards, 1 or more")
         shard_ids = get("SHARD_IDS")
         if shard_ids and not all(x.strip().isdigit() for x in shard_ids.split(",")):
             raise ConfigError(f"SHARD_IDS={shard_ids!r}: expected comma-separated shard numbers, e.g. 0,1")
+        ids = tuple(int(x) for x in shard_ids.split(",")) if shard_ids else None
+        if ids is not None and shard_count is None:
+            raise ConfigError(f"SHARD_IDS={shard_ids!r} needs SHARD_COUNT, the total number of shards (e.g. 4)")
+        if ids is not None and shard_count is not None and max(ids) >= shard_count:
+            raise ConfigError(f"SHARD_IDS={shard_ids!r}: shard numbers run from 0 to SHARD_COUNT-1 ({shard_count - 1})")
         return cls(
             discord_token=get("DISCORD_TOKEN"),
             dev_guild_id=integer("DEV_GUILD_ID", None),
-            message_content_intent=(get("MESSAGE_CONTENT_INTENT") or "0").lower() in ("1", "true", "yes"),
+            message_content_intent=switch("MESSAGE_CONTENT_INTENT"),
             provider=provider,
             stooq_api_key=get("STOOQ_API_KEY"),
             database_path=Path(get("DATABASE_PATH") or cls.database_path),
-            cache_ttl_seconds=whole("CACHE_TTL_SECONDS", cls.cache_ttl_seconds),
-            http_timeout_seconds=number("HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds),
+            cache_ttl_seconds=at_least("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, 0, "seconds"),  # 0: no caching
+            http_timeout_seconds=timeout,
             zones=Zones.parse(levels) if (levels := get("LEVELS")) else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
             stooq_base_url=get("STOOQ_BASE_URL") or cls.stooq_base_url,
             fred_base_url=get("FRED_BASE_URL") or cls.fred_base_url,
             holdings_url=get("IWM_HOLDINGS_URL") or cls.holdings_url,
-            valuation_file=Path(v) if (v := get("VALUATION_FILE")) else None,
-            aaii_file=Path(v) if (v := get("AAII_FILE")) else None,
+            valuation_file=existing_file("VALUATION_FILE"),
+            aaii_file=existing_file("AAII_FILE"),
             aaii_url=get("AAII_URL"),
             log_level=(get("LOG_LEVEL") or cls.log_level).upper(),
-            log_retention_days=integer("LOG_RETENTION_DAYS", cls.log_retention_days) or cls.log_retention_days,
-            shard_count=integer("SHARD_COUNT", None),
-            shard_ids=tuple(int(x) for x in shard_ids.split(",")) if shard_ids else None,
+            log_retention_days=at_least("LOG_RETENTION_DAYS", cls.log_retention_days, 1, "days"),
+            shard_count=shard_count,
+            shard_ids=ids,
         )

@@ -7,6 +7,7 @@ event loop never waits on the disk and no two coroutines interleave inside a tra
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import sys
 from collections.abc import Callable
@@ -22,6 +23,7 @@ T = TypeVar("T")
 # default a waiting thread gets it only after 5 ms, so a busy loop (a gateway burst) starves the writer; 0.2 ms
 # keeps both moving (bench: community_log).
 GIL_SWITCH_INTERVAL = 0.0002
+DATABASE_MODE = 0o600
 
 
 class DatabaseError(RuntimeError):
@@ -49,10 +51,15 @@ class Database:
     def _open(self) -> None:
         if str(self.path) != ":memory:":
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Members' messages: readable by the bot's user only. SQLite gives the -wal and -shm files the mode
+            # of the database file, so creating that one 0600 (an existing file keeps its mode) covers all three.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, DATABASE_MODE))
         conn = sqlite3.connect(str(self.path), timeout=self.lock_timeout, check_same_thread=True)
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are overwritten with zeros, not left in free pages: forget-me and deletions mean gone.
+            conn.execute("PRAGMA secure_delete=ON")
             # Prove we can write now rather than fail on the first write later.
             conn.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT)")
             conn.execute("INSERT OR REPLACE INTO _meta VALUES ('opened', datetime('now'))")

@@ -430,12 +430,33 @@ async def test_export_csv(db, clog):
     table = list(csv.DictReader(io.StringIO(exported.decode("utf-8"), newline="")))
     assert [r["message_id"] for r in table] == ["1", "2"]
     first, second = table
-    assert first["content"] == "=SUM(1) $IWM $spy, \"quoted\"\nsecond line"
+    assert first["content"] == "'=SUM(1) $IWM $spy, \"quoted\"\nsecond line"  # neutralised, see below
     assert (first["cashtags"], first["reactions"], first["deleted"], first["revisions"]) == ("IWM SPY", "1", "0", "0")
     assert (second["content"], second["deleted"], second["revisions"], second["reply_to"]) == ("", "1", "1", "1")
     assert first["created_at"] == at(0).isoformat(timespec="microseconds")
     with pytest.raises(InputError):
         await clog.export_csv(G1, 0)
+
+
+@pytest.mark.parametrize(("content", "cell"), [
+    ('=HYPERLINK("http://x")', "'=HYPERLINK(\"http://x\")"),
+    ("@SUM(A1)", "'@SUM(A1)"),
+    ("+1", "'+1"),
+    ("-1", "'-1"),
+    ("\tx", "'\tx"),
+    ("\rx", "'\rx"),
+    ("plain text, $IWM", "plain text, $IWM"),
+])
+async def test_export_csv_neutralises_formulas(clog, content, cell):
+    """OWASP's CSV-injection advice: a cell a spreadsheet would run as a formula starts with a single quote, and
+    every cell is quoted, so the raw line carries the quote right after the opening double quote."""
+    clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), content))
+    exported = (await clog.export_csv(G1, 7, now=at(60))).decode("utf-8")
+    header, row = list(csv.reader(io.StringIO(exported, newline="")))
+    assert row[header.index("content")] == cell
+    line = exported.split("\r\n", 1)[1]
+    expected = '"' + cell.replace('"', '""') + '"'
+    assert line.startswith('"1","') and line.rstrip("\r\n").endswith(expected)
 
 
 # --- /iwm community -----------------------------------------------------------------------------------------

@@ -502,3 +502,75 @@ def test_the_log_filter_redacts_the_token_in_messages_and_tracebacks() -> None:
         assert redact.filter(record)
         text = formatter.format(record)
         assert token not in text and "[token redacted]" in text
+
+
+@contextmanager
+def filtered_logger(token: str | None) -> Iterator[tuple[logging.Logger, list[str]]]:
+    """A logger whose one handler carries RedactToken, as `setup_logging` sets it up; yields it and its lines."""
+    lines: list[str] = []
+
+    class Lines(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                lines.append(self.format(record))
+            except Exception:
+                self.handleError(record)
+
+    handler = Lines()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(RedactToken(token))
+    logger = logging.getLogger("tests.redact")
+    logger.addHandler(handler)
+    logger.propagate, logger.level = False, logging.DEBUG
+    try:
+        yield logger, lines
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_the_log_filter_never_raises_on_a_malformed_record(capsys: pytest.CaptureFixture[str]) -> None:
+    """A record whose message does not format ("%d" with a str): the filter lets it through with its parts
+    redacted, and logging's own error report (on stderr) names no token."""
+    token = "MTIzNDU2Nzg5.secret-token.value"
+    record = logging.LogRecord("lib", logging.ERROR, __file__, 1, "%d", ("x",), None)
+    assert RedactToken(token).filter(record) and (record.msg, record.args) == ("%d", ("x",))
+    with filtered_logger(token) as (logger, lines):
+        logger.error("%d failed for %s", "x", token)
+        logger.error(f"%d failed for {token}", "x")
+        logger.error("%(n)d for %(who)s", {"n": "x", "who": f"Bot {token}"})
+        logger.error("%d in %s", "x", f"/webhooks/1234/{'t' * 70}")
+        logger.error("after them, %s", token)
+    report = capsys.readouterr().err
+    assert report.count("--- Logging error ---") == 4 and "[token redacted]" in report
+    assert token not in report and "t" * 70 not in report
+    assert lines == ["ERROR after them, [token redacted]"]
+
+
+INTERACTION = "aW50ZXJhY3Rpb246MTQ0NDQ0NDQ0NDQ0NDQ0NDQ0OnJhbmRvbS1wYXJ0LW9mLXRoZS10b2tlbg_-.x"
+
+
+@pytest.mark.parametrize("bot_token", ["MTIzNDU2Nzg5.secret-token.value", None])
+@pytest.mark.parametrize(("level", "fmt", "args"), [
+    (logging.DEBUG, "%s %s with %s has returned %s",
+     ("POST", f"https://discord.com/api/v10/interactions/1444444444444444444/{INTERACTION}/callback", None, 204)),
+    (logging.DEBUG, "%s %s has received %s",
+     ("PATCH", f"https://discord.com/api/v10/webhooks/1111111111111111111/{INTERACTION}/messages/@original", {})),
+    (logging.WARNING, "We are being rate limited. %s %s responded with 429. Retrying in %.2f seconds.",
+     ("POST", f"https://discord.com/api/v10/webhooks/1111111111111111111/{INTERACTION}?wait=true", 1.5)),
+])
+def test_the_log_filter_redacts_interaction_tokens_in_urls(bot_token: str | None, level: int, fmt: str,
+                                                            args: tuple[Any, ...]) -> None:
+    """discord.py's own route lines (DEBUG, and WARNING on a 429) carry an interaction's token in the URL: it comes
+    out redacted, with the rest of the line intact, whether or not the bot's token is set."""
+    with filtered_logger(bot_token) as (logger, lines):
+        logger.log(level, fmt, *args)
+        try:
+            raise RuntimeError(f"failed: {args[1]}")
+        except RuntimeError:
+            logger.exception("request")
+        logger.info("GET %s", "https://discord.com/api/v10/channels/1111111111111111111/messages/2222")
+    expected = fmt % args
+    assert INTERACTION not in "\n".join(lines)
+    assert lines[0] == f"{logging.getLevelName(level)} {expected.replace(INTERACTION, '[token redacted]')}"
+    assert lines[1].startswith("ERROR request\nTraceback") and "/[token redacted]" in lines[1]
+    assert lines[2] == "INFO GET https://discord.com/api/v10/channels/1111111111111111111/messages/2222"

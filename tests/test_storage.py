@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import sys
 import threading
 
 import pytest
 
+from services import storage
 from services.storage import GIL_SWITCH_INTERVAL, Database, DatabaseError
 
 
@@ -54,3 +57,52 @@ async def test_a_garbage_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(DatabaseError, match="cannot open database"):
         await Database(path).open()
+
+
+async def test_the_database_and_its_wal_files_are_created_for_the_owner_only(tmp_path):
+    """The log holds members' messages: a new database file, its -wal and -shm are 0600, whatever the umask."""
+    path = tmp_path / "new" / "bot.db"
+    umask = os.umask(0o022)
+    try:
+        async with Database(path) as db:
+            await db.run(lambda d: d.execute("CREATE TABLE t (x TEXT)"))
+            files = [path, path.with_name("bot.db-wal"), path.with_name("bot.db-shm")]
+            assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+    finally:
+        os.umask(umask)
+
+
+async def test_a_deleted_row_leaves_no_trace_in_the_file(tmp_path, monkeypatch):
+    """secure_delete: the text of a deleted row does not stay in the file's free pages (forget-me). Some SQLite
+    builds turn it on by default (Debian's), others do not (python.org's): the connection starts with it off."""
+    path, secret = tmp_path / "a.db", "forget-me-7f3c1e9a-unique-text"
+
+    def connect_without_secure_delete(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete=OFF")
+        return conn
+
+    real_connect = sqlite3.connect
+    monkeypatch.setattr(storage.sqlite3, "connect", connect_without_secure_delete)
+
+    def checkpoint(d):
+        d.conn.commit()
+        d.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    async with Database(path) as db:
+        def write(d):
+            d.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, x TEXT)")
+            d.execute("INSERT INTO t (x) VALUES (?), (?)", [secret, "kept"])
+            checkpoint(d)
+
+        await db.run(write)
+        assert secret.encode() in path.read_bytes()  # the check below can see it
+
+        def delete(d):
+            d.execute("DELETE FROM t WHERE x = ?", [secret])
+            checkpoint(d)
+
+        await db.run(delete)
+        files = [path, path.with_name("a.db-wal")]
+        assert all(secret.encode() not in f.read_bytes() for f in files if f.exists())
+        assert await db.run(lambda d: [r[0] for r in d.execute("SELECT x FROM t")]) == ["kept"]

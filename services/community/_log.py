@@ -26,6 +26,14 @@ from services.storage import Database
 from services.timefmt import iso_utc
 
 MAX_EXPORT_DAYS = 3650
+# A cell starting with one of these is run as a formula by Excel, LibreOffice or Sheets (OWASP, "CSV Injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(cell: object) -> object:
+    """A text cell a spreadsheet would run as a formula, prefixed with a single quote so it shows as text (OWASP's
+    advice, with every cell quoted by the writer); other cells as they are."""
+    return f"'{cell}" if isinstance(cell, str) and cell.startswith(FORMULA_STARTS) else cell
 
 
 @dataclass(frozen=True)
@@ -150,14 +158,15 @@ class CommunityLog:
 
     async def export_csv(self, guild_id: int, days: int, now: datetime | None = None) -> bytes:
         """This guild's messages of the last `days` days as UTF-8 CSV, oldest first: ids, times, cashtags,
-        number of revisions and live reactions, deleted flag, content ('' for deleted messages)."""
+        number of revisions and live reactions, deleted flag, content ('' for deleted messages). Every cell is quoted,
+        and text a spreadsheet would run as a formula is neutralised (`spreadsheet_safe`)."""
         days = validate_days(days, MAX_EXPORT_DAYS)
         since = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
         await self.flush()
 
         def run(d: sqlite_utils.Database) -> bytes:
             out = io.StringIO()
-            writer = csv.writer(out)
+            writer = csv.writer(out, quoting=csv.QUOTE_ALL)
             writer.writerow(["message_id", "channel_id", "author_id", "created_at", "edited_at", "reply_to",
                              "cashtags", "revisions", "reactions", "deleted", "content"])
             rows = d.execute(
@@ -172,7 +181,7 @@ class CommunityLog:
                 row[6] = " ".join(json.loads(row[6]))
                 row[4] = row[4] or ""
                 row[5] = "" if row[5] is None else row[5]
-                writer.writerow(row)
+                writer.writerow([spreadsheet_safe(cell) for cell in row])
             return out.getvalue().encode("utf-8")
 
         return await self.db.run(run)
