@@ -36,6 +36,9 @@ async def forget_member(community: CommunityLog, guild_id: int, user_id: int) ->
             logged = CommunityLog.erase_member(d, guild_id, user_id)
             votes = SentimentStore.erase_member(d, guild_id, user_id)
             settings = AlertStore.erase_member(d, guild_id, user_id)
+        # secure_delete zeroes the freed pages of the database file; the write-ahead log still holds the old
+        # pages until a checkpoint, so copy it back and truncate it now.
+        d.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ForgetCounts(logged.messages, logged.revisions, logged.reactions, votes, settings)
 
     return await community.db.run(run)

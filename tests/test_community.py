@@ -548,3 +548,23 @@ def test_fast_text_analysis_agrees_with_the_plain_definitions(text: str) -> None
     assert tone_counts(text) == reference_tone(text)
     content, tags, bullish, bearish = text_fields(text)
     assert json.loads(tags) == find_cashtags(content) and (bullish, bearish) == tone_counts(content)
+
+
+async def test_forgotten_text_leaves_the_database_and_its_write_ahead_log(tmp_path):
+    path = tmp_path / "forget.db"
+    secret = "unmistakable-secret-text-4f2a9c"
+    async with Database(path) as database:
+        clog = CommunityLog(database, interval=60)
+        await clog.open()
+        sentiment = SentimentStore(database)
+        await sentiment.open()
+        alerts = AlertStore(database, Zones())
+        await alerts.setup()
+        await clog.set_logging(G1, C1, True, T0)
+        clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), f"alice says {secret}"))
+        await clog.flush()
+        files = [path, path.with_name(path.name + "-wal")]
+        assert any(secret.encode() in f.read_bytes() for f in files if f.exists())  # the test can see it at all
+        await forget_member(clog, G1, ALICE)
+        assert not any(secret.encode() in f.read_bytes() for f in files if f.exists())
+        await clog.close()
