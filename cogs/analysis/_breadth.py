@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 
-from cogs.common import (
-    BLUE,
-    YELLOW,
-    data_footer,
-)
+from cogs.analysis._format import DESCRIPTION_LIMIT, NOTE_LIMIT, clip, lines_within
+from cogs.common import BLUE, YELLOW, data_footer
 from services.breadth import RULE, BreadthAnswer
-
-if TYPE_CHECKING:
-    pass
-
-from cogs.analysis._format import (
-    DESCRIPTION_LIMIT,
-    NOTE_LIMIT,
-    clip,
-    lines_within,
-)
 
 # --- breadth --------------------------------------------------------------------------------------------------
 

@@ -2,31 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import discord
 
-from cogs.common import (
-    GREEN,
-    RED,
-    YELLOW,
-    age_line,
-    data_footer,
-)
+from cogs.analysis._format import DESCRIPTION_LIMIT, NOTE_LIMIT, clip, lines_within, pct, pp
+from cogs.common import GREEN, RED, YELLOW, age_line, data_footer
 from services.compare import CompareReport, display
 from services.market import DataAge
-
-if TYPE_CHECKING:
-    pass
-
-from cogs.analysis._format import (
-    DESCRIPTION_LIMIT,
-    NOTE_LIMIT,
-    clip,
-    lines_within,
-    pct,
-    pp,
-)
 
 # --- compare --------------------------------------------------------------------------------------------------
 

@@ -4,16 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from typing import TYPE_CHECKING
 
-from cogs.common import (
-    signed,
-)
+from cogs.common import signed
 from services.errors import InputError
-
-if TYPE_CHECKING:
-    pass
-
 
 PERIOD_NAMES = {"1m": "1 month", "3m": "3 months", "ytd": "the year to date", "1y": "1 year"}
 FIELD_LIMIT = 1024  # Discord: characters in a field value

@@ -3,17 +3,11 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
 
 import discord
 
-from cogs.common import (
-    BLUE,
-    YELLOW,
-    age_line,
-    data_footer,
-    signed,
-)
+from cogs.analysis._format import DESCRIPTION_LIMIT, MAX_CYCLES, NOTE_LIMIT, NOTES_LIMIT, clip, lines_within, pct, pp
+from cogs.common import BLUE, YELLOW, age_line, data_footer, signed
 from services.market import DataAge
 from services.rates import (
     CURVE_BACKGROUND,
@@ -25,20 +19,6 @@ from services.rates import (
     WindowStats,
     YieldCurve,
     stance_text,
-)
-
-if TYPE_CHECKING:
-    pass
-
-from cogs.analysis._format import (
-    DESCRIPTION_LIMIT,
-    MAX_CYCLES,
-    NOTE_LIMIT,
-    NOTES_LIMIT,
-    clip,
-    lines_within,
-    pct,
-    pp,
 )
 
 # --- rates ----------------------------------------------------------------------------------------------------

@@ -4,34 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import date
-from typing import TYPE_CHECKING
 
 import discord
 
-from cogs.common import (
-    GREEN,
-    RED,
-    YELLOW,
-    age_line,
-    data_footer,
-    signed,
-)
+from cogs.analysis._format import DESCRIPTION_LIMIT, MAX_FUNDS, NOTE_LIMIT, PERIOD_NAMES, clip, lines_within, pct, pp
+from cogs.common import GREEN, RED, YELLOW, age_line, data_footer, signed
 from services.market import DataAge
 from services.sectors import MemberReturns, SectorLine, SectorsReport
-
-if TYPE_CHECKING:
-    pass
-
-from cogs.analysis._format import (
-    DESCRIPTION_LIMIT,
-    MAX_FUNDS,
-    NOTE_LIMIT,
-    PERIOD_NAMES,
-    clip,
-    lines_within,
-    pct,
-    pp,
-)
 
 # --- sectors --------------------------------------------------------------------------------------------------
 

@@ -3,20 +3,8 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import TYPE_CHECKING
 
 import discord
-
-from cogs.common import (
-    BLUE,
-    YELLOW,
-    data_footer,
-)
-from services.members import IndexValuation, MemberValuation
-from services.valuation import SHILLER, Observation, ValuationReport
-
-if TYPE_CHECKING:
-    pass
 
 from cogs.analysis._format import (
     DESCRIPTION_LIMIT,
@@ -29,6 +17,9 @@ from cogs.analysis._format import (
     clip,
     lines_within,
 )
+from cogs.common import BLUE, YELLOW, data_footer
+from services.members import IndexValuation, MemberValuation
+from services.valuation import SHILLER, Observation, ValuationReport
 
 # --- valuation ------------------------------------------------------------------------------------------------
 

@@ -45,14 +45,8 @@ from services.rates._analysis import (
     window_stats,
     yield_curve,
 )
-from services.rates._answer import (
-    rates_answer,
-    stance_text,
-)
-from services.rates._chart import (
-    RatesChart,
-    render_rates,
-)
+from services.rates._answer import rates_answer, stance_text
+from services.rates._chart import RatesChart, render_rates
 from services.rates._fred import (
     BUNDLED_DAILY,
     BUNDLED_MONTHLY,

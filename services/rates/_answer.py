@@ -12,17 +12,8 @@ from services.charts import Renderer
 from services.documents import Documents
 from services.errors import InputError
 from services.market import MarketData, stale_prices_note
-from services.rates._analysis import (
-    Policy,
-    RatesReport,
-    compute_rates,
-    known_by,
-    listed_first_cuts,
-)
-from services.rates._chart import (
-    RatesChart,
-    render_rates,
-)
+from services.rates._analysis import Policy, RatesReport, compute_rates, known_by, listed_first_cuts
+from services.rates._chart import RatesChart, render_rates
 from services.rates._fred import (
     BUNDLED_DAILY,
     BUNDLED_MONTHLY,
