@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from app import SmallcapsBot
 
 EVERYONE = "everyone"
+NAMES = {"manage_guild": "Manage Server"}  # as Discord's client names the permission
 
 
 def usage(command: app_commands.Command[Any, ..., Any]) -> str:
@@ -28,7 +29,8 @@ def usage(command: app_commands.Command[Any, ..., Any]) -> str:
 
 def who(command: app_commands.Command[Any, ..., Any]) -> str:
     needed = required_permissions(command)
-    return " + ".join(name.replace("_", " ").title() for name in needed) if needed else EVERYONE
+    names = [NAMES.get(name, name.replace("_", " ").title()) for name in needed]
+    return " + ".join(names) if names else EVERYONE
 
 
 def help_line(command: app_commands.Command[Any, ..., Any]) -> str:
