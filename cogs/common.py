@@ -69,7 +69,8 @@ def requires(**permissions: bool) -> Callable[[Decorated], Decorated]:
 
     def apply(func: Any) -> Any:
         func = check(func)
-        checks = func.checks if isinstance(func, app_commands.Command) else func.__discord_app_commands_checks__
+        checks: list[Any] = (func.checks if isinstance(func, app_commands.Command)
+                             else func.__discord_app_commands_checks__)
         checks[-1].permissions = tuple(permissions)
         return func
 
