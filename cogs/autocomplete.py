@@ -1,5 +1,5 @@
-"""Autocomplete for options whose valid values come from data: trading days (`as_of`, `since`), `compare`'s
-symbols, alert event kinds.
+"""Autocomplete for options whose valid values come from data: trading days (`as_of`, `since`; the member closes'
+sessions for `/iwm breadth`), `compare`'s symbols, alert event kinds.
 
 Discord gives an autocomplete answer 3 seconds, so these read only what is in memory or bundled (the bars last
 fetched, the bundled history), never the network. Choices only help: the value a member submits is checked by
@@ -8,6 +8,7 @@ the command as if typed (`parse_day`, `parse_symbols`, `parse_events`).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from discord import app_commands
 
 from services.alerts import EVENT_KINDS
 from services.compare import SYMBOLS
+from services.members import load_member_data
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -54,6 +56,13 @@ async def session_choices(interaction: discord.Interaction, current: str) -> lis
     bars = await bot.resources.market.cached_bars("IWM")
     days = [d.isoformat() for d in bars.frame.index.date]
     return _choices(recent_days(days, current))
+
+
+async def member_session_choices(interaction: discord.Interaction,
+                                 current: str) -> list[app_commands.Choice[str]]:
+    """Sessions of the bundled member closes (what `/iwm breadth` answers from) starting with what was typed."""
+    data = await asyncio.to_thread(load_member_data)  # read from disk once per process, then shared
+    return _choices(recent_days([str(day) for day in data.dates], current))
 
 
 async def symbol_choices(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -7,9 +7,10 @@ before a restart still works (the class is registered once at start-up, `app.Sma
 
 `asked` is the as_of the member asked for (`live`: the latest data), `shown` the day the answer shows (the data's
 last session on or before `asked`), or `refresh` on the refresh button. A period button re-renders only the chart,
-as of `shown`, and keeps the embed (which no period changes); refresh builds the whole answer again from the data
-as it is now. Pressed by the member the answer was for, the message is edited in place; by anyone else, they get
-their own ephemeral copy. The button of the period shown is disabled and highlighted.
+as of `shown`, and keeps the embed, where the period changes only the chart (levels, breadth); where it changes the
+embed too (sectors' return period), it builds the answer as of `shown`. Refresh builds the whole answer again
+from the data as it is now. Pressed by the member the answer was for, the message is edited in place; by anyone
+else, they get their own ephemeral copy. The button of the period shown is disabled and highlighted.
 
 A chart command registers its answer here (`register_chart`) when its cog module is imported.
 """
@@ -72,16 +73,18 @@ class ChartCommand:
     """A chart command's buttons: its periods, its chart's file name, and how to answer.
 
     `answer(bot, guild_id, period, as_of)` builds the whole answer (the command itself and refresh use it);
-    `chart(bot, guild_id, period, shown)` renders only the chart for a period as of the day shown;
-    `latest(bot)` is the newest day the data has now (to tell a live answer that newer data exists).
+    `chart(bot, guild_id, period, shown)` renders only the chart for a period as of the day shown (None: the
+    period changes the embed too, so a period button builds the whole answer as of the day shown);
+    `latest(bot)` is the newest day the data has now, to tell a live answer that newer data exists (None: the
+    answer's day is not one series' last day, so there is no such note).
     """
 
     name: str
     periods: tuple[str, ...]
     filename: str
     answer: Callable[[SmallcapsBot, int | None, str, date | None], Awaitable[ChartAnswer]]
-    chart: Callable[[SmallcapsBot, int | None, str, date], Awaitable[bytes]]
-    latest: Callable[[SmallcapsBot], Awaitable[date]]
+    chart: Callable[[SmallcapsBot, int | None, str, date], Awaitable[bytes]] | None = None
+    latest: Callable[[SmallcapsBot], Awaitable[date]] | None = None
 
     def view(self, period: str, asked: date | None, shown: date) -> discord.ui.View:
         """The period buttons (the one shown disabled and highlighted) on the first row, refresh on the second."""
@@ -154,12 +157,12 @@ async def press(interaction: discord.Interaction, state: ChartState) -> None:
         answer = await command.answer(bot, interaction.guild_id, state.period, state.asked)
     else:
         embeds = interaction.message.embeds if interaction.message else []
-        if not embeds:  # a copy without its embed cannot be kept: build the answer as of the day shown
+        if command.chart is None or not embeds:  # the embed changes too (or is gone): the answer as of that day
             answer = await command.answer(bot, interaction.guild_id, state.period, state.shown)
         else:
             png = await command.chart(bot, interaction.guild_id, state.period, state.shown)
             answer = ChartAnswer(embeds[0].copy(), png, state.shown)
-        if state.asked is None and (latest := await command.latest(bot)) > state.shown:
+        if state.asked is None and command.latest and (latest := await command.latest(bot)) > state.shown:
             note = f"ℹ️ Newer data than this answer: {latest}. Press Refresh for it."
     message = command.message(answer, state.period, state.asked)
     if in_place:

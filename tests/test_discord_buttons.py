@@ -132,6 +132,18 @@ async def test_breadth_has_its_windows_as_buttons(running_bot: Any) -> None:
     assert buttons(discord_.find_message(message["id"]))["2y"]["disabled"]
 
 
+async def test_a_sectors_period_button_answers_for_that_period_as_of_the_day_shown(running_bot: Any) -> None:
+    """The sectors' period ranks the funds: the press rebuilds the embed for it, on the same day."""
+    _, discord_ = await running_bot()
+    answer = await invoke(discord_, "sectors", {"period": "1y", "as_of": DAY})
+    message = discord_.find_message(answer.final.response["id"])
+    assert list(buttons(message)) == ["1m", "3m", "ytd", "1y", "Refresh"]
+    assert message["embeds"][0]["title"].startswith(f"IWM sectors · 1y to {DAY}")
+    patch = await edited(await click(discord_, f"smallcaps:sectors:3m:{DAY}:{DAY}", message))
+    assert patch.json["embeds"][0]["title"].startswith(f"IWM sectors · 3m to {DAY}")
+    assert buttons(discord_.find_message(message["id"]))["3m"]["disabled"]
+
+
 async def autocomplete(discord_: LocalDiscord, subcommand: str, option: str, typed: str) -> list[dict[str, Any]]:
     started = time.monotonic()
     payload = discord_.slash_command("iwm", subcommand, {option: typed}, focused=option)
@@ -157,4 +169,9 @@ async def test_autocomplete_offers_sessions_symbols_and_events(running_bot: Any)
                                                                                            "RUT"]
     assert [c["value"] for c in await autocomplete(discord_, "subscribe", "events", "breakout,")] == [
         f"breakout,{k}" for k in ("all", *EVENT_KINDS) if k != "breakout"]
+    # breadth answers from the member closes, which end before IWM's bars do (README: to 2026-07-31)
+    assert any(d.startswith("2026-08") for d in days)
+    assert await autocomplete(discord_, "breadth", "as_of", "2026-08") == []
+    assert [c["value"] for c in await autocomplete(discord_, "breadth", "as_of", "2026-07-3")] == [
+        d for d in reversed(days) if d.startswith("2026-07-3")]
     discord_.assert_requests_valid()

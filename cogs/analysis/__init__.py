@@ -24,7 +24,7 @@ from cogs.analysis._format import AS_OF_HELP, lines_within, not_future
 from cogs.analysis._rates import rates_embed
 from cogs.analysis._sectors import sectors_embed
 from cogs.analysis._valuation import valuation_embed
-from cogs.autocomplete import session_choices, symbol_choices
+from cogs.autocomplete import member_session_choices, session_choices, symbol_choices
 from cogs.buttons import ChartAnswer, ChartCommand, register_chart
 from cogs.common import IwmCog, add_iwm_cog, attach_chart, parse_day
 from services import market_calendar
@@ -65,6 +65,17 @@ async def latest_breadth(bot: SmallcapsBot) -> date:
     return data.day(data.session())
 
 
+async def sectors_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: str,
+                               day: date | None) -> ChartAnswer:
+    res = bot.resources
+    report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
+                                       holdings_url=res.settings.holdings_url)
+    return ChartAnswer(sectors_embed(report, await res.market.age(report.as_of, day)), png, report.as_of)
+
+
+# The sectors' period ranks the funds (the embed changes too); their data ends on different days: no "newer" note.
+SECTORS_CHART = register_chart(ChartCommand("sectors", ("1m", "3m", "ytd", "1y"), "iwm-sectors.png",
+                                            sectors_chart_answer))
 BREADTH_CHART = register_chart(ChartCommand("breadth", ("3mo", "6mo", "1y", "2y", "max"), "iwm-breadth.png",
                                             breadth_chart_answer, breadth_chart, latest_breadth))
 
@@ -117,16 +128,13 @@ class Analysis(IwmCog):
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await interaction.response.defer(thinking=True)
-        res = self.bot.resources
-        report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
-                                           holdings_url=res.settings.holdings_url)
-        embed = sectors_embed(report, await res.market.age(report.as_of, day))
-        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-sectors.png"))
+        answer = await sectors_chart_answer(self.bot, interaction.guild_id, period, day)
+        await interaction.followup.send(**SECTORS_CHART.message(answer, period, day))
 
     @app_commands.command(name="breadth", description="Russell 2000 breadth from its members: % above 50/200-day "
                                                       "averages, A/D line, 52-week highs/lows")
     @app_commands.describe(period="Chart window (default 1y)", as_of=AS_OF_HELP)
-    @app_commands.autocomplete(as_of=session_choices)
+    @app_commands.autocomplete(as_of=member_session_choices)
     async def breadth(self, interaction: discord.Interaction, period: BreadthPeriod = "1y",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
