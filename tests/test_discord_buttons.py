@@ -5,9 +5,15 @@ description by the local Discord; the clicked message is checked as the spec's M
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import date
 from typing import Any
 
+import pytest
+
+from cogs.autocomplete import MAX_CHOICES, list_completions, recent_days
+from cogs.buttons import CHART_TEMPLATE, ChartState
 from services.alerts import EVENT_KINDS
 from services.market import read_bundled_csv
 from tests.support.discord_helpers import answer_of, assert_acknowledged_in_time, invoke
@@ -15,6 +21,24 @@ from tests.support.discord_schema import discord_schema
 from tests.support.local_discord import EPHEMERAL, InteractionHandle, LocalDiscord
 
 DAY = "2025-09-26"
+
+
+@pytest.mark.parametrize("state", [
+    ChartState("levels", "6mo", None, date(2025, 9, 26)), ChartState("levels", "max", date(2024, 1, 5), None),
+    ChartState("sectors", "ytd", date(2025, 9, 26), date(2025, 9, 26)),
+])
+def test_a_button_id_carries_its_whole_state(state: ChartState) -> None:
+    match = re.fullmatch(CHART_TEMPLATE, state.custom_id)
+    assert match and ChartState.parse(match) == state and len(state.custom_id) <= 100  # Discord's custom_id limit
+
+
+def test_completions_follow_what_was_typed() -> None:
+    days = [f"2025-0{m}-{d:02d}" for m in (8, 9) for d in range(1, 29)]
+    assert recent_days(days, "2025-09-1") == [f"2025-09-{d}" for d in range(19, 9, -1)]
+    assert recent_days(days, " ") == days[::-1][:MAX_CHOICES]
+    assert list_completions(["IWM", "SPY", "QQQ"], "spy, i") == ["SPY,IWM"]
+    assert list_completions(["IWM", "SPY", "QQQ"], "IWM,SPY,QQQ,") == []
+    assert list_completions(["breakout", "breakdown"], "BREAKOUT,b") == ["breakout,breakdown"]
 
 
 def buttons(message: dict[str, Any]) -> dict[str, dict[str, Any]]:
