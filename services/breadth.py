@@ -86,7 +86,7 @@ def divergence(close: pd.Series, ad_line: np.ndarray) -> tuple[float | None, int
 
 
 def draw_breadth(chart: BreadthChart) -> Figure:
-    fig, (price, above, ad, highs) = new_figure((1.3, 1.0, 0.8, 0.8), right=0.88)
+    fig, (price, above, ad, highs) = new_figure((1.3, 1.0, 0.8, 0.8), hspace=0.16, right=0.88)
     x = np.arange(len(chart.dates))
     price.plot(x, chart.price, color=TEXT, lw=1.4, label="IWM close")
     axis_label(price, "IWM $")
@@ -95,7 +95,7 @@ def draw_breadth(chart: BreadthChart) -> Figure:
         above.plot(x, values, color=colors.get(n, MUTED), lw=1.3, label=f"% above {n}-day avg")
     reference(above.axhline(50, color=MUTED, lw=0.8, ls="--"))
     above.set_ylim(0, 100)
-    above.set_yticks([0, 50, 100])
+    above.set_yticks([25, 50, 75])  # none on the edges, where the next panel's ticks are
     axis_label(above, "%")
     ad.plot(x, chart.ad_line, color=PURPLE, lw=1.3, label="A/D line (cumulative)")
     axis_label(ad, "A/D")

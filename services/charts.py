@@ -42,9 +42,9 @@ ORANGE = "#f47b20"
 TEAL = "#1abc9c"
 SERIES_COLORS = [BLUE, YELLOW, UP, PURPLE, DOWN, CYAN, PINK]
 # 1280x720 px from an 8-inch-wide figure, so a point of text keeps its share of the width: Discord shows a chart
-# about 520 px wide inline, where a TEXT_PT line is about 9.5 px high (tests/test_chart_layout.py checks it).
+# about 520 px wide inline, where TEXT_PT is 9 px (its em; tests/test_chart_layout.py checks every text).
 WIDTH_IN, HEIGHT_IN, DPI = 8.0, 4.5, 160
-TITLE_PT, TEXT_PT = 12.0, 9.0
+TITLE_PT, TEXT_PT = 13.0, 10.0
 LEFT, RIGHT, BOTTOM = 0.02, 0.915, 0.075  # panel edges (figure fraction); y ticks are on the right
 GAP_IN = 0.06  # between header rows, and from the header to the panels
 T = TypeVar("T")
@@ -254,11 +254,12 @@ def reference(artist: T) -> T:
 
 def edge_labels(ax: Axes, items: Sequence[tuple[str, str]], top: bool) -> None:
     """Labelled arrows for what lies beyond the panel's top (or bottom) edge: one row of (text, colour) at the
-    left of that edge, inside the strip `price_limits` keeps clear of the data."""
+    left of that edge, inside the strip `draw_levels` keeps clear of the data."""
     from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea
 
     arrow = "▲" if top else "▼"
-    parts = [TextArea(f"{arrow} {text}", textprops={"color": colour, "fontsize": TEXT_PT}) for text, colour in items]
+    parts: list[Artist] = [TextArea(f"{arrow} {text}", textprops={"color": colour, "fontsize": TEXT_PT})
+                           for text, colour in items]
     box = AnchoredOffsetbox("upper left" if top else "lower left", child=HPacker(children=parts, sep=12, pad=0),
                             frameon=False, pad=0.15, borderpad=0.2)
     ax.add_artist(box)
@@ -302,7 +303,7 @@ def draw_levels(chart: LevelsChart) -> Figure:
     frame = chart.frame
     # Panels are aligned by hand rather than with sharex, and carry few ticks: tick objects and their labels
     # were the largest cost of a render after the candles themselves.
-    fig, (ax, low) = new_figure((3.0, 1.0), sharex=False, hspace=0.14)
+    fig, (ax, low) = new_figure((3.0, 1.0), sharex=False, hspace=0.14, right=0.9)
     x = np.arange(len(frame))
     sma50, sma200 = (s.reindex(frame.index).to_numpy(dtype=float) for s in (chart.sma50, chart.sma200))
     if {"open", "high", "low"} <= set(frame.columns) and frame[["open", "high", "low"]].notna().all().all():

@@ -343,9 +343,9 @@ class SectorsChart:
 
 def draw_sectors(chart: SectorsChart) -> Figure:
     fig = blank_figure()
-    # Inches from the left: sector names to 1.6, their weights to 2.9; fund names from 3.05, returns from 5.15.
+    # Inches from the left: sector names to 1.75, their weights to 2.85; fund names from 2.95, returns from 5.3.
     left, right = (fig.add_subplot(fig.add_gridspec(1, 1, left=a / WIDTH_IN, right=b / WIDTH_IN, top=0.8,
-                                                    bottom=0.06)[0]) for a, b in ((1.6, 2.9), (5.15, 7.7)))
+                                                    bottom=0.06)[0]) for a, b in ((1.75, 2.85), (5.3, 7.75)))
     for ax in (left, right):
         style_axes(ax)
         ax.yaxis.tick_left()
@@ -359,7 +359,7 @@ def draw_sectors(chart: SectorsChart) -> Figure:
     for y, weight in enumerate(values):
         left.text(weight, y, f" {weight:.1f}", va="center", color=TEXT, fontsize=TEXT_PT)
     left.set_title("IWM weight by sector, %", color=MUTED, fontsize=TEXT_PT, loc="left", pad=3,
-                   x=(0.1 - 1.6) / (2.9 - 1.6))
+                   x=(0.1 - 1.75) / (2.85 - 1.75))
     left.set_xlim(0, max(values, default=1) * 1.35)
     few_ticks(left.xaxis, 3)
     labels = [s for s, _ in chart.relative]
@@ -368,14 +368,14 @@ def draw_sectors(chart: SectorsChart) -> Figure:
     right.barh(labels, drawn, color=[MUTED if v is None else UP if v >= 0 else DOWN for v in rel], height=0.6)
     reference(right.axvline(0, color=MUTED, lw=0.8))
     span = max([abs(v) for v in drawn] + [1.0])
-    right.set_xlim(-span * 1.4, span * 1.4)
+    right.set_xlim(-span * 1.75, span * 1.75)  # room for a label beyond the longest bar
     few_ticks(right.xaxis, 5)
     for y, v in enumerate(rel):
         text = "n/a" if v is None else f"{v:+.1f}"
         right.text(0 if v is None else v, y, f" {text} ", va="center", color=MUTED if v is None else TEXT,
                    fontsize=TEXT_PT, ha="left" if v is None or v >= 0 else "right")
     right.set_title(f"{chart.period} total return vs IWM, pp" + (f"\n{chart.measured}" if chart.measured else ""),
-                    color=MUTED, fontsize=TEXT_PT, loc="left", pad=3, x=(3.05 - 5.15) / (7.7 - 5.15))
+                    color=MUTED, fontsize=TEXT_PT, loc="left", pad=3, x=(2.95 - 5.3) / (7.75 - 5.3))
     header(fig, chart.title, chart.subtitle, reserve_in=0.4 if chart.measured else 0.22)
     return fig
 

@@ -376,7 +376,9 @@ def draw_valuation(chart: ValuationChart) -> Figure:
               for a, b in zip(chart.small_dates, chart.large_dates, strict=True)]
     for offset, values, days, color, name in ((-width / 2, chart.small, chart.small_dates, YELLOW, SIDES[SMALL]),
                                               (width / 2, chart.large, chart.large_dates, BLUE, SIDES[LARGE])):
-        bars.bar(x + offset, [0.0 if v is None else v for v in values], width=width * 0.95, color=color, label=name)
+        known = np.array([v is not None for v in values], dtype=bool)  # no bar where there is no figure
+        bars.bar((x + offset)[known], [v for v in values if v is not None], width=width * 0.95, color=color,
+                 label=name)
         for i, (xi, v, day) in enumerate(zip(x + offset, values, days, strict=True)):
             text = "n/a" if v is None else f"{v:.1f}" + (f"\n{day:%Y-%m}" if day and shared[i] is None else "")
             bars.text(xi, (0 if v is None else v) + top * 0.03, text, ha="center", va="bottom",
@@ -384,6 +386,7 @@ def draw_valuation(chart: ValuationChart) -> Figure:
     bars.set_xticks(x, [f"{label}" + (f" · {day:%Y-%m}" if day else "") + "\nsmall/large "
                         + ("n/a" if r is None else f"{r:.2f}")
                         for label, r, day in zip(chart.labels, chart.ratios, shared, strict=True)])
+    bars.set_xlim(-0.6, len(x) - 0.4)
     bars.set_ylim(0, top * 1.6)
     few_ticks(bars.yaxis, 3)
     bars.set_axisbelow(True)

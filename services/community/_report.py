@@ -16,6 +16,7 @@ from services.charts import (
     DOWN,
     MUTED,
     TEXT,
+    TEXT_PT,
     UP,
     YELLOW,
     Renderer,
@@ -115,7 +116,7 @@ class CommunityChart:
 def draw_community(chart: CommunityChart) -> Figure:
     if not any(chart.messages):
         return draw_empty(chart.title, chart.subtitle, f"No messages logged in these {len(chart.days)} days yet")
-    fig, (price, activity, mood) = new_figure((1.4, 1.2, 0.8), hspace=0.08)
+    fig, (price, activity, mood) = new_figure((1.4, 1.2, 0.8), hspace=0.16)
     x = np.arange(len(chart.days))
     close = np.array([np.nan if c is None else c for c in chart.close], dtype=float)
     ok = ~np.isnan(close)
@@ -123,7 +124,7 @@ def draw_community(chart: CommunityChart) -> Figure:
         price.plot(x[ok], close[ok], color=TEXT, lw=1.3, marker="o" if ok.sum() < 40 else None, ms=3,
                    label="IWM close")
     if chart.price_note:  # why (part of) the panel has no price: its title, above the panel
-        price.set_title(chart.price_note, loc="left", color=YELLOW, fontsize=9, pad=3)
+        price.set_title(chart.price_note, loc="left", color=YELLOW, fontsize=TEXT_PT, pad=3)
     axis_label(price, "IWM $")
     price.tick_params(labelbottom=False)
     activity.bar(x, chart.messages, color=BLUE, width=0.8, label="messages")

@@ -12,6 +12,7 @@ import pandas as pd
 import sqlite_utils
 
 from services.charts import (
+    BLUE,
     BOTTOM,
     CYAN,
     DOWN,
@@ -143,8 +144,7 @@ def draw_sentiment(chart: SentimentChart) -> Figure:
     ok, seen = ~np.isnan(spread), ~np.isnan(aaii)
     reference(ax.axhline(0, color=MUTED, lw=0.8))
     reference(ax.axhline(avg.spread, color=YELLOW, lw=1.0, ls="--", label=f"AAII long-run average {avg.spread:+.1f}"))
-    ax.bar(x[ok], spread[ok], color=np.where(spread[ok] >= 0, UP, DOWN), width=0.7, alpha=0.85,
-           label="server: bull-bear spread")
+    ax.bar(x[ok], spread[ok], color=BLUE, width=0.7, alpha=0.85, label="server: bull-bear spread")
     if ok.sum() > 1:
         ax.plot(x[ok], spread[ok], color=TEXT, lw=0.9, marker="o", ms=3)
     if seen.any():
