@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # matplotlib itself is imported on first use: see blank_figur
     from matplotlib.axis import Axis
     from matplotlib.figure import Figure
     from matplotlib.path import Path
+    from matplotlib.text import Text
 
 BG = "#2b2d31"  # Discord's dark embed background
 PANEL = "#313338"
@@ -109,10 +110,23 @@ def header(fig: Figure, title: str, subtitle: str = "", handles: Sequence[Artist
     def below(artist: Artist) -> float:
         return float(artist.get_window_extent(renderer).y0 / height) - gap
 
-    y = below(fig.text(LEFT, 1 - 0.07 / HEIGHT_IN, title, color=TEXT, fontsize=TITLE_PT, fontweight="bold",
-                       va="top"))
+    def fitted(artist: Text) -> Text:
+        """Too wide for the figure: broken into lines at the " · " separators."""
+        words = artist.get_text().split(" · ")
+        lines = [words[0]]
+        for word in words[1:]:
+            artist.set_text(" · ".join([lines[-1], word]))
+            if artist.get_window_extent(renderer).x1 > fig.get_window_extent().width * (1 - LEFT):
+                lines.append(word)
+            else:
+                lines[-1] = artist.get_text()
+        artist.set_text(" ·\n".join(lines))
+        return artist
+
+    y = below(fitted(fig.text(LEFT, 1 - 0.07 / HEIGHT_IN, title, color=TEXT, fontsize=TITLE_PT,
+                              fontweight="bold", va="top")))
     if subtitle:
-        y = below(fig.text(LEFT, y, subtitle, color=MUTED, fontsize=TEXT_PT, va="top"))
+        y = below(fitted(fig.text(LEFT, y, subtitle, color=MUTED, fontsize=TEXT_PT, va="top")))
     if handles is None:
         found: dict[str, Artist] = {}
         for ax in fig.axes:
@@ -333,13 +347,17 @@ def draw_levels(chart: LevelsChart) -> Figure:
             shown.append((name, a, b, colour))
     for _, a, b, _ in shown:
         lo, hi = min(lo, a), max(hi, b)
+    n = len(frame)
+    margin = 0.03  # the last candle (an alert's event) sits clear of the right edge
+    # On an alert's chart the levels stop short of the event's candle, which stands clear of every line and label.
+    end = 1.0 if chart.highlight is None else (n - 1.6 + 1) / (n * (1 + margin) + 1)
     for name, a, b, colour in shown:
         if a < b:
-            reference(ax.axhspan(a, b, color=colour, alpha=0.16, lw=0, label=name))
+            reference(ax.axhspan(a, b, xmax=end, color=colour, alpha=0.16, lw=0, label=name))
         elif colour == TEXT:
-            reference(ax.axhline(a, color=colour, lw=1.6, label=name))
+            reference(ax.axhline(a, xmax=end, color=colour, lw=1.6, label=name))
         else:
-            reference(ax.axhline(a, color=colour, lw=1.0, ls="--" if colour == YELLOW else ":", label=name))
+            reference(ax.axhline(a, xmax=end, color=colour, lw=1.0, ls="--" if colour == YELLOW else ":", label=name))
     # Head room for the edge labels: the data never reaches a strip that carries one.
     span = hi - lo or abs(hi) * 0.01 or 1.0
     strip_top, strip_bottom = (0.1 if above else 0.04), (0.1 if under else 0.04)
@@ -349,8 +367,7 @@ def draw_levels(chart: LevelsChart) -> Figure:
         if items:
             edge_labels(ax, items, top)
     ax.set_xticks([])
-    margin = 0.03  # the last candle (an alert's event) sits clear of the right edge
-    ax.set_xlim(-1, len(frame) * (1 + margin))
+    ax.set_xlim(-1, n * (1 + margin))
     few_ticks(ax.yaxis, 6)
     few_ticks(low.yaxis, 3)
     rs = chart.rs.reindex(frame.index)

@@ -124,6 +124,7 @@ CHARTS: dict[str, Callable[[Database], Awaitable[Figure]]] = {
     "levels 2021-11": lambda db: spec_of(market_answer(levels_answer, Z, "1y", date(2021, 11, 8))),
     "compare": lambda db: spec_of(market_answer(compare_answer)),
     "compare rut": lambda db: spec_of(market_answer(compare_answer, "iwm,rut,spy", date(2024, 1, 2))),
+    "compare four": lambda db: spec_of(market_answer(compare_answer, "iwm,spy,qqq,rut", date(2022, 1, 3))),
     "sectors": lambda db: spec_of(lambda r: sectors_answer(MarketData([]), Documents(None), r, "3m")),  # type: ignore[arg-type]
     "rates": lambda db: spec_of(lambda r: rates_answer(MarketData([]), Documents(None), r)),  # type: ignore[arg-type]
     "breadth 1y": lambda db: spec_of(market_answer(breadth_answer, "1y")),
