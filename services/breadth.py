@@ -21,6 +21,7 @@ from services.charts import (
     MUTED,
     PURPLE,
     TEXT,
+    TEXT_PT,
     UP,
     YELLOW,
     Renderer,
@@ -90,6 +91,11 @@ def draw_breadth(chart: BreadthChart) -> Figure:
     x = np.arange(len(chart.dates))
     price.plot(x, chart.price, color=TEXT, lw=1.4, label="IWM close")
     axis_label(price, "IWM $")
+    priced = np.flatnonzero(~np.isnan(chart.price))
+    ends_early = len(priced) > 0 and priced[-1] < len(x) - 1
+    if ends_early:  # the price panel ends before the breadth panels: say where
+        price.set_title(f"IWM close to {chart.dates[priced[-1]]:%Y-%m-%d}, breadth to {chart.dates[-1]:%Y-%m-%d}",
+                        loc="left", color=YELLOW, fontsize=TEXT_PT, pad=3)
     colors = {WINDOWS[0]: YELLOW, WINDOWS[1]: BLUE}
     for n, values in chart.pct_above.items():
         above.plot(x, values, color=colors.get(n, MUTED), lw=1.3, label=f"% above {n}-day avg")
@@ -108,7 +114,7 @@ def draw_breadth(chart: BreadthChart) -> Figure:
     for ax in (price, above, ad):
         ax.tick_params(labelbottom=False)
     date_axis(highs, chart.dates)
-    header(fig, chart.title, chart.subtitle)
+    header(fig, chart.title, chart.subtitle, reserve_in=0.2 if ends_early else 0.0)
     return fig
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from itertools import combinations, pairwise
 from typing import Any
@@ -113,6 +113,18 @@ def alert_figure(kind: str) -> Figure:
     return draw_levels(alert_chart(frame, event, Z))
 
 
+async def breadth_price_ends_first() -> Figure:
+    """IWM's closes stop ten sessions before the members' (a price source behind the member data)."""
+    recorder = Recorder()
+    await breadth_answer(MarketData([]), recorder, "3mo")  # type: ignore[arg-type]
+    [(_, spec)] = recorder.specs
+    price = spec.price.copy()
+    price[-10:] = np.nan
+    fig = draw_breadth(replace(spec, price=price))
+    assert fig.axes[0].get_title(loc="left").startswith(f"IWM close to {spec.dates[-11]:%Y-%m-%d}, breadth to")
+    return fig
+
+
 def market_answer(fn: Callable[..., Awaitable[object]], *args: object, **kwargs: object,
                   ) -> Callable[[Recorder], Awaitable[object]]:
     return lambda r: fn(MarketData([]), r, *args, **kwargs)
@@ -129,6 +141,7 @@ CHARTS: dict[str, Callable[[Database], Awaitable[Figure]]] = {
     "rates": lambda db: spec_of(lambda r: rates_answer(MarketData([]), Documents(None), r)),  # type: ignore[arg-type]
     "breadth 1y": lambda db: spec_of(market_answer(breadth_answer, "1y")),
     "breadth 3mo": lambda db: spec_of(market_answer(breadth_answer, "3mo")),
+    "breadth, price ends first": lambda db: breadth_price_ends_first(),
     "valuation": lambda db: spec_of(lambda r: valuation_answer(Documents(None), r)),  # type: ignore[arg-type]
     "valuation 2023": lambda db: spec_of(lambda r: valuation_answer(Documents(None), r, date(2023, 6, 30))),  # type: ignore[arg-type]
     "sentiment": lambda db: sentiment_figure(db, 52, 30),
