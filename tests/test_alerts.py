@@ -21,6 +21,7 @@ import pytest
 from services import market_calendar
 from services.alerts import (
     EVENT_KINDS,
+    NEW_HIGH_QUIET_SESSIONS,
     AlertStore,
     DeliveryError,
     DetectorState,
@@ -71,21 +72,41 @@ async def store(tmp_path: Path) -> AsyncIterator[AlertStore]:
         yield s
 
 
+def record_closes(close: pd.Series) -> list[int]:
+    """Positions of the closes above every earlier close, by a plain loop (the first close is the first record)."""
+    values = close.to_numpy(dtype=float)
+    records, high = [0], values[0]
+    for i in range(1, len(values)):
+        if values[i] > high:
+            records.append(i)
+            high = values[i]
+    return records
+
+
+def quiet_new_highs(close: pd.Series, quiet: int = NEW_HIGH_QUIET_SESSIONS) -> list[pd.Timestamp]:
+    """The record closes with at least `quiet` sessions strictly between them and the record close before."""
+    records = record_closes(close)
+    return [close.index[b] for a, b in itertools.pairwise(records) if b - a - 1 >= quiet]
+
+
 def expected_events(frame: pd.DataFrame, z: Zones) -> set[tuple[date, str]]:
     """The same rules computed independently, vectorised over the whole history."""
     c = frame["close"]
     found: list[tuple[pd.Timestamp, str]] = []
 
-    def turns_on(on: pd.Series, off: pd.Series) -> pd.Series:
-        # 1 on an "on" close, 0 on an "off" close, otherwise the last decisive close's value (start: off).
+    def turns_on(on: pd.Series, off: pd.Series, crossed: pd.Series) -> pd.Series:
+        # 1 on an "on" close, 0 on an "off" close, otherwise the last decisive close's value (start: off); it
+        # counts only when the previous close was on the other side of the level (`crossed`; never the first bar).
         regime = pd.Series(np.where(on, 1.0, np.where(off, 0.0, np.nan)), c.index).ffill().fillna(0.0)
-        return (regime == 1) & (regime.shift(1, fill_value=0.0) == 0)
+        return (regime == 1) & (regime.shift(1, fill_value=0.0) == 0) & crossed
 
-    found += [(d, "breakout") for d in c.index[turns_on(c > z.resistance_high, c < z.resistance_low)]]
-    found += [(d, "breakdown") for d in c.index[turns_on(c < z.support, c > z.entry_low)]]
-    entry = (c.shift(1) > z.entry_high) & (c >= z.entry_low) & (c <= z.entry_high)
+    prev = c.shift(1)
+    found += [(d, "breakout") for d in c.index[turns_on(c > z.resistance_high, c < z.resistance_low,
+                                                        prev <= z.resistance_high)]]
+    found += [(d, "breakdown") for d in c.index[turns_on(c < z.support, c > z.entry_low, prev >= z.support)]]
+    entry = (prev > z.entry_high) & (c >= z.entry_low) & (c <= z.entry_high)
     found += [(d, "entry_zone") for d in c.index[entry]]
-    found += [(d, "new_high") for d in c.index[c > c.cummax().shift(1)]]
+    found += [(d, "new_high") for d in quiet_new_highs(c)]
 
     adj = frame["adj_close"]
     last_days = adj.groupby(adj.index.to_period("M")).apply(lambda s: s.index[-1])
@@ -137,6 +158,39 @@ def test_new_high_first_beats_the_2021_closing_high(frame: pd.DataFrame) -> None
     assert "2021-11-08" in firsts[0].detail
 
 
+def test_new_high_fires_once_per_run_of_records(frame: pd.DataFrame, window_events: list[Event]) -> None:
+    """Every record close used to alert: 36 in the window (the first on 2025-09-18, ~11 months to 2026-08-21).
+    Only the first after a quiet month (NEW_HIGH_QUIET_SESSIONS sessions without one) alerts now."""
+    close = frame["close"].dropna()
+    in_window = [close.index[i] for i in record_closes(close) if START <= close.index[i].date() <= END]
+    assert len(in_window) == 36 and in_window[0].date() == date(2025, 9, 18)
+    highs = [e for e in window_events if e.kind == "new_high"]
+    expected = [d.date() for d in quiet_new_highs(close) if START <= d.date() <= END]
+    assert [e.day for e in highs] == expected == [date(2025, 9, 18), date(2025, 12, 4), date(2026, 4, 16),
+                                                   date(2026, 8, 4)]
+    assert "above 250.33 (2025-10-15), the first in 34 sessions" in highs[1].detail
+
+
+def test_replay_from_the_first_bar_crosses_nothing_on_it(frame: pd.DataFrame) -> None:
+    """The first bar (2000-05-26, far below support 200) has no previous close on the other side: no breakdown.
+    The first breakdown is the first close below support after a close at or above it."""
+    close = frame["close"].dropna()
+    events = replay(frame, Z, close.index[0].date(), END)
+    assert all(e.day != close.index[0].date() for e in events) and close.iloc[0] < Z.support
+    first_cross = next(close.index[i].date() for i in range(1, len(close))
+                       if close.iloc[i] < Z.support <= close.iloc[i - 1])
+    assert next(e.day for e in events if e.kind == "breakdown") == first_cross
+
+
+def test_a_state_stored_before_the_quiet_count_is_rebuilt(frame: pd.DataFrame) -> None:
+    _, state = advance(frame, Z, None, date(2025, 12, 3))
+    old = json.loads(state.to_json())
+    del old["since_high"]
+    events, rebuilt = advance(frame, Z, DetectorState.from_json(json.dumps(old)), date(2025, 12, 4))
+    assert [e.kind for e in events] == ["new_high"] and rebuilt.since_high == 0
+    assert rebuilt == advance(frame, Z, None, date(2025, 12, 4))[1]
+
+
 def test_streak_events(window_events: list[Event]) -> None:
     streaks = [(e.day, e.streak) for e in window_events if e.kind == "streak"]
     assert streaks == [(date(2025, 7, 31), 3), (date(2025, 8, 29), 4), (date(2025, 9, 30), 5),
@@ -151,7 +205,7 @@ def test_replay_window_matches_an_independent_computation(frame: pd.DataFrame, w
     assert got == sorted(got, key=lambda x: x[0])
     counts = {k: sum(kind == k for _, kind in got) for k in ("breakout", "breakdown", "entry_zone", "new_high",
                                                               "streak")}
-    assert counts == {"breakout": 4, "breakdown": 4, "entry_zone": 16, "new_high": 36, "streak": 6}
+    assert counts == {"breakout": 4, "breakdown": 4, "entry_zone": 16, "new_high": 4, "streak": 6}
     assert [d for d, k in got if k == "breakout"] == [date(2025, 10, 3), date(2025, 10, 14), date(2025, 11, 25),
                                                       date(2026, 3, 31)]
 
@@ -185,11 +239,17 @@ def test_detect_is_pure_and_idempotent() -> None:
     events, state = detect(date(2025, 1, 2), 239.0, Z, state)
     assert events == [] and state.ath_close == 239.0  # a first close is no "new" high
     events, after = detect(date(2025, 1, 3), 246.0, Z, state)
-    assert [e.kind for e in events] == ["breakout", "new_high"]
+    assert [e.kind for e in events] == ["breakout"]  # a record, but the day after the last one: no new_high
     assert detect(date(2025, 1, 3), 246.0, Z, after) == ([], after)  # same day again: nothing
     events, after2 = detect(date(2025, 1, 6), 241.0, Z, after)  # back inside the zone: still disarmed
-    events, _ = detect(date(2025, 1, 7), 247.0, Z, after2)
+    quiet = after2
+    for i in range(NEW_HIGH_QUIET_SESSIONS - 1):  # 20 sessions without a record in all
+        _, quiet = detect(date(2025, 2, 1) + pd.Timedelta(days=i), 241.0, Z, quiet)
+    assert quiet.since_high == NEW_HIGH_QUIET_SESSIONS
+    events, _ = detect(date(2025, 3, 1), 247.0, Z, quiet)
     assert [e.kind for e in events] == ["new_high"]
+    events, _ = detect(date(2025, 1, 7), 247.0, Z, after2)  # a record after 1 quiet session: none
+    assert events == []
     _, rearmed = detect(date(2025, 1, 8), 239.9, Z, after2)
     events, _ = detect(date(2025, 1, 9), 245.5, Z, rearmed)
     assert [e.kind for e in events] == ["breakout"]
@@ -213,7 +273,8 @@ def test_advance_rebuilds_state_for_new_levels(frame: pd.DataFrame) -> None:
     other = Zones.parse("150,160-170,180-190")
     events, rebuilt = advance(frame, other, state, date(2025, 10, 3))
     assert rebuilt.matches(other) and not rebuilt.breakout_armed  # long above 190 already
-    assert [e.kind for e in events] == ["new_high"]
+    assert events == [] and rebuilt.ath_day == date(2025, 10, 3)  # a record 10 sessions after the last one
+    assert rebuilt.since_high == 0 and state.since_high == 10  # 2025-09-19..10-02 after the 09-18 record
 
 
 def test_intraday_notices() -> None:
@@ -280,7 +341,7 @@ async def test_run_replay_text() -> None:
     text = await run_replay(market, START, END, Z)
     lines = text.splitlines()
     assert lines[0].startswith("IWM alert replay 2024-01-01..2026-08-21 · levels 200,205-220,240-245")
-    assert "66 events" in lines[0] and len(lines) == 67
+    assert "34 events" in lines[0] and len(lines) == 35
     assert any(line.startswith("2025-10-03  breakout    close  245.83  level  245.00") for line in lines)
     with pytest.raises(InputError, match="after"):
         await run_replay(market, END, START, Z)
@@ -540,11 +601,11 @@ async def test_check_close_posts_once_and_saves_state(store: AlertStore, frame: 
     await store.subscribe(1, 601, "breakout,new_high", created_by=7)
     channels = Channels()
     first = await check_close(store, 1, frame, date(2025, 10, 3), channels.send)
-    assert sorted(r.status for r in first) == ["sent", "sent"] and channels.zones == [Z, Z]
+    assert [r.status for r in first] == ["sent"] and channels.zones == [Z]  # a breakout; the record is no new_high
     assert [f for _, f in channels.messages[601]] == [footer_text(e) for e in replay(frame, Z, date(2025, 10, 3),
                                                                                     date(2025, 10, 3))]
     assert (await store.load_state(1)).last_day == date(2025, 10, 3)  # type: ignore[union-attr]
     await store.save_state(1, DetectorState.fresh(Z))  # as if the state write had been lost in a crash
     again = await check_close(store, 1, frame, date(2025, 10, 3), channels.send)
-    assert {r.status for r in again} == {"duplicate"} and len(channels.messages[601]) == 2
+    assert {r.status for r in again} == {"duplicate"} and len(channels.messages[601]) == 1
     assert await check_close(store, 1, frame, date(2026, 10, 6), channels.send) == []  # no bar yet
