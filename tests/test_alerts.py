@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -445,6 +445,7 @@ class Channels:
         self.next_id = 1000
         self.inflight = self.max_inflight = 0
         self.zones: list[Zones] = []  # the levels each send was given
+        self.since: list[datetime] = []  # the time bound of each search
 
     async def send(self, channel_id: int, role_id: int | None, event: Event, zones: Zones) -> int:
         self.zones.append(zones)
@@ -461,7 +462,8 @@ class Channels:
         finally:
             self.inflight -= 1
 
-    async def find(self, channel_id: int, key: str) -> int | None:
+    async def find(self, channel_id: int, key: str, since: datetime) -> int | None:
+        self.since.append(since)
         return next((mid for mid, footer in self.messages.get(channel_id, []) if footer.endswith(key)), None)
 
 
@@ -566,10 +568,34 @@ async def test_exactly_once_across_a_crash_between_send_and_record(tmp_path: Pat
         # Recovery finds the post by its footer key and records it; nothing is re-sent.
         [done] = await recover(store, channel.send, channel.find)
         assert (done.status, done.message_id) == ("sent", 4242)
+        # searched back to the intent's record time less the margin, not through a count of recent messages
+        assert abs(datetime.now(UTC) - entry.created_at) < timedelta(minutes=5)
+        assert channel.since == [entry.created_at - timedelta(hours=1)]
         assert channel.messages[401] == [(4242, footer_text(EVENT))]
         assert await store.pending() == []
         [row] = await store.outbox(1)
         assert (row.status, row.message_id) == ("sent", 4242)
+
+
+async def test_the_outbox_commits_with_synchronous_full(store: AlertStore) -> None:
+    """WAL with synchronous=NORMAL can lose the last commits on a power loss (an intent lost: the alert goes out
+    twice); the outbox's transactions are committed with FULL, and the connection is back to NORMAL after."""
+    statements: list[str] = []
+    await store.database.run(lambda db: db.conn.set_trace_callback(statements.append))
+    sub = await store.subscribe(1, 701, "breakout", created_by=7)
+    statements.clear()
+    outbox_id = await store.claim(sub, EVENT)
+    assert outbox_id is not None
+    await store.record(outbox_id, "sent", message_id=1, attempted=True)
+    await store.database.run(lambda db: db.conn.set_trace_callback(None))
+    writes = [i for i, sql in enumerate(statements) if "alert_outbox" in sql]
+    commits = [i for i, sql in enumerate(statements) if sql.strip().upper() == "COMMIT"]
+    fulls = [i for i, sql in enumerate(statements) if sql == "PRAGMA synchronous=FULL"]
+    normals = [i for i, sql in enumerate(statements) if sql == "PRAGMA synchronous=NORMAL"]
+    assert len(writes) == len(commits) == len(fulls) == len(normals) == 2, statements
+    for full, write, commit, normal in zip(fulls, writes, commits, normals, strict=True):
+        assert full < write < commit < normal  # each write committed while the level is FULL
+    assert await store.database.run(lambda db: db.conn.execute("PRAGMA synchronous").fetchone()[0]) == 1  # NORMAL
 
 
 async def test_recovery_when_unsure_skips_and_when_absent_sends(store: AlertStore) -> None:
@@ -582,10 +608,10 @@ async def test_recovery_when_unsure_skips_and_when_absent_sends(store: AlertStor
     await store.claim(c, old)
     channels = Channels()
 
-    async def find(channel_id: int, key: str) -> int | None:
+    async def find(channel_id: int, key: str, since: datetime) -> int | None:
         if channel_id == 502:
             raise DeliveryError("forbidden", "missing Read Message History")
-        return await channels.find(channel_id, key)
+        return await channels.find(channel_id, key, since)
 
     await store.set_levels(1, "190,195-210,230-235")
     results = {r.channel_id: r for r in await recover(store, channels.send, find, oldest=date(2025, 10, 1))}

@@ -62,6 +62,11 @@ def channel_posts(discord_: LocalDiscord, channel: dict[str, Any]) -> list[dict[
     return [m for m in discord_.channel_messages(channel) if "interaction_metadata" not in m]
 
 
+def bot_posts(discord_: LocalDiscord, channel: dict[str, Any]) -> list[dict[str, Any]]:
+    """`channel_posts` without the members' messages."""
+    return [m for m in channel_posts(discord_, channel) if m["author"]["id"] == discord_.bot_user["id"]]
+
+
 async def subscribe(discord_: LocalDiscord, guild: FakeGuild, channel: str, events: str = "breakout",
                     **options: Any) -> None:
     answer = await invoke(discord_, "subscribe", {"channel": channel, "events": events, **options}, manage=True,
@@ -278,8 +283,9 @@ async def test_a_crash_between_send_and_record_is_recovered_without_a_resend(
     running_bot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The post reaches Discord but recording its message id fails (the process dies there): the outbox row stays
-    pending. On the next start, recovery finds the post in the channel by its footer key and records it; nothing
-    is sent again, and the re-run close check finds the event already claimed."""
+    pending. Members then write 150 messages, so the post is more than 100 (one page) back. On the next start,
+    recovery reads the channel page by page back to the intent's time, finds the post by its footer key and
+    records it; nothing is sent again, and the re-run close check finds the event already claimed."""
     bot, discord_ = await running_bot()
     guild, channel = discord_.guild, discord_.guild.channel("iwm-alerts")
     await subscribe(discord_, guild, "iwm-alerts")
@@ -302,17 +308,21 @@ async def test_a_crash_between_send_and_record_is_recovered_without_a_resend(
     (entry,) = await outbox(bot, guild)
     assert (entry.id, entry.status, entry.message_id) == (crashed[0], "pending", None)
 
+    for i in range(150):
+        discord_.user_message(f"chatter {i}", channel="iwm-alerts")
+
     reads = len(discord_.requests_to("GET", "/channels/{channel_id}/messages"))
     with alerts_today(date(2025, 10, 6)):  # the next trading day: the pending post is recent enough to settle
         restarted, _ = await running_bot()
     cog = await watcher_settled(restarted, discord_)
-    assert len(discord_.requests_to("GET", "/channels/{channel_id}/messages")) == reads + 1  # looked for it
-    (message,) = channel_posts(discord_, channel)
+    pages = discord_.requests_to("GET", "/channels/{channel_id}/messages")[reads:]
+    assert len(pages) == 2 and "before" in pages[1].query  # 100 newest, then the page that reaches the post
+    (message,) = bot_posts(discord_, channel)
     (entry,) = await outbox(restarted, guild)
     assert (entry.status, entry.message_id) == ("sent", int(message["id"]))
 
     assert await cog.run_close_check(BREAKOUT_DAY) == 0
-    assert len(posts_to(discord_, channel)) == 1 and len(channel_posts(discord_, channel)) == 1
+    assert len(posts_to(discord_, channel)) == 1 and len(bot_posts(discord_, channel)) == 1
 
 
 async def test_a_gateway_reconnect_mid_fan_out_loses_and_duplicates_nothing(
