@@ -25,6 +25,8 @@ import sqlite_utils
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.alerts import MuteButton
+from cogs.buttons import ChartButton
 from cogs.errors import handle_command_error
 from services.alerts import AlertStore
 from services.charts import Renderer
@@ -38,7 +40,8 @@ from services.storage import Database
 
 log = logging.getLogger("smallcaps")
 
-EXTENSIONS = ("cogs.levels", "cogs.analysis", "cogs.alerts", "cogs.sentiment", "cogs.community", "cogs.status")
+EXTENSIONS = ("cogs.levels", "cogs.analysis", "cogs.alerts", "cogs.sentiment", "cogs.community", "cogs.status",
+              "cogs.help")
 
 
 @dataclass
@@ -127,6 +130,9 @@ class SmallcapsBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        # Buttons carry their state in their custom_id: registered once, they answer presses on any message,
+        # also on those sent before a restart.
+        self.add_dynamic_items(ChartButton, MuteButton)
         await self.sync_commands()
         await self.resources.renderer.warm_up()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -12,7 +13,21 @@ import discord
 from discord import app_commands
 from discord.ext import tasks
 
-from cogs.common import BLUE, GREEN, GREY, RED, IwmCog, add_iwm_cog, guild_of, in_guild, png_file, target_channel
+from cogs.autocomplete import event_choices
+from cogs.common import (
+    BLUE,
+    GREEN,
+    GREY,
+    RED,
+    IwmCog,
+    add_iwm_cog,
+    guild_of,
+    in_guild,
+    png_file,
+    requires,
+    target_channel,
+)
+from cogs.errors import handle_command_error
 from services import market_calendar
 from services.alerts import (
     EVENT_KINDS,
@@ -38,7 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLOURS = {"up": GREEN, "down": RED, "neutral": BLUE}
-manage_channels = app_commands.checks.has_permissions(manage_channels=True)
+manage_channels = requires(manage_channels=True)
 Preset = Literal["derived", "article"]  # /iwm setlevels presets: services.swing_levels.RULE, or Zones()'s defaults
 
 
@@ -49,6 +64,45 @@ def alert_embed(post: AlertPost) -> discord.Embed:
     embed.set_image(url="attachment://iwm-alert.png")
     embed.set_footer(text=post.footer)  # verbatim: recovery finds posts by it
     return embed
+
+
+MUTE_HOURS = 24
+
+
+class MuteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"smallcaps:mute:(?P<kind>[a-z_]+)"):
+    """Under each alert: a moderator (Manage Channels in that channel) mutes this kind of event in the channel
+    for 24 h (`AlertStore.mute`; delivery skips muted channels). Persistent: the kind is in the custom_id."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(discord.ui.Button(label=f"Mute this event here for {MUTE_HOURS} h", emoji="🔕",
+                                           style=discord.ButtonStyle.secondary, custom_id=f"smallcaps:mute:{kind}"))
+        self.kind = kind
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> MuteButton:
+        return cls(match["kind"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            if interaction.guild_id is None or interaction.channel_id is None:
+                raise app_commands.NoPrivateMessage()
+            if not interaction.permissions.manage_channels:
+                raise app_commands.MissingPermissions(["manage_channels"])
+            bot: SmallcapsBot = interaction.client  # type: ignore[assignment]
+            until = await bot.resources.alerts.mute(interaction.guild_id, interaction.channel_id, self.kind,
+                                                    MUTE_HOURS)
+            await interaction.response.send_message(
+                f"🔕 No `{self.kind}` alerts in <#{interaction.channel_id}> until "
+                f"{discord.utils.format_dt(until, 'f')}.", ephemeral=True)
+        except Exception as exc:
+            await handle_command_error(interaction, exc, f"button smallcaps:mute:{self.kind}")
+
+
+def mute_view(kind: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(MuteButton(kind))
+    return view
 
 
 class Alerts(IwmCog):
@@ -74,6 +128,7 @@ class Alerts(IwmCog):
     @app_commands.describe(channel="Where to post (default: this channel)",
                            events="all, or some of: " + ", ".join(EVENT_KINDS),
                            role="A role to mention in each alert")
+    @app_commands.autocomplete(events=event_choices)
     @in_guild()
     @manage_channels
     async def subscribe(self, interaction: discord.Interaction, channel: discord.TextChannel | None = None,
@@ -179,6 +234,7 @@ class Alerts(IwmCog):
                 embed=alert_embed(prepared.post),
                 file=png_file(prepared.chart, "iwm-alert.png"),
                 nonce=post_nonce(channel_id, event.key),
+                view=mute_view(event.kind),
                 allowed_mentions=discord.AllowedMentions(everyone=False, users=False,
                                                          roles=[discord.Object(role_id)] if role_id else False),
             )

@@ -28,6 +28,7 @@ from cogs.common import (
     in_guild,
     plural,
     png_file,
+    requires,
     safe_listener,
     target_channel,
 )
@@ -66,7 +67,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-manage_messages = app_commands.checks.has_permissions(manage_messages=True)
+manage_messages = requires(manage_messages=True)
 CHART = "iwm-sentiment.png"
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NO_RESULT = 0  # result_message_id of a poll whose message (or channel) was deleted: closed, nothing to post

@@ -25,7 +25,7 @@ from services.alerts import AlertStore, OutboxEntry, post_nonce, replay
 from services.config import Zones
 from services.market import read_bundled_csv
 from services.swing_levels import RULE, derived_zones
-from tests.support.discord_helpers import PNG_MAGIC, answer_of, assert_refused, invoke, levels, stored_rows
+from tests.support.discord_helpers import MODERATOR, PNG_MAGIC, answer_of, assert_refused, invoke, levels, stored_rows
 from tests.support.local_discord import FakeGuild, LocalDiscord, RecordedRequest
 from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
 
@@ -513,3 +513,39 @@ async def test_a_live_bar_above_the_servers_resistance_posts_one_breakout(
     assert await cog.run_close_check(LIVE_DAY) == 0
     assert server.calls[path] == calls + 1  # it looked again, and found the event already posted
     assert len(posts_to(discord_, channel)) == 1 and len(channel_posts(discord_, channel)) == 1
+
+
+async def test_the_mute_button_is_for_moderators_and_delivery_honours_it(running_bot: Any) -> None:
+    """Under the alert: a member without Manage Channels is refused; a moderator's press mutes that kind of event
+    in that channel for 24 h, so the same event, detected again, is not posted there; once the mute ends it is."""
+    bot, discord_ = await running_bot()
+    guild, channel = discord_.guild, discord_.guild.channel("iwm-alerts")
+    await subscribe(discord_, guild, "iwm-alerts")
+    cog = await watcher_settled(bot, discord_)
+    assert await cog.run_close_check(BREAKOUT_DAY) == 1
+    (post,) = channel_posts(discord_, channel)
+    (row,) = post["components"]
+    (button,) = row["components"]
+    assert (button["custom_id"], button["label"]) == ("smallcaps:mute:breakout", "Mute this event here for 24 h")
+
+    refused = await answer_of(await discord_.dispatch_interaction(
+        discord_.component_click("smallcaps:mute:breakout", post, member="bob")))
+    assert_refused(refused)
+    assert "Manage Channels" in refused.content
+    muted = await answer_of(await discord_.dispatch_interaction(
+        discord_.component_click("smallcaps:mute:breakout", post, member="alice", permissions=MODERATOR)))
+    assert muted.ephemeral and muted.content.startswith("🔕") and "breakout" in muted.content
+    store = bot.resources.alerts
+    assert await store.muted_channels(guild.id, "breakout") == {int(channel["id"])}
+    assert await store.muted_channels(guild.id, "new_high") == set()
+
+    async def forget_the_post() -> None:  # as if the breakout were a new one: no outbox row, no detector state
+        await bot.resources.database.run(lambda db: db.conn.executescript(
+            "delete from alert_outbox; delete from alert_state;"))
+
+    await forget_the_post()
+    assert await cog.run_close_check(BREAKOUT_DAY) == 0
+    assert len(channel_posts(discord_, channel)) == 1
+    await bot.resources.database.run(lambda db: db.execute("update alert_mutes set until = '2000-01-01T00:00:00'"))
+    await forget_the_post()
+    assert await cog.run_close_check(BREAKOUT_DAY) == 1

@@ -161,6 +161,7 @@ EXAMPLES: dict[str, Examples] = {
         valid=(Call({"days": 30}, manage=True),), bad=Call({"days": 30}), embed=False, ephemeral=True,
         file=r"community-\d+-30d\.csv"),
     "iwm status": Examples(valid=(Call(),), bad=None, ephemeral=True),
+    "iwm help": Examples(valid=(Call(),), bad=None, ephemeral=True),
 }
 
 

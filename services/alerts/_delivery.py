@@ -96,9 +96,10 @@ async def fan_out(subscriptions: Iterable[Subscription], event: Event, send: Sen
     """Post `event` to every enabled subscription (of one guild, whose levels are `zones`) that wants it, at
     most `concurrency` sends at a time.
 
-    Each post is claimed in the outbox first (a channel that already has this event is skipped as
-    `duplicate`), then sent, then its message id recorded. forbidden/not_found disable that subscription
-    with the reason; no failure stops the other channels.
+    Channels where a moderator muted this kind of event (`AlertStore.mute`) are left out. Each post is claimed
+    in the outbox first (a channel that already has this event is skipped as `duplicate`), then sent, then its
+    message id recorded. forbidden/not_found disable that subscription with the reason; no failure stops the
+    other channels.
     """
     gate = asyncio.Semaphore(concurrency)
 
@@ -110,6 +111,9 @@ async def fan_out(subscriptions: Iterable[Subscription], event: Event, send: Sen
             return await _deliver(store, sub, event, zones, outbox_id, send)
 
     wanted = [s for s in subscriptions if s.wants(event.kind)]
+    if wanted and (muted := await store.muted_channels(wanted[0].guild_id, event.kind)):
+        log.info("alerts: %s not posted to muted channels %s", event.key, sorted(muted))
+        wanted = [s for s in wanted if s.channel_id not in muted]
     return list(await asyncio.gather(*(one(s) for s in wanted)))
 
 

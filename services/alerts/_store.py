@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import sqlite_utils
@@ -63,6 +63,13 @@ CREATE TABLE IF NOT EXISTS alert_outbox (
     UNIQUE (guild_id, channel_id, event_key)
 );
 CREATE INDEX IF NOT EXISTS alert_outbox_status ON alert_outbox (status);
+CREATE TABLE IF NOT EXISTS alert_mutes (
+    guild_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    until TEXT NOT NULL,
+    PRIMARY KEY (guild_id, channel_id, kind)
+);
 """
 
 Status = Literal["pending", "retry", "sent", "failed", "skipped"]
@@ -223,6 +230,25 @@ class AlertStore:
         levels = db.execute("update alert_levels set updated_by = null where guild_id = ? and updated_by = ?",
                             [guild_id, user_id]).rowcount
         return subs + levels
+
+    # mutes (a moderator's "mute this event here for 24 h" button under an alert)
+
+    async def mute(self, guild_id: int, channel_id: int, kind: str, hours: float = 24) -> datetime:
+        """No `kind` alerts in the channel for `hours` from now (again: from now again); when the mute ends."""
+        if kind not in EVENT_KINDS:
+            raise InputError(f"unknown alert event {kind!r}")
+        until = self.clock() + timedelta(hours=hours)
+        await self._write(lambda db: db.execute(
+            "insert or replace into alert_mutes (guild_id, channel_id, kind, until) values (?, ?, ?, ?)",
+            [guild_id, channel_id, kind, until.isoformat(timespec="seconds")]))
+        return until
+
+    async def muted_channels(self, guild_id: int, kind: str) -> set[int]:
+        """The guild's channels where `kind` alerts are muted now."""
+        rows = await self.database.run(lambda db: self._rows(
+            db, "select channel_id from alert_mutes where guild_id = ? and kind = ? and until > ?",
+            [guild_id, kind, self._now()]))
+        return {r["channel_id"] for r in rows}
 
     # levels and detector state
 
