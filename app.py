@@ -84,7 +84,7 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         stack.callback(renderer.close)
         sources = Sources()  # every live source's breaker, market data's and documents', for /iwm status
         market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
-                            expected_session=last_session, sources=sources)
+                            expected_session=last_session, sources=sources, deadline=settings.fetch_deadline_seconds)
         alerts = AlertStore(database, settings.zones)
         await alerts.setup()
         sentiment = SentimentStore(database)

@@ -246,11 +246,13 @@ class Alerts(IwmCog):
             raise DeliveryError("rate_limited" if exc.status == 429 else "other", f"HTTP {exc.status}") from exc
         return message.id
 
-    async def find(self, channel_id: int, key: str) -> int | None:
+    async def find(self, channel_id: int, key: str, since: datetime) -> int | None:
+        """The bot's post with this event key's footer, looked for in every message since `since`, newest first,
+        page by page (a busy channel may have hundreds since the post)."""
         channel = await self._channel(channel_id)
         footer = footer_for(key)
         try:
-            async for message in channel.history(limit=100):
+            async for message in channel.history(limit=None, after=since, oldest_first=False):
                 if self.bot.user and message.author.id == self.bot.user.id and any(
                         e.footer.text == footer for e in message.embeds):
                     return message.id

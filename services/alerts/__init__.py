@@ -22,6 +22,7 @@ from services.alerts._delivery import (
 from services.alerts._detector import (
     DAILY_KINDS,
     EVENT_KINDS,
+    NEW_HIGH_QUIET_SESSIONS,
     DetectorState,
     Event,
     advance,
@@ -49,6 +50,7 @@ __all__ = [
     "EVENT_KINDS",
     "MAX_ATTEMPTS",
     "MAX_SUBSCRIPTIONS_PER_GUILD",
+    "NEW_HIGH_QUIET_SESSIONS",
     "AlertPost",
     "AlertStore",
     "Delivery",

@@ -6,10 +6,12 @@ Delivery guarantee (what `fan_out` and `recover` implement):
     Before sending, we insert an outbox row whose unique key is (guild, channel, event key): a second attempt,
     a second watcher or a restart finds the row and does not send. After Discord answers we store the message
     id. A crash between the send and that write leaves a row without a message id; on start-up `pending()`
-    returns it and `recover()` reconciles: it asks the cog to look for the post in the channel's recent
-    messages (every post carries the event key in its footer, and a per-channel nonce that Discord itself
-    dedupes for a few minutes). Found: we record its id, nothing is re-sent. Known absent: we send it now.
-    Cannot tell (the bot cannot read the channel), or the event is stale: we skip it and record why.
+    returns it and `recover()` reconciles: it asks the cog to look for the post in every message of the channel
+    since the intent was recorded (less RECOVERY_MARGIN; every post carries the event key in its footer, and a
+    per-channel nonce that Discord itself dedupes for a few minutes). Found: we record its id, nothing is
+    re-sent. Known absent: we send it now. Cannot tell (the bot cannot read the channel), or the event is
+    stale: we skip it and record why. The outbox commits with synchronous=FULL (`Database.durable`), so a
+    power loss cannot roll an intent back after its post went out.
     We chose at-most-once over at-least-once because a duplicated market alert (and its role ping) in a
     community channel is worse than one missing alert, and the reconciliation makes the missing case rare:
     it needs a crash in the milliseconds between Discord's answer and a local SQLite write, plus a channel
@@ -22,7 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 import pandas as pd
@@ -34,6 +36,9 @@ from services.config import Zones
 log = logging.getLogger(__package__)
 
 MAX_ATTEMPTS = 3
+# How far before an intent's record time its post is looked for: the post came after the record by the bot's
+# clock, and Discord stamps message ids by its own; an hour covers any sane clock skew.
+RECOVERY_MARGIN = timedelta(hours=1)
 
 DeliveryKind = Literal["forbidden", "not_found", "rate_limited", "other"]
 
@@ -48,7 +53,8 @@ class DeliveryError(Exception):
 
 
 Send = Callable[[int, int | None, Event, Zones], Awaitable[int]]  # (channel_id, role_id, event, levels) -> message id
-Find = Callable[[int, str], Awaitable[int | None]]  # (channel_id, event key) -> message_id if already posted
+# (channel_id, event key, since) -> message_id if already posted: every message since `since` is looked at
+Find = Callable[[int, str, datetime], Awaitable[int | None]]
 
 
 @dataclass(frozen=True)
@@ -134,7 +140,7 @@ async def recover(store: AlertStore, send: Send, find: Find, *, oldest: date | N
             continue
         why = ""
         try:
-            found, looked = await find(entry.channel_id, entry.event.key), True
+            found, looked = await find(entry.channel_id, entry.event.key, entry.created_at - RECOVERY_MARGIN), True
         except DeliveryError as exc:
             found, looked, why = None, False, exc.kind
         if not looked and entry.status == "pending":  # it may be in the channel: re-sending could duplicate it

@@ -110,12 +110,13 @@ class OutboxEntry:
     message_id: int | None
     attempts: int
     error: str | None
+    created_at: datetime  # when the intent was recorded: the post, if any, came after it
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> OutboxEntry:
         return cls(row["id"], row["guild_id"], row["channel_id"], row["subscription_id"],
                    Event.from_dict(json.loads(row["event"])), row["status"], row["message_id"], row["attempts"],
-                   row["error"])
+                   row["error"], datetime.fromisoformat(row["created_at"]))
 
 
 def _snowflake(value: object, what: str) -> int:
@@ -157,11 +158,8 @@ class AlertStore:
         await self.database.run(lambda db: db.conn.executescript(SCHEMA))
 
     async def _write(self, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
-        def tx(db: sqlite_utils.Database) -> Any:
-            with db.conn:
-                return fn(db)
-
-        return await self.database.run(tx)
+        # synchronous=FULL (Database.durable): an outbox row a power loss rolled back would let the alert go out twice.
+        return await self.database.durable(fn)
 
     @staticmethod
     def _rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@ by a scripted fault or routed to its handler (routes.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -58,6 +59,18 @@ class Fault:
     body: dict[str, Any] | None
 
 
+@dataclass
+class Hold:
+    """The next request matching `method` and `pattern` is handled (its effect is in the state) but its answer waits
+    until `release` is set: a test kills the client meanwhile, as a crash right after Discord acted."""
+
+    method: str
+    pattern: re.Pattern[str]
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    request: RecordedRequest | None = None
+
+
 Handler = Callable[..., Awaitable[Any]]
 
 
@@ -103,6 +116,12 @@ class Rest(DiscordState):
         """
         self.faults.append(Fault(method.upper(), template_regex(path), status, count, retry_after, body))
 
+    def hold_next(self, method: str, path: str) -> Hold:
+        """Handle the next request matching METHOD + path template, then hold its answer (see Hold)."""
+        hold = Hold(method.upper(), template_regex(path))
+        self.holds.append(hold)
+        return hold
+
     def problems(self) -> list[str]:
         return [f"{r.method} {r.path}: {p}" for r in self.requests for p in r.problems]
 
@@ -121,6 +140,12 @@ class Rest(DiscordState):
         try:
             await self._read_body(request, rec)
             response = self._take_fault(rec) or await self._route(rec)
+            hold = next((h for h in self.holds if h.method == rec.method and h.pattern.fullmatch(rec.path)), None)
+            if hold is not None:
+                self.holds.remove(hold)
+                hold.request = rec
+                hold.reached.set()
+                await hold.release.wait()
         finally:
             self.requests.append(rec)  # once answered, so a waiting test sees the body and the status together
             self._notify()

@@ -32,7 +32,7 @@ from tests.support.local_discord.payloads import (
 
 if TYPE_CHECKING:
     from tests.support.local_discord.gateway import GatewayConnection, GatewaySession
-    from tests.support.local_discord.rest import Fault, FilePart, RecordedRequest
+    from tests.support.local_discord.rest import Fault, FilePart, Hold, RecordedRequest
 
 
 @dataclass
@@ -119,6 +119,7 @@ class DiscordState:
         self.guilds: list[FakeGuild] = []
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
+        self.holds: list[Hold] = []
         self.messages: dict[int, dict[int, dict[str, Any]]] = {}  # channel id -> message id -> message
         self.dm_channels: dict[str, dict[str, Any]] = {}  # channel id -> a DM channel (see `in_a_dm`)
         self.attachment_data: dict[int, bytes] = {}
