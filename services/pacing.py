@@ -26,12 +26,14 @@ class RateLimiter:
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
+        # One waiter at a time, on a fixed schedule of slots (so a sleep's late wake-up does not slow the rate),
+        # and the schedule never falls more than a slot behind the clock: after a stalled loop at most two go
+        # back to back, never a burst.
         async with self._lock:
-            now = time.monotonic()
-            wait = self._next - now
-            self._next = max(now, self._next) + self.interval
-        if wait > 0:
-            await asyncio.sleep(wait)
+            wait = self._next - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._next = max(self._next + self.interval, time.monotonic())
 
 
 def alert_post_rate(shard_ids: tuple[int, ...] | None, shard_count: int | None) -> float:
