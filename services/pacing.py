@@ -26,14 +26,15 @@ class RateLimiter:
         self._lock = asyncio.Lock()
 
     async def acquire(self) -> None:
-        # One waiter at a time, on a fixed schedule of slots (so a sleep's late wake-up does not slow the rate),
-        # and the schedule never falls more than a slot behind the clock: after a stalled loop at most two go
-        # back to back, never a burst.
+        # One waiter at a time, each on its own slot: slots follow each other a fixed interval apart (so a
+        # sleep's late wake-up does not slow the rate), and a slot is never in the past (so after a stalled
+        # loop the waiters still leave one interval apart: a stall never turns into a burst).
         async with self._lock:
-            wait = self._next - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._next = max(self._next + self.interval, time.monotonic())
+            now = time.monotonic()
+            slot = max(self._next, now)
+            if slot > now:
+                await asyncio.sleep(slot - now)
+            self._next = slot + self.interval
 
 
 def alert_post_rate(shard_ids: tuple[int, ...] | None, shard_count: int | None) -> float:
