@@ -34,6 +34,7 @@ from services.alerts import (
     AlertPost,
     AlertStore,
     DeliveryError,
+    Detections,
     Event,
     PostCache,
     check_close,
@@ -45,6 +46,7 @@ from services.alerts import (
 )
 from services.config import ConfigError, Zones
 from services.errors import InputError
+from services.pacing import RateLimiter, alert_post_rate
 from services.swing_levels import RULE, derived_answer
 
 if TYPE_CHECKING:
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 COLOURS = {"up": GREEN, "down": RED, "neutral": BLUE}
 manage_channels = requires(manage_channels=True)
+GUILDS_AT_ONCE = 8  # close checks in flight: enough to keep the paced posts flowing while others read the database
 Preset = Literal["derived", "article"]  # /iwm setlevels presets: services.swing_levels.RULE, or Zones()'s defaults
 
 
@@ -114,6 +117,12 @@ class Alerts(IwmCog):
     def posts(self) -> PostCache:
         """Each event's post and chart, prepared once (made on first use: parsing commands needs no resources)."""
         return PostCache(self.bot.resources.market, self.bot.resources.renderer)
+
+    @functools.cached_property
+    def pace(self) -> RateLimiter:
+        """Alert posts of every guild share one pace, under Discord's global limit (services.pacing)."""
+        settings = self.bot.settings
+        return RateLimiter(alert_post_rate(settings.shard_ids, settings.shard_count))
 
     @property
     def store(self) -> AlertStore:
@@ -228,6 +237,7 @@ class Alerts(IwmCog):
     async def send(self, channel_id: int, role_id: int | None, event: Event, zones: Zones) -> int:
         channel = await self._channel(channel_id)
         prepared = await self.posts.get(event, zones)
+        await self.pace.acquire()
         try:
             message = await channel.send(
                 content=f"<@&{role_id}>" if role_id else None,
@@ -271,10 +281,15 @@ class Alerts(IwmCog):
     async def run_close_check(self, through: date) -> int:
         """Post the events of the session `through` to every subscribed channel of this process's guilds."""
         frame = (await self.bot.resources.market.bars("IWM")).frame
-        posted = 0
-        for guild_id in self.my_guild_ids(await self.store.guild_ids()):
-            results = await check_close(self.store, guild_id, frame, through, self.send)
-            posted += sum(r.status == "sent" for r in results)
+        memo: Detections = {}
+        gate = asyncio.Semaphore(GUILDS_AT_ONCE)
+
+        async def one(guild_id: int) -> int:
+            async with gate:
+                results = await check_close(self.store, guild_id, frame, through, self.send, memo=memo)
+                return sum(r.status == "sent" for r in results)
+
+        posted = sum(await asyncio.gather(*(one(g) for g in self.my_guild_ids(await self.store.guild_ids()))))
         self._last_close_checked = through
         return posted
 

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from tests.support.discord_schema import SchemaViolation, discord_schema
 from tests.support.local_discord.payloads import API_PREFIX, DiscordError
+from tests.support.local_discord.ratelimits import RateLimits
 from tests.support.local_discord.state import DiscordState
 
 
@@ -82,6 +83,7 @@ class Rest(DiscordState):
     """Recording, validation, faults and routing; the route table and its handlers are in `Routes`."""
 
     _routes: list[tuple[str, re.Pattern[str], Handler]]
+    rate_limits: RateLimits | None = None  # off unless a test calls `enforce_rate_limits`
 
     # -- recorded requests ------------------------------------------------------------------------------------------
     async def wait_for_request(
@@ -122,6 +124,11 @@ class Rest(DiscordState):
         self.holds.append(hold)
         return hold
 
+    def enforce_rate_limits(self, limits: RateLimits | None = None) -> RateLimits:
+        """From now on answer as Discord does over its global and per-route limits (ratelimits.py)."""
+        self.rate_limits = limits or RateLimits()
+        return self.rate_limits
+
     def problems(self) -> list[str]:
         return [f"{r.method} {r.path}: {p}" for r in self.requests for p in r.problems]
 
@@ -139,7 +146,9 @@ class Rest(DiscordState):
         )
         try:
             await self._read_body(request, rec)
-            response = self._take_fault(rec) or await self._route(rec)
+            response = self._take_fault(rec) or self._over_rate_limit(rec) or await self._route(rec)
+            if self.rate_limits is not None and response.status != 429:
+                response.headers.update(self.rate_limits.headers(rec.method, rec.path))
             hold = next((h for h in self.holds if h.method == rec.method and h.pattern.fullmatch(rec.path)), None)
             if hold is not None:
                 self.holds.remove(hold)
@@ -188,6 +197,10 @@ class Rest(DiscordState):
             code, message = known.get(fault.status, (0, f"{fault.status}: Error"))
             body = {"message": message, "code": code}
         return self._respond(rec, fault.status, fault.body or body, headers)
+
+    def _over_rate_limit(self, rec: RecordedRequest) -> web.Response | None:
+        limited = self.rate_limits.check(rec.method, rec.path) if self.rate_limits is not None else None
+        return None if limited is None else self._respond(rec, 429, *limited)
 
     def _respond(
         self, rec: RecordedRequest, status: int, body: Any, headers: Mapping[str, str] | None = None
