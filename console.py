@@ -102,6 +102,7 @@ class ConsoleInteraction:
         self.guild = None
         self.user = discord.Object(CONSOLE_USER_ID)
         self.permissions = discord.Permissions.all()
+        self.app_permissions = discord.Permissions.all()
         self.filesize_limit = 10 * 1024 * 1024  # Discord's attachment limit for a server without boosts
         self.response = ConsoleResponse(self)
         self.followup = ConsoleFollowup(self)

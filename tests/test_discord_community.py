@@ -8,6 +8,7 @@ import io
 import json
 from typing import Any
 
+import discord
 import pytest
 
 from services.sentiment import BEARISH, BULLISH
@@ -254,3 +255,41 @@ async def test_export_and_community_are_per_guild(running_bot: Any, discord_: Lo
     assert "🚀 1" in reports["Smallcaps HQ"] and "$TNA" not in reports["Smallcaps HQ"]
     assert "**1** messages from **1** members" in reports["Other HQ"] and "$TNA 1" in reports["Other HQ"]
     assert "$IWM" not in reports["Other HQ"]
+
+
+async def test_community_and_export_show_only_channels_the_member_can_read(running_bot: Any,
+                                                                          discord_: LocalDiscord) -> None:
+    """#iwm-alerts is private (hidden from @everyone; Moderators, bob and the bot may read it): alice's
+    `/iwm community` and `/iwm export` leave it out, a moderator's include it."""
+    guild = discord_.guild
+    reading = discord.Permissions(view_channel=True, read_message_history=True).value
+    guild.overwrite("iwm-alerts", guild.role("@everyone"), deny=discord.Permissions(view_channel=True).value)
+    for target in (guild.role("Moderator"), guild.role("smallcaps"), guild.member("bob")):
+        guild.overwrite("iwm-alerts", target, allow=reading)
+    bot, _ = await running_bot(MESSAGE_CONTENT_INTENT="1")
+    await log_on(discord_)
+    assert (await command(discord_, "log", {"state": "on", "channel": "iwm-alerts"}, roles=["Moderator"])
+            ).callback.json["data"]["content"].startswith("✅")
+    await send(discord_, "$IWM in the open", member="alice")
+    await send(discord_, "$TSLA in private", member="bob", channel="iwm-alerts")
+
+    async def logged() -> bool:
+        return len(await messages(bot)) == 2
+
+    await discord_.wait_until(logged)
+
+    async def report(**who: Any) -> str:
+        handle = await command(discord_, "community", {"days": 7}, responses=2, **who)
+        return json.dumps(handle.responses()[1].json["embeds"], ensure_ascii=False)
+
+    async def export(**who: Any) -> list[str]:
+        handle = await command(discord_, "export", {"days": 7}, responses=2, **who)
+        (file,) = handle.responses()[1].files
+        return [r["content"] for r in csv.DictReader(io.StringIO(file.data.decode("utf-8")))]
+
+    alice = await report()
+    assert "**1** messages from **1** members in 1 logged channel" in alice and "$TSLA" not in alice
+    moderator = await report(roles=["Moderator"])
+    assert "**2** messages from **2** members in 2 logged channels" in moderator and "$TSLA 1" in moderator
+    assert await export(permissions=MANAGER) == ["$IWM in the open"]
+    assert await export(roles=["Moderator"]) == ["$IWM in the open", "$TSLA in private"]

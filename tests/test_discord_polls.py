@@ -8,6 +8,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import discord
 import pytest
 
 from app import open_resources
@@ -261,6 +262,28 @@ async def test_schedule_validation_permissions_and_weekly_post(running_bot: Any)
     handle = await command(discord_, "poll-unschedule", permissions=POLL_MODERATOR)
     assert ephemeral_error(handle).startswith("✅ No more weekly polls")
     assert await store.schedules(guild.id) == []
+
+
+async def test_schedule_rights_are_checked_in_the_channel_acted_on(running_bot: Any, discord_: LocalDiscord) -> None:
+    """bob holds Manage Messages only in #general: he cannot remove #iwm-alerts' weekly poll from there. A
+    schedule in a channel where the bot may not post polls is refused with what the bot lacks."""
+    guild = discord_.guild
+    guild.overwrite("general", guild.member("bob"), allow=discord.Permissions(manage_messages=True).value)
+    guild.overwrite("iwm-alerts", guild.role("smallcaps"), deny=discord.Permissions(send_polls=True).value)
+    bot, _ = await running_bot()
+    store = bot.resources.sentiment
+    alerts_id = int(guild.channel("iwm-alerts")["id"])
+    await store.set_schedule(guild.id, alerts_id, 0, "14:00", datetime.now(UTC))
+    before = await store.schedules(guild.id)
+    handle = await command(discord_, "poll-unschedule", {"channel": "iwm-alerts"}, member="bob")
+    assert ephemeral_error(handle) == (f"⛔ You need the Manage Messages permission in <#{alerts_id}> to use this "
+                                       "command on it.")
+    handle = await command(discord_, "poll-schedule", {"weekday": 1, "time": "15:00"}, channel="iwm-alerts",
+                           permissions=POLL_MODERATOR)
+    assert ephemeral_error(handle).startswith(f"⛔ I need the Send Polls permission in <#{alerts_id}>")
+    assert await store.schedules(guild.id) == before
+    handle = await command(discord_, "poll-unschedule", {}, member="bob")  # #general: his right holds there
+    assert ephemeral_error(handle) == f"<#{guild.channel('general')['id']}> had no weekly poll."
 
 
 async def test_console_poll_prints_the_poll_payload(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:

@@ -167,6 +167,12 @@ class DiscordSchema:
                     problems += _command_problems(command, f"[{index}]")
         return problems
 
+    def object_problems(self, component: str, value: Any) -> list[str]:
+        """What in `value` does not match the spec's `components/schemas/<component>` (a payload the local
+        Discord sends, e.g. ChannelPermissionOverwriteResponse)."""
+        validator = self._validator(f"/components/schemas/{component}")
+        return [line for error in validator.iter_errors(value) for line in _describe(error)]
+
     def check(self, method: str, path: str, body: Any, files: Iterable[tuple[str, int]] = ()) -> None:
         """Like validate(), raising SchemaViolation listing the problems."""
         problems = self.validate(method, path, body, files)
