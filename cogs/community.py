@@ -63,8 +63,8 @@ FORGET_WHAT = ("your logged messages (and their earlier versions), your reaction
 
 def forget_text(counts: ForgetCounts) -> str:
     return (f"✅ Deleted {plural(counts.messages, 'message')}, {plural(counts.revisions, 'earlier version')}, "
-            f"{plural(counts.reactions, 'reaction')} and {plural(counts.votes, 'poll vote')}. Closed poll "
-            "results keep their counts, without names.")
+            f"{plural(counts.reactions, 'reaction')} and {plural(counts.votes, 'poll vote')}. Poll results keep "
+            "their counts, without names (a poll still open counts your vote when it closes, without your name).")
 
 
 def only_channels(data: bytes, channels: frozenset[int]) -> bytes:
@@ -313,11 +313,15 @@ class Community(IwmCog):
 
     @tasks.loop(hours=24)
     async def retention(self) -> None:
-        """Once a day (first at start-up): delete what is older than LOG_RETENTION_DAYS."""
+        """Once a day (first at start-up): delete what is older than LOG_RETENTION_DAYS, the log's rows and the
+        votes of polls closed before then (the polls keep their counts)."""
         try:
-            purged = await self.community.purge_older_than(self.bot.settings.log_retention_days)
+            days = self.bot.settings.log_retention_days
+            purged = await self.community.purge_older_than(days)
             if purged.messages or purged.revisions or purged.reactions:
                 log.info("community log retention: purged %s", purged)
+            if votes := await self.bot.resources.sentiment.purge_votes_older_than(days):
+                log.info("poll vote retention: purged %d votes of polls closed over %d days ago", votes, days)
         except Exception:
             log.exception("community log retention failed; next try in 24 hours")
 

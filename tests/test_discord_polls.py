@@ -14,7 +14,7 @@ import pytest
 from app import open_resources
 from console import answer, run_console
 from services.config import Settings
-from services.sentiment import BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally
+from services.sentiment import BEARISH, BULLISH, MIN_VOTES, NEUTRAL, PollSpec, Tally
 from services.timefmt import iso_utc
 from tests.support.aaii import AAII_LAST, AAII_MEANS, AAII_SPREAD
 from tests.support.discord_helpers import POLL_MODERATOR, command, ephemeral_error, post_poll
@@ -284,6 +284,25 @@ async def test_schedule_rights_are_checked_in_the_channel_acted_on(running_bot: 
     assert await store.schedules(guild.id) == before
     handle = await command(discord_, "poll-unschedule", {}, member="bob")  # #general: his right holds there
     assert ephemeral_error(handle) == f"<#{guild.channel('general')['id']}> had no weekly poll."
+
+
+async def test_the_daily_retention_run_purges_old_poll_votes(running_bot: Any) -> None:
+    """The community cog's retention loop (first run at start-up) also deletes the votes of polls closed more
+    than LOG_RETENTION_DAYS ago; the poll keeps its tally."""
+    bot, discord_ = await running_bot()
+    store, guild = bot.resources.sentiment, discord_.guild
+    opened = datetime.now(UTC) - timedelta(days=40)
+    await store.register_poll(guild.id, int(guild.channel()["id"]), 42, PollSpec("Old poll", 24), opened)
+    await store.record_vote(42, 7, BULLISH, True, opened + timedelta(minutes=1))
+    await store.reconcile(42, {BULLISH: {7}}, opened + timedelta(days=1))
+    await store.mark_result_posted(42, 43)
+    bot, _ = await running_bot(LOG_RETENTION_DAYS="30")  # a restart: retention runs once the bot is ready
+
+    async def purged() -> bool:
+        return await count_rows(bot, "sentiment_votes") == 0
+
+    await discord_.wait_until(purged, 10.0, "the votes' retention")
+    assert (await bot.resources.sentiment.get_poll(42)).final == Tally(1, 0, 0)
 
 
 async def test_console_poll_prints_the_poll_payload(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
