@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from typing import Any
 
 import discord
@@ -293,3 +294,24 @@ async def test_community_and_export_show_only_channels_the_member_can_read(runni
     assert "**2** messages from **2** members in 2 logged channels" in moderator and "$TSLA 1" in moderator
     assert await export(permissions=MANAGER) == ["$IWM in the open"]
     assert await export(roles=["Moderator"]) == ["$IWM in the open", "$TSLA in private"]
+
+
+async def test_debug_logs_carry_no_message_text(running_bot: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """At DEBUG discord.py logs every gateway event it receives; a member's message, its edit and a command's
+    options reach the log as ids and lengths only."""
+    caplog.set_level(logging.DEBUG)
+    bot, discord_ = await running_bot(MESSAGE_CONTENT_INTENT="1")
+    await log_on(discord_)
+    secret = "my-secret-position-in-$IWM"
+    message = await send(discord_, secret, member="alice")
+    await discord_.dispatch("MESSAGE_UPDATE", discord_.message_update(message, content=secret + " (edited)"))
+
+    async def logged() -> bool:
+        rows = await messages(bot)
+        return bool(rows) and rows[int(message["id"])]["content"].endswith("(edited)")
+
+    await discord_.wait_until(logged)
+    gateway = [r for r in caplog.records if r.name == "discord.gateway" and "WebSocket Event" in r.getMessage()]
+    assert any(message["id"] in r.getMessage() and "content_length" in r.getMessage() for r in gateway)
+    leaked = [r.getMessage() for r in caplog.records if "my-secret-position" in r.getMessage()]
+    assert leaked == []
