@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import date
+from typing import Any
 
 import aiohttp
 import discord
@@ -124,6 +125,9 @@ class SmallcapsBot(commands.AutoShardedBot):
         self.resources = resources
         self.force_sync = sync
         self.background = background  # False in the console: no watcher loops without a Discord connection
+        gateway_log = logging.getLogger("discord.gateway")
+        if GATEWAY_EVENTS not in gateway_log.filters:  # on the logger itself: before any handler, caplog's too
+            gateway_log.addFilter(GATEWAY_EVENTS)
         self.iwm = app_commands.Group(name="iwm", description="Small caps through IWM: levels, valuation, sectors")
         self.tree.add_command(self.iwm)
 
@@ -212,6 +216,36 @@ class RedactToken(logging.Filter):
                 if message is not None:
                     record.args = ()
         return True
+
+
+class SummariseGatewayEvents(logging.Filter):
+    """discord.py logs every gateway event it receives at DEBUG, members' messages and command options included.
+    A dispatched event's record keeps its name, sequence and ids, and a message's text only as its length, so a
+    DEBUG log holds no member text (the community log is the one place it is kept, under forget-me and retention).
+    """
+
+    MESSAGE = "For Shard ID %s: WebSocket Event: %s"  # discord/gateway.py, DiscordWebSocket.received_message
+
+    @staticmethod
+    def summary(event: dict[str, Any]) -> dict[str, Any]:
+        data = event.get("d")
+        if event.get("op") != 0 or not isinstance(data, dict):  # hello, heartbeat ack, reconnect: no member text
+            return event
+        kept: dict[str, Any] = {k: v for k, v in data.items() if k == "id" or k.endswith("_id")}
+        if isinstance(author := data.get("author"), dict):
+            kept["author_id"] = author.get("id")
+        if isinstance(content := data.get("content"), str):
+            kept["content_length"] = len(content)
+        return {"op": 0, "t": event.get("t"), "s": event.get("s"), "d": kept}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == self.MESSAGE and isinstance(record.args, tuple) and len(record.args) == 2 \
+                and isinstance(record.args[1], dict):
+            record.args = (record.args[0], self.summary(record.args[1]))
+        return True
+
+
+GATEWAY_EVENTS = SummariseGatewayEvents()
 
 
 def setup_logging(settings: Settings) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import sys
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,9 @@ from services.errors import InputError
 CONSOLE_GUILD_ID = 1
 CONSOLE_CHANNEL_ID = 2
 CONSOLE_USER_ID = 3
+# The console's state (levels, subscriptions, schedules it sets) stays apart from the bot's `smallcaps.db`, so a
+# try-out in the terminal never changes what the bot on Discord does; DATABASE_PATH chooses another file.
+CONSOLE_DATABASE = Path("smallcaps-console.db")
 
 
 @dataclass
@@ -97,6 +102,7 @@ class ConsoleInteraction:
         self.guild = None
         self.user = discord.Object(CONSOLE_USER_ID)
         self.permissions = discord.Permissions.all()
+        self.app_permissions = discord.Permissions.all()
         self.filesize_limit = 10 * 1024 * 1024  # Discord's attachment limit for a server without boosts
         self.response = ConsoleResponse(self)
         self.followup = ConsoleFollowup(self)
@@ -246,11 +252,24 @@ def save_attachments(message: SentMessage, out: Path) -> None:
         (out / f.filename).write_bytes(f.fp.read())
 
 
+def console_settings(settings: Settings, env: Mapping[str, str]) -> Settings:
+    """The console's settings: its own database (CONSOLE_DATABASE) unless DATABASE_PATH names one."""
+    return settings if env.get("DATABASE_PATH", "").strip() else replace(
+        settings, database_path=CONSOLE_DATABASE)
+
+
 async def run_console(settings: Settings, text: str, *, as_json: bool, out_dir: str) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = Path(out_dir)
+    settings = console_settings(settings, os.environ)
     async with open_resources(settings, render_processes=False) as resources:
+        before = await resources.database.run(lambda d: d.conn.total_changes)
         status, messages = await answer(resources, text)
+        changed = await resources.database.run(lambda d: d.conn.total_changes) != before
+    if changed:  # rows written: say where, so nobody looks for them in the bot's database
+        where = ("the console's own database; DATABASE_PATH chooses another" if settings.database_path ==
+                 CONSOLE_DATABASE else "DATABASE_PATH")
+        print(f"state saved to {settings.database_path} ({where})", file=sys.stderr)
     for message in messages:
         save_attachments(message, out)
         stream = sys.stdout if status == 0 else sys.stderr

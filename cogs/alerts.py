@@ -18,14 +18,17 @@ from cogs.common import (
     BLUE,
     GREEN,
     GREY,
+    POSTING,
     RED,
     IwmCog,
     add_iwm_cog,
     guild_of,
     in_guild,
     png_file,
-    requires,
-    target_channel,
+    require_guild_wide,
+    require_in_channel,
+    require_mentionable,
+    requires_in_target,
 )
 from cogs.errors import handle_command_error
 from services import market_calendar
@@ -55,7 +58,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLOURS = {"up": GREEN, "down": RED, "neutral": BLUE}
-manage_channels = requires(manage_channels=True)
+MANAGE_CHANNELS = discord.Permissions(manage_channels=True)  # in the channel subscribed or unsubscribed
+MANAGE_GUILD = discord.Permissions(manage_guild=True)  # the server's levels are guild-wide: a guild-wide right
 GUILDS_AT_ONCE = 8  # close checks in flight: enough to keep the paced posts flowing while others read the database
 Preset = Literal["derived", "article"]  # /iwm setlevels presets: services.swing_levels.RULE, or Zones()'s defaults
 
@@ -139,11 +143,13 @@ class Alerts(IwmCog):
                            role="A role to mention in each alert")
     @app_commands.autocomplete(events=event_choices)
     @in_guild()
-    @manage_channels
+    @requires_in_target(manage_channels=True)
     async def subscribe(self, interaction: discord.Interaction, channel: discord.TextChannel | None = None,
                         events: str = "all", role: discord.Role | None = None) -> None:
+        target = require_in_channel(interaction, channel, MANAGE_CHANNELS, POSTING)
+        if role is not None:
+            require_mentionable(interaction, channel, role)
         kinds = parse_events(events)
-        target = target_channel(interaction, channel)
         sub = await self.store.subscribe(guild_of(interaction), target, kinds, created_by=interaction.user.id,
                                          role_id=role.id if role else None)
         mention = f" and mention <@&{sub.role_id}>" if sub.role_id else ""
@@ -153,10 +159,10 @@ class Alerts(IwmCog):
     @app_commands.command(name="unsubscribe", description="Stop IWM level alerts in a channel (Manage Channels)")
     @app_commands.describe(channel="The channel (default: this channel)")
     @in_guild()
-    @manage_channels
+    @requires_in_target(manage_channels=True)
     async def unsubscribe(self, interaction: discord.Interaction,
                           channel: discord.TextChannel | None = None) -> None:
-        target = target_channel(interaction, channel)
+        target = require_in_channel(interaction, channel, MANAGE_CHANNELS)
         removed = await self.store.unsubscribe(guild_of(interaction), target)
         text = f"✅ <#{target}> will get no more alerts." if removed else f"<#{target}> had no alert subscription."
         await interaction.response.send_message(text, ephemeral=True)
@@ -177,18 +183,19 @@ class Alerts(IwmCog):
         embed.add_field(name="Levels", value=zones.describe())
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
-    @app_commands.command(name="setlevels", description="Set this server's IWM levels (Manage Channels)")
+    @app_commands.command(name="setlevels", description="Set this server's IWM levels (Manage Server)")
     @app_commands.describe(preset="Adopt a set of levels instead of typing them: derived from the data, or the "
                                   "article's 200/205–220/240–245",
                            support="Support, e.g. 200", entry_low="Entry zone low, e.g. 205",
                            entry_high="Entry zone high, e.g. 220", resistance_low="Resistance zone low, e.g. 240",
                            resistance_high="Resistance zone high, e.g. 245")
     @in_guild()
-    @manage_channels
+    @requires_in_target(manage_guild=True)
     async def setlevels(self, interaction: discord.Interaction, preset: Preset | None = None,
                         support: float | None = None, entry_low: float | None = None,
                         entry_high: float | None = None, resistance_low: float | None = None,
                         resistance_high: float | None = None) -> None:
+        require_guild_wide(interaction, MANAGE_GUILD)
         numbers = (support, entry_low, entry_high, resistance_low, resistance_high)
         given = [n for n in numbers if n is not None]
         if preset is not None and given:

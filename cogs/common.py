@@ -13,6 +13,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands, tasks
 
+from cogs.errors import Refused
 from services.errors import InputError
 from services.market import DataAge
 
@@ -77,10 +78,23 @@ def requires(**permissions: bool) -> Callable[[Decorated], Decorated]:
     return apply
 
 
+def requires_in_target(**permissions: bool) -> Callable[[Decorated], Decorated]:
+    """For a command that checks the member's permissions in the channel it acts on, inside its callback
+    (`require_in_channel`, `require_guild_wide`): records them for `/iwm help` and the README, checking nothing
+    itself (a check here would test the channel the command was typed in)."""
+
+    def apply(func: Any) -> Any:
+        func.__smallcaps_permissions__ = tuple(permissions)
+        return func
+
+    return apply
+
+
 def required_permissions(command: app_commands.Command[Any, ..., Any]) -> tuple[str, ...]:
-    """The permissions a member needs for `command`: its checks made with `requires`, and Discord's default
-    member permissions of its top-level command."""
+    """The permissions a member needs for `command`: its checks made with `requires`, those its callback checks
+    (`requires_in_target`), and Discord's default member permissions of its top-level command."""
     needed = [name for check in command.checks for name in getattr(check, "permissions", ())]
+    needed += getattr(command.callback, "__smallcaps_permissions__", ())
     root = command.root_parent or command
     if root.default_permissions is not None:
         needed += [name for name, value in root.default_permissions if value]
@@ -156,6 +170,91 @@ def target_channel(interaction: discord.Interaction, channel: discord.abc.Snowfl
     target = channel.id if channel else interaction.channel_id
     assert interaction.guild_id is not None and target is not None
     return target
+
+
+# --- permissions in the channel a command acts on ---------------------------------------------------------
+#
+# `interaction.permissions` are the member's rights in the channel the command was typed in. A command that acts
+# on another channel (its `channel` option) checks the member's, and the bot's, rights in that channel instead;
+# a guild-wide setting needs a guild-wide right. In the console the user is not a `discord.Member` (it is the
+# operator, holding every permission): the interaction's own permissions (all) stand for every channel.
+
+# What the bot needs to post its alerts and poll results (an embed with a chart) in a channel.
+POSTING = discord.Permissions(view_channel=True, send_messages=True, embed_links=True, attach_files=True)
+READING = discord.Permissions(view_channel=True, read_message_history=True)
+
+
+def _names(permissions: list[str]) -> str:
+    return ", ".join(p.replace("_", " ").title() for p in permissions)
+
+
+def _missing(have: discord.Permissions, need: discord.Permissions) -> list[str]:
+    return [name for name, wanted in need if wanted and not getattr(have, name)]
+
+
+def channel_permissions(interaction: discord.Interaction, channel: discord.abc.GuildChannel | None
+                        ) -> tuple[discord.Permissions, discord.Permissions]:
+    """(the member's, the bot's) permissions in `channel` (None: the channel the command was typed in): Discord's
+    own figures for that channel, `permissions_for` (cached roles and overwrites) for any other."""
+    if channel is None or channel.id == interaction.channel_id:
+        return interaction.permissions, interaction.app_permissions
+    member = interaction.user
+    if isinstance(member, discord.User):  # not a member of this server: no rights in its channels
+        return discord.Permissions.none(), discord.Permissions.none()
+    if not isinstance(member, discord.Member):  # the console's operator
+        return interaction.permissions, interaction.app_permissions
+    return channel.permissions_for(member), channel.permissions_for(channel.guild.me)
+
+
+def require_in_channel(interaction: discord.Interaction, channel: discord.abc.GuildChannel | None,
+                       member: discord.Permissions, bot: discord.Permissions | None = None) -> int:
+    """The id of the channel a command acts on, once the member holds `member` there and the bot `bot`; otherwise
+    a refusal (ephemeral, nothing changed) naming what is missing and where."""
+    target = target_channel(interaction, channel)
+    mine, bots = channel_permissions(interaction, channel)
+    if missing := _missing(mine, member):
+        if target == interaction.channel_id:
+            raise app_commands.MissingPermissions(missing)
+        raise Refused(f"You need the {_names(missing)} permission in <#{target}> to use this command on it.")
+    if bot is not None and (missing := _missing(bots, bot)):
+        raise Refused(f"I need the {_names(missing)} permission in <#{target}>: ask a server admin to grant it to "
+                      "the bot (its role, or the channel's permissions), then try again.")
+    return target
+
+
+def require_mentionable(interaction: discord.Interaction, channel: discord.abc.GuildChannel | None,
+                        role: discord.Role) -> None:
+    """A role the bot will ping in `channel` for the member: mentionable by everyone, or the member may mention
+    every role there (Mention Everyone); the bot itself then needs Mention Everyone for a role that is not."""
+    mine, bots = channel_permissions(interaction, channel)
+    target = target_channel(interaction, channel)
+    if not (mine.mention_everyone or role.mentionable):
+        raise Refused(f"You can't have <@&{role.id}> mentioned: the role is not mentionable and you lack the "
+                      f"Mention Everyone permission in <#{target}>.")
+    if not (bots.mention_everyone or role.mentionable):
+        raise Refused(f"I can't mention <@&{role.id}> in <#{target}>: the role is not mentionable and I lack the "
+                      "Mention Everyone permission there. Ask a server admin to grant it or make the role "
+                      "mentionable.")
+
+
+def require_guild_wide(interaction: discord.Interaction, need: discord.Permissions) -> None:
+    """A guild-wide right, from the member's roles (`guild_permissions`): channel overwrites cannot grant it."""
+    member = interaction.user
+    have = member.guild_permissions if isinstance(member, discord.Member) else (
+        discord.Permissions.none() if isinstance(member, discord.User) else interaction.permissions)
+    if missing := _missing(have, need):
+        raise app_commands.MissingPermissions(missing)
+
+
+def readable_channels(interaction: discord.Interaction) -> frozenset[int] | None:
+    """The server's channels the member can read now (View Channel and Read Message History); None in the
+    console, where the operator reads everything. Threads are logged under their parent, so channels suffice."""
+    member, guild = interaction.user, interaction.guild
+    if not isinstance(member, discord.Member | discord.User):
+        return None
+    if guild is None or isinstance(member, discord.User):
+        return frozenset()
+    return frozenset(c.id for c in guild.channels if not _missing(c.permissions_for(member), READING))
 
 
 def signed(value: float, digits: int = 2, suffix: str = "") -> str:

@@ -27,9 +27,11 @@ from cogs.common import (
     in_guild,
     plural,
     png_file,
+    readable_channels,
+    require_in_channel,
     requires,
+    requires_in_target,
     safe_listener,
-    target_channel,
 )
 from services.community import (
     MAX_EXPORT_DAYS,
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 manage_guild = requires(manage_guild=True)
+LOG_MANAGER = discord.Permissions(manage_guild=True, view_channel=True)  # in the channel turned on or off
 CHART = "iwm-community.png"
 LOGGED_TYPES = (discord.MessageType.default, discord.MessageType.reply)  # not joins, pins, boosts...
 FORGET_TIMEOUT = 120.0  # seconds the forget-me buttons stay usable
@@ -62,8 +65,20 @@ FORGET_WHAT = ("your logged messages (and their earlier versions), your reaction
 
 def forget_text(counts: ForgetCounts) -> str:
     return (f"✅ Deleted {plural(counts.messages, 'message')}, {plural(counts.revisions, 'earlier version')}, "
-            f"{plural(counts.reactions, 'reaction')} and {plural(counts.votes, 'poll vote')}. Closed poll "
-            "results keep their counts, without names.")
+            f"{plural(counts.reactions, 'reaction')} and {plural(counts.votes, 'poll vote')}. Poll results keep "
+            "their counts, without names (a poll still open counts your vote when it closes, without your name).")
+
+
+def only_channels(data: bytes, channels: frozenset[int]) -> bytes:
+    """The export's rows from these channels only (the ones the member can read), header kept, cells as written."""
+    rows = csv.reader(io.StringIO(data.decode("utf-8")))
+    header = next(rows)
+    column = header.index("channel_id")
+    out = io.StringIO()
+    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
+    writer.writerow(header)
+    writer.writerows(row for row in rows if int(row[column]) in channels)
+    return out.getvalue().encode("utf-8")
 
 
 def community_embed(report: CommunityReport, logged_channels: int) -> discord.Embed:
@@ -149,10 +164,10 @@ class Community(IwmCog):
     @app_commands.describe(state="on: record messages and reactions from now on; off: stop (what was logged stays)",
                            channel="The channel (default: this channel; its threads follow it)")
     @in_guild()
-    @manage_guild
+    @requires_in_target(manage_guild=True)
     async def log_channel(self, interaction: discord.Interaction, state: Literal["on", "off"],
                           channel: discord.TextChannel | None = None) -> None:
-        target = target_channel(interaction, channel)
+        target = require_in_channel(interaction, channel, LOG_MANAGER)
         on = state == "on"
         changed = await self.community.set_logging(guild_of(interaction), target, on)
         if on:
@@ -178,8 +193,11 @@ class Community(IwmCog):
         assert interaction.guild_id is not None
         await interaction.response.defer(thinking=True)
         res = self.bot.resources
-        report, png = await res.community.report(res.market, res.renderer, interaction.guild_id, days)
-        embed = community_embed(report, len(res.community.logged_channels(interaction.guild_id)))
+        readable = readable_channels(interaction)  # only what the member can read in the server now
+        report, png = await res.community.report(res.market, res.renderer, interaction.guild_id, days,
+                                                 channels=readable)
+        logged = res.community.logged_channels(interaction.guild_id)
+        embed = community_embed(report, len(logged if readable is None else logged & readable))
         await interaction.followup.send(embed=embed, file=png_file(png, CHART))
 
     @app_commands.command(name="forget-me", description="Delete everything the community log holds about you here")
@@ -201,6 +219,8 @@ class Community(IwmCog):
         assert interaction.guild_id is not None
         await interaction.response.defer(ephemeral=True, thinking=True)
         data = await self.community.export_csv(interaction.guild_id, days)
+        if (readable := readable_channels(interaction)) is not None:
+            data = only_channels(data, readable)
         limit = interaction.filesize_limit
         if len(data) > limit:
             await interaction.followup.send(
@@ -296,11 +316,15 @@ class Community(IwmCog):
 
     @tasks.loop(hours=24)
     async def retention(self) -> None:
-        """Once a day (first at start-up): delete what is older than LOG_RETENTION_DAYS."""
+        """Once a day (first at start-up): delete what is older than LOG_RETENTION_DAYS, the log's rows and the
+        votes of polls closed before then (the polls keep their counts)."""
         try:
-            purged = await self.community.purge_older_than(self.bot.settings.log_retention_days)
+            days = self.bot.settings.log_retention_days
+            purged = await self.community.purge_older_than(days)
             if purged.messages or purged.revisions or purged.reactions:
                 log.info("community log retention: purged %s", purged)
+            if votes := await self.bot.resources.sentiment.purge_votes_older_than(days):
+                log.info("poll vote retention: purged %d votes of polls closed over %d days ago", votes, days)
         except Exception:
             log.exception("community log retention failed; next try in 24 hours")
 

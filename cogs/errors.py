@@ -5,8 +5,9 @@ Order of handling, first match wins (`error_text`):
 
 1. `CommandInvokeError` is unwrapped: the exception the callback raised is the one judged.
 2. `InputError` (a bad option value, refused by a service): "⚠️ <what is wrong>".
-3. Check failures: `MissingPermissions` ("⛔ You need the ... permission"), `NoPrivateMessage` ("⛔ only in a
-   server"), `CommandOnCooldown` ("⏳ try again in Ns"), any other `CheckFailure` ("⛔ can't use this here").
+3. Check failures: `Refused` ("⛔ <what is missing, where>"), `MissingPermissions` ("⛔ You need the ...
+   permission"), `NoPrivateMessage` ("⛔ only in a server"), `CommandOnCooldown` ("⏳ try again in Ns"), any
+   other `CheckFailure` ("⛔ can't use this here").
 4. `ProviderError` (no live source answered and no cached copy exists): "⚠️ Market data is unavailable".
 5. Anything else is a bug: "❌ Something went wrong on our side", never the exception's own text.
 
@@ -30,12 +31,19 @@ from services.http import ProviderError
 log = logging.getLogger("smallcaps")  # the name the bot's own log lines carry (start-up, sync, errors)
 
 
+class Refused(app_commands.CheckFailure):
+    """A permission refusal whose text names what is missing and where (`cogs.common` raises it for the channel
+    a command acts on, when that is not the channel it was typed in, and for the bot's own permissions)."""
+
+
 def error_text(error: Exception) -> str:
     """The short message a member sees for a failed command (the full traceback goes to the log)."""
     if isinstance(error, app_commands.CommandInvokeError | commands.CommandInvokeError):
         error = error.original
     if isinstance(error, InputError):
         return f"⚠️ {error}"
+    if isinstance(error, Refused):
+        return f"⛔ {error}"
     if isinstance(error, app_commands.MissingPermissions):
         needed = ", ".join(p.replace("_", " ").title() for p in error.missing_permissions)
         return f"⛔ You need the {needed} permission to use this command."

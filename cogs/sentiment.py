@@ -20,6 +20,8 @@ from discord.ext import commands, tasks
 from cogs.common import (
     GREEN,
     GREY,
+    POSTING,
+    READING,
     RED,
     YELLOW,
     IwmCog,
@@ -28,9 +30,10 @@ from cogs.common import (
     in_guild,
     plural,
     png_file,
+    require_in_channel,
     requires,
+    requires_in_target,
     safe_listener,
-    target_channel,
 )
 from services.alerts import post_nonce
 from services.sentiment import (
@@ -68,6 +71,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 manage_messages = requires(manage_messages=True)
+MANAGE_MESSAGES = discord.Permissions(manage_messages=True)
+# What the bot needs in a scheduled poll's channel: post the poll, read it back when it closes, post the result.
+POLLING = POSTING | READING | discord.Permissions(send_polls=True)
 CHART = "iwm-sentiment.png"
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NO_RESULT = 0  # result_message_id of a poll whose message (or channel) was deleted: closed, nothing to post
@@ -219,9 +225,10 @@ class Sentiment(IwmCog):
     @app_commands.rename(at="time")
     @app_commands.choices(weekday=[app_commands.Choice(name=day, value=i) for i, day in enumerate(WEEKDAYS)])
     @in_guild()
-    @manage_messages
+    @requires_in_target(manage_messages=True)
     async def poll_schedule(self, interaction: discord.Interaction, weekday: int, at: str,
                             question: Question | None = None, hours: Hours | None = None) -> None:
+        require_in_channel(interaction, None, MANAGE_MESSAGES, POLLING)
         assert interaction.guild_id is not None and interaction.channel_id is not None
         now = datetime.now(UTC)
         schedule = await self.store.set_schedule(interaction.guild_id, interaction.channel_id, weekday, at, now,
@@ -236,10 +243,10 @@ class Sentiment(IwmCog):
                                                               "(Manage Messages)")
     @app_commands.describe(channel="The channel (default: this channel)")
     @in_guild()
-    @manage_messages
+    @requires_in_target(manage_messages=True)
     async def poll_unschedule(self, interaction: discord.Interaction,
                               channel: discord.TextChannel | None = None) -> None:
-        target = target_channel(interaction, channel)
+        target = require_in_channel(interaction, channel, MANAGE_MESSAGES)
         removed = await self.store.remove_schedule(guild_of(interaction), target)
         text = (f"✅ No more weekly polls in <#{target}> (open polls still close and get their result)." if removed
                 else f"<#{target}> had no weekly poll.")

@@ -125,3 +125,29 @@ def test_an_unusable_database_is_one_clear_line(tmp_path):
     proc = run_cli("console", "/iwm levels", cwd=tmp_path)
     assert proc.returncode == 1
     assert "cannot open database" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_console_keeps_its_own_database_and_says_where_state_went(tmp_path):
+    """Without DATABASE_PATH the console writes ./smallcaps-console.db, never the bot's ./smallcaps.db; a command
+    that changes state says so on one stderr line, one that only reads says nothing."""
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+
+    def console(command: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, str(ROOT / "bot.py"), "console", command], capture_output=True,
+                              text=True, cwd=tmp_path, env=env, timeout=120)
+
+    changed = console("/iwm setlevels preset:article")
+    assert changed.returncode == 0, changed.stderr
+    assert (tmp_path / "smallcaps-console.db").is_file() and not (tmp_path / "smallcaps.db").exists()
+    (line,) = changed.stderr.splitlines()
+    assert "smallcaps-console.db" in line and "DATABASE_PATH" in line
+    read = console("/iwm subscriptions")
+    assert read.returncode == 0 and read.stderr == ""
+    assert "support 200 · entry 205–220 · resistance 240–245" in read.stdout  # the state it saved is read back
+
+
+def test_the_console_honours_database_path(tmp_path):
+    proc = run_cli("console", "/iwm setlevels support:190 entry_low:200 entry_high:215 resistance_low:235 "
+                   "resistance_high:240", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert str(tmp_path / "cli.db") in proc.stderr and not (tmp_path / "smallcaps-console.db").exists()

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
+import discord
 import pytest
 
 import app
@@ -26,6 +27,7 @@ from services.config import Zones
 from services.market import read_bundled_csv
 from services.swing_levels import RULE, derived_zones
 from tests.support.discord_helpers import MODERATOR, PNG_MAGIC, answer_of, assert_refused, invoke, levels, stored_rows
+from tests.support.discord_schema import discord_schema
 from tests.support.local_discord import FakeGuild, LocalDiscord, RecordedRequest
 from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
 
@@ -141,15 +143,20 @@ def test_the_bundled_data_has_the_breakout() -> None:
 
 
 async def test_members_without_manage_channels_are_refused(running_bot: Any) -> None:
-    """subscribe, unsubscribe and setlevels need Manage Channels: an ephemeral refusal, nothing stored or removed;
-    /iwm subscriptions is open to every member."""
+    """subscribe and unsubscribe need Manage Channels (in the channel they act on), setlevels Manage Server: an
+    ephemeral refusal, nothing stored or removed; /iwm subscriptions is open to every member."""
     bot, discord_ = await running_bot()
     guild = discord_.guild
     before = await stored_rows(bot)
-    for sub, options in [("subscribe", {"channel": "iwm-alerts"}), ("setlevels", levels(190, 200, 215, 235, 240))]:
+    for sub, options, text in [
+        ("subscribe", {"channel": "iwm-alerts"}, f"⛔ You need the Manage Channels permission in "
+                                                 f"<#{guild.channel('iwm-alerts')['id']}> to use this command on it."),
+        ("subscribe", {}, "⛔ You need the Manage Channels permission to use this command."),
+        ("setlevels", levels(190, 200, 215, 235, 240), "⛔ You need the Manage Guild permission to use this command."),
+    ]:
         answer = await invoke(discord_, sub, options)
         assert_refused(answer)
-        assert answer.content == "⛔ You need the Manage Channels permission to use this command."
+        assert answer.content == text
     assert await stored_rows(bot) == before
     assert await bot.resources.alerts.subscriptions(guild.id) == []
     assert await bot.resources.alerts.levels(guild.id) == bot.settings.zones
@@ -161,6 +168,46 @@ async def test_members_without_manage_channels_are_refused(running_bot: Any) -> 
         int(guild.channel("iwm-alerts")["id"])]
     embed = await listed(discord_, guild)  # a plain member may look
     assert embed["description"] == f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active"
+
+
+async def test_rights_are_checked_in_the_channel_acted_on(running_bot: Any, discord_: LocalDiscord) -> None:
+    """bob holds Manage Channels and Manage Server only in #general (a member overwrite there): from #general he
+    may subscribe #general but not #iwm-alerts, nor unsubscribe it, nor have a role pinged without Mention
+    Everyone, nor set the server's levels (guild-wide: Manage Server from his roles). The bot cannot attach its
+    chart in #blocked: a moderator is told so. Each refusal is ephemeral and changes nothing."""
+    guild = discord_.guild
+    guild.channels.append({**guild.channel("iwm-alerts"), "id": str(discord_.snowflake()), "name": "blocked"})
+    manage = discord.Permissions(manage_channels=True, manage_guild=True).value
+    guild.overwrite("general", guild.member("bob"), allow=manage)
+    guild.overwrite("blocked", guild.role("smallcaps"), deny=discord.Permissions(attach_files=True).value)
+    for name in ("general", "blocked"):
+        for overwrite in guild.channel(name)["permission_overwrites"]:
+            assert discord_schema().validate_object("ChannelPermissionOverwriteResponse", overwrite) == []
+    bot, _ = await running_bot()
+    alerts_id = guild.channel("iwm-alerts")["id"]
+    await subscribe(discord_, guild, "iwm-alerts")
+    before = await stored_rows(bot)
+    refusals = [
+        ("subscribe", {"channel": "iwm-alerts"},
+         f"⛔ You need the Manage Channels permission in <#{alerts_id}> to use this command on it."),
+        ("unsubscribe", {"channel": "iwm-alerts"},
+         f"⛔ You need the Manage Channels permission in <#{alerts_id}> to use this command on it."),
+        ("subscribe", {"role": "Member"},
+         f"⛔ You can't have <@&{guild.role('Member')['id']}> mentioned: the role is not mentionable and you lack "
+         f"the Mention Everyone permission in <#{guild.channel('general')['id']}>."),
+        ("setlevels", {"preset": "article"}, "⛔ You need the Manage Guild permission to use this command."),
+    ]
+    for sub, options, text in refusals:
+        answer = await invoke(discord_, sub, options, member="bob")
+        assert_refused(answer)
+        assert answer.content == text
+    blocked = await invoke(discord_, "subscribe", {"channel": "blocked"}, manage=True)
+    assert_refused(blocked)
+    assert blocked.content.startswith(f"⛔ I need the Attach Files permission in <#{guild.channel('blocked')['id']}>")
+    assert await stored_rows(bot) == before
+
+    allowed = await invoke(discord_, "subscribe", {}, member="bob")  # #general, where he holds the right
+    assert allowed.content.startswith(f"✅ <#{guild.channel('general')['id']}> will get")
 
 
 async def test_bad_input_is_refused_ephemerally_and_stores_nothing(running_bot: Any) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from typing import Any
 
+import discord
 import pytest
 
 from services.sentiment import BEARISH, BULLISH
@@ -254,3 +256,62 @@ async def test_export_and_community_are_per_guild(running_bot: Any, discord_: Lo
     assert "🚀 1" in reports["Smallcaps HQ"] and "$TNA" not in reports["Smallcaps HQ"]
     assert "**1** messages from **1** members" in reports["Other HQ"] and "$TNA 1" in reports["Other HQ"]
     assert "$IWM" not in reports["Other HQ"]
+
+
+async def test_community_and_export_show_only_channels_the_member_can_read(running_bot: Any,
+                                                                          discord_: LocalDiscord) -> None:
+    """#iwm-alerts is private (hidden from @everyone; Moderators, bob and the bot may read it): alice's
+    `/iwm community` and `/iwm export` leave it out, a moderator's include it."""
+    guild = discord_.guild
+    reading = discord.Permissions(view_channel=True, read_message_history=True).value
+    guild.overwrite("iwm-alerts", guild.role("@everyone"), deny=discord.Permissions(view_channel=True).value)
+    for target in (guild.role("Moderator"), guild.role("smallcaps"), guild.member("bob")):
+        guild.overwrite("iwm-alerts", target, allow=reading)
+    bot, _ = await running_bot(MESSAGE_CONTENT_INTENT="1")
+    await log_on(discord_)
+    assert (await command(discord_, "log", {"state": "on", "channel": "iwm-alerts"}, roles=["Moderator"])
+            ).callback.json["data"]["content"].startswith("✅")
+    await send(discord_, "$IWM in the open", member="alice")
+    await send(discord_, "$TSLA in private", member="bob", channel="iwm-alerts")
+
+    async def logged() -> bool:
+        return len(await messages(bot)) == 2
+
+    await discord_.wait_until(logged)
+
+    async def report(**who: Any) -> str:
+        handle = await command(discord_, "community", {"days": 7}, responses=2, **who)
+        return json.dumps(handle.responses()[1].json["embeds"], ensure_ascii=False)
+
+    async def export(**who: Any) -> list[str]:
+        handle = await command(discord_, "export", {"days": 7}, responses=2, **who)
+        (file,) = handle.responses()[1].files
+        return [r["content"] for r in csv.DictReader(io.StringIO(file.data.decode("utf-8")))]
+
+    alice = await report()
+    assert "**1** messages from **1** members in 1 logged channel" in alice and "$TSLA" not in alice
+    moderator = await report(roles=["Moderator"])
+    assert "**2** messages from **2** members in 2 logged channels" in moderator and "$TSLA 1" in moderator
+    assert await export(permissions=MANAGER) == ["$IWM in the open"]
+    assert await export(roles=["Moderator"]) == ["$IWM in the open", "$TSLA in private"]
+
+
+async def test_debug_logs_carry_no_message_text(running_bot: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """At DEBUG discord.py logs every gateway event it receives; a member's message, its edit and a command's
+    options reach the log as ids and lengths only."""
+    caplog.set_level(logging.DEBUG)
+    bot, discord_ = await running_bot(MESSAGE_CONTENT_INTENT="1")
+    await log_on(discord_)
+    secret = "my-secret-position-in-$IWM"
+    message = await send(discord_, secret, member="alice")
+    await discord_.dispatch("MESSAGE_UPDATE", discord_.message_update(message, content=secret + " (edited)"))
+
+    async def logged() -> bool:
+        rows = await messages(bot)
+        return bool(rows) and rows[int(message["id"])]["content"].endswith("(edited)")
+
+    await discord_.wait_until(logged)
+    gateway = [r for r in caplog.records if r.name == "discord.gateway" and "WebSocket Event" in r.getMessage()]
+    assert any(message["id"] in r.getMessage() and "content_length" in r.getMessage() for r in gateway)
+    leaked = [r.getMessage() for r in caplog.records if "my-secret-position" in r.getMessage()]
+    assert leaked == []

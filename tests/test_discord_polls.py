@@ -11,12 +11,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 
 from app import open_resources
 from console import answer, run_console
 from services.config import Settings
-from services.sentiment import BEARISH, BULLISH, MIN_VOTES, NEUTRAL, Tally
+from services.sentiment import BEARISH, BULLISH, MIN_VOTES, NEUTRAL, PollSpec, Tally
 from services.timefmt import iso_utc
 from tests.support.aaii import AAII_LAST, AAII_MEANS, AAII_SPREAD
 from tests.support.discord_helpers import POLL_MODERATOR, command, ephemeral_error, post_poll
@@ -265,6 +266,47 @@ async def test_schedule_validation_permissions_and_weekly_post(running_bot: Any)
     handle = await command(discord_, "poll-unschedule", permissions=POLL_MODERATOR)
     assert ephemeral_error(handle).startswith("✅ No more weekly polls")
     assert await store.schedules(guild.id) == []
+
+
+async def test_schedule_rights_are_checked_in_the_channel_acted_on(running_bot: Any, discord_: LocalDiscord) -> None:
+    """bob holds Manage Messages only in #general: he cannot remove #iwm-alerts' weekly poll from there. A
+    schedule in a channel where the bot may not post polls is refused with what the bot lacks."""
+    guild = discord_.guild
+    guild.overwrite("general", guild.member("bob"), allow=discord.Permissions(manage_messages=True).value)
+    guild.overwrite("iwm-alerts", guild.role("smallcaps"), deny=discord.Permissions(send_polls=True).value)
+    bot, _ = await running_bot()
+    store = bot.resources.sentiment
+    alerts_id = int(guild.channel("iwm-alerts")["id"])
+    await store.set_schedule(guild.id, alerts_id, 0, "14:00", datetime.now(UTC))
+    before = await store.schedules(guild.id)
+    handle = await command(discord_, "poll-unschedule", {"channel": "iwm-alerts"}, member="bob")
+    assert ephemeral_error(handle) == (f"⛔ You need the Manage Messages permission in <#{alerts_id}> to use this "
+                                       "command on it.")
+    handle = await command(discord_, "poll-schedule", {"weekday": 1, "time": "15:00"}, channel="iwm-alerts",
+                           permissions=POLL_MODERATOR)
+    assert ephemeral_error(handle).startswith(f"⛔ I need the Send Polls permission in <#{alerts_id}>")
+    assert await store.schedules(guild.id) == before
+    handle = await command(discord_, "poll-unschedule", {}, member="bob")  # #general: his right holds there
+    assert ephemeral_error(handle) == f"<#{guild.channel('general')['id']}> had no weekly poll."
+
+
+async def test_the_daily_retention_run_purges_old_poll_votes(running_bot: Any) -> None:
+    """The community cog's retention loop (first run at start-up) also deletes the votes of polls closed more
+    than LOG_RETENTION_DAYS ago; the poll keeps its tally."""
+    bot, discord_ = await running_bot()
+    store, guild = bot.resources.sentiment, discord_.guild
+    opened = datetime.now(UTC) - timedelta(days=40)
+    await store.register_poll(guild.id, int(guild.channel()["id"]), 42, PollSpec("Old poll", 24), opened)
+    await store.record_vote(42, 7, BULLISH, True, opened + timedelta(minutes=1))
+    await store.reconcile(42, {BULLISH: {7}}, opened + timedelta(days=1))
+    await store.mark_result_posted(42, 43)
+    bot, _ = await running_bot(LOG_RETENTION_DAYS="30")  # a restart: retention runs once the bot is ready
+
+    async def purged() -> bool:
+        return await count_rows(bot, "sentiment_votes") == 0
+
+    await discord_.wait_until(purged, 10.0, "the votes' retention")
+    assert (await bot.resources.sentiment.get_poll(42)).final == Tally(1, 0, 0)
 
 
 async def test_console_poll_prints_the_poll_payload(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:

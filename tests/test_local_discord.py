@@ -424,3 +424,27 @@ async def test_real_bot_logs_in_and_syncs_its_commands(running_bot: Any) -> None
     assert sync.status == 200 and sync.path.endswith(f"/guilds/{discord_.guild.id}/commands")
     assert "iwm" in [c["name"] for c in discord_.synced_commands(discord_.guild)]
     assert bot.get_guild(discord_.guild.id) is not None
+
+
+def test_permissions_follow_discords_overwrite_order(discord_: LocalDiscord) -> None:
+    """Roles, then the channel's @everyone, role and member overwrites, in Discord's documented order; owner and
+    Administrator hold everything; without View Channel no channel permission is left."""
+    guild = discord_.guild
+    alice, bob = guild.member("alice"), guild.member("bob")
+    send, view = discord.Permissions(send_messages=True).value, discord.Permissions(view_channel=True).value
+    manage = discord.Permissions(manage_channels=True).value
+    everyone, member_role = int(guild.role("@everyone")["permissions"]), guild.role("Member")
+    assert guild.permissions(alice, "general") == everyone  # @everyone and Member grant the same
+    guild.overwrite("general", guild.role("@everyone"), deny=send)
+    guild.overwrite("general", member_role, allow=send | manage)
+    guild.overwrite("general", bob, deny=manage)
+    assert guild.permissions(alice, "general") == everyone | manage  # the role's allow beats @everyone's deny
+    assert guild.permissions(bob, "general") == everyone  # the member's deny beats the role's allow
+    guild.overwrite("iwm-alerts", member_role, deny=view)
+    assert guild.permissions(alice, "iwm-alerts") & discord.Permissions.all_channel().value == 0
+    admin = guild.add_role("Admin", discord.Permissions(administrator=True).value)
+    assert guild.permissions({**bob, "roles": [admin["id"]]}, "iwm-alerts") == discord.Permissions.all().value
+    owner = {"user": {"id": str(guild.owner_id)}, "roles": []}
+    assert guild.permissions(owner, "iwm-alerts") == discord.Permissions.all().value
+    for overwrite in guild.channel("general")["permission_overwrites"]:
+        assert discord_schema().validate_object("ChannelPermissionOverwriteResponse", overwrite) == []

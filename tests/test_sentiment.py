@@ -163,6 +163,51 @@ async def test_erase_member_takes_only_that_members_votes_in_that_guild(store, d
     assert await db.run(lambda d: SentimentStore.erase_member(d, GUILD, 11)) == 0
 
 
+async def test_a_forgotten_vote_does_not_come_back_when_the_poll_closes(store, db):
+    """Discord still lists the member among the voters of a poll open at forget-me: closing it counts that vote
+    without storing who cast it, a later vote event of theirs on that poll is not logged, and the tombstone (a
+    hash, never the id) goes once the result is posted."""
+    await new_poll(store, 1)
+    await store.record_vote(1, 11, BULLISH, True, minutes(1))
+    await store.record_vote(1, 12, BEARISH, True, minutes(1))
+    assert await db.run(lambda d: SentimentStore.erase_member(d, GUILD, 11)) == 1
+    assert not await store.record_vote(1, 11, NEUTRAL, True, minutes(2))  # voted again after forget-me
+    end = T0 + timedelta(hours=DEFAULT_HOURS)
+    assert await store.reconcile(1, {BULLISH: {11}, BEARISH: {12}}, end) == Tally(1, 0, 1)
+    assert await store.reconcile(1, {BULLISH: {11}, BEARISH: {12}}, end) == Tally(1, 0, 1)  # a retry, the same
+
+    def user_ids(d):
+        return [row[0] for row in d.execute("SELECT user_id FROM sentiment_votes ORDER BY user_id")]
+
+    def dump(d):  # every value in every sentiment table, as text
+        return " ".join(str(v) for t in d.table_names() if t.startswith("sentiment")
+                        for row in d.execute(f"SELECT * FROM [{t}]") for v in row)
+
+    assert await db.run(user_ids) == [12]
+    assert "11" not in (await db.run(dump)).split()
+    assert (await store.get_poll(1)).final == Tally(1, 0, 1)
+    assert await store.mark_result_posted(1, 5001)
+    assert await db.run(lambda d: d.execute("SELECT count(*) FROM sentiment_forgotten").fetchone()[0]) == 0
+
+
+async def test_votes_of_closed_polls_obey_retention_and_tallies_stay(store, db):
+    """Vote rows of polls closed more than the retention period ago go; the polls keep their final counts;
+    open polls and recently closed ones keep their votes."""
+    for message_id, at in ((1, T0), (2, T0 + timedelta(days=20)), (3, T0 + timedelta(days=40))):
+        await new_poll(store, message_id, at=at, hours=24)
+        await store.record_vote(message_id, 11, BULLISH, True, at + timedelta(minutes=1))
+        await store.record_vote(message_id, 12, BEARISH, True, at + timedelta(minutes=1))
+    for message_id in (1, 2):
+        ends = (await store.get_poll(message_id)).ends_at
+        await store.reconcile(message_id, {BULLISH: {11}, BEARISH: {12}}, ends)
+    now = T0 + timedelta(days=41)
+    assert await store.purge_votes_older_than(30, now) == 2  # poll 1 closed 40 days ago: its two votes
+    rows = await db.run(lambda d: d.execute("SELECT DISTINCT message_id FROM sentiment_votes ORDER BY 1").fetchall())
+    assert rows == [(2,), (3,)]
+    assert (await store.get_poll(1)).final == Tally(1, 0, 1) and await store.tally(1) == Tally(1, 0, 1)
+    assert await store.purge_votes_older_than(30, now) == 0
+
+
 # --- closing ------------------------------------------------------------------------------------------------
 
 async def test_reconcile_after_missed_events(store):

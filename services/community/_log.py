@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -150,11 +151,12 @@ class CommunityLog:
 
         return await self.db.run(run)
 
-    async def report(self, market: MarketData, renderer: Renderer, guild_id: int,
-                     days: int) -> tuple[CommunityReport, bytes]:
-        """`/iwm community` for a guild, including what members wrote a moment ago (the writer is flushed)."""
+    async def report(self, market: MarketData, renderer: Renderer, guild_id: int, days: int,
+                     channels: Collection[int] | None = None) -> tuple[CommunityReport, bytes]:
+        """`/iwm community` for a guild (`channels`: only these), including what members wrote a moment ago (the
+        writer is flushed)."""
         await self.flush()
-        return await community_answer(self.db, market, renderer, guild_id, days)
+        return await community_answer(self.db, market, renderer, guild_id, days, channels=channels)
 
     async def export_csv(self, guild_id: int, days: int, now: datetime | None = None) -> bytes:
         """This guild's messages of the last `days` days as UTF-8 CSV, oldest first: ids, times, cashtags,

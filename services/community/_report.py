@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -159,22 +161,28 @@ class Activity:
     top_reactions: tuple[TopReaction, ...]  # reactions added in the window and still on
 
 
-def compute_activity(d: sqlite_utils.Database, guild_id: int, start: date, end: date) -> Activity:
-    """The window's counts for one guild, `start` to `end` included (runs on the database thread)."""
+def compute_activity(d: sqlite_utils.Database, guild_id: int, start: date, end: date,
+                     channels: Collection[int] | None = None) -> Activity:
+    """The window's counts for one guild, `start` to `end` included, in `channels` only unless None (runs on the
+    database thread)."""
     create_tables(d)
-    window = [guild_id, _day_start(start), _day_start(end + timedelta(days=1))]
-    live = "FROM community_messages WHERE guild_id = ? AND created_at >= ? AND created_at < ? AND deleted = 0"
+    window: list[object] = [guild_id, _day_start(start), _day_start(end + timedelta(days=1))]
+    where = ""
+    if channels is not None:
+        where = " AND channel_id IN (SELECT value FROM json_each(?))"
+        window.append(json.dumps(sorted(channels)))
+    live = f"FROM community_messages WHERE guild_id = ? AND created_at >= ? AND created_at < ?{where} AND deleted = 0"
     daily = {row[0]: row[1:] for row in d.execute(
         f"SELECT substr(created_at, 1, 10), count(*), count(DISTINCT author_id), sum(bull), sum(bear) {live} "
         "GROUP BY 1", window)}
     messages, members = d.execute(f"SELECT count(*), count(DISTINCT author_id) {live}", window).fetchone()
     tags = d.execute(
         "SELECT j.value, count(*) AS n FROM community_messages m, json_each(m.cashtags) j WHERE m.guild_id = ? "
-        "AND m.created_at >= ? AND m.created_at < ? AND m.deleted = 0 GROUP BY j.value ORDER BY n DESC, j.value "
-        f"LIMIT {TOP}", window).fetchall()
+        f"AND m.created_at >= ? AND m.created_at < ?{where.replace('channel_id', 'm.channel_id')} AND m.deleted = 0 "
+        f"GROUP BY j.value ORDER BY n DESC, j.value LIMIT {TOP}", window).fetchall()
     reactions = d.execute(
         "SELECT max(emoji_name), max(emoji_id), count(*) AS n FROM community_reactions WHERE guild_id = ? "
-        "AND added_at >= ? AND added_at < ? AND removed_at IS NULL GROUP BY emoji_key ORDER BY n DESC, 1 "
+        f"AND added_at >= ? AND added_at < ?{where} AND removed_at IS NULL GROUP BY emoji_key ORDER BY n DESC, 1 "
         f"LIMIT {TOP}", window).fetchall()
     calendar = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     return Activity(
@@ -199,14 +207,14 @@ def market_note(as_of: date | None, has_prices: bool, end: date) -> str:
 
 async def community_answer(
     db: Database, market: MarketData, renderer: Renderer, guild_id: int, days: int = 30,
-    now: datetime | None = None,
+    now: datetime | None = None, channels: Collection[int] | None = None,
 ) -> tuple[CommunityReport, bytes]:
     """The `/iwm community` report (this guild only) and its chart: activity and tone per UTC day against the
     IWM close. When the log runs past the market data, the chart shows the overlap and the report says so."""
     days = validate_days(days, MAX_REPORT_DAYS)
     end = (now or datetime.now(UTC)).astimezone(UTC).date()
     start = end - timedelta(days=days - 1)
-    activity = await db.run(lambda d: compute_activity(d, guild_id, start, end))
+    activity = await db.run(lambda d: compute_activity(d, guild_id, start, end, channels))
     daily = activity.daily
     calendar = [x.day for x in daily]
 

@@ -1,7 +1,9 @@
-"""The sentiment store: polls, the vote log and schedules in SQLite, and each member's erasure."""
+"""The sentiment store: polls, the vote log and schedules in SQLite, each member's erasure and the votes'
+retention."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Set
 from datetime import UTC, datetime, time, timedelta
 
@@ -57,6 +59,13 @@ CREATE TABLE IF NOT EXISTS sentiment_votes (
     PRIMARY KEY (message_id, user_id, answer_id)
 );
 CREATE INDEX IF NOT EXISTS sentiment_votes_user ON sentiment_votes (user_id);
+-- Members who used forget-me while this poll was open: Discord still lists them as voters, so closing the poll
+-- must not log them again. A hash of poll and member id, never the id; dropped once the poll's result is posted.
+CREATE TABLE IF NOT EXISTS sentiment_forgotten (
+    message_id INTEGER NOT NULL,
+    member_hash TEXT NOT NULL,
+    PRIMARY KEY (message_id, member_hash)
+);
 CREATE TABLE IF NOT EXISTS sentiment_schedules (
     id INTEGER PRIMARY KEY,
     guild_id INTEGER NOT NULL,
@@ -87,6 +96,17 @@ def the_row(d: sqlite_utils.Database, sql: str, params: list) -> dict:
     if row is None:
         raise LookupError(f"no row for {sql} {params}")
     return row
+
+
+def member_hash(message_id: int, user_id: int) -> str:
+    """The tombstone of a forgotten member on one poll. Member ids are public on Discord, so this is no secret
+    (a known id can be matched); it keeps the id itself out of the database for the poll's last days."""
+    return hashlib.sha256(f"{message_id}:{user_id}".encode()).hexdigest()
+
+
+def forgotten(d: sqlite_utils.Database, message_id: int) -> set[str]:
+    return {row[0] for row in d.execute("SELECT member_hash FROM sentiment_forgotten WHERE message_id = ?",
+                                        [message_id])}
 
 
 def live_tally(d: sqlite_utils.Database, message_id: int) -> Tally:
@@ -153,7 +173,7 @@ class SentimentStore:
 
         def apply(d: sqlite_utils.Database) -> bool:
             poll = one_row(d, "SELECT status, multiselect FROM sentiment_polls WHERE message_id = ?", [message_id])
-            if poll is None or poll["status"] != "open":
+            if poll is None or poll["status"] != "open" or member_hash(message_id, user_id) in forgotten(d, message_id):
                 return False
             key = [message_id, user_id, answer_id]
             with d.atomic():
@@ -203,7 +223,8 @@ class SentimentStore:
         """Make the log agree with Discord's final voter lists and close the poll with that tally.
 
         Votes cast while the bot was offline are added, votes the log still holds but Discord does not are
-        removed. Safe to run again (for instance when posting the result failed). None for an unknown poll.
+        removed. Members who asked to be forgotten while the poll was open count in the tally but are not logged
+        again. Safe to run again (for instance when posting the result failed). None for an unknown poll.
         """
         stamp = iso_utc(at or datetime.now(UTC))
         unknown = set(final_voters) - set(ANSWERS)
@@ -215,17 +236,19 @@ class SentimentStore:
             if one_row(d, "SELECT 1 AS x FROM sentiment_polls WHERE message_id = ?", [message_id]) is None:
                 return None
             with d.atomic():
+                gone = forgotten(d, message_id)
+                logged = {(user, answer) for user, answer in final if member_hash(message_id, user) not in gone}
                 live = set(d.execute("SELECT user_id, answer_id FROM sentiment_votes WHERE message_id = ? "
                                      "AND live = 1", [message_id]).fetchall())
                 d.conn.executemany(
                     "UPDATE sentiment_votes SET live = 0, removed_at = ?, updated_at = ? "
                     "WHERE message_id = ? AND user_id = ? AND answer_id = ?",
-                    [(stamp, stamp, message_id, user, answer) for user, answer in live - final])
+                    [(stamp, stamp, message_id, user, answer) for user, answer in live - logged])
                 d.conn.executemany(
                     "INSERT INTO sentiment_votes (message_id, user_id, answer_id, live, added_at, updated_at) "
                     "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT DO UPDATE SET live = 1, added_at = excluded.added_at, "
                     "removed_at = NULL, updated_at = excluded.updated_at",
-                    [(message_id, user, answer, stamp, stamp) for user, answer in final - live])
+                    [(message_id, user, answer, stamp, stamp) for user, answer in logged - live])
                 tally = Tally.from_counts({a: len(users) for a, users in final_voters.items()})
                 d.execute("UPDATE sentiment_polls SET status = 'closed', closed_at = coalesce(closed_at, ?), "
                           "bullish = ?, neutral = ?, bearish = ? WHERE message_id = ?",
@@ -262,11 +285,24 @@ class SentimentStore:
         return cur.rowcount
 
     async def mark_result_posted(self, message_id: int, result_message_id: int) -> bool:
-        """Record the posted result message; False if a result was already recorded."""
-        cur = await self.db.durable(lambda d: d.execute(
-            "UPDATE sentiment_polls SET result_message_id = ? WHERE message_id = ? AND result_message_id IS NULL",
-            [result_message_id, message_id]))
-        return cur.rowcount == 1
+        """Record the posted result message (the poll's forget-me tombstones go with it: the poll is settled); False
+        if a result was already recorded."""
+        def write(d: sqlite_utils.Database) -> bool:  # one transaction: `durable` makes it
+            cur = d.execute("UPDATE sentiment_polls SET result_message_id = ? WHERE message_id = ? "
+                            "AND result_message_id IS NULL", [result_message_id, message_id])
+            d.execute("DELETE FROM sentiment_forgotten WHERE message_id = ?", [message_id])
+            return cur.rowcount == 1
+
+        return await self.db.durable(write)
+
+    async def purge_votes_older_than(self, days: int, now: datetime | None = None) -> int:
+        """Delete the vote rows of polls closed more than `days` ago (LOG_RETENTION_DAYS, like the community log);
+        each poll keeps its final tally, counts without ids. Returns how many rows went."""
+        before = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
+        cur = await self.db.run(lambda d: d.execute(
+            "DELETE FROM sentiment_votes WHERE message_id IN (SELECT message_id FROM sentiment_polls "
+            "WHERE status = 'closed' AND closed_at < ?)", [before]))
+        return cur.rowcount
 
     # member rights
 
@@ -274,7 +310,12 @@ class SentimentStore:
     def erase_member(d: sqlite_utils.Database, guild_id: int, user_id: int) -> int:
         """Delete a member's votes on this guild's polls; returns how many went. Runs on the database thread,
         inside the caller's transaction (services.privacy). Final tallies of closed polls are counts without ids
-        and stay."""
+        and stay. Each poll whose result is still to come gets a tombstone (`member_hash`), so Discord's voter
+        list does not bring the vote back when the poll closes."""
+        d.conn.executemany("INSERT OR IGNORE INTO sentiment_forgotten VALUES (?, ?)", [
+            (message_id, member_hash(message_id, user_id)) for (message_id,) in d.execute(
+                "SELECT message_id FROM sentiment_polls WHERE guild_id = ? AND result_message_id IS NULL",
+                [guild_id])])
         return d.execute("DELETE FROM sentiment_votes WHERE user_id = ? AND message_id IN "
                          "(SELECT message_id FROM sentiment_polls WHERE guild_id = ?)", [user_id, guild_id]).rowcount
 

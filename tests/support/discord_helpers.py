@@ -13,14 +13,14 @@ from tests.support.local_discord import (
     EPHEMERAL,
     INTERACTION_ACK_SECONDS,
     MEMBER_PERMISSIONS,
+    MODERATOR_PERMISSIONS,
     FilePart,
     InteractionHandle,
     LocalDiscord,
     RecordedRequest,
 )
 
-MODERATOR = MEMBER_PERMISSIONS | discord.Permissions(manage_channels=True, manage_messages=True,
-                                                     manage_guild=True).value
+MODERATOR = MODERATOR_PERMISSIONS  # what the guild's Moderator role grants
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 UNTRACKED_TABLES = ("_meta", "bars_cache")  # bookkeeping and the market-data cache, not member-visible state
 
@@ -68,10 +68,11 @@ async def answer_of(handle: InteractionHandle, timeout: float = 20.0) -> Answer:
 
 async def invoke(discord_: LocalDiscord, subcommand: str, options: dict[str, Any] | None = None, *,
                  manage: bool = False, root: str = "iwm", **kwargs: Any) -> Answer:
-    """Dispatch `/root subcommand option:value ...` (as a moderator: Manage Channels, Messages and Server, if
-    `manage`; otherwise as a plain member) and wait for the answer."""
+    """Dispatch `/root subcommand option:value ...` (as a moderator, holding the guild's Moderator role: Manage
+    Channels, Messages and Server in every channel, if `manage`; otherwise as a plain member) and wait for the
+    answer."""
     if manage:
-        kwargs["permissions"] = MODERATOR
+        kwargs["roles"] = (*kwargs.get("roles", ()), "Moderator")
     payload = discord_.slash_command(root, subcommand, options, **kwargs)
     return await answer_of(await discord_.dispatch_interaction(payload))
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import discord
 
-from tests.support.local_discord.payloads import ATTACHMENT_SIZE_LIMIT, BOT_PERMISSIONS, MEMBER_PERMISSIONS, now_iso
+from tests.support.local_discord.payloads import ATTACHMENT_SIZE_LIMIT, MEMBER_PERMISSIONS, now_iso
 from tests.support.local_discord.state import DiscordState, FakeGuild
 
 
@@ -32,6 +32,7 @@ class Events(DiscordState):
         channel: str | int | None = None,
         member: str | int | None = None,
         permissions: int | discord.Permissions | None = None,
+        roles: Iterable[str] = (),
         focused: str | None = None,
         locale: str = "en-US",
     ) -> dict[str, Any]:
@@ -40,6 +41,9 @@ class Events(DiscordState):
         `subcommand` is "sub" or "group sub". Option types come from the command tree the bot synced, so the
         values are plain Python values (a username / role name / channel name for user, role and channel
         options; `(filename, bytes)` for attachments). With `focused="option"` it is an autocomplete request.
+        The member's permissions (in the channel, and in each channel option) are computed from the guild's
+        roles and overwrites, as Discord does, with `roles` (names) held besides their own; `permissions`
+        overrides the figure for the channel the command is typed in.
         """
         target = self.get_guild(guild)
         command = self._find_command(name, target)
@@ -70,7 +74,10 @@ class Events(DiscordState):
         if resolved:
             data["resolved"] = resolved
         kind = 4 if focused else 2
-        return self._interaction_payload(kind, data, target, channel, member, permissions, locale)
+        payload = self._interaction_payload(kind, data, target, channel, member, permissions, locale, roles=roles)
+        for option_channel in resolved.get("channels", {}).values():
+            option_channel["permissions"] = str(target.permissions(payload["member"], option_channel["id"]))
+        return payload
 
     def _option(
         self, spec: dict[str, Any], value: Any, guild: FakeGuild, resolved: dict[str, dict[str, Any]], focused: bool
@@ -126,17 +133,21 @@ class Events(DiscordState):
         permissions: int | discord.Permissions | None,
         locale: str,
         message: dict[str, Any] | None = None,
+        roles: Iterable[str] = (),
     ) -> dict[str, Any]:
         if isinstance(permissions, discord.Permissions):
             permissions = permissions.value
-        perms = str(MEMBER_PERMISSIONS if permissions is None else permissions)
         the_channel = guild.channel(channel)
+        invoker = guild.member(member)
+        invoker = {**invoker, "roles": [*invoker["roles"], *(guild.role(r)["id"] for r in roles)]}
+        perms = str(guild.permissions(invoker, the_channel["id"]) if permissions is None else permissions)
+        app_perms = str(guild.permissions(guild.member(self.application_id), the_channel["id"]))
         payload: dict[str, Any] = {
             "id": str(self.snowflake()), "application_id": str(self.application_id), "type": kind, "data": data,
             "guild_id": str(guild.id), "guild": {"id": str(guild.id), "locale": "en-US", "features": []},
             "channel_id": the_channel["id"], "channel": {**the_channel, "permissions": perms},
-            "member": {**guild.member(member), "permissions": perms}, "token": secrets.token_urlsafe(96),
-            "version": 1, "app_permissions": str(BOT_PERMISSIONS), "locale": locale, "guild_locale": "en-US",
+            "member": {**invoker, "permissions": perms}, "token": secrets.token_urlsafe(96),
+            "version": 1, "app_permissions": app_perms, "locale": locale, "guild_locale": "en-US",
             "entitlements": [], "entitlement_sku_ids": [], "authorizing_integration_owners": {"0": str(guild.id)},
             "context": 0, "attachment_size_limit": ATTACHMENT_SIZE_LIMIT,
         }

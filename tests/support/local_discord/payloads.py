@@ -33,7 +33,16 @@ MEMBER_PERMISSIONS = discord.Permissions(
     add_reactions=True, use_external_emojis=True, use_application_commands=True, send_polls=True,
     send_messages_in_threads=True, create_public_threads=True, change_nickname=True, connect=True, speak=True,
 ).value
-BOT_PERMISSIONS = MEMBER_PERMISSIONS | discord.Permissions(manage_messages=True, manage_threads=True).value
+# What the README's invite grants the bot (Mention Everyone: to ping a role in alerts).
+BOT_PERMISSIONS = MEMBER_PERMISSIONS | discord.Permissions(manage_messages=True, manage_threads=True,
+                                                           mention_everyone=True).value
+# The guild's "Moderator" role (held by nobody by default; `slash_command(roles=["Moderator"])`).
+MODERATOR_PERMISSIONS = MEMBER_PERMISSIONS | discord.Permissions(manage_channels=True, manage_messages=True,
+                                                                 manage_guild=True, mention_everyone=True).value
+ALL_PERMISSIONS = discord.Permissions.all().value
+ADMINISTRATOR = discord.Permissions(administrator=True).value
+VIEW_CHANNEL = discord.Permissions(view_channel=True).value
+ROLE_OVERWRITE, MEMBER_OVERWRITE = 0, 1  # a permission overwrite's `type`
 
 
 def now_iso(offset: timedelta = timedelta(0)) -> str:

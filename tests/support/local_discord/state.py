@@ -15,14 +15,21 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+import discord
 from aiohttp.test_utils import TestServer
 
 from tests.support.local_discord.payloads import (
+    ADMINISTRATOR,
+    ALL_PERMISSIONS,
     API_PREFIX,
     BOT_PERMISSIONS,
     DISCORD_EPOCH_MS,
     LOADING,
+    MEMBER_OVERWRITE,
     MEMBER_PERMISSIONS,
+    MODERATOR_PERMISSIONS,
+    ROLE_OVERWRITE,
+    VIEW_CHANNEL,
     DiscordError,
     member_payload,
     now_iso,
@@ -64,6 +71,54 @@ class FakeGuild:
             if which in (role["name"], role["id"], int(role["id"])):
                 return role
         raise LookupError(f"no role {which!r} in guild {self.name!r}")
+
+    def add_role(self, name: str, permissions: int = 0, *, mentionable: bool = False) -> dict[str, Any]:
+        """A new role, above the others (set it up before the bot connects: it arrives with GUILD_CREATE)."""
+        role = {**self.roles[0], "id": str(self.id + len(self.roles)), "name": name, "permissions": str(permissions),
+                "position": len(self.roles), "mentionable": mentionable}
+        self.roles.append(role)
+        return role
+
+    def overwrite(self, channel: str | int, target: dict[str, Any], *, allow: int = 0, deny: int = 0) -> dict[str, Any]:
+        """Set a permission overwrite on a channel for a role or a member (as returned by `role` / `member`), in
+        Discord's shape (ChannelPermissionOverwriteResponse); returns the channel."""
+        the_channel = self.channel(channel)
+        is_member = "user" in target
+        oid = target["user"]["id"] if is_member else target["id"]
+        overwrites = [o for o in the_channel["permission_overwrites"] if o["id"] != oid]
+        overwrites.append({"id": oid, "type": MEMBER_OVERWRITE if is_member else ROLE_OVERWRITE,
+                           "allow": str(allow), "deny": str(deny)})
+        the_channel["permission_overwrites"] = overwrites
+        return the_channel
+
+    def permissions(self, member: dict[str, Any], channel: str | int | None = None) -> int:
+        """A member's permissions in a channel as Discord computes them (the "Permission Overwrites" algorithm of
+        Discord's documentation): owner and Administrator have all; else @everyone's and the member's roles, then
+        the channel's @everyone, role and member overwrites, in that order. Without View Channel a member has none
+        of the channel permissions (discord.py's `permissions_for` does the same)."""
+        user_id = member["user"]["id"]
+        if user_id == str(self.owner_id):
+            return ALL_PERMISSIONS
+        roles = {r["id"]: int(r["permissions"]) for r in self.roles}
+        value = roles[str(self.id)]
+        for role_id in member["roles"]:
+            value |= roles.get(role_id, 0)
+        if value & ADMINISTRATOR:
+            return ALL_PERMISSIONS
+        listed = self.channel(channel)["permission_overwrites"]
+        overwrites = {o["id"]: (int(o["allow"]), int(o["deny"])) for o in listed}
+        allow, deny = overwrites.get(str(self.id), (0, 0))
+        value = (value & ~deny) | allow
+        allow = deny = 0
+        for role_id in member["roles"]:
+            role_allow, role_deny = overwrites.get(role_id, (0, 0))
+            allow, deny = allow | role_allow, deny | role_deny
+        value = (value & ~deny) | allow
+        allow, deny = overwrites.get(user_id, (0, 0))
+        value = (value & ~deny) | allow
+        if not value & VIEW_CHANNEL:
+            value &= ~discord.Permissions.all_channel().value
+        return value
 
     def payload(self, *, with_members: bool = True, bot_user_id: int | None = None) -> dict[str, Any]:
         """The GUILD_CREATE payload. Without the GUILD_MEMBERS intent Discord sends only the bot's own member."""
@@ -168,8 +223,10 @@ class DiscordState:
             "description": None,
         }
         member_role = {**everyone, "id": str(self.snowflake()), "name": "Member", "position": 1}
+        moderator_role = {**everyone, "id": str(self.snowflake()), "name": "Moderator", "position": 2,
+                          "permissions": str(MODERATOR_PERMISSIONS)}
         bot_role = {
-            **everyone, "id": str(self.snowflake()), "name": "smallcaps", "position": 2, "managed": True,
+            **everyone, "id": str(self.snowflake()), "name": "smallcaps", "position": 3, "managed": True,
             "permissions": str(BOT_PERMISSIONS), "tags": {"bot_id": str(self.application_id)},
         }
         text = [
@@ -185,8 +242,9 @@ class DiscordState:
             member_payload(user_payload(self.snowflake(), username), [member_role["id"]]) for username in members
         ]
         bot_member = member_payload(self.bot_user, [bot_role["id"]], joined_at=now_iso(timedelta(days=-7)))
-        guild = FakeGuild(gid, name, int(humans[0]["user"]["id"]) if humans else self.application_id,
-                          [everyone, member_role, bot_role], text, [*humans, bot_member])
+        # The owner, who has every permission everywhere, is none of the members tests act as.
+        guild = FakeGuild(gid, name, self.snowflake(), [everyone, member_role, moderator_role, bot_role], text,
+                          [*humans, bot_member])
         self.guilds.append(guild)
         return guild
 
