@@ -83,9 +83,7 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
                             expected_session=last_session, sources=sources)
         alerts = AlertStore(database, settings.zones)
-        await alerts.setup()
         sentiment = SentimentStore(database)
-        await sentiment.open()
         community = CommunityLog(database)
         await community.open()
         stack.push_async_callback(community.close)

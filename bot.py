@@ -6,8 +6,9 @@
 
 The command line only: it loads `.env`, reads the settings and hands over to `app.run_bot` (the composition
 root), `console.run_console` or `console.run_replay_command`. A known failure is one line on stderr and an exit
-status: 2 for a bad configuration, 1 for a missing or rejected token or a database error (the console and the
-replay return their own status, 2 for bad input).
+status: 2 for a bad configuration or a database file this code cannot use as it is (a newer schema, another shard
+layout), 1 for a missing or rejected token or a database error (the console and the replay return their own
+status, 2 for bad input).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import discord
 from app import run_bot, setup_logging
 from console import run_console, run_replay_command
 from services.config import ConfigError, Settings
+from services.schema import SchemaError
 from services.storage import DatabaseError
 
 NO_TOKEN = """\
@@ -71,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         setup_logging(settings)
         asyncio.run(run_bot(settings, sync=getattr(args, "sync", False)))
+    except SchemaError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return 2
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

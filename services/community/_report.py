@@ -24,7 +24,6 @@ from services.charts import (
     title,
     to_png,
 )
-from services.community._schema import create_tables
 from services.community._text import tone
 from services.errors import InputError, is_whole
 from services.market import MarketData, ProviderError
@@ -151,7 +150,6 @@ class Activity:
 
 def compute_activity(d: sqlite_utils.Database, guild_id: int, start: date, end: date) -> Activity:
     """The window's counts for one guild, `start` to `end` included (runs on the database thread)."""
-    create_tables(d)
     window = [guild_id, _day_start(start), _day_start(end + timedelta(days=1))]
     live = "FROM community_messages WHERE guild_id = ? AND created_at >= ? AND created_at < ? AND deleted = 0"
     daily = {row[0]: row[1:] for row in d.execute(
