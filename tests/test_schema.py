@@ -1,7 +1,8 @@
-"""The schema ladder: a fresh file, a file from before versioning, a newer file, a broken layout, a later step."""
+"""The schema ladder: a fresh file, released files from the history, a newer file, a broken layout, a later step."""
 
 from __future__ import annotations
 
+import gzip
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +15,8 @@ from services.schema import CURRENT_VERSION, MIGRATIONS, Migration, SchemaError,
 from services.storage import Database
 
 T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "schema").glob("*.db.gz"))  # scripts/make_schema_fixtures.py
+LAST_BEFORE_VERSIONING = "f5a8642"  # Merge harden, main before this ladder
 
 
 def versions(path: Path) -> list[int]:
@@ -108,3 +111,57 @@ def test_a_failing_migration_changes_nothing(tmp_path):
             migrate(conn, broken)
         assert "note" not in [r[1] for r in conn.execute("PRAGMA table_info(alert_state)")]
         assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [CURRENT_VERSION]
+
+
+# --- released layouts, from the project's history -----------------------------------------------------------
+
+def unpack(fixture: Path, tmp_path: Path) -> Path:
+    path = tmp_path / fixture.name.removesuffix(".gz")
+    path.write_bytes(gzip.decompress(fixture.read_bytes()))
+    return path
+
+
+def contents(path: Path) -> dict[str, list[tuple]]:
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN "
+                                             "('schema_version', '_meta') ORDER BY name")]
+        return {t: sorted(conn.execute(f"SELECT * FROM [{t}]").fetchall(), key=repr) for t in tables}
+
+
+def layout(path: Path) -> dict[str, object]:
+    """Every table's columns (name, type, not null, default, key position) and every index's columns."""
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT IN "
+                                             "('schema_version') ORDER BY name")]
+        indexes = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")]
+        return {**{t: [tuple(c[1:]) for c in conn.execute(f"PRAGMA table_info([{t}])")] for t in tables},
+                **{i: [c[2] for c in conn.execute(f"PRAGMA index_info([{i}])")] for i in indexes}}
+
+
+def test_there_is_a_fixture_for_every_release():
+    assert [f.name.split(".")[0] for f in FIXTURES] == sorted(["f7d2239", "1d8608f", LAST_BEFORE_VERSIONING])
+
+
+@pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name.split(".")[0] for f in FIXTURES])
+async def test_each_released_file_opens_migrates_and_keeps_every_row(fixture, tmp_path):
+    path = unpack(fixture, tmp_path)
+    before = contents(path)
+    assert before and all(before.values()), "the fixture has rows in every table"
+    async with Database(path) as database:
+        assert await database.run(lambda d: d.execute("SELECT max(version) FROM schema_version").fetchone()) == (
+            CURRENT_VERSION,)
+        texts = await database.run(lambda d: d.execute("SELECT content FROM community_messages").fetchall())
+        assert texts == [(f"community_messages.content {i}",) for i in range(3)]  # as the script wrote them
+    after = contents(path)
+    assert {t: rows for t, rows in after.items() if t in before} == before
+    assert set(after) == set(expected_columns()) - {"_meta"}  # tables that came later are made, empty
+    assert all(not after[t] for t in set(after) - set(before))
+
+
+def test_version_1_is_exactly_the_schema_main_made_before_versioning(tmp_path):
+    [fixture] = [f for f in FIXTURES if f.name.startswith(LAST_BEFORE_VERSIONING)]
+    released = layout(unpack(fixture, tmp_path))
+    fresh = tmp_path / "fresh.db"
+    with sqlite3.connect(fresh) as conn:
+        migrate(conn)
+    assert layout(fresh) == released
