@@ -33,6 +33,7 @@ from services.config import Settings, Zones
 from services.documents import Documents, build_documents
 from services.http import Sources
 from services.market import MarketData, build_providers
+from services.schema.shards import Layout, check_layout
 from services.sentiment import SentimentStore
 from services.storage import Database
 
@@ -75,6 +76,8 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         database = Database(settings.database_path)
         await database.open()
         stack.push_async_callback(database.close)
+        layout = Layout.of(settings.shard_ids, settings.shard_count)  # a file of another layout is refused
+        await database.run(lambda d: check_layout(d.conn, layout))
         session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
         stack.push_async_callback(session.close)
         renderer = Renderer(processes=render_processes)
