@@ -88,6 +88,20 @@ async def test_a_file_lacking_a_column_is_refused_at_start_not_dropping_every_lo
             "community_messages"]
 
 
+def test_the_bot_refuses_a_file_lacking_a_column_in_one_line(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE alert_levels (guild_id INTEGER PRIMARY KEY, support REAL NOT NULL, "
+                     "entry_low REAL NOT NULL, entry_high REAL NOT NULL, resistance_low REAL NOT NULL, "
+                     "resistance_high REAL NOT NULL, updated_at TEXT NOT NULL)")  # no updated_by
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_PATH", str(path))
+    assert bot.main(["console", "/iwm levels"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"database error: database {path}: table alert_levels lacks "
+                                                   "column updated_by")
+
+
 def test_a_later_migration_adds_a_column_and_keeps_every_row(tmp_path):
     path = tmp_path / "v1.db"
     with sqlite3.connect(path) as conn:

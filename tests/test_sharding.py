@@ -200,3 +200,17 @@ def test_reshard_refuses_files_out_of_order_and_changes_nothing(tmp_path, capsys
     assert err.count("\n") == 1 and "b.db holds the guilds of shard 1 of SHARD_COUNT=2, not shard 0" in err
     assert bot.main(["reshard", "--from-count", "2", "--to-count", "3", *map(str, paths)]) == 2
     assert "give 3 database files" in capsys.readouterr().err
+
+
+def test_the_bot_refuses_another_layout_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    path = tmp_path / "shard0.db"
+    with closing(sqlite3.connect(path)) as conn, conn:
+        migrate(conn)
+        record(conn, Layout(2, (0,)))
+    monkeypatch.chdir(tmp_path)
+    for name, value in {"DATABASE_PATH": str(path), "SHARD_COUNT": "3", "SHARD_IDS": "0"}.items():
+        monkeypatch.setenv(name, value)
+    assert bot.main(["console", "/iwm levels"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "but this process runs shard 0 of SHARD_COUNT=3" in err
+    assert "python bot.py reshard --from-count 2 --to-count 3" in err
