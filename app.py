@@ -25,6 +25,8 @@ import sqlite_utils
 from discord import app_commands
 from discord.ext import commands
 
+from cogs.alerts import MuteButton
+from cogs.buttons import ChartButton
 from cogs.errors import handle_command_error
 from services.alerts import AlertStore
 from services.charts import Renderer
@@ -39,7 +41,8 @@ from services.storage import Database
 
 log = logging.getLogger("smallcaps")
 
-EXTENSIONS = ("cogs.levels", "cogs.analysis", "cogs.alerts", "cogs.sentiment", "cogs.community", "cogs.status")
+EXTENSIONS = ("cogs.levels", "cogs.analysis", "cogs.alerts", "cogs.sentiment", "cogs.community", "cogs.status",
+              "cogs.help")
 
 
 @dataclass
@@ -84,7 +87,7 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         stack.callback(renderer.close)
         sources = Sources()  # every live source's breaker, market data's and documents', for /iwm status
         market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
-                            expected_session=last_session, sources=sources)
+                            expected_session=last_session, sources=sources, deadline=settings.fetch_deadline_seconds)
         alerts = AlertStore(database, settings.zones)
         sentiment = SentimentStore(database)
         community = CommunityLog(database)
@@ -128,6 +131,9 @@ class SmallcapsBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        # Buttons carry their state in their custom_id: registered once, they answer presses on any message,
+        # also on those sent before a restart.
+        self.add_dynamic_items(ChartButton, MuteButton)
         await self.sync_commands()
         await self.resources.renderer.warm_up()
 

@@ -210,7 +210,8 @@ def describe(message: SentMessage, out_dir: Path) -> str:
     for file in message.files:
         lines.append(f"[attachment] {out_dir / file.filename}")
     if message.view is not None:
-        labels = [getattr(item, "label", None) or type(item).__name__ for item in message.view.children]
+        items = [getattr(item, "item", item) for item in message.view.children]  # a DynamicItem wraps its button
+        labels = [getattr(item, "label", None) or type(item).__name__ for item in items]
         lines.append("[buttons] " + " | ".join(str(label) for label in labels))
     return "\n".join(lines)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -12,13 +13,28 @@ import discord
 from discord import app_commands
 from discord.ext import tasks
 
-from cogs.common import BLUE, GREEN, GREY, RED, IwmCog, add_iwm_cog, guild_of, in_guild, png_file, target_channel
+from cogs.autocomplete import event_choices
+from cogs.common import (
+    BLUE,
+    GREEN,
+    GREY,
+    RED,
+    IwmCog,
+    add_iwm_cog,
+    guild_of,
+    in_guild,
+    png_file,
+    requires,
+    target_channel,
+)
+from cogs.errors import handle_command_error
 from services import market_calendar
 from services.alerts import (
     EVENT_KINDS,
     AlertPost,
     AlertStore,
     DeliveryError,
+    Detections,
     Event,
     PostCache,
     check_close,
@@ -30,6 +46,7 @@ from services.alerts import (
 )
 from services.config import ConfigError, Zones
 from services.errors import InputError
+from services.pacing import RateLimiter, alert_post_rate
 from services.swing_levels import RULE, derived_answer
 
 if TYPE_CHECKING:
@@ -38,7 +55,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 COLOURS = {"up": GREEN, "down": RED, "neutral": BLUE}
-manage_channels = app_commands.checks.has_permissions(manage_channels=True)
+manage_channels = requires(manage_channels=True)
+GUILDS_AT_ONCE = 8  # close checks in flight: enough to keep the paced posts flowing while others read the database
 Preset = Literal["derived", "article"]  # /iwm setlevels presets: services.swing_levels.RULE, or Zones()'s defaults
 
 
@@ -51,6 +69,45 @@ def alert_embed(post: AlertPost) -> discord.Embed:
     return embed
 
 
+MUTE_HOURS = 24
+
+
+class MuteButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"smallcaps:mute:(?P<kind>[a-z_]+)"):
+    """Under each alert: a moderator (Manage Channels in that channel) mutes this kind of event in the channel
+    for 24 h (`AlertStore.mute`; delivery skips muted channels). Persistent: the kind is in the custom_id."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(discord.ui.Button(label=f"Mute this event here for {MUTE_HOURS} h", emoji="🔕",
+                                           style=discord.ButtonStyle.secondary, custom_id=f"smallcaps:mute:{kind}"))
+        self.kind = kind
+
+    @classmethod
+    async def from_custom_id(cls, interaction: discord.Interaction, item: discord.ui.Item[Any],
+                             match: re.Match[str], /) -> MuteButton:
+        return cls(match["kind"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        try:
+            if interaction.guild_id is None or interaction.channel_id is None:
+                raise app_commands.NoPrivateMessage()
+            if not interaction.permissions.manage_channels:
+                raise app_commands.MissingPermissions(["manage_channels"])
+            bot: SmallcapsBot = interaction.client  # type: ignore[assignment]
+            until = await bot.resources.alerts.mute(interaction.guild_id, interaction.channel_id, self.kind,
+                                                    MUTE_HOURS)
+            await interaction.response.send_message(
+                f"🔕 No `{self.kind}` alerts in <#{interaction.channel_id}> until "
+                f"{discord.utils.format_dt(until, 'f')}.", ephemeral=True)
+        except Exception as exc:
+            await handle_command_error(interaction, exc, f"button smallcaps:mute:{self.kind}")
+
+
+def mute_view(kind: str) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(MuteButton(kind))
+    return view
+
+
 class Alerts(IwmCog):
     def __init__(self, bot: SmallcapsBot) -> None:
         super().__init__(bot)
@@ -60,6 +117,12 @@ class Alerts(IwmCog):
     def posts(self) -> PostCache:
         """Each event's post and chart, prepared once (made on first use: parsing commands needs no resources)."""
         return PostCache(self.bot.resources.market, self.bot.resources.renderer)
+
+    @functools.cached_property
+    def pace(self) -> RateLimiter:
+        """Alert posts of every guild share one pace, under Discord's global limit (services.pacing)."""
+        settings = self.bot.settings
+        return RateLimiter(alert_post_rate(settings.shard_ids, settings.shard_count))
 
     @property
     def store(self) -> AlertStore:
@@ -74,6 +137,7 @@ class Alerts(IwmCog):
     @app_commands.describe(channel="Where to post (default: this channel)",
                            events="all, or some of: " + ", ".join(EVENT_KINDS),
                            role="A role to mention in each alert")
+    @app_commands.autocomplete(events=event_choices)
     @in_guild()
     @manage_channels
     async def subscribe(self, interaction: discord.Interaction, channel: discord.TextChannel | None = None,
@@ -173,12 +237,14 @@ class Alerts(IwmCog):
     async def send(self, channel_id: int, role_id: int | None, event: Event, zones: Zones) -> int:
         channel = await self._channel(channel_id)
         prepared = await self.posts.get(event, zones)
+        await self.pace.acquire()
         try:
             message = await channel.send(
                 content=f"<@&{role_id}>" if role_id else None,
                 embed=alert_embed(prepared.post),
                 file=png_file(prepared.chart, "iwm-alert.png"),
                 nonce=post_nonce(channel_id, event.key),
+                view=mute_view(event.kind),
                 allowed_mentions=discord.AllowedMentions(everyone=False, users=False,
                                                          roles=[discord.Object(role_id)] if role_id else False),
             )
@@ -190,11 +256,13 @@ class Alerts(IwmCog):
             raise DeliveryError("rate_limited" if exc.status == 429 else "other", f"HTTP {exc.status}") from exc
         return message.id
 
-    async def find(self, channel_id: int, key: str) -> int | None:
+    async def find(self, channel_id: int, key: str, since: datetime) -> int | None:
+        """The bot's post with this event key's footer, looked for in every message since `since`, newest first,
+        page by page (a busy channel may have hundreds since the post)."""
         channel = await self._channel(channel_id)
         footer = footer_for(key)
         try:
-            async for message in channel.history(limit=100):
+            async for message in channel.history(limit=None, after=since, oldest_first=False):
                 if self.bot.user and message.author.id == self.bot.user.id and any(
                         e.footer.text == footer for e in message.embeds):
                     return message.id
@@ -213,10 +281,15 @@ class Alerts(IwmCog):
     async def run_close_check(self, through: date) -> int:
         """Post the events of the session `through` to every subscribed channel of this process's guilds."""
         frame = (await self.bot.resources.market.bars("IWM")).frame
-        posted = 0
-        for guild_id in self.my_guild_ids(await self.store.guild_ids()):
-            results = await check_close(self.store, guild_id, frame, through, self.send)
-            posted += sum(r.status == "sent" for r in results)
+        memo: Detections = {}
+        gate = asyncio.Semaphore(GUILDS_AT_ONCE)
+
+        async def one(guild_id: int) -> int:
+            async with gate:
+                results = await check_close(self.store, guild_id, frame, through, self.send, memo=memo)
+                return sum(r.status == "sent" for r in results)
+
+        posted = sum(await asyncio.gather(*(one(g) for g in self.my_guild_ids(await self.store.guild_ids()))))
         self._last_close_checked = through
         return posted
 

@@ -59,6 +59,32 @@ class IwmCog(commands.Cog):
 
 
 Listener = TypeVar("Listener", bound=Callable[..., Awaitable[None]])
+Decorated = TypeVar("Decorated")
+
+
+def requires(**permissions: bool) -> Callable[[Decorated], Decorated]:
+    """`app_commands.checks.has_permissions`, with the permissions recorded on its check (`permissions`), so
+    `/iwm help` and the README say who may use a command from the command itself."""
+    check = app_commands.checks.has_permissions(**permissions)
+
+    def apply(func: Any) -> Any:
+        func = check(func)
+        checks: list[Any] = (func.checks if isinstance(func, app_commands.Command)
+                             else func.__discord_app_commands_checks__)
+        checks[-1].permissions = tuple(permissions)
+        return func
+
+    return apply
+
+
+def required_permissions(command: app_commands.Command[Any, ..., Any]) -> tuple[str, ...]:
+    """The permissions a member needs for `command`: its checks made with `requires`, and Discord's default
+    member permissions of its top-level command."""
+    needed = [name for check in command.checks for name in getattr(check, "permissions", ())]
+    root = command.root_parent or command
+    if root.default_permissions is not None:
+        needed += [name for name, value in root.default_permissions if value]
+    return tuple(dict.fromkeys(needed))
 
 
 def in_guild() -> Callable[[Any], Any]:

@@ -27,6 +27,7 @@ from cogs.common import (
     in_guild,
     plural,
     png_file,
+    requires,
     safe_listener,
     target_channel,
 )
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-manage_guild = app_commands.checks.has_permissions(manage_guild=True)
+manage_guild = requires(manage_guild=True)
 CHART = "iwm-community.png"
 LOGGED_TYPES = (discord.MessageType.default, discord.MessageType.reply)  # not joins, pins, boosts...
 FORGET_TIMEOUT = 120.0  # seconds the forget-me buttons stay usable

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import TYPE_CHECKING, Literal
 
 import discord
 from discord import app_commands
 
-from cogs.common import (
-    GREEN,
-    RED,
-    YELLOW,
-    IwmCog,
-    add_iwm_cog,
-    age_line,
-    attach_chart,
-    data_footer,
-    parse_day,
-    signed,
-)
+from cogs.autocomplete import session_choices
+from cogs.buttons import ChartAnswer, ChartCommand, register_chart
+from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, age_line, data_footer, parse_day, signed
 from services.errors import InputError
 from services.levels import LevelsReport, levels_answer
 from services.market import DataAge
@@ -30,21 +22,42 @@ if TYPE_CHECKING:
 Period = Literal["3mo", "6mo", "1y", "2y", "5y", "max"]
 
 
+async def levels_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: str, day: date | None) -> ChartAnswer:
+    """The whole `/iwm levels` answer: the report, the derived levels, the embed and the chart."""
+    res = bot.resources
+    zones = await res.zones(guild_id)
+    report, png = await levels_answer(res.market, res.renderer, zones, period, day)
+    try:
+        derived: DerivedLevels | str = await derived_answer(res.market, report.as_of)
+    except InputError as exc:  # too little history before an early as_of: the rest of the answer stands
+        derived = str(exc)
+    return ChartAnswer(levels_embed(report, derived, await res.market.age(report.as_of, day)), png, report.as_of)
+
+
+async def levels_chart(bot: SmallcapsBot, guild_id: int | None, period: str, shown: date) -> bytes:
+    """Only the chart, for another period as of the day an answer shows."""
+    res = bot.resources
+    _, png = await levels_answer(res.market, res.renderer, await res.zones(guild_id), period, shown)
+    return png
+
+
+async def latest_iwm(bot: SmallcapsBot) -> date:
+    return (await bot.resources.market.bars("IWM")).as_of
+
+
+LEVELS_CHART = register_chart(ChartCommand("levels", ("3mo", "6mo", "1y", "5y", "max"), "iwm-levels.png",
+                                           levels_chart_answer, levels_chart, latest_iwm))
+
+
 class Levels(IwmCog):
     @app_commands.command(name="levels", description="IWM vs. the levels that matter: zones, highs, averages, RS")
     @app_commands.describe(period="Chart span (default 1y)", as_of="Answer as of this trading day, YYYY-MM-DD")
+    @app_commands.autocomplete(as_of=session_choices)
     async def levels(self, interaction: discord.Interaction, period: Period = "1y", as_of: str | None = None) -> None:
         day = parse_day(as_of)
         await interaction.response.defer(thinking=True)
-        res = self.bot.resources
-        zones = await res.zones(interaction.guild_id)
-        report, png = await levels_answer(res.market, res.renderer, zones, period, day)
-        try:
-            derived: DerivedLevels | str = await derived_answer(res.market, report.as_of)
-        except InputError as exc:  # too little history before an early as_of: the rest of the answer stands
-            derived = str(exc)
-        embed = levels_embed(report, derived, await res.market.age(report.as_of, day))
-        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-levels.png"))
+        answer = await levels_chart_answer(self.bot, interaction.guild_id, period, day)
+        await interaction.followup.send(**LEVELS_CHART.message(answer, period, day))
 
 
 def _distance(report: LevelsReport, level: float) -> str:

@@ -28,9 +28,11 @@ from cogs.common import (
     in_guild,
     plural,
     png_file,
+    requires,
     safe_listener,
     target_channel,
 )
+from services.alerts import post_nonce
 from services.sentiment import (
     ANSWER_EMOJI,
     ANSWERS,
@@ -65,10 +67,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-manage_messages = app_commands.checks.has_permissions(manage_messages=True)
+manage_messages = requires(manage_messages=True)
 CHART = "iwm-sentiment.png"
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 NO_RESULT = 0  # result_message_id of a poll whose message (or channel) was deleted: closed, nothing to post
+RESULT_TITLE = "📊 Poll closed: "
+# How far before a poll's deadline a result already posted is looked for: clock skew between the bot and Discord
+# (a result is never posted before the deadline by the bot's clock, nor before the poll message itself).
+RESULT_SEARCH_MARGIN = timedelta(hours=1)
 ALL_VOTERS = 1_000_000  # `PollAnswer.voters(limit=...)` pages through 100 at a time until Discord has no more
 Hours = app_commands.Range[int, MIN_HOURS, MAX_HOURS]
 Question = app_commands.Range[str, 1, MAX_QUESTION]
@@ -117,7 +123,7 @@ def _colour(tally: Tally | None, aaii: Percentages) -> discord.Colour:
 
 def result_embed(poll: Poll, tally: Tally, report: SentimentReport) -> discord.Embed:
     """A closed poll's result; `report`: its guild's report (AAII's survey and the chart's window)."""
-    embed = discord.Embed(title=f"📊 Poll closed: {poll.question}"[:256], description=tally_text(tally, report.aaii),
+    embed = discord.Embed(title=f"{RESULT_TITLE}{poll.question}"[:256], description=tally_text(tally, report.aaii),
                           colour=_colour(tally, report.aaii))
     week = report.survey.week_of(poll.created_at)
     name = f"AAII survey · same week, reported {week.day}" if week else (
@@ -168,6 +174,7 @@ class Sentiment(IwmCog):
     def __init__(self, bot: SmallcapsBot) -> None:
         super().__init__(bot)
         self._closing = asyncio.Lock()  # the watcher and a manual close step never overlap in this process
+        self._started = datetime.now(UTC)  # result claims older than this belong to a process that died
         self.last_watch: datetime | None = None  # when the watcher last finished a run
 
     @property
@@ -323,15 +330,33 @@ class Sentiment(IwmCog):
                   for answer in message.poll.answers if answer.id in ANSWERS}
         tally = await self.store.reconcile(poll.message_id, voters, now)
         assert tally is not None  # the poll is registered
+        if poll.result_attempted and (posted := await self._posted_result(channel, poll)) is not None:
+            await self.store.mark_result_posted(poll.message_id, posted)  # an earlier closer posted it, then died
+            log.warning("sentiment: poll %s already had its result %s in the channel; recorded, not reposted",
+                        poll.message_id, posted)
+            return False
         res = self.bot.resources
         report, png = await sentiment_answer(res.database, res.renderer, poll.guild_id, now=now,
                                              survey=await self.survey())
         result = await channel.send(embed=result_embed(poll, tally, report), file=png_file(png, CHART),
-                                    reference=message.to_reference(fail_if_not_exists=False), mention_author=False)
+                                    reference=message.to_reference(fail_if_not_exists=False), mention_author=False,
+                                    nonce=post_nonce(poll.channel_id, f"poll result {poll.message_id}"))
         if not await self.store.mark_result_posted(poll.message_id, result.id):
             log.warning("sentiment: poll %s already had a result when %s was posted", poll.message_id, result.id)
         log.info("sentiment: poll %s closed (%d votes), result %s", poll.message_id, tally.total, result.id)
         return True
+
+    async def _posted_result(self, channel: discord.abc.Messageable, poll: Poll) -> int | None:
+        """The id of this poll's result if a closer already posted it: the bot's reply to the poll with the result
+        title, looked for in every message back to the poll's deadline (less a margin), page by page."""
+        since = max(discord.utils.snowflake_time(poll.message_id), poll.ends_at - RESULT_SEARCH_MARGIN)
+        me = self.bot.user.id if self.bot.user else None
+        async for found in channel.history(limit=None, after=since, oldest_first=False):
+            if (found.author.id == me and found.reference is not None
+                    and found.reference.message_id == poll.message_id
+                    and any((e.title or "").startswith(RESULT_TITLE) for e in found.embeds)):
+                return found.id
+        return None
 
     async def open_scheduled_polls(self, now: datetime | None = None) -> int:
         """Post the weekly polls whose time has come; returns how many were opened."""
@@ -383,6 +408,10 @@ class Sentiment(IwmCog):
     @watch.before_loop
     async def before_watch(self) -> None:
         await self.bot.wait_until_ready()
+        released = await self.store.release_claims_before(self._started)
+        if released:
+            log.warning("sentiment: %d result claims of an earlier process given back; each result is looked for "
+                        "in its channel before it is posted", released)
 
 
 async def setup(bot: SmallcapsBot) -> None:

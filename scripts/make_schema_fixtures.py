@@ -30,7 +30,8 @@ FIXTURES = ROOT / "tests" / "fixtures" / "schema"
 RELEASES = (
     ("f7d2239", "the first release (2026-11-25): alerts, sentiment, community log, market and document caches"),
     ("1d8608f", "Merge live15 (2026-12-02): the holdings archive and the member refresh tables"),
-    ("f5a8642", "Merge harden (2026-12-02): the last layout before versioning (0600 file, secure_delete)"),
+    ("f5a8642", "Merge harden (2026-12-02): the layout of schema version 1 (0600 file, secure_delete)"),
+    ("48db5fb", "Merge hfan (2026-12-02), after Merge hui: alert mutes, the layout of schema version 2"),
 )
 
 SNIPPET = r'''

@@ -10,14 +10,35 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from services.charts import BLUE, DOWN, MUTED, TEXT, UP, YELLOW, Renderer, date_axis, legend, new_figure, title, to_png
+from services.charts import (
+    BLUE,
+    DOWN,
+    MUTED,
+    PURPLE,
+    TEXT,
+    TEXT_PT,
+    UP,
+    YELLOW,
+    Renderer,
+    axis_label,
+    date_axis,
+    few_ticks,
+    header,
+    new_figure,
+    reference,
+    to_png,
+)
 from services.errors import InputError
 from services.market import MarketData
 from services.members import WINDOWS, BreadthReport, load_member_data, member_breadth
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 PERIODS = {"3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "max": None}  # chart window, months back from as_of
 DIVERGENCE_SESSIONS = 20
@@ -65,30 +86,40 @@ def divergence(close: pd.Series, ad_line: np.ndarray) -> tuple[float | None, int
     return move, ad, f"No divergence: {said}."
 
 
-def render_breadth(chart: BreadthChart) -> bytes:
-    fig, (price, above, ad, highs) = new_figure((1.3, 1.0, 0.8, 0.8))
-    title(fig, chart.title, chart.subtitle)
+def draw_breadth(chart: BreadthChart) -> Figure:
+    fig, (price, above, ad, highs) = new_figure((1.3, 1.0, 0.8, 0.8), hspace=0.16, right=0.88)
     x = np.arange(len(chart.dates))
     price.plot(x, chart.price, color=TEXT, lw=1.4, label="IWM close")
+    axis_label(price, "IWM $")
+    priced = np.flatnonzero(~np.isnan(chart.price))
+    ends_early = len(priced) > 0 and priced[-1] < len(x) - 1
+    if ends_early:  # the price panel ends before the breadth panels: say where
+        price.set_title(f"IWM close to {chart.dates[priced[-1]]:%Y-%m-%d}, breadth to {chart.dates[-1]:%Y-%m-%d}",
+                        loc="left", color=YELLOW, fontsize=TEXT_PT, pad=3)
     colors = {WINDOWS[0]: YELLOW, WINDOWS[1]: BLUE}
     for n, values in chart.pct_above.items():
         above.plot(x, values, color=colors.get(n, MUTED), lw=1.3, label=f"% above {n}-day avg")
-    above.axhline(50, color=MUTED, lw=0.8, ls="--")
+    reference(above.axhline(50, color=MUTED, lw=0.8, ls="--"))
     above.set_ylim(0, 100)
-    ad.plot(x, chart.ad_line, color=UP, lw=1.3, label="A/D line (cumulative)")
+    above.set_yticks([25, 50, 75])  # none on the edges, where the next panel's ticks are
+    axis_label(above, "%")
+    ad.plot(x, chart.ad_line, color=PURPLE, lw=1.3, label="A/D line (cumulative)")
+    axis_label(ad, "A/D")
     highs.bar(x, chart.new_highs, color=UP, width=1.0, label="new 52-week highs")
     highs.bar(x, -chart.new_lows, color=DOWN, width=1.0, label="new 52-week lows (down)")
-    highs.axhline(0, color=MUTED, lw=0.6)
-    for ax in (price, above, ad, highs):
-        legend(ax)
-        box = ax.get_legend()
-        for text in box.get_texts() if box is not None else ():  # readable when Discord shows the chart ~520 px wide
-            text.set_fontsize(11)
-        ax.tick_params(labelsize=11)
+    reference(highs.axhline(0, color=MUTED, lw=0.6))
+    axis_label(highs, "highs/lows")
+    for ax in (price, ad, highs):
+        few_ticks(ax.yaxis, 3)
     for ax in (price, above, ad):
         ax.tick_params(labelbottom=False)
     date_axis(highs, chart.dates)
-    return to_png(fig)
+    header(fig, chart.title, chart.subtitle, reserve_in=0.2 if ends_early else 0.0)
+    return fig
+
+
+def render_breadth(chart: BreadthChart) -> bytes:
+    return to_png(draw_breadth(chart))
 
 
 def breadth_chart(a: BreadthAnswer, close: pd.Series) -> BreadthChart:

@@ -20,9 +20,12 @@ import pandas as pd
 from services.config import Zones
 
 if TYPE_CHECKING:  # matplotlib itself is imported on first use: see blank_figure
+    from matplotlib.artist import Artist
     from matplotlib.axes import Axes
+    from matplotlib.axis import Axis
     from matplotlib.figure import Figure
     from matplotlib.path import Path
+    from matplotlib.text import Text
 
 BG = "#2b2d31"  # Discord's dark embed background
 PANEL = "#313338"
@@ -34,8 +37,17 @@ DOWN = "#f23f43"
 BLUE = "#5865f2"
 YELLOW = "#f0b232"
 PURPLE = "#c27cf0"
-SERIES_COLORS = [BLUE, YELLOW, UP, PURPLE, DOWN, "#00a8fc", "#eb459e"]
-WIDTH_IN, HEIGHT_IN, DPI = 12.8, 7.2, 100
+CYAN = "#00a8fc"
+PINK = "#eb459e"
+ORANGE = "#f47b20"
+TEAL = "#1abc9c"
+SERIES_COLORS = [BLUE, YELLOW, UP, PURPLE, DOWN, CYAN, PINK]
+# 1280x720 px from an 8-inch-wide figure, so a point of text keeps its share of the width: Discord shows a chart
+# about 520 px wide inline, where TEXT_PT is 9 px (its em; tests/test_chart_layout.py checks every text).
+WIDTH_IN, HEIGHT_IN, DPI = 8.0, 4.5, 160
+TITLE_PT, TEXT_PT = 13.0, 10.0
+LEFT, RIGHT, BOTTOM = 0.02, 0.915, 0.075  # panel edges (figure fraction); y ticks are on the right
+GAP_IN = 0.06  # between header rows, and from the header to the panels
 T = TypeVar("T")
 
 
@@ -50,12 +62,13 @@ def blank_figure() -> Figure:
     return fig
 
 
-def new_figure(rows: Sequence[float] = (1.0,), sharex: bool = True,
-               hspace: float = 0.06) -> tuple[Figure, list[Axes]]:
-    """A themed 16:9 figure with stacked panels of the given height ratios, `hspace` apart."""
+def new_figure(rows: Sequence[float] = (1.0,), sharex: bool = True, hspace: float = 0.06,
+               right: float = RIGHT) -> tuple[Figure, list[Axes]]:
+    """A themed 16:9 figure with stacked panels of the given height ratios, `hspace` apart; `header` later moves
+    their top below the title, subtitle and legend."""
     fig = blank_figure()
     grid = fig.add_gridspec(len(rows), 1, height_ratios=list(rows), hspace=hspace,
-                            left=0.06, right=0.93, top=0.92, bottom=0.07)
+                            left=LEFT, right=right, top=0.8, bottom=BOTTOM)
     axes: list[Axes] = []
     for i in range(len(rows)):
         ax = fig.add_subplot(grid[i], sharex=axes[0] if sharex and axes else None)
@@ -66,7 +79,7 @@ def new_figure(rows: Sequence[float] = (1.0,), sharex: bool = True,
 
 def style_axes(ax: Axes) -> None:
     ax.set_facecolor(PANEL)
-    ax.tick_params(colors=MUTED, labelsize=9)
+    ax.tick_params(colors=MUTED, labelsize=TEXT_PT)
     ax.grid(True, color=GRID, linewidth=0.6)
     ax.yaxis.tick_right()
     ax.yaxis.set_label_position("right")
@@ -74,15 +87,83 @@ def style_axes(ax: Axes) -> None:
         spine.set_visible(False)
 
 
-def title(fig: Figure, text: str, subtitle: str = "") -> None:
-    fig.text(0.06, 0.955, text, color=TEXT, fontsize=15, fontweight="bold", va="center")
+def few_ticks(axis: Axis, n: int) -> None:
+    """At most `n` + 1 round ticks on `axis`."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(nbins=n))
+
+
+def axis_label(ax: Axes, text: str) -> None:
+    ax.set_ylabel(text, color=MUTED, fontsize=TEXT_PT)
+
+
+def header(fig: Figure, title: str, subtitle: str = "", handles: Sequence[Artist] | None = None,
+           reserve_in: float = 0.0) -> None:
+    """The title, the subtitle under it and one legend for every panel under that, all above the panels (never on
+    the data); then the panels' top moves just below them, `reserve_in` inches lower (room for labels drawn
+    above a panel). `handles`: the legend's entries; default every labelled artist of every panel, in order."""
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]
+    height = fig.get_window_extent().height
+    gap = GAP_IN / HEIGHT_IN
+
+    def below(artist: Artist) -> float:
+        return float(artist.get_window_extent(renderer).y0 / height) - gap
+
+    def fitted(artist: Text) -> Text:
+        """Too wide for the figure: broken into lines at the " · " separators."""
+        words = artist.get_text().split(" · ")
+        lines = [words[0]]
+        for word in words[1:]:
+            artist.set_text(" · ".join([lines[-1], word]))
+            if artist.get_window_extent(renderer).x1 > fig.get_window_extent().width * (1 - LEFT):
+                lines.append(word)
+            else:
+                lines[-1] = artist.get_text()
+        artist.set_text(" ·\n".join(lines))
+        return artist
+
+    y = below(fitted(fig.text(LEFT, 1 - 0.07 / HEIGHT_IN, title, color=TEXT, fontsize=TITLE_PT,
+                              fontweight="bold", va="top")))
     if subtitle:
-        fig.text(0.93, 0.955, subtitle, color=MUTED, fontsize=9, va="center", ha="right")
+        y = below(fitted(fig.text(LEFT, y, subtitle, color=MUTED, fontsize=TEXT_PT, va="top")))
+    if handles is None:
+        found: dict[str, Artist] = {}
+        for ax in fig.axes:
+            for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+                found.setdefault(label, handle)
+        handles = list(found.values())
+    if handles:
+        width = (RIGHT - LEFT) * fig.get_window_extent().width
+        for ncols in range(len(handles), 0, -1):  # as few rows as fit the width
+            leg = fig.legend(handles=list(handles), loc="upper left", bbox_to_anchor=(LEFT, y), frameon=False,
+                             fontsize=TEXT_PT, labelcolor=TEXT, ncols=ncols, borderaxespad=0, borderpad=0,
+                             handlelength=1.5, handletextpad=0.5, columnspacing=1.2)
+            if ncols == 1 or leg.get_window_extent(renderer).width <= width:
+                break
+            leg.remove()
+        y = below(leg)
+    panel_edges(fig, top=y - reserve_in / HEIGHT_IN)
 
 
-def legend(ax: Axes, **kwargs: object) -> None:
-    leg = ax.legend(loc="upper left", fontsize=8, frameon=False, labelcolor=TEXT, ncols=4, **kwargs)
-    leg.set_zorder(10)
+def panel_edges(fig: Figure, **edges: float) -> None:
+    """Moves every panel's grid edges (`left`, `right`, `top`, `bottom`, figure fraction) and the panels with it
+    (GridSpec.update alone moves only pyplot's figures)."""
+    grids = {id(g): g for g in (ax.get_gridspec() for ax in fig.axes) if g is not None}
+    for grid in grids.values():
+        grid.update(**edges)
+    for ax in fig.axes:
+        spec = ax.get_subplotspec()
+        if spec is not None:
+            ax.set_position(spec.get_position(fig))
+
+
+def draw_empty(title: str, subtitle: str, message: str) -> Figure:
+    """A chart with nothing to draw yet says so, instead of drawing empty axes."""
+    fig = blank_figure()
+    header(fig, title, subtitle)
+    fig.text(0.5, 0.45, message, color=MUTED, fontsize=TITLE_PT, ha="center", va="center")
+    return fig
 
 
 def to_png(fig: Figure) -> bytes:
@@ -92,14 +173,55 @@ def to_png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def date_axis(ax: Axes, index: pd.DatetimeIndex) -> None:
-    """Label an integer x axis (one slot per trading day, no weekend gaps) with dates."""
+# Tick steps, finest first: (unit, every k units). Ticks fall on the first slot of each unit whose number is a
+# multiple of k, so steps are even (every 3 months: Jan, Apr, Jul, Oct).
+TICK_STEPS = (("D", 1), ("D", 2), ("D", 3), ("W", 1), ("W", 2), ("M", 1), ("M", 2), ("M", 3), ("M", 6),
+              ("Y", 1), ("Y", 2), ("Y", 5), ("Y", 10))
+
+
+def _unit_numbers(index: pd.DatetimeIndex, unit: str) -> np.ndarray:
+    days = (index.normalize() - pd.Timestamp("1970-01-05")).days.to_numpy()  # 1970-01-05 was a Monday
+    if unit == "D":
+        return days
+    if unit == "W":
+        return days // 7
+    if unit == "M":
+        return (index.year * 12 + index.month - 1).to_numpy()
+    return index.year.to_numpy()
+
+
+def date_ticks(index: pd.DatetimeIndex, max_ticks: int = 7) -> tuple[list[int], list[str]]:
+    """Tick slots and labels for an axis with one slot per date of `index` (sorted): the finest even step with at
+    most `max_ticks` ticks. Labels are "6 Jul" (days, weeks), "Jul" (months) or "2026" (years); a label carries
+    the year on the first tick and wherever the year changes, so no day number reads as a year."""
+    if len(index) == 0:
+        return [], []
+    for unit, k in TICK_STEPS:
+        numbers = _unit_numbers(index, unit)
+        starts = np.flatnonzero(np.r_[True, numbers[1:] != numbers[:-1]])
+        if unit != "D" and len(starts) > 1:
+            starts = starts[1:]  # the first slot starts a unit only by chance of the window: label it by data
+        ticks = [int(i) for i in starts if numbers[i] % k == 0]
+        if len(ticks) <= max_ticks:
+            break
+    labels, year = [], None
+    for i in ticks:
+        day = index[i]
+        text = f"{day:%Y}" if unit == "Y" else f"{day:%b}" if unit == "M" else f"{day.day} {day:%b}"
+        if unit != "Y" and day.year != year:
+            text += f" {day:%Y}"
+        labels.append(text)
+        year = day.year
+    return ticks, labels
+
+
+def date_axis(ax: Axes, index: pd.DatetimeIndex, right_margin: float = 0.0) -> None:
+    """Label an integer x axis (one slot per date, e.g. trading days without weekend gaps) with dates;
+    `right_margin`: empty slots after the last one, as a share of them."""
+    ticks, labels = date_ticks(index)
+    ax.set_xticks(ticks, labels)
     n = len(index)
-    ticks = np.linspace(0, n - 1, num=min(8, n), dtype=int)
-    span_days = (index[-1] - index[0]).days if n > 1 else 0
-    fmt = "%b %d" if span_days < 200 else "%b %Y"
-    ax.set_xticks(ticks, [index[i].strftime(fmt) for i in ticks])
-    ax.set_xlim(-1, n)
+    ax.set_xlim(-1, n + max(0.0, n * right_margin))
 
 
 def _compound(segments: np.ndarray, closed: bool) -> Path:
@@ -137,11 +259,31 @@ def candles(ax: Axes, frame: pd.DataFrame) -> None:
     ax.autoscale_view()
 
 
+def reference(artist: T) -> T:
+    """Marks a reference drawn across the data (a level, a zone, a zero line): not data, so a label may sit on
+    it (tests/test_chart_layout.py checks that no text covers anything else drawn in a panel)."""
+    artist.set_gid("reference")  # type: ignore[attr-defined]
+    return artist
+
+
+def edge_labels(ax: Axes, items: Sequence[tuple[str, str]], top: bool) -> None:
+    """Labelled arrows for what lies beyond the panel's top (or bottom) edge: one row of (text, colour) at the
+    left of that edge, inside the strip `draw_levels` keeps clear of the data."""
+    from matplotlib.offsetbox import AnchoredOffsetbox, HPacker, TextArea
+
+    arrow = "▲" if top else "▼"
+    parts: list[Artist] = [TextArea(f"{arrow} {text}", textprops={"color": colour, "fontsize": TEXT_PT})
+                           for text, colour in items]
+    box = AnchoredOffsetbox("upper left" if top else "lower left", child=HPacker(children=parts, sep=12, pad=0),
+                            frameon=False, pad=0.15, borderpad=0.2)
+    ax.add_artist(box)
+
+
 @dataclass(frozen=True)
 class LevelsChart:
     """What the levels chart needs, already cut to the chart window (so the render is pure drawing)."""
 
-    frame: pd.DataFrame  # IWM bars in the window: open, high, low, close, volume
+    frame: pd.DataFrame  # IWM bars in the window: open, high, low, close, volume (one row per candle)
     sma50: pd.Series
     sma200: pd.Series
     rs: pd.Series  # IWM/SPY ratio in the window (may be empty)
@@ -153,49 +295,97 @@ class LevelsChart:
     rs_note: str = ""  # said on the RS panel when the ratio ends before the last bar, e.g. "IWM/SPY to 2026-08-21 ..."
 
 
-def render_levels(chart: LevelsChart) -> bytes:
-    from matplotlib.ticker import MaxNLocator
+# A level further from the candles than this share of their range is not drawn (it would squash them) but
+# labelled at the edge it lies beyond.
+LEVEL_REACH = 0.25
 
+
+def _levels(chart: LevelsChart) -> list[tuple[str, float, float, str]]:
+    """(name, low, high, colour) of each level: zones span low..high, lines have low == high."""
+    z = chart.zones
+    levels = [(f"resistance {z.resistance_low:.2f}–{z.resistance_high:.2f}", z.resistance_low, z.resistance_high,
+               ORANGE),
+              (f"entry {z.entry_low:.2f}–{z.entry_high:.2f}", z.entry_low, z.entry_high, TEAL),
+              (f"support {z.support:.2f}", z.support, z.support, YELLOW),
+              (f"closing high {chart.ath_close:.2f}", chart.ath_close, chart.ath_close, PURPLE)]
+    if chart.highlight is not None:
+        levels.append((f"alert level {chart.highlight:.2f}", chart.highlight, chart.highlight, TEXT))
+    return levels
+
+
+def draw_levels(chart: LevelsChart) -> Figure:
     frame = chart.frame
     # Panels are aligned by hand rather than with sharex, and carry few ticks: tick objects and their labels
     # were the largest cost of a render after the candles themselves.
-    fig, (ax, low) = new_figure((3.2, 1.0), sharex=False)
-    title(fig, chart.title, chart.subtitle)
-    z = chart.zones
-    ax.axhspan(z.resistance_low, z.resistance_high, color=DOWN, alpha=0.16, lw=0, label="resistance zone")
-    ax.axhspan(z.entry_low, z.entry_high, color=UP, alpha=0.13, lw=0, label="entry zone")
-    ax.axhline(z.support, color=YELLOW, lw=1.0, ls="--", label="support")
-    ax.axhline(chart.ath_close, color=PURPLE, lw=0.9, ls=":", label=f"closing high {chart.ath_close:.2f}")
+    fig, (ax, low) = new_figure((3.0, 1.0), sharex=False, hspace=0.14, right=0.9)
+    x = np.arange(len(frame))
+    sma50, sma200 = (s.reindex(frame.index).to_numpy(dtype=float) for s in (chart.sma50, chart.sma200))
     if {"open", "high", "low"} <= set(frame.columns) and frame[["open", "high", "low"]].notna().all().all():
         candles(ax, frame)
+        lo, hi = float(frame["low"].min()), float(frame["high"].max())
     else:
-        ax.plot(np.arange(len(frame)), frame["close"].to_numpy(), color=TEXT, lw=1.2, label="close")
-    x = np.arange(len(frame))
-    ax.plot(x, chart.sma50.reindex(frame.index).to_numpy(), color=BLUE, lw=1.1, label="50-day avg")
-    ax.plot(x, chart.sma200.reindex(frame.index).to_numpy(), color=YELLOW, lw=1.1, label="200-day avg")
-    lo, hi = float(frame["low"].min()), float(frame["high"].max())
+        ax.plot(x, frame["close"].to_numpy(), color=TEXT, lw=1.2, label="close")
+        lo, hi = float(frame["close"].min()), float(frame["close"].max())
+    ax.plot(x, sma50, color=CYAN, lw=1.1, label="50-day avg")
+    ax.plot(x, sma200, color=PINK, lw=1.1, label="200-day avg")
+    drawn = np.concatenate([sma50, sma200])
+    drawn = drawn[~np.isnan(drawn)]
+    if len(drawn):
+        lo, hi = min(lo, float(drawn.min())), max(hi, float(drawn.max()))
     if chart.highlight is not None:
-        ax.axhline(chart.highlight, color=TEXT, lw=1.6, label=f"level {chart.highlight:.2f}")
         lo, hi = min(lo, chart.highlight), max(hi, chart.highlight)
-    pad = (hi - lo) * 0.06
-    ax.set_ylim(min(lo, z.support if z.support > lo * 0.85 else lo) - pad,
-                max(hi, z.resistance_high if z.resistance_high < hi * 1.15 else hi) + pad)
-    legend(ax)
+    reach_lo, reach_hi = lo - (hi - lo) * LEVEL_REACH, hi + (hi - lo) * LEVEL_REACH
+    above: list[tuple[str, str]] = []
+    under: list[tuple[str, str]] = []
+    shown = []
+    for name, a, b, colour in _levels(chart):
+        if b < reach_lo:
+            under.append((name, colour))
+        elif a > reach_hi:
+            above.append((name, colour))
+        else:
+            shown.append((name, a, b, colour))
+    for _, a, b, _ in shown:
+        lo, hi = min(lo, a), max(hi, b)
+    n = len(frame)
+    margin = 0.03  # the last candle (an alert's event) sits clear of the right edge
+    # On an alert's chart the levels stop short of the event's candle, which stands clear of every line and label.
+    end = 1.0 if chart.highlight is None else (n - 1.6 + 1) / (n * (1 + margin) + 1)
+    for name, a, b, colour in shown:
+        if a < b:
+            reference(ax.axhspan(a, b, xmax=end, color=colour, alpha=0.16, lw=0, label=name))
+        elif colour == TEXT:
+            reference(ax.axhline(a, xmax=end, color=colour, lw=1.6, label=name))
+        else:
+            reference(ax.axhline(a, xmax=end, color=colour, lw=1.0, ls="--" if colour == YELLOW else ":", label=name))
+    # Head room for the edge labels: the data never reaches a strip that carries one.
+    span = hi - lo or abs(hi) * 0.01 or 1.0
+    strip_top, strip_bottom = (0.1 if above else 0.04), (0.1 if under else 0.04)
+    scale = span / (1 - strip_top - strip_bottom)
+    ax.set_ylim(lo - strip_bottom * scale, hi + strip_top * scale)
+    for items, top in ((above, True), (under, False)):
+        if items:
+            edge_labels(ax, items, top)
     ax.set_xticks([])
-    ax.set_xlim(-1, len(frame))
-    ax.yaxis.set_major_locator(MaxNLocator(nbins=7))
-    low.yaxis.set_major_locator(MaxNLocator(nbins=3))
+    ax.set_xlim(-1, n * (1 + margin))
+    few_ticks(ax.yaxis, 6)
+    few_ticks(low.yaxis, 3)
     rs = chart.rs.reindex(frame.index)
     if rs.notna().sum() > 1:
         low.plot(x, rs.to_numpy(), color=BLUE, lw=1.1)
-        low.set_ylabel("IWM / SPY", color=MUTED, fontsize=8)
-        if chart.rs_note:
-            low.text(0.005, 0.92, chart.rs_note, transform=low.transAxes, color=YELLOW, fontsize=8, va="top")
+        axis_label(low, "IWM/SPY")
+        note = chart.rs_note or "IWM/SPY relative strength (total return)"
+        low.set_title(note, loc="left", color=YELLOW if chart.rs_note else MUTED, fontsize=TEXT_PT, pad=3)
     else:
         low.vlines(x, 0, frame["volume"].fillna(0).to_numpy() / 1e6, color=MUTED, linewidth=2)
-        low.set_ylabel("volume (M)", color=MUTED, fontsize=8)
-    date_axis(low, pd.DatetimeIndex(frame.index))
-    return to_png(fig)
+        axis_label(low, "volume (M)")
+    date_axis(low, pd.DatetimeIndex(frame.index), margin)
+    header(fig, chart.title, chart.subtitle)
+    return fig
+
+
+def render_levels(chart: LevelsChart) -> bytes:
+    return to_png(draw_levels(chart))
 
 
 # Imported once by the forkserver, so every render worker forked from it starts warm.

@@ -21,14 +21,31 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from functools import reduce
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from services.charts import MUTED, PANEL, SERIES_COLORS, TEXT, Renderer, date_axis, legend, new_figure, title, to_png
+from services.charts import (
+    MUTED,
+    PANEL,
+    SERIES_COLORS,
+    TEXT,
+    TEXT_PT,
+    Renderer,
+    axis_label,
+    date_axis,
+    header,
+    new_figure,
+    reference,
+    to_png,
+)
 from services.errors import InputError
 from services.market import Bars, MarketData
 from services.returns import rebased
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 SYMBOLS = {
     "IWM": "IWM (Russell 2000 ETF)",
@@ -193,30 +210,42 @@ class CompareChart:
     measured_to: date  # the common end date the gaps are measured on, marked with a vertical line
 
 
-def render_compare(chart: CompareChart) -> bytes:
+def draw_compare(chart: CompareChart) -> Figure:
     fig, (ax,) = new_figure()
-    title(fig, chart.title)
     index = pd.DatetimeIndex(sorted(set().union(*(c.line.index for c in chart.lines))))
     x = np.arange(len(index))
-    ax.axhline(100, color=TEXT, lw=0.6, alpha=0.5)
+    reference(ax.axhline(100, color=TEXT, lw=0.6, alpha=0.5))
     if (measured := pd.Timestamp(chart.measured_to)) < index[-1]:
         at = index.get_loc(measured)
-        ax.axvline(at, color=MUTED, lw=0.8, ls=":")
-        ax.annotate(f"gaps measured {chart.measured_to}", (at, 0.02), xycoords=("data", "axes fraction"),
-                    xytext=(-4, 0), textcoords="offset points", ha="right", color=MUTED, fontsize=8)
+        reference(ax.axvline(at, color=MUTED, lw=0.8, ls=":"))
+        ax.annotate(f"gaps measured {chart.measured_to}", (at, 1.0), xycoords=("data", "axes fraction"),
+                    xytext=(0, 3), textcoords="offset points", ha="right", va="bottom", color=MUTED,
+                    fontsize=TEXT_PT)
+    ends = []
     for i, c in enumerate(chart.lines):
         color, line = SERIES_COLORS[i % len(SERIES_COLORS)], c.line
         y = line.reindex(index).to_numpy()
         ax.plot(x, y, color=color, lw=1.3, ls="--" if c.price_only else "-", label=c.label)
-        end = index.get_loc(line.index[-1])
-        ax.annotate(f"{line.iloc[-1]:.0f} ({line.index[-1]:%Y-%m-%d})", (end, line.iloc[-1]), xytext=(4, 0),
-                    textcoords="offset points", color=color, fontsize=8, va="center",
-                    bbox={"boxstyle": "round,pad=0.2", "facecolor": PANEL, "edgecolor": "none", "alpha": 0.85})
-    ax.set_ylabel(chart.subtitle, color=TEXT, fontsize=8)
-    legend(ax)
+        ends.append((float(line.iloc[-1]), index.get_loc(line.index[-1]), color, f"{line.iloc[-1]:.0f}"))
+    # Each line's end value in the margin right of the data, nudged apart so no two labels meet.
+    low, high = ax.get_ylim()
+    step = (high - low) * 0.055
+    placed: list[float] = []
+    for value, _, color, text in sorted(ends):
+        y = max(value, placed[-1] + step) if placed else value
+        placed.append(y)
+        ax.annotate(text, (len(index) - 1, value), xytext=(len(index) * 1.015, y), textcoords="data",
+                    color=color, fontsize=TEXT_PT, va="center", annotation_clip=False,
+                    bbox={"boxstyle": "round,pad=0.15", "facecolor": PANEL, "edgecolor": "none"})
+    axis_label(ax, chart.subtitle)
     date_axis(ax, index)
-    ax.set_xlim(-1, len(index) * 1.1)  # room for the end labels
-    return to_png(fig)
+    ax.set_xlim(-1, len(index) * 1.07)  # room for the end labels
+    header(fig, chart.title, reserve_in=0.2 if measured < index[-1] else 0.0)
+    return fig
+
+
+def render_compare(chart: CompareChart) -> bytes:
+    return to_png(draw_compare(chart))
 
 
 def series_label(r: SeriesReturn) -> str:

@@ -76,6 +76,9 @@ class Settings:
     database_path: Path = Path("smallcaps.db")
     cache_ttl_seconds: int = 900
     http_timeout_seconds: float = 10.0
+    # One answer's time on the live sources in all, retries included, before the stale answer goes out. 8 s: the
+    # member waits behind a deferred reply, and a hanging provider otherwise costs 3 attempts x the timeout (~32 s).
+    fetch_deadline_seconds: float = 8.0
     zones: Zones = field(default_factory=Zones)
     yahoo_base_url: str = "https://query1.finance.yahoo.com"
     stooq_base_url: str = "https://stooq.com"
@@ -145,6 +148,9 @@ class Settings:
         timeout = number("HTTP_TIMEOUT_SECONDS", cls.http_timeout_seconds)
         if not (math.isfinite(timeout) and timeout > 0):
             raise ConfigError(f"HTTP_TIMEOUT_SECONDS={timeout}: set a number of seconds above 0, e.g. 10 (the default)")
+        deadline = number("FETCH_DEADLINE_SECONDS", cls.fetch_deadline_seconds)
+        if not (math.isfinite(deadline) and deadline > 0):
+            raise ConfigError(f"FETCH_DEADLINE_SECONDS={deadline}: set a number of seconds above 0, e.g. 8 (default)")
         shard_count = integer("SHARD_COUNT", None)
         if shard_count is not None and shard_count < 1:
             raise ConfigError(f"SHARD_COUNT={shard_count}: set the total number of shards, 1 or more")
@@ -165,6 +171,7 @@ class Settings:
             database_path=Path(get("DATABASE_PATH") or cls.database_path),
             cache_ttl_seconds=at_least("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, 0, "seconds"),  # 0: no caching
             http_timeout_seconds=timeout,
+            fetch_deadline_seconds=deadline,
             zones=Zones.parse(levels) if (levels := get("LEVELS")) else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
             stooq_base_url=get("STOOQ_BASE_URL") or cls.stooq_base_url,

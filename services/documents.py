@@ -101,7 +101,9 @@ class Documents:
         max_wait: float = 10.0,
         clock: Callable[[], float] = time.time,
         sources: Sources | None = None,
+        deadline: float | None = None,
     ) -> None:
+        self.deadline = deadline  # seconds one answer may spend on the live source in all (see MarketData)
         self.session, self.timeout, self.retry, self.clock = session, timeout, Retry(attempts, backoff, max_wait), clock
         self.sources = sources or Sources(clock)  # per source: one that keeps failing rests a while
         self._cache = CachedFetch(DOCUMENTS_CACHE, database, ttl=ttl, clock=clock)
@@ -145,7 +147,9 @@ class Documents:
             return text
 
         try:
-            text = await guarded(self.sources.register(source, DOCUMENTS), fetch, self.retry, self.clock)
+            deadline = None if self.deadline is None else asyncio.get_running_loop().time() + self.deadline
+            text = await guarded(self.sources.register(source, DOCUMENTS), fetch, self.retry, self.clock, key=key,
+                                 deadline=deadline)
         except Resting:
             raise
         except ProviderError as exc:
@@ -174,4 +178,4 @@ def build_documents(settings: Any, session: aiohttp.ClientSession | None, databa
     registry the market data's providers are in, so `/iwm status` lists both."""
     live = session if settings.provider != "bundled" else None
     return Documents(live, database=database, ttl=settings.cache_ttl_seconds, timeout=settings.http_timeout_seconds,
-                     sources=sources)
+                     sources=sources, deadline=settings.fetch_deadline_seconds)

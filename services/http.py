@@ -1,8 +1,9 @@
 """How upstream data comes in, for market data and documents alike.
 
 `get_text` makes one GET; `with_retries` retries it with backoff; `ProviderHealth` is a source's circuit breaker and
-`Sources` the registry of every source's breaker (what `/iwm status` lists); `guarded` puts a call through both.
-`CachedFetch` is the flow around them: memo -> SQLite cache -> single flight -> live fetch -> stale fallback.
+`Sources` the registry of every source's breaker (what `/iwm status` lists); `guarded` puts a call through both,
+within an answer's deadline. `CachedFetch` is the flow around them: memo -> SQLite cache -> single flight -> live
+fetch -> stale fallback.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import aiohttp
@@ -33,11 +35,26 @@ class ProviderError(Exception):
         self.retry_after = retry_after
 
 
-class Resting(ProviderError):
-    """The source's breaker is open: no request was made."""
+class NotFound(ProviderError):
+    """The source answered that it has nothing for this key (HTTP 404/410, an unknown symbol, a chart without bars):
+    not a fault of the source, so it counts against the key only, never against the source's breaker."""
 
-    def __init__(self, failures: int) -> None:
-        super().__init__(f"resting after {failures} failures", retryable=False)
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class Resting(ProviderError):
+    """The source's breaker (or the key's) is open, or another request is probing it: no request was made."""
+
+    def __init__(self, failures: int, what: str = "") -> None:
+        super().__init__(f"{what}resting after {failures} failures", retryable=False)
+
+
+class DeadlinePassed(ProviderError):
+    """The answer's deadline passed before this source was tried: no request was made, nothing recorded."""
+
+    def __init__(self) -> None:
+        super().__init__("no time left before the deadline", retryable=False)
 
 
 # --- one request, retried -----------------------------------------------------------------------------------
@@ -54,6 +71,8 @@ async def get_text(session: aiohttp.ClientSession, url: str, params: dict[str, s
                     f"HTTP {resp.status}",
                     retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
                 )
+            if resp.status in (404, 410):
+                raise NotFound(f"HTTP {resp.status}")
             if resp.status >= 400:
                 raise ProviderError(f"HTTP {resp.status}", retryable=False)
             return body
@@ -63,9 +82,12 @@ async def get_text(session: aiohttp.ClientSession, url: str, params: dict[str, s
         raise ProviderError(f"connection failed: {type(exc).__name__}") from exc
 
 
-async def with_retries(call: Callable[[], Awaitable[T]], attempts: int, backoff: float, max_wait: float) -> T:
+async def with_retries(call: Callable[[], Awaitable[T]], attempts: int, backoff: float, max_wait: float,
+                       deadline: float | None = None) -> T:
     """`await call()`, retrying a retryable ProviderError up to `attempts` times in all: the server's Retry-After
-    when it gave one, else exponential backoff from `backoff` seconds, capped at `max_wait`, with 10% jitter."""
+    when it gave one, else exponential backoff from `backoff` seconds, capped at `max_wait`, with 10% jitter. A wait
+    that would end after `deadline` (event-loop time) is not waited: the last error is raised at once."""
+    loop = asyncio.get_running_loop()
     for attempt in range(1, attempts + 1):
         try:
             return await call()
@@ -73,7 +95,10 @@ async def with_retries(call: Callable[[], Awaitable[T]], attempts: int, backoff:
             if not exc.retryable or attempt == attempts:
                 raise
             delay = exc.retry_after if exc.retry_after is not None else backoff * 2 ** (attempt - 1)
-            await asyncio.sleep(min(delay, max_wait) * (1 + random.random() * 0.1))
+            wait = min(delay, max_wait) * (1 + random.random() * 0.1)
+            if deadline is not None and loop.time() + wait >= deadline:
+                raise
+            await asyncio.sleep(wait)
     raise AssertionError("unreachable")
 
 
@@ -106,30 +131,67 @@ async def single_flight(inflight: dict[str, asyncio.Future[T]], key: str, load: 
 
 # --- sources' health ----------------------------------------------------------------------------------------
 
+KEYS_KEPT = 1024  # keys whose "not found" answers a breaker remembers (the oldest are forgotten first)
+
+
 @dataclass
 class ProviderHealth:
-    """A small circuit breaker: after `threshold` failures in a row the provider rests for `cooldown` seconds,
-    then one request probes it again."""
+    """A small circuit breaker with a half-open state. After `threshold` source faults in a row (timeouts, 429, 5xx,
+    garbage) the source rests for `cooldown` seconds; then exactly one request, one attempt, probes it while every
+    other caller gets Resting (and so the stale answer); the probe's success closes the breaker, its failure opens it
+    for another cool-down. A key the source keeps answering "not found" for (an unknown symbol) rests the same way
+    on its own, and the source stays closed for every other key."""
 
     name: str
     threshold: int = 3
     cooldown: float = 60.0
     failures: int = 0
     opened_at: float | None = None
+    probing: bool = False
     last_error: str = ""
     last_success: float | None = None
+    keys: OrderedDict[str, tuple[int, float]] = field(default_factory=OrderedDict)  # key -> (not founds, last at)
 
-    def available(self, now: float) -> bool:
-        return self.opened_at is None or now - self.opened_at >= self.cooldown
+    def admit(self, now: float, key: str | None = None) -> bool:
+        """May a request go out now? False: yes, as usual; True: yes, as the one probe of a half-open breaker (one
+        attempt; call `probe_done` after it). Raises Resting when the source or the key rests."""
+        if key is not None and key in self.keys:
+            count, last = self.keys[key]
+            if count >= self.threshold and now - last < self.cooldown:
+                raise Resting(count, f"{key}: ")
+        if self.opened_at is None:
+            return False
+        if self.probing or now - self.opened_at < self.cooldown:
+            raise Resting(self.failures)
+        self.probing = True
+        return True
 
-    def succeeded(self, now: float) -> None:
+    def probe_done(self) -> None:
+        """The probe ended (recorded by `succeeded`/`failed`, or cancelled): the next caller may probe."""
+        self.probing = False
+
+    def succeeded(self, now: float, key: str | None = None) -> None:
         self.failures, self.opened_at, self.last_error, self.last_success = 0, None, "", now
+        if key is not None:
+            self.keys.pop(key, None)
 
     def failed(self, now: float, error: str) -> None:
+        """A source fault: counted; the threshold reached (or a failed probe) opens the breaker from `now`."""
         self.failures += 1
         self.last_error = error
         if self.failures >= self.threshold:
             self.opened_at = now
+
+    def not_found(self, now: float, key: str | None, error: str) -> None:
+        """The source answered, with nothing for `key`: the source is up (its faults in a row start again), the key
+        counts a failure."""
+        self.failures, self.opened_at, self.last_error = 0, None, error
+        if key is None:
+            return
+        count = self.keys.pop(key, (0, now))[0] + 1
+        self.keys[key] = (count, now)
+        while len(self.keys) > KEYS_KEPT:
+            self.keys.popitem(last=False)
 
     @property
     def state(self) -> str:
@@ -172,17 +234,33 @@ class Sources:
 
 
 async def guarded(health: ProviderHealth, call: Callable[[], Awaitable[T]], retry: Retry,
-                  clock: Callable[[], float]) -> T:
-    """`await call()` with retries through the source's breaker: while it rests, Resting and no request; otherwise
-    the final failure or the success is recorded in `health`."""
-    if not health.available(clock()):
-        raise Resting(health.failures)
+                  clock: Callable[[], float], *, key: str | None = None, deadline: float | None = None) -> T:
+    """`await call()` with retries through the source's breaker (see ProviderHealth): while it rests, Resting and no
+    request; a probe makes one attempt. The outcome is recorded in `health`: NotFound against `key` only, any other
+    failure against the source. `deadline` (event-loop time) ends the retries and the attempt in flight: a source that
+    has not answered by then has failed (DeadlinePassed, with nothing recorded, when it comes before the first try)."""
+    loop = asyncio.get_running_loop()
+    if deadline is not None and loop.time() >= deadline:
+        raise DeadlinePassed()
+    probe = health.admit(clock(), key)
+    attempts = 1 if probe else retry.attempts
     try:
-        result = await with_retries(call, retry.attempts, retry.backoff, retry.max_wait)
+        async with asyncio.timeout_at(deadline):
+            result = await with_retries(call, attempts, retry.backoff, retry.max_wait, deadline)
+    except NotFound as exc:
+        health.not_found(clock(), key, str(exc))
+        raise
     except ProviderError as exc:
         health.failed(clock(), str(exc))
         raise
-    health.succeeded(clock())
+    except TimeoutError as exc:  # the deadline, not a request's own timeout (get_text makes that a ProviderError)
+        error = ProviderError("no answer before the deadline")
+        health.failed(clock(), str(error))
+        raise error from exc
+    finally:
+        if probe:
+            health.probe_done()
+    health.succeeded(clock(), key)
     return result
 
 

@@ -20,6 +20,9 @@ from services.market import Bars, MarketData
 from services.returns import return_pct, returns_between
 
 PERIODS = {"3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "5y": 60, "max": None}
+# One candle per week over spans longer than a year, per month over all of it (~320 candles, not 6,600); daily
+# otherwise. (pandas rule, name in the chart's subtitle.)
+CANDLES = {"2y": ("W-FRI", "weekly"), "5y": ("W-FRI", "weekly"), "max": ("ME", "monthly")}
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,21 @@ def chart_window(frame: pd.DataFrame, period: str) -> pd.DataFrame:
     return frame.loc[frame.index[-1] - pd.DateOffset(months=months):]
 
 
+def candle_bars(frame: pd.DataFrame, rule: str) -> pd.DataFrame:
+    """Daily bars as one bar per `rule` period (pandas offset alias), each dated by its last session, so the
+    averages and the ratio sampled on those dates are their values at the candle's close."""
+    groups = frame.groupby(pd.Grouper(freq=rule))
+    how = {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    bars = groups.agg({k: v for k, v in how.items() if k in frame.columns})
+    last = frame.index.to_series().groupby(pd.Grouper(freq=rule)).last()
+    bars.index = pd.DatetimeIndex(last.reindex(bars.index).to_numpy())
+    return bars.dropna(subset=["close"])
+
+
+def candle_name(period: str) -> str:
+    return CANDLES[period][1] if period in CANDLES else "daily"
+
+
 def price_chart(frame: pd.DataFrame, day: date, period: str, zones: Zones, ath_close: float, title: str,
                 subtitle: str, *, rs_vs: pd.DataFrame | None = None, highlight: float | None = None,
                 benchmark: str = "SPY") -> LevelsChart:
@@ -217,7 +235,7 @@ def price_chart(frame: pd.DataFrame, day: date, period: str, zones: Zones, ath_c
     start = window.index[0]
     rs = relative_strength(window, rs_vs) if rs_vs is not None else pd.Series(dtype="float64")
     return LevelsChart(
-        frame=window,
+        frame=candle_bars(window, CANDLES[period][0]) if period in CANDLES else window,
         sma50=close.rolling(50).mean().loc[start:],
         sma200=close.rolling(200).mean().loc[start:],
         rs=rs,
@@ -235,7 +253,8 @@ def levels_chart(iwm: Bars, spy: Bars, report: LevelsReport, period: str) -> Lev
     return price_chart(
         iwm.frame, report.as_of, period, report.zones, report.ath_close.value,
         f"IWM {report.close:.2f} · {report.verdict}",
-        f"daily, {period} · as of {report.as_of} · source: {iwm.source}{' (stale)' if iwm.stale else ''}",
+        f"{candle_name(period)} candles, {period} · as of {report.as_of} · source: {iwm.source}"
+        + (" (stale)" if iwm.stale else ""),
         rs_vs=spy.frame, benchmark=spy.symbol,
     )
 

@@ -27,6 +27,8 @@ from services.http import (
     MARKET_DATA,
     CachedFetch,
     CacheTable,
+    DeadlinePassed,
+    NotFound,
     ProviderError,
     Resting,
     Retry,
@@ -99,9 +101,11 @@ def stale_prices_note(bars: Iterable[Bars]) -> str | None:
     return f"Prices for {', '.join(b.symbol for b in stale)} are a stale fallback: {stale[0].note}"[:300]
 
 
-class UnknownSymbol(ProviderError):
+class UnknownSymbol(NotFound):
+    """No bars for this symbol: counted against the symbol, never against the provider (see ProviderHealth)."""
+
     def __init__(self, symbol: str) -> None:
-        super().__init__(f"no data for symbol {symbol!r}", retryable=False)
+        super().__init__(f"no data for symbol {symbol!r}")
 
 
 class Provider(Protocol):
@@ -172,6 +176,8 @@ def parse_yahoo_chart(body: str, symbol: str) -> pd.DataFrame:
         if chart.get("error"):
             raise UnknownSymbol(symbol)
         result = chart["result"][0]
+        if not result.get("timestamp"):  # a well-formed chart without a single bar: nothing for this symbol
+            raise UnknownSymbol(symbol)
         tz = result["meta"].get("exchangeTimezoneName", "America/New_York")
         quote = result["indicators"]["quote"][0]
         adj = (result["indicators"].get("adjclose") or [{}])[0].get("adjclose", quote["close"])
@@ -189,8 +195,8 @@ def parse_yahoo_chart(body: str, symbol: str) -> pd.DataFrame:
     except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
         raise ProviderError(f"malformed chart body: {type(exc).__name__}") from exc
     frame = normalise(frame)
-    if frame.empty:
-        raise ProviderError("chart body has no bars")
+    if frame.empty:  # bars without a single price
+        raise UnknownSymbol(symbol)
     return frame
 
 
@@ -221,8 +227,8 @@ def parse_stooq_csv(body: str, symbol: str) -> pd.DataFrame:
     except (ValueError, KeyError, pd.errors.ParserError) as exc:
         raise ProviderError(f"malformed CSV body: {type(exc).__name__}") from exc
     frame = normalise(frame)
-    if frame.empty:
-        raise ProviderError("CSV body has no bars")
+    if frame.empty:  # the header alone: no bars for this symbol
+        raise UnknownSymbol(symbol)
     return frame
 
 
@@ -310,7 +316,8 @@ class MarketData:
     flight), retried with backoff across the live providers in order; when they all fail, the last cached or
     bundled bars, marked stale. A provider whose latest bar is older than `expected_session()` counts as
     failing (it would otherwise serve yesterday's data forever); its bars are used, marked stale, only when
-    nothing fresher exists. Each provider's breaker is registered in `sources`."""
+    nothing fresher exists. Each provider's breaker is registered in `sources`. `deadline`: seconds one answer may
+    spend on the live providers in all (retries included) before the stale answer goes out; None: no bound."""
 
     def __init__(
         self,
@@ -325,8 +332,10 @@ class MarketData:
         clock: Callable[[], float] = time.time,
         expected_session: Callable[[], Awaitable[date]] | None = None,
         sources: Sources | None = None,
+        deadline: float | None = None,
     ) -> None:
         self.providers = list(providers)
+        self.deadline = deadline
         self.bundled = bundled or BundledProvider()
         self.retry, self.clock = Retry(attempts, backoff, max_wait), clock
         self.expected_session = expected_session  # the last completed session: live bars older than it are stale
@@ -359,19 +368,29 @@ class MarketData:
             return Bars(symbol, await self.bundled.fetch(symbol), "bundled")
         return await self._cache.get(symbol, partial(self._live, symbol), partial(self._fallback, symbol))
 
+    async def cached_bars(self, symbol: str) -> Bars:
+        """The bars in memory, asking no provider (autocomplete has 3 seconds): the live copy last fetched,
+        else the bundled history."""
+        symbol = symbol.upper()
+        remembered = dict(self._cache.remembered())
+        if symbol in remembered:
+            return remembered[symbol][1]
+        return Bars(symbol, await self.bundled.fetch(symbol), "bundled")
+
     async def _live(self, symbol: str) -> Stamped[Bars]:
         errors: list[str] = []
         lagging: Bars | None = None
+        deadline = None if self.deadline is None else asyncio.get_running_loop().time() + self.deadline
         expected = await self.expected_session() if self.expected_session else None
         for provider in self.providers:
             try:
                 frame = await guarded(self.health[provider.name], partial(current_frame, provider, symbol, expected),
-                                      self.retry, self.clock)
+                                      self.retry, self.clock, key=symbol, deadline=deadline)
             except ProviderError as exc:
                 errors.append(f"{provider.name}: {exc}")
                 if isinstance(exc, Behind):  # yesterday's data forever is a failure too: try the next provider
                     lagging = lagging or Bars(symbol, exc.frame, provider.name)
-                if not isinstance(exc, Resting):
+                if not isinstance(exc, Resting | DeadlinePassed):
                     log.warning("provider %s failed for %s: %s", provider.name, symbol, exc)
                 continue
             return await self._completed(symbol, frame, provider.name)

@@ -22,12 +22,16 @@ from services.charts import (
     DOWN,
     MUTED,
     TEXT,
+    TEXT_PT,
     UP,
+    WIDTH_IN,
     YELLOW,
     Renderer,
     blank_figure,
+    few_ticks,
+    header,
+    reference,
     style_axes,
-    title,
     to_png,
 )
 from services.config import Settings
@@ -37,6 +41,8 @@ from services.market import Bars, MarketData, UnknownSymbol, stale_prices_note
 from services.returns import return_pct
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from services.members import MemberSector, MemberSectors
 
 ISHARES_IWM_HOLDINGS_URL = Settings.holdings_url
@@ -335,38 +341,47 @@ class SectorsChart:
     measured: str = ""  # the common end date the returns run to, and a later IWM end, under the panel title
 
 
-def render_sectors(chart: SectorsChart) -> bytes:
+def draw_sectors(chart: SectorsChart) -> Figure:
     fig = blank_figure()
-    grid = fig.add_gridspec(1, 2, wspace=0.6, left=0.17, right=0.97, top=0.86, bottom=0.06)
-    left, right = fig.add_subplot(grid[0]), fig.add_subplot(grid[1])
+    # Inches from the left: sector names to 1.75, their weights to 2.85; fund names from 2.95, returns from 5.3.
+    left, right = (fig.add_subplot(fig.add_gridspec(1, 1, left=a / WIDTH_IN, right=b / WIDTH_IN, top=0.8,
+                                                    bottom=0.06)[0]) for a, b in ((1.75, 2.85), (5.3, 7.75)))
     for ax in (left, right):
         style_axes(ax)
         ax.yaxis.tick_left()
+        ax.tick_params(axis="y", length=0, pad=3)
         ax.invert_yaxis()
         ax.set_axisbelow(True)
         ax.grid(False, axis="y")
-    title(fig, chart.title, chart.subtitle)
     names = [s for s, _ in chart.weights]
     values = [w for _, w in chart.weights]
     left.barh(names, values, color=YELLOW, height=0.6)
     for y, weight in enumerate(values):
-        left.text(weight, y, f" {weight:.1f}%", va="center", color=TEXT, fontsize=8)
-    left.set_title("IWM weight by sector (%)", color=MUTED, fontsize=10, loc="left")
-    left.set_xlim(0, max(values, default=1) * 1.2)
+        left.text(weight, y, f" {weight:.1f}", va="center", color=TEXT, fontsize=TEXT_PT)
+    left.set_title("IWM weight by sector, %", color=MUTED, fontsize=TEXT_PT, loc="left", pad=3,
+                   x=(0.1 - 1.75) / (2.85 - 1.75))
+    left.set_xlim(0, max(values, default=1) * 1.35)
+    few_ticks(left.xaxis, 3)
     labels = [s for s, _ in chart.relative]
     rel = [v for _, v in chart.relative]
     drawn = [0.0 if v is None else v for v in rel]
     right.barh(labels, drawn, color=[MUTED if v is None else UP if v >= 0 else DOWN for v in rel], height=0.6)
-    right.axvline(0, color=MUTED, lw=0.8)
+    reference(right.axvline(0, color=MUTED, lw=0.8))
     span = max([abs(v) for v in drawn] + [1.0])
-    right.set_xlim(-span * 1.35, span * 1.35)
+    right.set_xlim(-span * 1.75, span * 1.75)  # room for a label beyond the longest bar
+    few_ticks(right.xaxis, 5)
     for y, v in enumerate(rel):
         text = "n/a" if v is None else f"{v:+.1f}"
         right.text(0 if v is None else v, y, f" {text} ", va="center", color=MUTED if v is None else TEXT,
-                   fontsize=8, ha="left" if v is None or v >= 0 else "right")
-    right.set_title(f"{chart.period} total return vs IWM (pp)" + (f"\n{chart.measured}" if chart.measured else ""),
-                    color=MUTED, fontsize=10, loc="left")
-    return to_png(fig)
+                   fontsize=TEXT_PT, ha="left" if v is None or v >= 0 else "right")
+    right.set_title(f"{chart.period} total return vs IWM, pp" + (f"\n{chart.measured}" if chart.measured else ""),
+                    color=MUTED, fontsize=TEXT_PT, loc="left", pad=3, x=(2.95 - 5.3) / (7.75 - 5.3))
+    header(fig, chart.title, chart.subtitle, reserve_in=0.4 if chart.measured else 0.22)
+    return fig
+
+
+def render_sectors(chart: SectorsChart) -> bytes:
+    return to_png(draw_sectors(chart))
 
 
 def sectors_chart(report: SectorsReport) -> SectorsChart:

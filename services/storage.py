@@ -78,6 +78,28 @@ class Database:
         """Run `fn(db)` on the database thread and return its result."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
+    async def durable(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run `fn(db)` on the database thread in one transaction committed with `synchronous=FULL`.
+
+        The connection runs WAL with `synchronous=NORMAL`: a commit survives a crash of the bot but not a power loss
+        or an OS crash, which can roll back the last transactions. For the few writes that decide whether a post goes
+        out (the alert outbox, a poll's result claim) a rolled-back row means the post is sent again, so they pay one
+        fsync of the WAL per commit (FULL); everything else (the community log, caches) keeps NORMAL's speed.
+        """
+
+        def tx(db: sqlite_utils.Database) -> T:
+            conn = db.conn
+            if conn.in_transaction:  # the safety level cannot change inside a transaction; earlier work is done
+                conn.commit()
+            conn.execute("PRAGMA synchronous=FULL")
+            try:
+                with conn:
+                    return fn(db)
+            finally:
+                conn.execute("PRAGMA synchronous=NORMAL")
+
+        return await self.run(tx)
+
     async def cached_row(self, table: str, key_column: str, key: object) -> dict[str, Any] | None:
         """The row of a cache table whose `key_column` is `key`; None if there is none."""
 

@@ -26,15 +26,33 @@ import math
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from services.bundled import bundled_text, data_file
-from services.charts import BLUE, MUTED, TEXT, YELLOW, Renderer, legend, new_figure, title, to_png
+from services.charts import (
+    BLUE,
+    CYAN,
+    MUTED,
+    PURPLE,
+    TEXT,
+    TEXT_PT,
+    YELLOW,
+    Renderer,
+    axis_label,
+    few_ticks,
+    header,
+    new_figure,
+    to_png,
+)
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
 from services.members import MemberValuation, load_member_data, member_valuation
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 METRICS = {"trailing_pe": "Trailing P/E", "forward_pe": "Forward P/E", "price_to_sales": "Price/sales",
            "price_to_book": "Price/book"}
@@ -343,45 +361,61 @@ class ValuationChart:
     ratios: tuple[float | None, ...]  # small / large per metric
     history: pd.Series  # the ratio history, or the S&P trailing P/E history
     history_label: str
+    history_is_ratio: bool  # the small/large ratio's history (else the S&P 500's P/E)
     title: str
     subtitle: str
 
 
-def render_valuation(chart: ValuationChart) -> bytes:
-    fig, (bars, hist) = new_figure((1.0, 1.0), sharex=False, hspace=0.25)  # room for the bar labels
-    title(fig, chart.title, chart.subtitle)
+def draw_valuation(chart: ValuationChart) -> Figure:
+    fig, (bars, hist) = new_figure((1.1, 1.0), sharex=False, hspace=0.55)  # room for the metric names
     x = np.arange(len(chart.labels))
     width = 0.38
     top = max([v for v in chart.small + chart.large if v is not None] + [1.0])
+    # A metric whose two figures share a month says it once, under its name; otherwise each bar says its own.
+    shared = [a if b is None or a == b else b if a is None else None
+              for a, b in zip(chart.small_dates, chart.large_dates, strict=True)]
     for offset, values, days, color, name in ((-width / 2, chart.small, chart.small_dates, YELLOW, SIDES[SMALL]),
                                               (width / 2, chart.large, chart.large_dates, BLUE, SIDES[LARGE])):
-        bars.bar(x + offset, [0.0 if v is None else v for v in values], width=width * 0.95, color=color, label=name)
-        for xi, v, day in zip(x + offset, values, days, strict=True):
-            text = "n/a" if v is None else f"{v:.1f}" + (f"\n{day:%Y-%m}" if day else "")
-            bars.text(xi, (0 if v is None else v) + top * 0.02, text, ha="center", va="bottom",
-                      color=MUTED if v is None else TEXT, fontsize=9)
-    bars.set_xticks(x, [f"{label}\nsmall/large " + ("n/a" if r is None else f"{r:.2f}")
-                        for label, r in zip(chart.labels, chart.ratios, strict=True)])
-    bars.set_ylim(0, top * 1.35)
+        known = np.array([v is not None for v in values], dtype=bool)  # no bar where there is no figure
+        bars.bar((x + offset)[known], [v for v in values if v is not None], width=width * 0.95, color=color,
+                 label=name)
+        for i, (xi, v, day) in enumerate(zip(x + offset, values, days, strict=True)):
+            text = "n/a" if v is None else f"{v:.1f}" + (f"\n{day:%Y-%m}" if day and shared[i] is None else "")
+            bars.text(xi, (0 if v is None else v) + top * 0.03, text, ha="center", va="bottom",
+                      color=MUTED if v is None else TEXT, fontsize=TEXT_PT, linespacing=1.0)
+    bars.set_xticks(x, [f"{label}" + (f" · {day:%Y-%m}" if day else "") + "\nsmall/large "
+                        + ("n/a" if r is None else f"{r:.2f}")
+                        for label, r, day in zip(chart.labels, chart.ratios, shared, strict=True)])
+    bars.set_xlim(-0.6, len(x) - 0.4)
+    bars.set_ylim(0, top * 1.6)
+    few_ticks(bars.yaxis, 3)
     bars.set_axisbelow(True)
     bars.grid(False, axis="x")
-    legend(bars)
     history = chart.history
+    # The S&P 500's own history in its colour; a small/large ratio in a colour of its own.
+    colour = PURPLE if chart.history_is_ratio else CYAN
     if len(history):
-        hist.plot(history.index, history.to_numpy(), color=YELLOW, lw=1.1, label=chart.history_label)
+        hist.plot(history.index, history.to_numpy(), color=colour, lw=1.1, label=chart.history_label)
         last = history.index[-1]
-        hist.annotate(f"{history.iloc[-1]:.2f} ({last:%Y-%m})", (last, history.iloc[-1]),
-                      xytext=(-4, 6), textcoords="offset points", ha="right", color=TEXT, fontsize=8)
+        hist.annotate(f"{history.iloc[-1]:.1f}\n{last:%Y-%m}", (last, history.iloc[-1]), xytext=(5, 0),
+                      textcoords="offset points", va="center", color=TEXT, fontsize=TEXT_PT, linespacing=1.0)
+        hist.set_xlim(history.index[0], last + (last - history.index[0]) * 0.09)  # room for the end label
         cap = float(history.median()) * 2.5
         if history.max() > cap:  # e.g. the 2009 P/E spike when earnings collapsed: keep the rest readable
             peak = history.idxmax()
             hist.set_ylim(float(history.min()) * 0.9, cap)
-            hist.text(0.99, 0.95, f"off scale: {history.max():.0f} in {peak:%Y-%m}", transform=hist.transAxes,
-                      ha="right", va="top", color=MUTED, fontsize=8)
-        legend(hist)
+            hist.set_title(f"off scale: {history.max():.0f} in {peak:%Y-%m}", loc="right", color=MUTED,
+                           fontsize=TEXT_PT, pad=3)
+        few_ticks(hist.yaxis, 4)
+        axis_label(hist, "ratio" if chart.history_is_ratio else "P/E")
     else:
-        hist.text(0.5, 0.5, "no history", transform=hist.transAxes, ha="center", color=MUTED)
-    return to_png(fig)
+        hist.text(0.5, 0.5, "no history", transform=hist.transAxes, ha="center", color=MUTED, fontsize=TEXT_PT)
+    header(fig, chart.title, chart.subtitle)
+    return fig
+
+
+def render_valuation(chart: ValuationChart) -> bytes:
+    return to_png(draw_valuation(chart))
 
 
 def valuation_chart(report: ValuationReport, history: pd.Series, history_label: str) -> ValuationChart:
@@ -395,6 +429,7 @@ def valuation_chart(report: ValuationReport, history: pd.Series, history_label: 
         ratios=tuple(r.ratio for r in report.rows),
         history=history,
         history_label=history_label,
+        history_is_ratio=bool(report.history),
         title="Valuation: Russell 2000 vs S&P 500",
         subtitle=subtitle,
     )

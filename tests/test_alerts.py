@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 from services import market_calendar
 from services.alerts import (
     EVENT_KINDS,
+    NEW_HIGH_QUIET_SESSIONS,
     AlertStore,
     DeliveryError,
     DetectorState,
@@ -68,21 +69,41 @@ async def store(tmp_path: Path) -> AsyncIterator[AlertStore]:
         yield AlertStore(db, Z)
 
 
+def record_closes(close: pd.Series) -> list[int]:
+    """Positions of the closes above every earlier close, by a plain loop (the first close is the first record)."""
+    values = close.to_numpy(dtype=float)
+    records, high = [0], values[0]
+    for i in range(1, len(values)):
+        if values[i] > high:
+            records.append(i)
+            high = values[i]
+    return records
+
+
+def quiet_new_highs(close: pd.Series, quiet: int = NEW_HIGH_QUIET_SESSIONS) -> list[pd.Timestamp]:
+    """The record closes with at least `quiet` sessions strictly between them and the record close before."""
+    records = record_closes(close)
+    return [close.index[b] for a, b in itertools.pairwise(records) if b - a - 1 >= quiet]
+
+
 def expected_events(frame: pd.DataFrame, z: Zones) -> set[tuple[date, str]]:
     """The same rules computed independently, vectorised over the whole history."""
     c = frame["close"]
     found: list[tuple[pd.Timestamp, str]] = []
 
-    def turns_on(on: pd.Series, off: pd.Series) -> pd.Series:
-        # 1 on an "on" close, 0 on an "off" close, otherwise the last decisive close's value (start: off).
+    def turns_on(on: pd.Series, off: pd.Series, crossed: pd.Series) -> pd.Series:
+        # 1 on an "on" close, 0 on an "off" close, otherwise the last decisive close's value (start: off); it
+        # counts only when the previous close was on the other side of the level (`crossed`; never the first bar).
         regime = pd.Series(np.where(on, 1.0, np.where(off, 0.0, np.nan)), c.index).ffill().fillna(0.0)
-        return (regime == 1) & (regime.shift(1, fill_value=0.0) == 0)
+        return (regime == 1) & (regime.shift(1, fill_value=0.0) == 0) & crossed
 
-    found += [(d, "breakout") for d in c.index[turns_on(c > z.resistance_high, c < z.resistance_low)]]
-    found += [(d, "breakdown") for d in c.index[turns_on(c < z.support, c > z.entry_low)]]
-    entry = (c.shift(1) > z.entry_high) & (c >= z.entry_low) & (c <= z.entry_high)
+    prev = c.shift(1)
+    found += [(d, "breakout") for d in c.index[turns_on(c > z.resistance_high, c < z.resistance_low,
+                                                        prev <= z.resistance_high)]]
+    found += [(d, "breakdown") for d in c.index[turns_on(c < z.support, c > z.entry_low, prev >= z.support)]]
+    entry = (prev > z.entry_high) & (c >= z.entry_low) & (c <= z.entry_high)
     found += [(d, "entry_zone") for d in c.index[entry]]
-    found += [(d, "new_high") for d in c.index[c > c.cummax().shift(1)]]
+    found += [(d, "new_high") for d in quiet_new_highs(c)]
 
     adj = frame["adj_close"]
     last_days = adj.groupby(adj.index.to_period("M")).apply(lambda s: s.index[-1])
@@ -134,6 +155,39 @@ def test_new_high_first_beats_the_2021_closing_high(frame: pd.DataFrame) -> None
     assert "2021-11-08" in firsts[0].detail
 
 
+def test_new_high_fires_once_per_run_of_records(frame: pd.DataFrame, window_events: list[Event]) -> None:
+    """Every record close used to alert: 36 in the window (the first on 2025-09-18, ~11 months to 2026-08-21).
+    Only the first after a quiet month (NEW_HIGH_QUIET_SESSIONS sessions without one) alerts now."""
+    close = frame["close"].dropna()
+    in_window = [close.index[i] for i in record_closes(close) if START <= close.index[i].date() <= END]
+    assert len(in_window) == 36 and in_window[0].date() == date(2025, 9, 18)
+    highs = [e for e in window_events if e.kind == "new_high"]
+    expected = [d.date() for d in quiet_new_highs(close) if START <= d.date() <= END]
+    assert [e.day for e in highs] == expected == [date(2025, 9, 18), date(2025, 12, 4), date(2026, 4, 16),
+                                                   date(2026, 8, 4)]
+    assert "above 250.33 (2025-10-15), the first in 34 sessions" in highs[1].detail
+
+
+def test_replay_from_the_first_bar_crosses_nothing_on_it(frame: pd.DataFrame) -> None:
+    """The first bar (2000-05-26, far below support 200) has no previous close on the other side: no breakdown.
+    The first breakdown is the first close below support after a close at or above it."""
+    close = frame["close"].dropna()
+    events = replay(frame, Z, close.index[0].date(), END)
+    assert all(e.day != close.index[0].date() for e in events) and close.iloc[0] < Z.support
+    first_cross = next(close.index[i].date() for i in range(1, len(close))
+                       if close.iloc[i] < Z.support <= close.iloc[i - 1])
+    assert next(e.day for e in events if e.kind == "breakdown") == first_cross
+
+
+def test_a_state_stored_before_the_quiet_count_is_rebuilt(frame: pd.DataFrame) -> None:
+    _, state = advance(frame, Z, None, date(2025, 12, 3))
+    old = json.loads(state.to_json())
+    del old["since_high"]
+    events, rebuilt = advance(frame, Z, DetectorState.from_json(json.dumps(old)), date(2025, 12, 4))
+    assert [e.kind for e in events] == ["new_high"] and rebuilt.since_high == 0
+    assert rebuilt == advance(frame, Z, None, date(2025, 12, 4))[1]
+
+
 def test_streak_events(window_events: list[Event]) -> None:
     streaks = [(e.day, e.streak) for e in window_events if e.kind == "streak"]
     assert streaks == [(date(2025, 7, 31), 3), (date(2025, 8, 29), 4), (date(2025, 9, 30), 5),
@@ -148,7 +202,7 @@ def test_replay_window_matches_an_independent_computation(frame: pd.DataFrame, w
     assert got == sorted(got, key=lambda x: x[0])
     counts = {k: sum(kind == k for _, kind in got) for k in ("breakout", "breakdown", "entry_zone", "new_high",
                                                               "streak")}
-    assert counts == {"breakout": 4, "breakdown": 4, "entry_zone": 16, "new_high": 36, "streak": 6}
+    assert counts == {"breakout": 4, "breakdown": 4, "entry_zone": 16, "new_high": 4, "streak": 6}
     assert [d for d, k in got if k == "breakout"] == [date(2025, 10, 3), date(2025, 10, 14), date(2025, 11, 25),
                                                       date(2026, 3, 31)]
 
@@ -182,11 +236,17 @@ def test_detect_is_pure_and_idempotent() -> None:
     events, state = detect(date(2025, 1, 2), 239.0, Z, state)
     assert events == [] and state.ath_close == 239.0  # a first close is no "new" high
     events, after = detect(date(2025, 1, 3), 246.0, Z, state)
-    assert [e.kind for e in events] == ["breakout", "new_high"]
+    assert [e.kind for e in events] == ["breakout"]  # a record, but the day after the last one: no new_high
     assert detect(date(2025, 1, 3), 246.0, Z, after) == ([], after)  # same day again: nothing
     events, after2 = detect(date(2025, 1, 6), 241.0, Z, after)  # back inside the zone: still disarmed
-    events, _ = detect(date(2025, 1, 7), 247.0, Z, after2)
+    quiet = after2
+    for i in range(NEW_HIGH_QUIET_SESSIONS - 1):  # 20 sessions without a record in all
+        _, quiet = detect(date(2025, 2, 1) + pd.Timedelta(days=i), 241.0, Z, quiet)
+    assert quiet.since_high == NEW_HIGH_QUIET_SESSIONS
+    events, _ = detect(date(2025, 3, 1), 247.0, Z, quiet)
     assert [e.kind for e in events] == ["new_high"]
+    events, _ = detect(date(2025, 1, 7), 247.0, Z, after2)  # a record after 1 quiet session: none
+    assert events == []
     _, rearmed = detect(date(2025, 1, 8), 239.9, Z, after2)
     events, _ = detect(date(2025, 1, 9), 245.5, Z, rearmed)
     assert [e.kind for e in events] == ["breakout"]
@@ -210,7 +270,8 @@ def test_advance_rebuilds_state_for_new_levels(frame: pd.DataFrame) -> None:
     other = Zones.parse("150,160-170,180-190")
     events, rebuilt = advance(frame, other, state, date(2025, 10, 3))
     assert rebuilt.matches(other) and not rebuilt.breakout_armed  # long above 190 already
-    assert [e.kind for e in events] == ["new_high"]
+    assert events == [] and rebuilt.ath_day == date(2025, 10, 3)  # a record 10 sessions after the last one
+    assert rebuilt.since_high == 0 and state.since_high == 10  # 2025-09-19..10-02 after the 09-18 record
 
 
 def test_intraday_notices() -> None:
@@ -277,7 +338,7 @@ async def test_run_replay_text() -> None:
     text = await run_replay(market, START, END, Z)
     lines = text.splitlines()
     assert lines[0].startswith("IWM alert replay 2024-01-01..2026-08-21 · levels 200,205-220,240-245")
-    assert "66 events" in lines[0] and len(lines) == 67
+    assert "34 events" in lines[0] and len(lines) == 35
     assert any(line.startswith("2025-10-03  breakout    close  245.83  level  245.00") for line in lines)
     with pytest.raises(InputError, match="after"):
         await run_replay(market, END, START, Z)
@@ -381,6 +442,7 @@ class Channels:
         self.next_id = 1000
         self.inflight = self.max_inflight = 0
         self.zones: list[Zones] = []  # the levels each send was given
+        self.since: list[datetime] = []  # the time bound of each search
 
     async def send(self, channel_id: int, role_id: int | None, event: Event, zones: Zones) -> int:
         self.zones.append(zones)
@@ -397,7 +459,8 @@ class Channels:
         finally:
             self.inflight -= 1
 
-    async def find(self, channel_id: int, key: str) -> int | None:
+    async def find(self, channel_id: int, key: str, since: datetime) -> int | None:
+        self.since.append(since)
         return next((mid for mid, footer in self.messages.get(channel_id, []) if footer.endswith(key)), None)
 
 
@@ -500,10 +563,34 @@ async def test_exactly_once_across_a_crash_between_send_and_record(tmp_path: Pat
         # Recovery finds the post by its footer key and records it; nothing is re-sent.
         [done] = await recover(store, channel.send, channel.find)
         assert (done.status, done.message_id) == ("sent", 4242)
+        # searched back to the intent's record time less the margin, not through a count of recent messages
+        assert abs(datetime.now(UTC) - entry.created_at) < timedelta(minutes=5)
+        assert channel.since == [entry.created_at - timedelta(hours=1)]
         assert channel.messages[401] == [(4242, footer_text(EVENT))]
         assert await store.pending() == []
         [row] = await store.outbox(1)
         assert (row.status, row.message_id) == ("sent", 4242)
+
+
+async def test_the_outbox_commits_with_synchronous_full(store: AlertStore) -> None:
+    """WAL with synchronous=NORMAL can lose the last commits on a power loss (an intent lost: the alert goes out
+    twice); the outbox's transactions are committed with FULL, and the connection is back to NORMAL after."""
+    statements: list[str] = []
+    await store.database.run(lambda db: db.conn.set_trace_callback(statements.append))
+    sub = await store.subscribe(1, 701, "breakout", created_by=7)
+    statements.clear()
+    outbox_id = await store.claim(sub, EVENT)
+    assert outbox_id is not None
+    await store.record(outbox_id, "sent", message_id=1, attempted=True)
+    await store.database.run(lambda db: db.conn.set_trace_callback(None))
+    writes = [i for i, sql in enumerate(statements) if "alert_outbox" in sql]
+    commits = [i for i, sql in enumerate(statements) if sql.strip().upper() == "COMMIT"]
+    fulls = [i for i, sql in enumerate(statements) if sql == "PRAGMA synchronous=FULL"]
+    normals = [i for i, sql in enumerate(statements) if sql == "PRAGMA synchronous=NORMAL"]
+    assert len(writes) == len(commits) == len(fulls) == len(normals) == 2, statements
+    for full, write, commit, normal in zip(fulls, writes, commits, normals, strict=True):
+        assert full < write < commit < normal  # each write committed while the level is FULL
+    assert await store.database.run(lambda db: db.conn.execute("PRAGMA synchronous").fetchone()[0]) == 1  # NORMAL
 
 
 async def test_recovery_when_unsure_skips_and_when_absent_sends(store: AlertStore) -> None:
@@ -516,10 +603,10 @@ async def test_recovery_when_unsure_skips_and_when_absent_sends(store: AlertStor
     await store.claim(c, old)
     channels = Channels()
 
-    async def find(channel_id: int, key: str) -> int | None:
+    async def find(channel_id: int, key: str, since: datetime) -> int | None:
         if channel_id == 502:
             raise DeliveryError("forbidden", "missing Read Message History")
-        return await channels.find(channel_id, key)
+        return await channels.find(channel_id, key, since)
 
     await store.set_levels(1, "190,195-210,230-235")
     results = {r.channel_id: r for r in await recover(store, channels.send, find, oldest=date(2025, 10, 1))}
@@ -535,11 +622,11 @@ async def test_check_close_posts_once_and_saves_state(store: AlertStore, frame: 
     await store.subscribe(1, 601, "breakout,new_high", created_by=7)
     channels = Channels()
     first = await check_close(store, 1, frame, date(2025, 10, 3), channels.send)
-    assert sorted(r.status for r in first) == ["sent", "sent"] and channels.zones == [Z, Z]
+    assert [r.status for r in first] == ["sent"] and channels.zones == [Z]  # a breakout; the record is no new_high
     assert [f for _, f in channels.messages[601]] == [footer_text(e) for e in replay(frame, Z, date(2025, 10, 3),
                                                                                     date(2025, 10, 3))]
     assert (await store.load_state(1)).last_day == date(2025, 10, 3)  # type: ignore[union-attr]
     await store.save_state(1, DetectorState.fresh(Z))  # as if the state write had been lost in a crash
     again = await check_close(store, 1, frame, date(2025, 10, 3), channels.send)
-    assert {r.status for r in again} == {"duplicate"} and len(channels.messages[601]) == 2
+    assert {r.status for r in again} == {"duplicate"} and len(channels.messages[601]) == 1
     assert await check_close(store, 1, frame, date(2026, 10, 6), channels.send) == []  # no bar yet

@@ -3,8 +3,9 @@ bundled IWM history, and the delivery guarantee of services.alerts (each event p
 Discord's failures: 403, 404, 429, a crash between the send and its record, and a gateway reconnect mid fan-out.
 
 The close check runs for 2025-10-03, IWM's first close above the resistance zone top (245) after the 2021 high
-(close 245.83, a `breakout` and a `new_high`). Market-calendar edge cases are unit-tested in
-tests/test_market_calendar.py, the detector and the outbox in tests/test_alerts.py.
+(close 245.83, a `breakout`; a record close too, but 10 sessions after the last one, so no `new_high`).
+Market-calendar edge cases are unit-tested in tests/test_market_calendar.py, the detector and the outbox in
+tests/test_alerts.py.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from services.alerts import AlertStore, OutboxEntry, post_nonce, replay
 from services.config import Zones
 from services.market import read_bundled_csv
 from services.swing_levels import RULE, derived_zones
-from tests.support.discord_helpers import PNG_MAGIC, answer_of, assert_refused, invoke, levels, stored_rows
+from tests.support.discord_helpers import MODERATOR, PNG_MAGIC, answer_of, assert_refused, invoke, levels, stored_rows
 from tests.support.local_discord import FakeGuild, LocalDiscord, RecordedRequest
 from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
 
@@ -59,6 +60,11 @@ def posts_to(discord_: LocalDiscord, channel: dict[str, Any] | str) -> list[Reco
 def channel_posts(discord_: LocalDiscord, channel: dict[str, Any]) -> list[dict[str, Any]]:
     """The messages stored in a channel that the bot posted itself (not answers to commands run there)."""
     return [m for m in discord_.channel_messages(channel) if "interaction_metadata" not in m]
+
+
+def bot_posts(discord_: LocalDiscord, channel: dict[str, Any]) -> list[dict[str, Any]]:
+    """`channel_posts` without the members' messages."""
+    return [m for m in channel_posts(discord_, channel) if m["author"]["id"] == discord_.bot_user["id"]]
 
 
 async def subscribe(discord_: LocalDiscord, guild: FakeGuild, channel: str, events: str = "breakout",
@@ -130,7 +136,7 @@ def fanout_guild(discord_: LocalDiscord) -> FakeGuild:
 def test_the_bundled_data_has_the_breakout() -> None:
     """The premise of the close-check tests, from the detector itself."""
     events = replay(read_bundled_csv("IWM"), Zones(), BREAKOUT_DAY, BREAKOUT_DAY)
-    assert [(e.kind, round(e.close, 2)) for e in events] == [("breakout", 245.83), ("new_high", 245.83)]
+    assert [(e.kind, round(e.close, 2)) for e in events] == [("breakout", 245.83)]
     assert [e.key for e in events if e.kind == "breakout"] == [BREAKOUT_KEY]
 
 
@@ -277,8 +283,9 @@ async def test_a_crash_between_send_and_record_is_recovered_without_a_resend(
     running_bot: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The post reaches Discord but recording its message id fails (the process dies there): the outbox row stays
-    pending. On the next start, recovery finds the post in the channel by its footer key and records it; nothing
-    is sent again, and the re-run close check finds the event already claimed."""
+    pending. Members then write 150 messages, so the post is more than 100 (one page) back. On the next start,
+    recovery reads the channel page by page back to the intent's time, finds the post by its footer key and
+    records it; nothing is sent again, and the re-run close check finds the event already claimed."""
     bot, discord_ = await running_bot()
     guild, channel = discord_.guild, discord_.guild.channel("iwm-alerts")
     await subscribe(discord_, guild, "iwm-alerts")
@@ -301,17 +308,21 @@ async def test_a_crash_between_send_and_record_is_recovered_without_a_resend(
     (entry,) = await outbox(bot, guild)
     assert (entry.id, entry.status, entry.message_id) == (crashed[0], "pending", None)
 
+    for i in range(150):
+        discord_.user_message(f"chatter {i}", channel="iwm-alerts")
+
     reads = len(discord_.requests_to("GET", "/channels/{channel_id}/messages"))
     with alerts_today(date(2025, 10, 6)):  # the next trading day: the pending post is recent enough to settle
         restarted, _ = await running_bot()
     cog = await watcher_settled(restarted, discord_)
-    assert len(discord_.requests_to("GET", "/channels/{channel_id}/messages")) == reads + 1  # looked for it
-    (message,) = channel_posts(discord_, channel)
+    pages = discord_.requests_to("GET", "/channels/{channel_id}/messages")[reads:]
+    assert len(pages) == 2 and "before" in pages[1].query  # 100 newest, then the page that reaches the post
+    (message,) = bot_posts(discord_, channel)
     (entry,) = await outbox(restarted, guild)
     assert (entry.status, entry.message_id) == ("sent", int(message["id"]))
 
     assert await cog.run_close_check(BREAKOUT_DAY) == 0
-    assert len(posts_to(discord_, channel)) == 1 and len(channel_posts(discord_, channel)) == 1
+    assert len(posts_to(discord_, channel)) == 1 and len(bot_posts(discord_, channel)) == 1
 
 
 async def test_a_gateway_reconnect_mid_fan_out_loses_and_duplicates_nothing(
@@ -502,3 +513,39 @@ async def test_a_live_bar_above_the_servers_resistance_posts_one_breakout(
     assert await cog.run_close_check(LIVE_DAY) == 0
     assert server.calls[path] == calls + 1  # it looked again, and found the event already posted
     assert len(posts_to(discord_, channel)) == 1 and len(channel_posts(discord_, channel)) == 1
+
+
+async def test_the_mute_button_is_for_moderators_and_delivery_honours_it(running_bot: Any) -> None:
+    """Under the alert: a member without Manage Channels is refused; a moderator's press mutes that kind of event
+    in that channel for 24 h, so the same event, detected again, is not posted there; once the mute ends it is."""
+    bot, discord_ = await running_bot()
+    guild, channel = discord_.guild, discord_.guild.channel("iwm-alerts")
+    await subscribe(discord_, guild, "iwm-alerts")
+    cog = await watcher_settled(bot, discord_)
+    assert await cog.run_close_check(BREAKOUT_DAY) == 1
+    (post,) = channel_posts(discord_, channel)
+    (row,) = post["components"]
+    (button,) = row["components"]
+    assert (button["custom_id"], button["label"]) == ("smallcaps:mute:breakout", "Mute this event here for 24 h")
+
+    refused = await answer_of(await discord_.dispatch_interaction(
+        discord_.component_click("smallcaps:mute:breakout", post, member="bob")))
+    assert_refused(refused)
+    assert "Manage Channels" in refused.content
+    muted = await answer_of(await discord_.dispatch_interaction(
+        discord_.component_click("smallcaps:mute:breakout", post, member="alice", permissions=MODERATOR)))
+    assert muted.ephemeral and muted.content.startswith("🔕") and "breakout" in muted.content
+    store = bot.resources.alerts
+    assert await store.muted_channels(guild.id, "breakout") == {int(channel["id"])}
+    assert await store.muted_channels(guild.id, "new_high") == set()
+
+    async def forget_the_post() -> None:  # as if the breakout were a new one: no outbox row, no detector state
+        await bot.resources.database.run(lambda db: db.conn.executescript(
+            "delete from alert_outbox; delete from alert_state;"))
+
+    await forget_the_post()
+    assert await cog.run_close_check(BREAKOUT_DAY) == 0
+    assert len(channel_posts(discord_, channel)) == 1
+    await bot.resources.database.run(lambda db: db.execute("update alert_mutes set until = '2000-01-01T00:00:00'"))
+    await forget_the_post()
+    assert await cog.run_close_check(BREAKOUT_DAY) == 1

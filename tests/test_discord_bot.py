@@ -161,6 +161,7 @@ EXAMPLES: dict[str, Examples] = {
         valid=(Call({"days": 30}, manage=True),), bad=Call({"days": 30}), embed=False, ephemeral=True,
         file=r"community-\d+-30d\.csv"),
     "iwm status": Examples(valid=(Call(),), bad=None, ephemeral=True),
+    "iwm help": Examples(valid=(Call(),), bad=None, ephemeral=True),
 }
 
 
@@ -340,10 +341,13 @@ async def test_a_failing_service_gets_a_short_error_and_the_bot_keeps_serving(
 
 
 async def test_status_lists_every_live_source_once_used(running_bot: Any, server: ProviderServer) -> None:
-    """With live sources (all on the local provider server): Yahoo's chart API answers 404 (the bundled history
-    answers, stale), FRED and iShares answer real-format bodies, Yahoo's quoteSummary 404. `/iwm status` lists
-    the market data provider from the start and each document host after a command used it, with its state and
-    last error."""
+    """With live sources (all on the local provider server): Yahoo's chart API answers 500 (the bundled history
+    answers, stale), FRED and iShares answer real-format bodies, Yahoo's quoteSummary 404 (a "not found", which
+    counts against that symbol, not the source). `/iwm status` lists the market data provider from the start and
+    each document host after a command used it, with its state and last error."""
+    for symbol in ("IWM", "SPY", "QQQ", "^RUT", "KRE", "XBI", "PSCC", "PSCD", "PSCE", "PSCF", "PSCH", "PSCI", "PSCM",
+                   "PSCT", "PSCU"):
+        server.script(f"/v8/finance/chart/{symbol}", Reply(status=500))
     server.script("/graph/fredgraph.csv", *fred_replies())  # /iwm rates asks FEDFUNDS, then 5 daily series
     server.script("/holdings.csv", Reply(body=bundled_text("IWM_holdings.2026-05-05.csv.gz"), content_type="text/csv"))
     _, discord_ = await running_bot(MARKET_DATA_PROVIDER="yahoo", YAHOO_BASE_URL=server.url,
@@ -366,7 +370,7 @@ async def test_status_lists_every_live_source_once_used(running_bot: Any, server
 
     after = await status_fields()
     assert after["Live providers"] == [
-        "**yahoo**: resting after failures · last success never · last error: HTTP 404"]
+        "**yahoo**: resting after failures · last success never · last error: HTTP 500"]
     fred, ishares, quote_summary = after["Document sources"]
     assert re.fullmatch(r"\*\*FRED\*\*: OK · last success \d+s ago", fred), fred
     assert re.fullmatch(r"\*\*iShares\*\*: OK · last success \d+s ago", ishares), ishares

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +21,7 @@ from services.timefmt import iso_utc
 from tests.support.aaii import AAII_LAST, AAII_MEANS, AAII_SPREAD
 from tests.support.discord_helpers import POLL_MODERATOR, command, ephemeral_error, post_poll
 from tests.support.local_discord import LocalDiscord, user_payload
+from tests.test_process import bot_process, terminate
 
 VOTERS = "/channels/{c}/polls/{m}/answers/{a}"
 
@@ -279,3 +283,53 @@ async def test_console_poll_prints_the_poll_payload(tmp_path: Any, capsys: pytes
     printed = json.loads(capsys.readouterr().out)
     assert printed["poll"]["question"]["text"] == "Where will IWM be in six months?"
     assert [a["poll_media"]["emoji"]["name"] for a in printed["poll"]["answers"]] == ["🐂", "😐", "🐻"]
+
+
+async def test_a_crash_right_after_posting_a_result_does_not_repost_it(discord_: LocalDiscord, tmp_path: Path) -> None:
+    """The bot as a process: it posts a poll's result and is killed (-9) before it hears Discord's answer, so the
+    result is in the channel but not in the database. Members then write 150 messages (the result is more than
+    a page back). The restarted bot gives the dead process's claim back, finds the result in the channel and
+    records it: one result, never two."""
+    db = tmp_path / "bot.db"
+    async with bot_process(discord_, db) as proc:
+        message = await post_poll(discord_, hours=1)
+        mid, cid = int(message["id"]), message["channel_id"]
+        await discord_.wait_until(lambda: poll_row(db, mid) is not None, what="the poll's row")
+        await terminate(proc)
+    ended = iso_utc(datetime.now(UTC) - timedelta(minutes=1))
+    with closing(sqlite3.connect(db)) as conn, conn:  # the hour went by while the bot was down
+        conn.execute("UPDATE sentiment_polls SET ends_at = ? WHERE message_id = ?", [ended, mid])
+    discord_.set_poll_voters(message, BULLISH, voters(discord_, 6))
+    discord_.set_poll_voters(message, BEARISH, voters(discord_, 5))
+
+    hold = discord_.hold_next("POST", f"/channels/{cid}/messages")
+    try:
+        async with bot_process(discord_, db) as proc:
+            await asyncio.wait_for(hold.reached.wait(), 60)  # the result is stored; its answer is held
+            proc.kill()
+            await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        hold.release.set()
+    (result,) = results_in(discord_, cid)
+    assert hold.request is not None and hold.request.response["id"] == result["id"]
+    assert poll_row(db, mid) == ("closed", None)  # the bot died before recording it
+    for i in range(150):
+        discord_.user_message(f"chatter {i}", channel=int(cid))
+
+    posts = len(discord_.requests_to("POST", f"/channels/{cid}/messages"))
+    async with bot_process(discord_, db) as proc:
+        await discord_.wait_until(lambda: poll_row(db, mid) == ("closed", int(result["id"])), timeout=30,
+                                  what="the result recorded")
+        await terminate(proc)
+    assert len(discord_.requests_to("POST", f"/channels/{cid}/messages")) == posts  # nothing posted again
+    assert [r["id"] for r in results_in(discord_, cid)] == [result["id"]]
+
+
+def poll_row(db: Path, message_id: int) -> tuple[str, int | None] | None:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        try:
+            row = conn.execute("SELECT status, result_message_id FROM sentiment_polls WHERE message_id = ?",
+                               [message_id]).fetchone()
+        except sqlite3.OperationalError:  # not created yet
+            return None
+    return None if row is None else (row[0], row[1])

@@ -113,7 +113,7 @@ async def test_offline_returns_the_bundled_file_without_requests(server):
 
 async def test_build_documents_is_offline_for_the_bundled_provider(session):
     class S:
-        provider, cache_ttl_seconds, http_timeout_seconds = "bundled", 900, 10.0
+        provider, cache_ttl_seconds, http_timeout_seconds, fetch_deadline_seconds = "bundled", 900, 10.0, 8.0
 
     assert not build_documents(S(), session, None).live
     S.provider = "yahoo"

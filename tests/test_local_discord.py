@@ -270,6 +270,20 @@ async def test_component_click_reaches_the_persistent_view(discord_: LocalDiscor
     assert clicked["content"] == "refreshed" and clicked["attachments"][0]["filename"] == "chart.png"
 
 
+async def test_a_clicked_message_is_a_valid_message_response(discord_: LocalDiscord, bot: MiniBot) -> None:
+    """What a component interaction carries is the message as Discord stores it: components numbered, a unicode
+    emoji without an id; it validates as the OpenAPI description's MessageResponse."""
+    handle = await discord_.dispatch_interaction(discord_.slash_command("iwm", "ping"))
+    await handle.wait_for_responses(2)
+    payload = discord_.component_click("iwm:refresh")
+    assert payload["type"] == 3 and payload["data"] == {"custom_id": "iwm:refresh", "component_type": 2}
+    (row,) = payload["message"]["components"]
+    assert (row["id"], row["components"][0]["id"]) == (1, 2)
+    assert discord_schema().validate_object("MessageResponse", payload["message"]) == []
+    broken = {**payload["message"], "components": [{"type": 1, "components": [{"type": 2, "label": "x"}]}]}
+    assert discord_schema().validate_object("MessageResponse", broken)
+
+
 @pytest.mark.discord_invalid_requests
 async def test_broken_embed_fails_schema_validation(discord_: LocalDiscord, bot: MiniBot) -> None:
     handle = await discord_.dispatch_interaction(discord_.slash_command("iwm", "broken"))

@@ -16,7 +16,8 @@ from services.storage import Database
 
 T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "schema").glob("*.db.gz"))  # scripts/make_schema_fixtures.py
-LAST_BEFORE_VERSIONING = "f5a8642"  # Merge harden, main before this ladder
+# The released layout each version of the ladder must make exactly (scripts/make_schema_fixtures.py RELEASES).
+LAYOUT_OF_VERSION = {1: "f5a8642", 2: "48db5fb"}
 
 
 def versions(path: Path) -> list[int]:
@@ -124,7 +125,7 @@ def test_a_failing_migration_changes_nothing(tmp_path):
         with pytest.raises(sqlite3.OperationalError, match="no_such_table"):
             migrate(conn, broken)
         assert "note" not in [r[1] for r in conn.execute("PRAGMA table_info(alert_state)")]
-        assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [CURRENT_VERSION]
+        assert [r[0] for r in conn.execute("SELECT version FROM schema_version")] == [m.version for m in MIGRATIONS]
 
 
 # --- released layouts, from the project's history -----------------------------------------------------------
@@ -153,7 +154,7 @@ def layout(path: Path) -> dict[str, object]:
 
 
 def test_there_is_a_fixture_for_every_release():
-    assert [f.name.split(".")[0] for f in FIXTURES] == sorted(["f7d2239", "1d8608f", LAST_BEFORE_VERSIONING])
+    assert [f.name.split(".")[0] for f in FIXTURES] == sorted(["f7d2239", "1d8608f", *LAYOUT_OF_VERSION.values()])
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=[f.name.split(".")[0] for f in FIXTURES])
@@ -172,10 +173,11 @@ async def test_each_released_file_opens_migrates_and_keeps_every_row(fixture, tm
     assert all(not after[t] for t in set(after) - set(before))
 
 
-def test_version_1_is_exactly_the_schema_main_made_before_versioning(tmp_path):
-    [fixture] = [f for f in FIXTURES if f.name.startswith(LAST_BEFORE_VERSIONING)]
+@pytest.mark.parametrize("version", sorted(LAYOUT_OF_VERSION))
+def test_each_version_is_exactly_the_schema_main_made_before_versioning(version, tmp_path):
+    [fixture] = [f for f in FIXTURES if f.name.startswith(LAYOUT_OF_VERSION[version])]
     released = layout(unpack(fixture, tmp_path))
     fresh = tmp_path / "fresh.db"
     with sqlite3.connect(fresh) as conn:
-        migrate(conn)
+        migrate(conn, [m for m in MIGRATIONS if m.version <= version])
     assert layout(fresh) == released

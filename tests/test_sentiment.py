@@ -407,3 +407,24 @@ async def test_polls_beside_aaii_weeks(store, db, renderer):
         (float(expected[6]["bullish"]) - float(expected[6]["bearish"])) * 100)
     assert report.aaii_note is None  # the survey covers every poll week
     assert png.startswith(b"\x89PNG")
+
+
+async def test_a_claim_given_back_marks_the_result_attempted(store):
+    """A released claim, or one made before this process started (its poster died), is free at once and tells
+    the next closer to look for a result already posted before posting one."""
+    await new_poll(store, 1, hours=1)
+    now = T0 + timedelta(hours=2)
+    [poll] = await store.polls_to_close(now)
+    assert not poll.result_attempted  # never claimed: nothing can be in the channel
+    assert await store.claim_result(1, now)
+    assert await store.release_claims_before(now) == 0  # made at `now`: this process's own, still live
+    assert await store.polls_to_close(now) == []
+    assert await store.release_claims_before(now + timedelta(seconds=1)) == 1  # restarted: the claim is dead
+    [poll] = await store.polls_to_close(now)
+    assert poll.result_attempted
+    assert await store.claim_result(1, now)
+    await store.release_claim(1)
+    [poll] = await store.polls_to_close(now)
+    assert poll.result_attempted
+    assert await store.mark_result_posted(1, 5001)
+    assert await store.release_claims_before(now + timedelta(days=1)) == 0  # posted: nothing to give back

@@ -104,6 +104,7 @@ async def make_state(path: Path, guilds: list[int]) -> None:
             sub = await alerts.subscribe(guild, channel, "breakout", created_by=7)
             await alerts.subscribe(guild, channel + 1, "all", created_by=8)
             await alerts.set_levels(guild, "200,205-220,240-245", updated_by=7)
+            await alerts.mute(guild, channel + 1, "testing")
             await alerts.save_state(guild, DetectorState.fresh(Zones()))
             await alerts.claim(sub, Event("breakout", date(2025, 10, 3), 245.8 + n, 245.0, "closed above"))
             await clog.set_logging(guild, channel, True, T0)

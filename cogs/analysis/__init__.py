@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import time
+from datetime import date, time
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -24,6 +24,8 @@ from cogs.analysis._format import AS_OF_HELP, lines_within, not_future
 from cogs.analysis._rates import rates_embed
 from cogs.analysis._sectors import sectors_embed
 from cogs.analysis._valuation import valuation_embed
+from cogs.autocomplete import member_session_choices, session_choices, symbol_choices
+from cogs.buttons import ChartAnswer, ChartCommand, register_chart
 from cogs.common import IwmCog, add_iwm_cog, attach_chart, parse_day
 from services import market_calendar
 from services.breadth import breadth_answer, check_breadth_input
@@ -44,6 +46,38 @@ BreadthPeriod = Literal["3mo", "6mo", "1y", "2y", "max"]
 REFRESH_AT = time(17, 30, tzinfo=ZoneInfo("America/New_York"))  # the member refresh: after the 16:00 close
 
 log = logging.getLogger(__name__)
+
+
+async def breadth_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: str,
+                               day: date | None) -> ChartAnswer:
+    res = bot.resources
+    answer, png = await breadth_answer(res.market, res.renderer, period, day)
+    return ChartAnswer(breadth_embed(answer), png, answer.report.as_of)
+
+
+async def breadth_chart(bot: SmallcapsBot, guild_id: int | None, period: str, shown: date) -> bytes:
+    """The chart for another window as of the day an answer shows (from the member data in memory)."""
+    return (await breadth_chart_answer(bot, guild_id, period, shown)).png
+
+
+async def latest_breadth(bot: SmallcapsBot) -> date:
+    data = await asyncio.to_thread(load_member_data)
+    return data.day(data.session())
+
+
+async def sectors_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: str,
+                               day: date | None) -> ChartAnswer:
+    res = bot.resources
+    report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
+                                       holdings_url=res.settings.holdings_url)
+    return ChartAnswer(sectors_embed(report, await res.market.age(report.as_of, day)), png, report.as_of)
+
+
+# The sectors' period ranks the funds (the embed changes too); their data ends on different days: no "newer" note.
+SECTORS_CHART = register_chart(ChartCommand("sectors", ("1m", "3m", "ytd", "1y"), "iwm-sectors.png",
+                                            sectors_chart_answer))
+BREADTH_CHART = register_chart(ChartCommand("breadth", ("3mo", "6mo", "1y", "2y", "max"), "iwm-breadth.png",
+                                            breadth_chart_answer, breadth_chart, latest_breadth))
 
 
 class Analysis(IwmCog):
@@ -72,6 +106,7 @@ class Analysis(IwmCog):
     @app_commands.command(name="valuation", description="Russell 2000 vs S&P 500 valuation: P/E, forward P/E, "
                                                         "P/S, P/B, each with its source and date")
     @app_commands.describe(as_of=AS_OF_HELP)
+    @app_commands.autocomplete(as_of=session_choices)
     async def valuation(self, interaction: discord.Interaction, as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await interaction.response.defer(thinking=True)
@@ -88,32 +123,30 @@ class Analysis(IwmCog):
     @app_commands.command(name="sectors", description="IWM by sector: weights, sector funds vs IWM, leaders, "
                                                       "laggards, rate sensitivity")
     @app_commands.describe(period="Return period for the ranking and chart (default 3m)", as_of=AS_OF_HELP)
+    @app_commands.autocomplete(as_of=session_choices)
     async def sectors(self, interaction: discord.Interaction, period: SectorPeriod = "3m",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await interaction.response.defer(thinking=True)
-        res = self.bot.resources
-        report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
-                                           holdings_url=res.settings.holdings_url)
-        embed = sectors_embed(report, await res.market.age(report.as_of, day))
-        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-sectors.png"))
+        answer = await sectors_chart_answer(self.bot, interaction.guild_id, period, day)
+        await interaction.followup.send(**SECTORS_CHART.message(answer, period, day))
 
     @app_commands.command(name="breadth", description="Russell 2000 breadth from its members: % above 50/200-day "
                                                       "averages, A/D line, 52-week highs/lows")
     @app_commands.describe(period="Chart window (default 1y)", as_of=AS_OF_HELP)
+    @app_commands.autocomplete(as_of=member_session_choices)
     async def breadth(self, interaction: discord.Interaction, period: BreadthPeriod = "1y",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await check_breadth_input(period, day)  # refused before deferring: the answer is one ephemeral message
         await interaction.response.defer(thinking=True)
-        res = self.bot.resources
-        answer, png = await breadth_answer(res.market, res.renderer, period, day)
-        embed = breadth_embed(answer)
-        await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-breadth.png"))
+        answer = await breadth_chart_answer(self.bot, interaction.guild_id, period, day)
+        await interaction.followup.send(**BREADTH_CHART.message(answer, period, day))
 
     @app_commands.command(name="rates", description="Fed funds rate and how IWM did vs SPY after the first cut "
                                                     "of each easing cycle")
     @app_commands.describe(as_of=AS_OF_HELP)
+    @app_commands.autocomplete(as_of=session_choices)
     async def rates(self, interaction: discord.Interaction, as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await interaction.response.defer(thinking=True)
@@ -130,6 +163,7 @@ class Analysis(IwmCog):
         symbols="Comma-separated, from IWM, SPY, QQQ, RUT (default IWM,SPY,QQQ)",
         as_of="End day, YYYY-MM-DD (default: latest data)",
     )
+    @app_commands.autocomplete(since=session_choices, symbols=symbol_choices, as_of=session_choices)
     async def compare(self, interaction: discord.Interaction, since: str | None = None,
                       symbols: app_commands.Range[str, 1, 50] | None = None, as_of: str | None = None) -> None:
         start = not_future(parse_day(since, "since"), "since")

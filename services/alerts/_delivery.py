@@ -6,10 +6,12 @@ Delivery guarantee (what `fan_out` and `recover` implement):
     Before sending, we insert an outbox row whose unique key is (guild, channel, event key): a second attempt,
     a second watcher or a restart finds the row and does not send. After Discord answers we store the message
     id. A crash between the send and that write leaves a row without a message id; on start-up `pending()`
-    returns it and `recover()` reconciles: it asks the cog to look for the post in the channel's recent
-    messages (every post carries the event key in its footer, and a per-channel nonce that Discord itself
-    dedupes for a few minutes). Found: we record its id, nothing is re-sent. Known absent: we send it now.
-    Cannot tell (the bot cannot read the channel), or the event is stale: we skip it and record why.
+    returns it and `recover()` reconciles: it asks the cog to look for the post in every message of the channel
+    since the intent was recorded (less RECOVERY_MARGIN; every post carries the event key in its footer, and a
+    per-channel nonce that Discord itself dedupes for a few minutes). Found: we record its id, nothing is
+    re-sent. Known absent: we send it now. Cannot tell (the bot cannot read the channel), or the event is
+    stale: we skip it and record why. The outbox commits with synchronous=FULL (`Database.durable`), so a
+    power loss cannot roll an intent back after its post went out.
     We chose at-most-once over at-least-once because a duplicated market alert (and its role ping) in a
     community channel is worse than one missing alert, and the reconciliation makes the missing case rare:
     it needs a crash in the milliseconds between Discord's answer and a local SQLite write, plus a channel
@@ -22,18 +24,23 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Literal
 
 import pandas as pd
 
-from services.alerts._detector import Event, advance, intraday_notices
+from services.alerts._detector import DetectorState, Event, advance, intraday_notices
 from services.alerts._store import AlertStore, Status, Subscription
 from services.config import Zones
 
 log = logging.getLogger(__package__)
 
 MAX_ATTEMPTS = 3
+# How far before an intent's record time its post is looked for: the post came after the record by the bot's
+# clock, and Discord stamps message ids by its own; an hour covers any sane clock skew.
+RECOVERY_MARGIN = timedelta(hours=1)
+Detected = tuple[list[Event], DetectorState]
+Detections = dict[tuple[object, ...], Detected]  # one close check's memo: (levels, state, day) -> detect's answer
 
 DeliveryKind = Literal["forbidden", "not_found", "rate_limited", "other"]
 
@@ -48,7 +55,8 @@ class DeliveryError(Exception):
 
 
 Send = Callable[[int, int | None, Event, Zones], Awaitable[int]]  # (channel_id, role_id, event, levels) -> message id
-Find = Callable[[int, str], Awaitable[int | None]]  # (channel_id, event key) -> message_id if already posted
+# (channel_id, event key, since) -> message_id if already posted: every message since `since` is looked at
+Find = Callable[[int, str, datetime], Awaitable[int | None]]
 
 
 @dataclass(frozen=True)
@@ -90,9 +98,10 @@ async def fan_out(subscriptions: Iterable[Subscription], event: Event, send: Sen
     """Post `event` to every enabled subscription (of one guild, whose levels are `zones`) that wants it, at
     most `concurrency` sends at a time.
 
-    Each post is claimed in the outbox first (a channel that already has this event is skipped as
-    `duplicate`), then sent, then its message id recorded. forbidden/not_found disable that subscription
-    with the reason; no failure stops the other channels.
+    Channels where a moderator muted this kind of event (`AlertStore.mute`) are left out. Each post is claimed
+    in the outbox first (a channel that already has this event is skipped as `duplicate`), then sent, then its
+    message id recorded. forbidden/not_found disable that subscription with the reason; no failure stops the
+    other channels.
     """
     gate = asyncio.Semaphore(concurrency)
 
@@ -104,6 +113,9 @@ async def fan_out(subscriptions: Iterable[Subscription], event: Event, send: Sen
             return await _deliver(store, sub, event, zones, outbox_id, send)
 
     wanted = [s for s in subscriptions if s.wants(event.kind)]
+    if wanted and (muted := await store.muted_channels(wanted[0].guild_id, event.kind)):
+        log.info("alerts: %s not posted to muted channels %s", event.key, sorted(muted))
+        wanted = [s for s in wanted if s.channel_id not in muted]
     return list(await asyncio.gather(*(one(s) for s in wanted)))
 
 
@@ -130,7 +142,7 @@ async def recover(store: AlertStore, send: Send, find: Find, *, oldest: date | N
             continue
         why = ""
         try:
-            found, looked = await find(entry.channel_id, entry.event.key), True
+            found, looked = await find(entry.channel_id, entry.event.key, entry.created_at - RECOVERY_MARGIN), True
         except DeliveryError as exc:
             found, looked, why = None, False, exc.kind
         if not looked and entry.status == "pending":  # it may be in the channel: re-sending could duplicate it
@@ -154,18 +166,27 @@ async def recover(store: AlertStore, send: Send, find: Find, *, oldest: date | N
 # --- the watcher's steps ----------------------------------------------------------------------------------
 
 async def check_close(store: AlertStore, guild_id: int, frame: pd.DataFrame, through: date, send: Send,
-                      concurrency: int = 5) -> list[Delivery]:
+                      concurrency: int = 5, memo: Detections | None = None) -> list[Delivery]:
     """After a close: detect the guild's events up to `through` (the last completed session), post those of
     `through` (older ones, missed while the bot was down, are stale and only logged), then save the state.
 
     The state is saved after the posts are claimed, so a crash in between re-detects the same events on the
-    next run and the outbox drops them as duplicates, instead of losing them.
+    next run and the outbox drops them as duplicates, instead of losing them. Guilds with the same levels and
+    state see the same events: pass one `memo` to the checks of one close (same `frame`) to detect them once,
+    off the event loop (a detector rebuilt from the whole history takes ~0.1 s).
     """
     if pd.Timestamp(through) not in frame.index:
         log.info("alerts: no %s bar yet for guild %s; try again later", through, guild_id)
         return []
     zones = await store.levels(guild_id)
-    events, state = advance(frame, zones, await store.load_state(guild_id), through)
+    state = await store.load_state(guild_id)
+    key = (zones.values(), state, through)
+    detected = memo.get(key) if memo is not None else None
+    if detected is None:
+        detected = await asyncio.to_thread(advance, frame, zones, state, through)
+        if memo is not None:
+            memo[key] = detected
+    events, state = detected
     subs = await store.subscriptions(guild_id)
     results: list[Delivery] = []
     for event in events:

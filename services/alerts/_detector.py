@@ -2,10 +2,12 @@
 
 Events (all on traded closes, one per kind per trading day at most):
 
-- `breakout`: a close above the resistance zone top.
-- `breakdown`: a close below support.
+- `breakout`: a close above the resistance zone top, the previous close at or below it.
+- `breakdown`: a close below support, the previous close at or above it (the first bar of a history crosses
+  nothing: it has no previous close on the other side).
 - `entry_zone`: a close inside the entry zone (bounds included) while the previous close was above it.
-- `new_high`: a close above the highest close of all the history before that day.
+- `new_high`: a close above the highest close of all the history before that day, the first after at least
+  `NEW_HIGH_QUIET_SESSIONS` sessions without one (a run of record closes is one alert, not one a day).
 - `streak`: a month closes up (month-end adjusted closes, `services.levels.monthly_returns`) and makes at least
   3 up months in a row; it fires on the month's last session, once per such month (3, 4, 5, ...).
 - `testing` (intraday): the price crosses the resistance zone top from below, or support from above, against
@@ -17,7 +19,7 @@ Hysteresis (re-arming), so price hovering at a level does not repeat an alert:
 - after a `breakdown`, no new one until a close back above the entry zone low (price chops around support);
 - `entry_zone` needs the previous close above the entry high, so it re-arms on any close above the entry high:
   at most one alert per descent into the zone;
-- `new_high` needs no flag: each close above every earlier close is new by definition.
+- `new_high` re-arms after `NEW_HIGH_QUIET_SESSIONS` sessions without a record close.
 
 `detect` is the one detector; `advance` walks it over the bars after the stored state, and both the watcher
 and `replay` go through `advance`, so a replay shows exactly what the watcher would have posted.
@@ -43,6 +45,11 @@ from services.market import MarketData
 DAILY_KINDS = ("breakout", "breakdown", "entry_zone", "new_high", "streak")
 EVENT_KINDS = (*DAILY_KINDS, "testing")
 STREAK_MIN = 3
+# A record close alerts only after this many sessions without one: about a trading month (NYSE: ~252 sessions a
+# year, 21 a month). Record closes within a month of each other are one advance (36 record closes from
+# 2024-01-01 to 2026-08-21 on the bundled IWM history, 4 after a quiet month: 2025-09-18, 2025-12-04, 2026-04-16,
+# 2026-08-04); a month without one is a pause, so the next record is news.
+NEW_HIGH_QUIET_SESSIONS = 20
 
 
 @dataclass(frozen=True)
@@ -80,6 +87,7 @@ class DetectorState:
     ath_day: date | None = None
     breakout_armed: bool = True
     breakdown_armed: bool = True
+    since_high: int = 0  # sessions after the `ath_day` close so far
 
     @classmethod
     def fresh(cls, zones: Zones) -> DetectorState:
@@ -97,6 +105,8 @@ class DetectorState:
     @classmethod
     def from_json(cls, text: str) -> DetectorState:
         data = json.loads(text)
+        if "since_high" not in data:  # stored before the count existed: other "levels", so it is rebuilt from history
+            data["levels"] = []
         for name in ("last_day", "ath_day"):
             data[name] = date.fromisoformat(data[name]) if data[name] else None
         data["levels"] = tuple(data["levels"])
@@ -122,14 +132,14 @@ def detect(
     events: list[Event] = []
     breakout_armed, breakdown_armed = state.breakout_armed, state.breakdown_armed
 
-    if close > z.resistance_high and breakout_armed:
+    if close > z.resistance_high and breakout_armed and prev is not None and prev <= z.resistance_high:
         events.append(Event("breakout", day, close, z.resistance_high,
                             f"closed above the resistance zone top {z.resistance_high:.2f}", prev))
         breakout_armed = False
     elif close < z.resistance_low:
         breakout_armed = True
 
-    if close < z.support and breakdown_armed:
+    if close < z.support and breakdown_armed and prev is not None and prev >= z.support:
         events.append(Event("breakdown", day, close, z.support, f"closed below support {z.support:.2f}", prev))
         breakdown_armed = False
     elif close > z.entry_low:  # like breakout: re-arm only once price has left the zone around the level
@@ -139,12 +149,15 @@ def detect(
         events.append(Event("entry_zone", day, close, z.entry_high,
                             f"closed in the entry zone {z.entry_low:g}–{z.entry_high:g} from above", prev))
 
-    ath_close, ath_day = state.ath_close, state.ath_day
+    ath_close, ath_day, since_high = state.ath_close, state.ath_day, state.since_high
     if ath_close is None or close > ath_close:
-        if ath_close is not None and ath_day is not None:
+        if ath_close is not None and ath_day is not None and since_high >= NEW_HIGH_QUIET_SESSIONS:
             events.append(Event("new_high", day, close, ath_close,
-                                f"made a new closing high, above {ath_close:.2f} ({ath_day})", prev))
-        ath_close, ath_day = close, day
+                                f"made a new closing high, above {ath_close:.2f} ({ath_day}), the first in "
+                                f"{since_high} sessions", prev))
+        ath_close, ath_day, since_high = close, day, 0
+    else:
+        since_high += 1
 
     if month_returns is not None and len(month_returns):
         month = pd.Period(day, freq="M")
@@ -156,7 +169,7 @@ def detect(
                                 prev, streak=streak))
 
     return events, replace(state, last_day=day, prev_close=close, ath_close=ath_close, ath_day=ath_day,
-                           breakout_armed=breakout_armed, breakdown_armed=breakdown_armed)
+                           breakout_armed=breakout_armed, breakdown_armed=breakdown_armed, since_high=since_high)
 
 
 def _bars(frame: pd.DataFrame) -> pd.DataFrame:

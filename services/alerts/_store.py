@@ -6,7 +6,7 @@ import json
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 import sqlite_utils
@@ -57,12 +57,13 @@ class OutboxEntry:
     message_id: int | None
     attempts: int
     error: str | None
+    created_at: datetime  # when the intent was recorded: the post, if any, came after it
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> OutboxEntry:
         return cls(row["id"], row["guild_id"], row["channel_id"], row["subscription_id"],
                    Event.from_dict(json.loads(row["event"])), row["status"], row["message_id"], row["attempts"],
-                   row["error"])
+                   row["error"], datetime.fromisoformat(row["created_at"]))
 
 
 def _snowflake(value: object, what: str) -> int:
@@ -100,11 +101,8 @@ class AlertStore:
         return self.clock().isoformat(timespec="seconds")
 
     async def _write(self, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
-        def tx(db: sqlite_utils.Database) -> Any:
-            with db.conn:
-                return fn(db)
-
-        return await self.database.run(tx)
+        # synchronous=FULL (Database.durable): an outbox row a power loss rolled back would let the alert go out twice.
+        return await self.database.durable(fn)
 
     @staticmethod
     def _rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
@@ -175,6 +173,25 @@ class AlertStore:
         levels = db.execute("update alert_levels set updated_by = null where guild_id = ? and updated_by = ?",
                             [guild_id, user_id]).rowcount
         return subs + levels
+
+    # mutes (a moderator's "mute this event here for 24 h" button under an alert)
+
+    async def mute(self, guild_id: int, channel_id: int, kind: str, hours: float = 24) -> datetime:
+        """No `kind` alerts in the channel for `hours` from now (again: from now again); when the mute ends."""
+        if kind not in EVENT_KINDS:
+            raise InputError(f"unknown alert event {kind!r}")
+        until = self.clock() + timedelta(hours=hours)
+        await self._write(lambda db: db.execute(
+            "insert or replace into alert_mutes (guild_id, channel_id, kind, until) values (?, ?, ?, ?)",
+            [guild_id, channel_id, kind, until.isoformat(timespec="seconds")]))
+        return until
+
+    async def muted_channels(self, guild_id: int, kind: str) -> set[int]:
+        """The guild's channels where `kind` alerts are muted now."""
+        rows = await self.database.run(lambda db: self._rows(
+            db, "select channel_id from alert_mutes where guild_id = ? and kind = ? and until > ?",
+            [guild_id, kind, self._now()]))
+        return {r["channel_id"] for r in rows}
 
     # levels and detector state
 

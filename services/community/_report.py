@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -15,13 +16,16 @@ from services.charts import (
     DOWN,
     MUTED,
     TEXT,
+    TEXT_PT,
     UP,
     YELLOW,
     Renderer,
+    axis_label,
     date_axis,
-    legend,
+    draw_empty,
+    header,
     new_figure,
-    title,
+    reference,
     to_png,
 )
 from services.community._text import tone
@@ -29,6 +33,9 @@ from services.errors import InputError, is_whole
 from services.market import MarketData, ProviderError
 from services.storage import Database
 from services.timefmt import iso_utc
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -105,36 +112,39 @@ class CommunityChart:
     price_note: str
 
 
-def render_community(chart: CommunityChart) -> bytes:
-    fig, (price, activity, mood) = new_figure((1.4, 1.2, 0.8))
-    title(fig, chart.title, chart.subtitle)
+def draw_community(chart: CommunityChart) -> Figure:
+    if not any(chart.messages):
+        return draw_empty(chart.title, chart.subtitle, f"No messages logged in these {len(chart.days)} days yet")
+    fig, (price, activity, mood) = new_figure((1.4, 1.2, 0.8), hspace=0.16)
     x = np.arange(len(chart.days))
     close = np.array([np.nan if c is None else c for c in chart.close], dtype=float)
     ok = ~np.isnan(close)
     if ok.any():
         price.plot(x[ok], close[ok], color=TEXT, lw=1.3, marker="o" if ok.sum() < 40 else None, ms=3,
                    label="IWM close")
-        legend(price)
-    if chart.price_note:
-        price.text(0.99, 0.06, chart.price_note, color=YELLOW, fontsize=9, ha="right", va="bottom",
-                   transform=price.transAxes)
-    price.set_ylabel("IWM $", color=MUTED, fontsize=8)
+    if chart.price_note:  # why (part of) the panel has no price: its title, above the panel
+        price.set_title(chart.price_note, loc="left", color=YELLOW, fontsize=TEXT_PT, pad=3)
+    axis_label(price, "IWM $")
     price.tick_params(labelbottom=False)
     activity.bar(x, chart.messages, color=BLUE, width=0.8, label="messages")
     activity.plot(x, chart.members, color=YELLOW, lw=1.2, marker="o" if len(x) < 40 else None, ms=3,
                   label="active members")
-    activity.set_ylim(0, max([*chart.messages, *chart.members, 1]) * 1.25)
-    activity.set_ylabel("per day", color=MUTED, fontsize=8)
-    legend(activity)
+    activity.set_ylim(0, max([*chart.messages, *chart.members, 1]) * 1.1)
+    axis_label(activity, "per day")
     activity.tick_params(labelbottom=False)
     tones = np.array([np.nan if t is None else t for t in chart.tone], dtype=float)
     has = ~np.isnan(tones)
-    mood.axhline(0, color=MUTED, lw=0.8)
+    reference(mood.axhline(0, color=MUTED, lw=0.8))
     mood.bar(x[has], tones[has], color=np.where(tones[has] >= 0, UP, DOWN), width=0.8)
     mood.set_ylim(-1.05, 1.05)
-    mood.set_ylabel("tone", color=MUTED, fontsize=8)
+    axis_label(mood, "tone")
     date_axis(mood, pd.DatetimeIndex([pd.Timestamp(d) for d in chart.days]))
-    return to_png(fig)
+    header(fig, chart.title, chart.subtitle, reserve_in=0.2 if chart.price_note else 0.0)
+    return fig
+
+
+def render_community(chart: CommunityChart) -> bytes:
+    return to_png(draw_community(chart))
 
 
 @dataclass(frozen=True)

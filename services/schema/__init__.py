@@ -35,6 +35,15 @@ class Migration:
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "the schema as the stores made it before versioning (alerts, community log, sentiment, "
                  "caches, member data)", _v1.STATEMENTS),
+    # IF NOT EXISTS: main made this table (alert mute buttons) before it had versions.
+    Migration(2, "alert mutes: a moderator mutes one event kind in a channel until a time", ("""
+CREATE TABLE IF NOT EXISTS alert_mutes (
+    guild_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    until TEXT NOT NULL,
+    PRIMARY KEY (guild_id, channel_id, kind)
+)""",)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

@@ -102,6 +102,7 @@ GUILD_TABLES = (
     GuildTable("alert_levels"),
     GuildTable("alert_state"),
     GuildTable("alert_outbox", renumber="id"),  # subscription_id follows the subscription's new id
+    GuildTable("alert_mutes"),
     GuildTable("community_channels"),
     GuildTable("community_messages"),
     GuildTable("community_revisions", renumber="id"),

@@ -107,6 +107,7 @@ class Poll:
     multiselect: bool
     final: Tally | None  # set once closed
     result_message_id: int | None
+    result_attempted: bool = False  # a closer claimed the result before: it may be in the channel already
 
     @classmethod
     def from_row(cls, row: Mapping) -> Poll:
@@ -114,7 +115,7 @@ class Poll:
                                                                  row["bearish"] or 0)
         return cls(row["message_id"], row["guild_id"], row["channel_id"], row["question"],
                    parse_utc(row["created_at"]), parse_utc(row["ends_at"]), row["status"], bool(row["multiselect"]),
-                   final, row["result_message_id"])
+                   final, row["result_message_id"], row["claimed_at"] is not None)
 
 
 @dataclass(frozen=True)

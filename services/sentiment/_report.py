@@ -5,22 +5,33 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import sqlite_utils
 
 from services.charts import (
+    BLUE,
+    BOTTOM,
+    CYAN,
     DOWN,
+    LEFT,
     MUTED,
+    PINK,
+    PURPLE,
     TEXT,
+    TEXT_PT,
     UP,
     YELLOW,
     Renderer,
+    axis_label,
     date_axis,
-    legend,
+    draw_empty,
+    header,
     new_figure,
-    title,
+    panel_edges,
+    reference,
     to_png,
 )
 from services.errors import InputError, is_whole
@@ -29,6 +40,9 @@ from services.sentiment._polls import MIN_VOTES, Percentages, PollResult
 from services.sentiment._store import one_row, poll_result
 from services.storage import Database
 from services.timefmt import iso_utc
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 MAX_WEEKS = 520
 
@@ -118,54 +132,52 @@ def _array(values: tuple[float | None, ...]) -> np.ndarray:
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def render_sentiment(chart: SentimentChart) -> bytes:
-    fig, (ax, low) = new_figure((2.2, 1.0))
-    title(fig, chart.title, chart.subtitle)
-    fig.text(0.93, 0.012, chart.source, color=MUTED, fontsize=7.5, ha="right", va="bottom")
+def draw_sentiment(chart: SentimentChart) -> Figure:
     if not chart.days:
-        ax.text(0.5, 0.5, "no closed polls in this window", color=MUTED, fontsize=14, ha="center", va="center",
-                transform=ax.transAxes)
-        ax.set_xticks([])
-        low.set_visible(False)
-        return to_png(fig)
+        return draw_empty(chart.title, chart.subtitle, "No closed polls in this window yet")
+    fig, (ax, low) = new_figure((2.0, 1.0), hspace=0.08)
+    panel_edges(fig, bottom=BOTTOM + 0.075)  # two lines of source under the dates
+    fig.text(LEFT, 0.01, chart.source, color=MUTED, fontsize=TEXT_PT, va="bottom", wrap=True)
     avg = chart.aaii_average
     x = np.arange(len(chart.days))
     spread, aaii = _array(chart.spreads), _array(chart.aaii_spreads)
     ok, seen = ~np.isnan(spread), ~np.isnan(aaii)
-    ax.axhline(0, color=MUTED, lw=0.8)
-    ax.axhline(avg.spread, color=YELLOW, lw=1.0, ls="--", label=f"AAII long-run average {avg.spread:+.1f}")
-    ax.bar(x[ok], spread[ok], color=np.where(spread[ok] >= 0, UP, DOWN), width=0.7, alpha=0.85,
-           label="server: bull-bear spread")
+    reference(ax.axhline(0, color=MUTED, lw=0.8))
+    reference(ax.axhline(avg.spread, color=YELLOW, lw=1.0, ls="--", label=f"AAII long-run average {avg.spread:+.1f}"))
+    ax.bar(x[ok], spread[ok], color=BLUE, width=0.7, alpha=0.85, label="server: bull-bear spread")
     if ok.sum() > 1:
         ax.plot(x[ok], spread[ok], color=TEXT, lw=0.9, marker="o", ms=3)
     if seen.any():
-        ax.plot(x, aaii, color=YELLOW, lw=1.4, marker="D", ms=4, label="AAII: spread, same week", zorder=6)
+        ax.plot(x, aaii, color=PURPLE, lw=1.4, marker="D", ms=4, label="AAII: spread, same week", zorder=6)
     if (~ok).any():
         ax.scatter(x[~ok], np.zeros((~ok).sum()), marker="x", color=MUTED, s=30, label=f"fewer than {MIN_VOTES} votes",
                    zorder=5)
     extremes = [abs(v) for v in (*spread[ok], *aaii[seen])]
-    top = max(20.0, max(extremes, default=0.0) * 1.15, abs(avg.spread) * 1.5)
-    ax.set_ylim(-top, top * 1.25)  # head room for the legend
-    ax.set_ylabel("spread (points)", color=MUTED, fontsize=8)
-    legend(ax)
-    if chart.note:
-        ax.text(0.99, 0.03, chart.note, color=YELLOW, fontsize=8.5, ha="right", va="bottom", transform=ax.transAxes)
+    top = max(20.0, max(extremes, default=0.0) * 1.1, abs(avg.spread) * 1.3)
+    ax.set_ylim(-top, top)
+    axis_label(ax, "spread (points)")
+    if chart.note:  # above the panel, off the data
+        ax.set_title(chart.note, loc="left", color=YELLOW, fontsize=TEXT_PT, pad=3)
     ax.tick_params(labelbottom=False)
     low.plot(x, _array(chart.bullish), color=UP, lw=1.2, marker="o", ms=3, label="server bullish %")
     low.plot(x, _array(chart.bearish), color=DOWN, lw=1.2, marker="o", ms=3, label="server bearish %")
-    low.axhline(avg.bullish, color=UP, lw=0.8, ls=":")
-    low.axhline(avg.bearish, color=DOWN, lw=0.8, ls=":")
+    reference(low.axhline(avg.bullish, color=CYAN, lw=0.8, ls=":"))
+    reference(low.axhline(avg.bearish, color=PINK, lw=0.8, ls=":"))
     if seen.any():
-        low.plot(x, _array(chart.aaii_bullish), color=UP, lw=1.0, ls="--", marker="D", ms=3, alpha=0.7,
+        low.plot(x, _array(chart.aaii_bullish), color=CYAN, lw=1.0, ls="--", marker="D", ms=3,
                  label=f"AAII bullish % (dotted: long-run {avg.bullish:.1f})")
-        low.plot(x, _array(chart.aaii_bearish), color=DOWN, lw=1.0, ls="--", marker="D", ms=3, alpha=0.7,
+        low.plot(x, _array(chart.aaii_bearish), color=PINK, lw=1.0, ls="--", marker="D", ms=3,
                  label=f"AAII bearish % (dotted: long-run {avg.bearish:.1f})")
-    low.set_ylim(0, 115)  # head room for the legend
-    low.set_yticks([0, 25, 50, 75, 100])
-    legend(low)
-    low.set_ylabel("share %", color=MUTED, fontsize=8)
+    low.set_ylim(0, 100)
+    low.set_yticks([0, 50, 100])
+    axis_label(low, "share %")
     date_axis(low, pd.DatetimeIndex([d.replace(tzinfo=None) for d in chart.days]))
-    return to_png(fig)
+    header(fig, chart.title, chart.subtitle, reserve_in=0.2 if chart.note else 0.0)
+    return fig
+
+
+def render_sentiment(chart: SentimentChart) -> bytes:
+    return to_png(draw_sentiment(chart))
 
 
 def compute_sentiment(d: sqlite_utils.Database, guild_id: int, weeks: int, now: datetime,

@@ -23,6 +23,9 @@ from services.timefmt import iso_utc
 
 # A result claim older than this is considered abandoned (the poster crashed) and may be claimed again.
 CLAIM_TIMEOUT = timedelta(minutes=15)
+# `claimed_at` of a claim given back (posting failed, or its process died): older than any stale bound, so free at
+# once, and not NULL, so the next closer knows an attempt was made and looks for its result before posting one.
+RELEASED = iso_utc(datetime(1970, 1, 1, tzinfo=UTC))
 # A scheduled poll may still open this long after its time (the bot was down); later, that week is skipped.
 SCHEDULE_GRACE = timedelta(hours=12)
 
@@ -181,24 +184,36 @@ class SentimentStore:
 
         return await self.db.run(apply)
 
+    # The claim is the result's outbox row: written (synchronous=FULL, Database.durable) before the result is
+    # posted, so a crash after posting leaves a claim without a result id, and the next closer looks in the channel
+    # for the result (Poll.result_attempted) instead of posting it again.
+
     async def claim_result(self, message_id: int, now: datetime) -> bool:
         """Take the right to post this poll's result. Only one caller gets True until the claim is released or
         goes stale (CLAIM_TIMEOUT); False once the result is posted."""
         stamp, stale = iso_utc(now), iso_utc(now - CLAIM_TIMEOUT)
-        cur = await self.db.run(lambda d: d.execute(
+        cur = await self.db.durable(lambda d: d.execute(
             "UPDATE sentiment_polls SET claimed_at = ? WHERE message_id = ? AND result_message_id IS NULL "
             "AND (claimed_at IS NULL OR claimed_at < ?)", [stamp, message_id, stale]))
         return cur.rowcount == 1
 
     async def release_claim(self, message_id: int) -> None:
-        """Give the claim back after posting failed, so the next closer retries."""
-        await self.db.run(lambda d: d.execute(
-            "UPDATE sentiment_polls SET claimed_at = NULL WHERE message_id = ? AND result_message_id IS NULL",
-            [message_id]))
+        """Give the claim back after posting failed, so the next closer retries (and first looks for a result)."""
+        await self.db.durable(lambda d: d.execute(
+            "UPDATE sentiment_polls SET claimed_at = ? WHERE message_id = ? AND result_message_id IS NULL",
+            [RELEASED, message_id]))
+
+    async def release_claims_before(self, started: datetime) -> int:
+        """At start-up: the claims made before this process started belong to one that died (one process per
+        database), so they are given back at once rather than after CLAIM_TIMEOUT. Returns how many."""
+        cur = await self.db.durable(lambda d: d.execute(
+            "UPDATE sentiment_polls SET claimed_at = ? WHERE result_message_id IS NULL AND claimed_at IS NOT NULL "
+            "AND claimed_at < ?", [RELEASED, iso_utc(started)]))
+        return cur.rowcount
 
     async def mark_result_posted(self, message_id: int, result_message_id: int) -> bool:
         """Record the posted result message; False if a result was already recorded."""
-        cur = await self.db.run(lambda d: d.execute(
+        cur = await self.db.durable(lambda d: d.execute(
             "UPDATE sentiment_polls SET result_message_id = ? WHERE message_id = ? AND result_message_id IS NULL",
             [result_message_id, message_id]))
         return cur.rowcount == 1

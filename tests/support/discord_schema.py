@@ -167,6 +167,13 @@ class DiscordSchema:
                     problems += _command_problems(command, f"[{index}]")
         return problems
 
+    def validate_object(self, schema: str, value: Any) -> list[str]:
+        """What is wrong with `value` as the spec's `#/components/schemas/<schema>` (e.g. `MessageResponse`, the
+        message a component interaction carries)."""
+        validator = self._validator(f"/components/schemas/{_escape(schema)}")
+        return [line for error in sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path])
+                for line in _describe(error)]
+
     def check(self, method: str, path: str, body: Any, files: Iterable[tuple[str, int]] = ()) -> None:
         """Like validate(), raising SchemaViolation listing the problems."""
         problems = self.validate(method, path, body, files)

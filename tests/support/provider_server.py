@@ -25,6 +25,7 @@ class Reply:
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0  # seconds to wait before answering (a timeout, when longer than the client's)
+    hang: bool = False  # never answer: the request waits until the server closes (a provider that hangs)
 
 
 class ProviderServer:
@@ -35,6 +36,7 @@ class ProviderServer:
         self.app = web.Application()
         self.app.router.add_route("*", "/{tail:.*}", self._handle)
         self.server = TestServer(self.app, host="127.0.0.1")
+        self._closing = asyncio.Event()
 
     @property
     def url(self) -> str:
@@ -51,6 +53,8 @@ class ProviderServer:
         if not queue:
             return web.Response(status=404, text="not scripted")
         reply = queue.pop(0) if len(queue) > 1 else queue[0]
+        if reply.hang:
+            await self._closing.wait()
         if reply.delay:
             await asyncio.sleep(reply.delay)
         body = reply.body.encode() if isinstance(reply.body, str) else reply.body
@@ -62,6 +66,7 @@ class ProviderServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._closing.set()  # hanging requests end, so closing does not wait for them
         await self.server.close()
 
 

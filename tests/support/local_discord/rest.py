@@ -3,6 +3,7 @@ by a scripted fault or routed to its handler (routes.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import re
@@ -15,6 +16,7 @@ from aiohttp import web
 
 from tests.support.discord_schema import SchemaViolation, discord_schema
 from tests.support.local_discord.payloads import API_PREFIX, DiscordError
+from tests.support.local_discord.ratelimits import RateLimits
 from tests.support.local_discord.state import DiscordState
 
 
@@ -58,6 +60,18 @@ class Fault:
     body: dict[str, Any] | None
 
 
+@dataclass
+class Hold:
+    """The next request matching `method` and `pattern` is handled (its effect is in the state) but its answer waits
+    until `release` is set: a test kills the client meanwhile, as a crash right after Discord acted."""
+
+    method: str
+    pattern: re.Pattern[str]
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    request: RecordedRequest | None = None
+
+
 Handler = Callable[..., Awaitable[Any]]
 
 
@@ -69,6 +83,7 @@ class Rest(DiscordState):
     """Recording, validation, faults and routing; the route table and its handlers are in `Routes`."""
 
     _routes: list[tuple[str, re.Pattern[str], Handler]]
+    rate_limits: RateLimits | None = None  # off unless a test calls `enforce_rate_limits`
 
     # -- recorded requests ------------------------------------------------------------------------------------------
     async def wait_for_request(
@@ -103,6 +118,17 @@ class Rest(DiscordState):
         """
         self.faults.append(Fault(method.upper(), template_regex(path), status, count, retry_after, body))
 
+    def hold_next(self, method: str, path: str) -> Hold:
+        """Handle the next request matching METHOD + path template, then hold its answer (see Hold)."""
+        hold = Hold(method.upper(), template_regex(path))
+        self.holds.append(hold)
+        return hold
+
+    def enforce_rate_limits(self, limits: RateLimits | None = None) -> RateLimits:
+        """From now on answer as Discord does over its global and per-route limits (ratelimits.py)."""
+        self.rate_limits = limits or RateLimits()
+        return self.rate_limits
+
     def problems(self) -> list[str]:
         return [f"{r.method} {r.path}: {p}" for r in self.requests for p in r.problems]
 
@@ -120,7 +146,15 @@ class Rest(DiscordState):
         )
         try:
             await self._read_body(request, rec)
-            response = self._take_fault(rec) or await self._route(rec)
+            response = self._take_fault(rec) or self._over_rate_limit(rec) or await self._route(rec)
+            if self.rate_limits is not None and response.status != 429:
+                response.headers.update(self.rate_limits.headers(rec.method, rec.path))
+            hold = next((h for h in self.holds if h.method == rec.method and h.pattern.fullmatch(rec.path)), None)
+            if hold is not None:
+                self.holds.remove(hold)
+                hold.request = rec
+                hold.reached.set()
+                await hold.release.wait()
         finally:
             self.requests.append(rec)  # once answered, so a waiting test sees the body and the status together
             self._notify()
@@ -163,6 +197,10 @@ class Rest(DiscordState):
             code, message = known.get(fault.status, (0, f"{fault.status}: Error"))
             body = {"message": message, "code": code}
         return self._respond(rec, fault.status, fault.body or body, headers)
+
+    def _over_rate_limit(self, rec: RecordedRequest) -> web.Response | None:
+        limited = self.rate_limits.check(rec.method, rec.path) if self.rate_limits is not None else None
+        return None if limited is None else self._respond(rec, 429, *limited)
 
     def _respond(
         self, rec: RecordedRequest, status: int, body: Any, headers: Mapping[str, str] | None = None

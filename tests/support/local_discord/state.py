@@ -32,7 +32,7 @@ from tests.support.local_discord.payloads import (
 
 if TYPE_CHECKING:
     from tests.support.local_discord.gateway import GatewayConnection, GatewaySession
-    from tests.support.local_discord.rest import Fault, FilePart, RecordedRequest
+    from tests.support.local_discord.rest import Fault, FilePart, Hold, RecordedRequest
 
 
 @dataclass
@@ -119,6 +119,7 @@ class DiscordState:
         self.guilds: list[FakeGuild] = []
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
+        self.holds: list[Hold] = []
         self.messages: dict[int, dict[int, dict[str, Any]]] = {}  # channel id -> message id -> message
         self.dm_channels: dict[str, dict[str, Any]] = {}  # channel id -> a DM channel (see `in_a_dm`)
         self.attachment_data: dict[int, bytes] = {}
@@ -302,7 +303,8 @@ class DiscordState:
             "id": str(self.snowflake()), "channel_id": str(channel_id), "type": 0, "content": body.get("content") or "",
             "author": self.bot_user, "mentions": [], "mention_roles": [], "mention_channels": [],
             "mention_everyone": False, "pinned": False, "tts": bool(body.get("tts")), "timestamp": now_iso(),
-            "edited_timestamp": None, "flags": body.get("flags") or 0, "components": body.get("components") or [],
+            "edited_timestamp": None, "flags": body.get("flags") or 0,
+            "components": _as_stored(body.get("components") or []),
             "embeds": [{"type": "rich", **e} for e in body.get("embeds") or []],
             "attachments": self._make_attachments(channel_id, body, files, []),
         }
@@ -330,12 +332,15 @@ class DiscordState:
             }
             if payload["type"] == 2:
                 message["interaction_metadata"]["name"] = payload["data"]["name"]
+            if payload["type"] == 3:
+                message["interaction_metadata"]["interacted_message_id"] = payload["message"]["id"]
         return self._store(message)
 
     def _edit_message(self, message: dict[str, Any], body: dict[str, Any], files: list[FilePart]) -> dict[str, Any]:
         for key in ("content", "components", "flags", "allowed_mentions"):
             if key in body:
                 message[key] = body[key] if body[key] is not None else ("" if key == "content" else [])
+        message["components"] = _as_stored(message.get("components") or [])
         if "embeds" in body:
             message["embeds"] = [{"type": "rich", **e} for e in body["embeds"] or []]
         if "attachments" in body or files:
@@ -352,3 +357,22 @@ class DiscordState:
         except KeyError:
             raise DiscordError(404, 10008, "Unknown Message") from None
 
+
+def _as_stored(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Components as Discord stores them, in the message-response shape a component interaction then carries:
+    each with its numeric `id` (the sender's, or numbered in order from 1), a unicode emoji without an `id`."""
+    taken = {c["id"] for c in _walk(components) if "id" in c}
+    counter = iter(n for n in range(1, 1000) if n not in taken)
+    for component in _walk(components):
+        component.setdefault("id", next(counter))
+        if isinstance(component.get("emoji"), dict) and component["emoji"].get("id") is None:
+            component["emoji"] = {k: v for k, v in component["emoji"].items() if k != "id"}
+    return components
+
+
+def _walk(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for component in components:
+        found.append(component)
+        found += _walk(component.get("components") or [])
+    return found
