@@ -36,6 +36,7 @@ from services.config import Settings, Zones
 from services.documents import Documents, build_documents
 from services.http import Sources
 from services.market import MarketData, build_providers
+from services.schema.shards import Layout, check_layout
 from services.sentiment import SentimentStore
 from services.storage import Database
 
@@ -79,6 +80,8 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         database = Database(settings.database_path)
         await database.open()
         stack.push_async_callback(database.close)
+        layout = Layout.of(settings.shard_ids, settings.shard_count)  # a file of another layout is refused
+        await database.run(lambda d: check_layout(d.conn, layout))
         session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
         stack.push_async_callback(session.close)
         renderer = Renderer(processes=render_processes)
@@ -87,9 +90,7 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
                             expected_session=last_session, sources=sources, deadline=settings.fetch_deadline_seconds)
         alerts = AlertStore(database, settings.zones)
-        await alerts.setup()
         sentiment = SentimentStore(database)
-        await sentiment.open()
         community = CommunityLog(database)
         await community.open()
         stack.push_async_callback(community.close)

@@ -3,11 +3,13 @@
     python bot.py run [--sync]            run the bot on Discord, on live data (needs DISCORD_TOKEN)
     python bot.py console "/iwm levels"   answer a slash command offline, in the terminal
     python bot.py replay --from 2024-01-01 --to 2026-08-21   backtest the breakout alerts
+    python bot.py reshard --from-count 2 --to-count 3 shard0.db shard1.db shard2.db   move guilds between files
 
 The command line only: it loads `.env`, reads the settings and hands over to `app.run_bot` (the composition
 root), `console.run_console` or `console.run_replay_command`. A known failure is one line on stderr and an exit
-status: 2 for a bad configuration, 1 for a missing or rejected token or a database error (the console and the
-replay return their own status, 2 for bad input).
+status: 2 for a bad configuration or a database file this code cannot use as it is (a newer schema, another shard
+layout), 1 for a missing or rejected token or a database error (the console and the replay return their own
+status, 2 for bad input).
 """
 
 from __future__ import annotations
@@ -16,12 +18,15 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import discord
 
 from app import run_bot, setup_logging
 from console import run_console, run_replay_command
 from services.config import ConfigError, Settings
+from services.schema import SchemaError
+from services.schema.shards import reshard
 from services.storage import DatabaseError
 
 NO_TOKEN = """\
@@ -48,13 +53,34 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     replay.add_argument("--from", dest="start", required=True, help="first day, YYYY-MM-DD")
     replay.add_argument("--to", dest="end", required=True, help="last day, YYYY-MM-DD")
     replay.add_argument("--levels", help="SUPPORT,ENTRY_LOW-ENTRY_HIGH,RES_LOW-RES_HIGH (default: configured)")
+    moves = sub.add_parser("reshard", help="move each guild's rows to the database file of its shard under a new "
+                                           "SHARD_COUNT (stop every bot process first)")
+    moves.add_argument("--from-count", type=int, required=True, help="the SHARD_COUNT the files were written under")
+    moves.add_argument("--to-count", type=int, required=True, help="the new SHARD_COUNT")
+    moves.add_argument("databases", nargs="+", type=Path, metavar="DB",
+                       help="one file per shard, in shard order (max of the two counts; new shards' files are made)")
     return parser.parse_args(argv)
+
+
+def run_reshard(args: argparse.Namespace) -> int:
+    moved = reshard(args.databases, args.from_count, args.to_count)
+    print(f"resharded {len(args.databases)} files from {args.from_count} to {args.to_count} shards: "
+          + ", ".join(f"{table} {n}" for table, n in moved.items()))
+    for path in args.databases[args.to_count:]:
+        print(f"{path} holds no guild rows now: remove it once the {args.to_count} shard processes run")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from dotenv import load_dotenv
 
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.mode == "reshard":  # files named on the command line, no settings
+        try:
+            return run_reshard(args)
+        except SchemaError as exc:
+            print(f"reshard error: {exc}", file=sys.stderr)
+            return 2
     load_dotenv(".env")  # the current directory's .env only: predictable for operators and tests
     try:
         settings = Settings.from_env(live_by_default=args.mode in (None, "run"))
@@ -71,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         setup_logging(settings)
         asyncio.run(run_bot(settings, sync=getattr(args, "sync", False)))
+    except SchemaError as exc:
+        print(f"database error: {exc}", file=sys.stderr)
+        return 2
     except DatabaseError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -17,6 +17,8 @@ from typing import Any, TypeVar
 
 import sqlite_utils
 
+from services.schema import SchemaError, migrate
+
 T = TypeVar("T")
 
 # The database thread lets go of the GIL in every SQLite call and must then win it back from the event loop. By
@@ -41,6 +43,9 @@ class Database:
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))  # process-wide; see above
         try:
             await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        except SchemaError:
+            self._executor.shutdown(wait=False)
+            raise
         except (sqlite3.Error, OSError) as exc:
             self._executor.shutdown(wait=False)
             raise DatabaseError(
@@ -60,11 +65,11 @@ class Database:
             conn.execute("PRAGMA synchronous=NORMAL")
             # Deleted rows are overwritten with zeros, not left in free pages: forget-me and deletions mean gone.
             conn.execute("PRAGMA secure_delete=ON")
+            migrate(conn)  # every table the stores use, at this code's version (services.schema)
             # Prove we can write now rather than fail on the first write later.
-            conn.execute("CREATE TABLE IF NOT EXISTS _meta (key TEXT PRIMARY KEY, value TEXT)")
             conn.execute("INSERT OR REPLACE INTO _meta VALUES ('opened', datetime('now'))")
             conn.commit()
-        except sqlite3.Error:
+        except (sqlite3.Error, SchemaError):
             conn.close()
             raise
         self._db = sqlite_utils.Database(conn)
@@ -96,19 +101,16 @@ class Database:
         return await self.run(tx)
 
     async def cached_row(self, table: str, key_column: str, key: object) -> dict[str, Any] | None:
-        """The row of a cache table whose `key_column` is `key`; None if there is none (a cache table is made by
-        its first `cache_row`)."""
+        """The row of a cache table whose `key_column` is `key`; None if there is none."""
 
         def read(db: sqlite_utils.Database) -> dict[str, Any] | None:
-            if table not in db.table_names():
-                return None
             rows = list(db.query(f"select * from {table} where {key_column} = ?", [key]))
             return rows[0] if rows else None
 
         return await self.run(read)
 
     async def cache_row(self, table: str, key_column: str, row: dict[str, Any]) -> None:
-        """Insert or replace `row` in a cache table keyed by `key_column` (the table is made if need be)."""
+        """Insert or replace `row` in a cache table keyed by `key_column`."""
         await self.run(lambda db: db.table(table).upsert(row, pk=key_column))
 
     def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:

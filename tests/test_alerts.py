@@ -66,10 +66,7 @@ def window_events(frame: pd.DataFrame) -> list[Event]:
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[AlertStore]:
     async with Database(tmp_path / "alerts.db") as db:
-        s = AlertStore(db, Z)
-        await s.setup()
-        await s.setup()  # idempotent
-        yield s
+        yield AlertStore(db, Z)
 
 
 def record_closes(close: pd.Series) -> list[int]:
@@ -547,7 +544,6 @@ async def test_exactly_once_across_a_crash_between_send_and_record(tmp_path: Pat
     db_path, channel_path = tmp_path / "crash.db", tmp_path / "channel.json"
     async with Database(db_path) as db:
         store = AlertStore(db, Z)
-        await store.setup()
         await store.subscribe(1, 401, "breakout", created_by=7)
     proc = await asyncio.to_thread(
         subprocess.run, [sys.executable, "-c", CRASH_SCRIPT, str(db_path), str(channel_path),
@@ -559,7 +555,6 @@ async def test_exactly_once_across_a_crash_between_send_and_record(tmp_path: Pat
 
     async with Database(db_path) as db:  # the restart
         store = AlertStore(db, Z)
-        await store.setup()
         [entry] = await store.pending()
         assert entry.message_id is None and entry.status == "pending" and entry.event == EVENT
         # The watcher runs again before recovery: the intent blocks a second post.

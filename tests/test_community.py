@@ -26,7 +26,6 @@ from services.community import (
     ReactionsCleared,
     community_answer,
 )
-from services.community._schema import create_tables
 from services.community._text import (
     BEARISH_WORDS,
     BULLISH_WORDS,
@@ -251,7 +250,6 @@ async def test_burst_of_20000_loses_nothing_and_close_flushes(tmp_path):
 
 async def test_writer_flushes_on_its_own(db):
     writer = LogWriter(db, batch_size=500, interval=0.01)
-    await db.run(create_tables)
     writer.put(MessageCreated(G1, C1, 1, ALICE, T0, "hello"))
     for _ in range(500):  # no flush(): the interval writes it
         if writer.applied:
@@ -351,9 +349,7 @@ async def test_failed_transaction_is_retried(db, clog, monkeypatch):
 
 async def test_forget_member(db, clog):
     store = SentimentStore(db)
-    await store.open()
     alerts = AlertStore(db, Zones())
-    await alerts.setup()
     await alerts.subscribe(G1, C1, ("breakout",), created_by=ALICE)
     await alerts.subscribe(G2, C2, ("breakout",), created_by=ALICE)  # another server: stays
     await store.register_poll(G1, C1, 9001, validate_poll(), T0)
@@ -386,8 +382,9 @@ async def test_forget_member(db, clog):
 
 
 async def test_forget_member_is_one_transaction(tmp_path):
-    """If one store's erasure fails, no store loses anything: here the poll tables were never made."""
+    """If one store's erasure fails, no store loses anything: here the vote table has gone."""
     async with Database(tmp_path / "no-polls.db") as database:
+        await database.run(lambda d: d.execute("DROP TABLE sentiment_votes"))
         clog = CommunityLog(database, interval=60)
         await clog.open()
         await clog.set_logging(G1, C1, True, T0)
@@ -556,10 +553,6 @@ async def test_forgotten_text_leaves_the_database_and_its_write_ahead_log(tmp_pa
     async with Database(path) as database:
         clog = CommunityLog(database, interval=60)
         await clog.open()
-        sentiment = SentimentStore(database)
-        await sentiment.open()
-        alerts = AlertStore(database, Zones())
-        await alerts.setup()
         await clog.set_logging(G1, C1, True, T0)
         clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), f"alice says {secret}"))
         await clog.flush()

@@ -45,9 +45,7 @@ async def db(tmp_path):
 
 @pytest.fixture
 async def store(db):
-    s = SentimentStore(db)
-    await s.open()
-    return s
+    return SentimentStore(db)
 
 
 @pytest.fixture

@@ -19,59 +19,6 @@ from services.storage import Database
 MAX_SUBSCRIPTIONS_PER_GUILD = 10
 ERASED_MEMBER = 0  # `created_by` of a subscription whose creator asked to be forgotten (Discord ids start at 1)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_subscriptions (
-    id INTEGER PRIMARY KEY,
-    guild_id INTEGER NOT NULL,
-    channel_id INTEGER NOT NULL,
-    events TEXT NOT NULL,
-    role_id INTEGER,
-    enabled INTEGER NOT NULL DEFAULT 1,
-    disabled_reason TEXT,
-    created_by INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    UNIQUE (guild_id, channel_id)
-);
-CREATE TABLE IF NOT EXISTS alert_levels (
-    guild_id INTEGER PRIMARY KEY,
-    support REAL NOT NULL,
-    entry_low REAL NOT NULL,
-    entry_high REAL NOT NULL,
-    resistance_low REAL NOT NULL,
-    resistance_high REAL NOT NULL,
-    updated_by INTEGER,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_state (
-    guild_id INTEGER PRIMARY KEY,
-    state TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS alert_outbox (
-    id INTEGER PRIMARY KEY,
-    guild_id INTEGER NOT NULL,
-    channel_id INTEGER NOT NULL,
-    subscription_id INTEGER NOT NULL,
-    event_key TEXT NOT NULL,
-    event TEXT NOT NULL,
-    status TEXT NOT NULL,
-    message_id INTEGER,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    UNIQUE (guild_id, channel_id, event_key)
-);
-CREATE INDEX IF NOT EXISTS alert_outbox_status ON alert_outbox (status);
-CREATE TABLE IF NOT EXISTS alert_mutes (
-    guild_id INTEGER NOT NULL,
-    channel_id INTEGER NOT NULL,
-    kind TEXT NOT NULL,
-    until TEXT NOT NULL,
-    PRIMARY KEY (guild_id, channel_id, kind)
-);
-"""
-
 Status = Literal["pending", "retry", "sent", "failed", "skipped"]
 
 
@@ -152,10 +99,6 @@ class AlertStore:
 
     def _now(self) -> str:
         return self.clock().isoformat(timespec="seconds")
-
-    async def setup(self) -> None:
-        """Create the tables if they do not exist (idempotent)."""
-        await self.database.run(lambda db: db.conn.executescript(SCHEMA))
 
     async def _write(self, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
         # synchronous=FULL (Database.durable): an outbox row a power loss rolled back would let the alert go out twice.

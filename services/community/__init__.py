@@ -5,7 +5,7 @@ Logging is opt-in per channel (`CommunityLog.set_logging`). The cog turns each g
 writes the events on the database thread, in the order they arrived.
 
 `_text`: cashtags, tone, clean text; `_events`: the events and their SQL; `_writer`: the batched writer;
-`_schema`: the tables; `_log`: CommunityLog (opt-in, retention, export, a member's erasure); `_report`: the
+`_log`: CommunityLog (opt-in, retention, export, a member's erasure); `_report`: the
 report and its chart.
 """
 

@@ -19,7 +19,6 @@ import sqlite_utils
 from services.charts import Renderer
 from services.community._events import Event, MessageCreated, MessageEdited, ReactionAdded
 from services.community._report import CommunityReport, community_answer, validate_days
-from services.community._schema import create_tables
 from services.community._writer import BATCH_SIZE, FLUSH_INTERVAL, LogWriter
 from services.errors import is_whole
 from services.market import MarketData
@@ -63,7 +62,6 @@ class CommunityLog:
 
     async def open(self) -> None:
         def load(d: sqlite_utils.Database) -> list[tuple[int, int]]:
-            create_tables(d)
             return d.execute("SELECT guild_id, channel_id FROM community_channels").fetchall()
 
         self._channels = {}

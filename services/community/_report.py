@@ -30,7 +30,6 @@ from services.charts import (
     reference,
     to_png,
 )
-from services.community._schema import create_tables
 from services.community._text import tone
 from services.errors import InputError, is_whole
 from services.market import MarketData, ProviderError
@@ -165,7 +164,6 @@ def compute_activity(d: sqlite_utils.Database, guild_id: int, start: date, end: 
                      channels: Collection[int] | None = None) -> Activity:
     """The window's counts for one guild, `start` to `end` included, in `channels` only unless None (runs on the
     database thread)."""
-    create_tables(d)
     window: list[object] = [guild_id, _day_start(start), _day_start(end + timedelta(days=1))]
     where = ""
     if channels is not None:

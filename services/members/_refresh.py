@@ -74,8 +74,6 @@ async def holdings_archive(database: Database) -> list[ArchivedHoldings]:
     """Every archived holdings file, oldest first."""
 
     def read(db: sqlite_utils.Database) -> list[ArchivedHoldings]:
-        if ARCHIVE not in db.table_names():
-            return []
         return [ArchivedHoldings(date.fromisoformat(r["as_of"]), datetime.fromtimestamp(r["fetched_at"], UTC),
                                  r["text"]) for r in db.query(f"select * from {ARCHIVE} order by as_of")]
 
@@ -169,10 +167,10 @@ async def member_snapshot(database: Database) -> MemberSnapshot:
     """The last complete live snapshot, stale when a later refresh failed or is unfinished; day None if none."""
 
     def read(db: sqlite_utils.Database) -> MemberSnapshot:
-        state = next(iter(db.query(f"select * from {STATE}")), None) if STATE in db.table_names() else None
-        rows = pd.DataFrame(list(db.query(f"select * from {SNAPSHOT}"))) if SNAPSHOT in db.table_names() else None
+        state = next(iter(db.query(f"select * from {STATE}")), None)
+        rows = pd.DataFrame(list(db.query(f"select * from {SNAPSHOT}")))
         pending = f"refresh of {state['day']} unfinished: {state['error']}" if state and state["error"] else ""
-        if rows is None or rows.empty:
+        if rows.empty:
             return MemberSnapshot(None, pd.DataFrame(), bool(pending), pending or "no live snapshot yet")
         day = date.fromisoformat(str(rows["day"].iloc[0]))
         frame = rows.drop(columns=["day"]).set_index("symbol").astype(float)
@@ -183,8 +181,6 @@ async def member_snapshot(database: Database) -> MemberSnapshot:
 
 
 def _done_batches(db: sqlite_utils.Database, day: date) -> set[int]:
-    if BATCHES not in db.table_names():
-        return set()
     return {r["batch"] for r in db.query(f"select batch from {BATCHES} where day = ?", [day.isoformat()])}
 
 
@@ -202,8 +198,6 @@ def _complete(db: sqlite_utils.Database, day: date) -> None:
             for r in db.query(f"select rows from {BATCHES} where day = ? order by batch", [day.isoformat()])
             for q in json.loads(r["rows"])]
     columns = ("symbol", "day", *QUOTE_FIELDS.values())
-    db.table(SNAPSHOT).create({"symbol": str, "day": str, **{f: float for f in QUOTE_FIELDS.values()}},
-                              pk="symbol", if_not_exists=True)
     with db.conn:
         db.conn.execute(f"delete from {SNAPSHOT}")
         db.conn.executemany(f"insert or replace into {SNAPSHOT} ({', '.join(columns)}) "

@@ -37,7 +37,7 @@ from services.charts import (
 from services.errors import InputError, is_whole
 from services.sentiment._aaii import AaiiSurvey, AaiiWeek, bundled_survey, monday, weeks_beside
 from services.sentiment._polls import MIN_VOTES, Percentages, PollResult
-from services.sentiment._store import create_tables, one_row, poll_result
+from services.sentiment._store import one_row, poll_result
 from services.storage import Database
 from services.timefmt import iso_utc
 
@@ -184,7 +184,6 @@ def compute_sentiment(d: sqlite_utils.Database, guild_id: int, weeks: int, now: 
                       survey: AaiiSurvey) -> SentimentReport:
     """The report for one guild (runs on the database thread)."""
     since = now - timedelta(weeks=weeks)
-    create_tables(d)
     closed = [poll_result(d, r) for r in d.query(
         "SELECT * FROM sentiment_polls WHERE guild_id = ? AND status = 'closed' AND created_at >= ? "
         "ORDER BY created_at, message_id", [guild_id, iso_utc(since)])]

@@ -31,59 +31,6 @@ RELEASED = iso_utc(datetime(1970, 1, 1, tzinfo=UTC))
 # A scheduled poll may still open this long after its time (the bot was down); later, that week is skipped.
 SCHEDULE_GRACE = timedelta(hours=12)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sentiment_polls (
-    message_id INTEGER PRIMARY KEY,
-    guild_id INTEGER NOT NULL,
-    channel_id INTEGER NOT NULL,
-    question TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    ends_at TEXT NOT NULL,
-    multiselect INTEGER NOT NULL DEFAULT 0,
-    status TEXT NOT NULL DEFAULT 'open',          -- open | closed
-    closed_at TEXT,
-    bullish INTEGER, neutral INTEGER, bearish INTEGER,  -- final tally, set when closed
-    claimed_at TEXT,                              -- a closer is posting the result
-    result_message_id INTEGER                     -- the result was posted
-);
-CREATE INDEX IF NOT EXISTS sentiment_polls_guild ON sentiment_polls (guild_id, created_at);
-CREATE INDEX IF NOT EXISTS sentiment_polls_pending ON sentiment_polls (result_message_id, ends_at);
-CREATE TABLE IF NOT EXISTS sentiment_votes (
-    message_id INTEGER NOT NULL,
-    user_id INTEGER NOT NULL,
-    answer_id INTEGER NOT NULL,
-    live INTEGER NOT NULL,
-    added_at TEXT,
-    removed_at TEXT,
-    updated_at TEXT NOT NULL,                     -- time of the last event applied to this row
-    PRIMARY KEY (message_id, user_id, answer_id)
-);
-CREATE INDEX IF NOT EXISTS sentiment_votes_user ON sentiment_votes (user_id);
--- Members who used forget-me while this poll was open: Discord still lists them as voters, so closing the poll
--- must not log them again. A hash of poll and member id, never the id; dropped once the poll's result is posted.
-CREATE TABLE IF NOT EXISTS sentiment_forgotten (
-    message_id INTEGER NOT NULL,
-    member_hash TEXT NOT NULL,
-    PRIMARY KEY (message_id, member_hash)
-);
-CREATE TABLE IF NOT EXISTS sentiment_schedules (
-    id INTEGER PRIMARY KEY,
-    guild_id INTEGER NOT NULL,
-    channel_id INTEGER NOT NULL,
-    weekday INTEGER NOT NULL,                     -- 0 = Monday
-    time_utc TEXT NOT NULL,                       -- HH:MM
-    question TEXT NOT NULL,
-    hours INTEGER NOT NULL,
-    created_at TEXT NOT NULL,
-    last_opened_on TEXT,                          -- date of the last occurrence opened
-    UNIQUE (guild_id, channel_id)
-);
-"""
-
-
-def create_tables(d: sqlite_utils.Database) -> None:
-    d.executescript(SCHEMA)
-
 
 def one_row(d: sqlite_utils.Database, sql: str, params: list) -> dict | None:
     """The first row of a query as a dict, or None."""
@@ -127,10 +74,6 @@ class SentimentStore:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    async def open(self) -> None:
-        """Create the tables (idempotent)."""
-        await self.db.run(create_tables)
 
     # polls
 

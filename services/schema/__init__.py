@@ -1,0 +1,132 @@
+"""The one schema ladder: every table the bot keeps, as an ordered list of numbered migrations.
+
+`migrate(conn)` runs at start-up (`Database.open`) in one transaction: it applies the migrations the file lacks,
+records each in `schema_version`, then checks that every table has every column the code expects. A file newer
+than the code, or one whose tables match no released layout, is a `SchemaError` whose message says which file
+and what to do. Stores never create tables: they assume this schema.
+
+A migration is plain SQL where it can be (so a second engine can use the same ladder); the statements that are
+SQLite's own are noted where they are. To change a table, append a `Migration` (`ALTER TABLE ... ADD COLUMN`,
+...) and bump nothing else: the version is the last migration's number.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+
+from services.schema import _v1
+
+
+class SchemaError(RuntimeError):
+    """The database's schema cannot be used by this code; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "the schema as the stores made it before versioning (alerts, community log, sentiment, "
+                 "caches, member data)", _v1.STATEMENTS),
+    # IF NOT EXISTS: main made this table (alert mute buttons) before it had versions.
+    Migration(2, "alert mutes: a moderator mutes one event kind in a channel until a time", ("""
+CREATE TABLE IF NOT EXISTS alert_mutes (
+    guild_id INTEGER NOT NULL,
+    channel_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    until TEXT NOT NULL,
+    PRIMARY KEY (guild_id, channel_id, kind)
+)""",)),
+    # IF NOT EXISTS: main made this table (forget-me during an open poll) before it had versions.
+    Migration(3, "forget-me tombstones: a hash of poll and member id for a member who left an open poll", ("""
+CREATE TABLE IF NOT EXISTS sentiment_forgotten (
+    message_id INTEGER NOT NULL,
+    member_hash TEXT NOT NULL,
+    PRIMARY KEY (message_id, member_hash)
+)""",)),
+)
+CURRENT_VERSION = MIGRATIONS[-1].version
+
+VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER PRIMARY KEY,
+    description TEXT NOT NULL,
+    applied_at TEXT NOT NULL
+)"""
+
+
+def file_name(conn: sqlite3.Connection) -> str:
+    """The main database's file, for messages (`:memory:` when it has none)."""
+    row = conn.execute("PRAGMA database_list").fetchone()
+    return row[2] or ":memory:"
+
+
+def version(conn: sqlite3.Connection) -> int:
+    """The schema version recorded in the file; 0 before versioning (or for an empty file)."""
+    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone():
+        return 0
+    return conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+
+
+def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+    """Bring the database up to the last of `migrations` in one transaction; the version it is at now."""
+    target = migrations[-1].version
+    conn.execute("BEGIN IMMEDIATE")  # the write lock first: two processes never climb the ladder at once
+    try:
+        current = version(conn)
+        if current > target:
+            raise SchemaError(
+                f"database {file_name(conn)} has schema version {current}, newer than this code's {target}: "
+                "run the newer bot version that wrote it, or restore a backup made before that upgrade")
+        conn.execute(VERSION_TABLE)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        for migration in migrations:
+            if migration.version > current:
+                for statement in migration.statements:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
+                             [migration.version, migration.description, now])
+        check(conn, expected_columns(tuple(migrations)))
+    except BaseException:
+        conn.rollback()
+        raise
+    conn.commit()
+    return target
+
+
+@cache
+def expected_columns(migrations: tuple[Migration, ...] = MIGRATIONS) -> dict[str, tuple[str, ...]]:
+    """Each table's columns once every migration is applied to an empty database."""
+    empty = sqlite3.connect(":memory:")
+    try:
+        for migration in migrations:
+            for statement in migration.statements:
+                empty.execute(statement)
+        return columns(empty)
+    finally:
+        empty.close()
+
+
+def columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+    """Each table's columns in the database, in order."""
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
+                                         "AND name NOT LIKE 'sqlite_%' AND name != 'schema_version' ORDER BY name")]
+    return {t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info([{t}])")) for t in tables}
+
+
+def check(conn: sqlite3.Connection, expected: dict[str, tuple[str, ...]]) -> None:
+    """SchemaError when a table lacks a column the code reads or writes (a file no released version made)."""
+    present = columns(conn)
+    for table, wanted in expected.items():
+        missing = [c for c in wanted if c not in present.get(table, ())]
+        if missing:
+            raise SchemaError(
+                f"database {file_name(conn)}: table {table} lacks column {', '.join(missing)}, a layout no "
+                "released version made: restore the file from a backup, or move it aside to start with an empty "
+                "one (DATABASE_PATH sets the location)")
