@@ -94,7 +94,7 @@ GUILDS = [guild_on(old, new) for old in (0, 1) for new in (0, 1, 2)]
 
 async def make_state(path: Path, guilds: list[int]) -> None:
     """Every kind of guild state, through the stores: subscriptions, levels, detector state, an outbox intent,
-    the community log (message, edit, reaction), a poll with votes, a weekly schedule."""
+    the community log (message, edit, reaction), a poll with votes and a forgotten voter, a weekly schedule."""
     async with Database(path) as database:
         alerts, sentiment = AlertStore(database, Zones()), SentimentStore(database)
         clog = CommunityLog(database, interval=60)
@@ -112,8 +112,9 @@ async def make_state(path: Path, guilds: list[int]) -> None:
             clog.put(MessageEdited(guild, channel, message, f"guild {n} says $IWM down", T0))
             clog.put(ReactionAdded(guild, channel, message, 31, "👍", None, T0))
             await sentiment.register_poll(guild, channel, message + 1, validate_poll(), T0)
-            for user in (40, 41):
+            for user in (40, 41, 42):
                 await sentiment.record_vote(message + 1, user, 1, True, T0)
+            await database.run(lambda d, g=guild: SentimentStore.erase_member(d, g, 42))  # a forget-me tombstone
             await sentiment.set_schedule(guild, channel, 0, "14:30", T0)
         await clog.close()
 
@@ -171,7 +172,8 @@ async def test_reshard_two_files_to_three_moves_every_guild_to_its_new_shard(tmp
         tables = after[path]
         polls = {p["message_id"]: p["guild_id"] for p in tables["sentiment_polls"]}
         for table, rows in tables.items():
-            guilds = {polls[r["message_id"]] if table == "sentiment_votes" else r["guild_id"] for r in rows}
+            guilds = {polls[r["message_id"]] if table in ("sentiment_votes", "sentiment_forgotten") else r["guild_id"]
+                      for r in rows}
             assert guilds == {g for g in GUILDS if shard_of(g, 3) == shard}, (path.name, table)
     assert stat.S_IMODE(new[2].stat().st_mode) == 0o600
 
