@@ -7,8 +7,6 @@ messages never holds up the event loop, and a failing event is logged and never 
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -199,17 +197,17 @@ class Community(IwmCog):
         validate_days(days, MAX_EXPORT_DAYS)
         assert interaction.guild_id is not None
         await interaction.response.defer(ephemeral=True, thinking=True)
-        data = await self.community.export_csv(interaction.guild_id, days)
         limit = interaction.filesize_limit
-        if len(data) > limit:
-            await interaction.followup.send(
-                f"⚠️ The export of the last {days} days is {len(data) / 2**20:.1f} MB, over this server's "
-                f"{limit / 2**20:.0f} MB attachment limit: ask for fewer days.", ephemeral=True)
-            return
-        rows = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8")))) - 1
-        name = f"community-{interaction.guild_id}-{days}d.csv"
-        await interaction.followup.send(f"Community log, last {days} days: {plural(rows, 'message')}.",
-                                        file=discord.File(io.BytesIO(data), filename=name), ephemeral=True)
+        async with self.community.export_csv(interaction.guild_id, days, max_bytes=limit) as export:
+            if not export.complete:
+                await interaction.followup.send(
+                    f"⚠️ The export of the last {days} days is over this server's {limit / 2**20:.0f} MB attachment "
+                    f"limit (the first {plural(export.messages, 'message')} fill it): ask for fewer days.",
+                    ephemeral=True)
+                return
+            name = f"community-{interaction.guild_id}-{days}d.csv"
+            await interaction.followup.send(f"Community log, last {days} days: {plural(export.messages, 'message')}.",
+                                            file=discord.File(export.path, filename=name), ephemeral=True)
 
     # --- listeners ----------------------------------------------------------------------------------------
 

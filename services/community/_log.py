@@ -7,11 +7,19 @@ a member (services.privacy runs it for forget-me); `purge_older_than` applies th
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
+import os
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import BinaryIO
 
 import sqlite_utils
 
@@ -156,33 +164,96 @@ class CommunityLog:
         await self.flush()
         return await community_answer(self.db, market, renderer, guild_id, days)
 
-    async def export_csv(self, guild_id: int, days: int, now: datetime | None = None) -> bytes:
-        """This guild's messages of the last `days` days as UTF-8 CSV, oldest first: ids, times, cashtags,
-        number of revisions and live reactions, deleted flag, content ('' for deleted messages). Every cell is quoted,
-        and text a spreadsheet would run as a formula is neutralised (`spreadsheet_safe`)."""
+    @asynccontextmanager
+    async def export_csv(self, guild_id: int, days: int, *, max_bytes: int | None = None,
+                         now: datetime | None = None) -> AsyncIterator[Export]:
+        """This guild's messages of the last `days` days as a UTF-8 CSV file, oldest first: ids, times, cashtags,
+        number of revisions and live reactions, deleted flag, content ('' for deleted messages). Every cell is
+        quoted, and text a spreadsheet would run as a formula is neutralised (`spreadsheet_safe`).
+
+        The file is written `EXPORT_CHUNK` rows at a time, each chunk one short turn on the database thread (a
+        million-message log never sits in memory, and the log writer and other work run between chunks), and
+        stops before the row that would take it past `max_bytes`. The file is deleted when the block ends.
+        Members whose erasure is under way (`erase_member`) are left out."""
         days = validate_days(days, MAX_EXPORT_DAYS)
         since = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
+        limit = max_bytes if max_bytes is not None else sys.maxsize
         await self.flush()
+        header = _csv_lines([EXPORT_COLUMNS])
+        out, path = await asyncio.to_thread(_export_file)
+        try:
+            size, messages, key, complete = len(header), 0, (since, -1), len(header) <= limit
+            if complete:
+                await asyncio.to_thread(out.write, header)
+            while complete:
+                written, wrote, key, complete = await self.db.run(
+                    lambda d, key=key, room=limit - size: _export_chunk(d, out, guild_id, key, room))
+                size, messages = size + written, messages + wrote
+                if key is None:
+                    break
+            out.close()
+            yield Export(path, messages, size, complete)
+        finally:
+            out.close()
+            await asyncio.to_thread(path.unlink, missing_ok=True)
 
-        def run(d: sqlite_utils.Database) -> bytes:
-            out = io.StringIO()
-            writer = csv.writer(out, quoting=csv.QUOTE_ALL)
-            writer.writerow(["message_id", "channel_id", "author_id", "created_at", "edited_at", "reply_to",
-                             "cashtags", "revisions", "reactions", "deleted", "content"])
-            rows = d.execute(
-                "SELECT m.message_id, m.channel_id, m.author_id, m.created_at, m.edited_at, m.reply_to, m.cashtags, "
-                "(SELECT count(*) FROM community_revisions r WHERE r.message_id = m.message_id), "
-                "(SELECT count(*) FROM community_reactions x WHERE x.message_id = m.message_id "
-                " AND x.removed_at IS NULL), m.deleted, m.content "
-                "FROM community_messages m WHERE m.guild_id = ? AND m.created_at >= ? "
-                "ORDER BY m.created_at, m.message_id", [guild_id, since])
-            for row in rows:
-                row = list(row)
-                row[6] = " ".join(json.loads(row[6]))
-                row[4] = row[4] or ""
-                row[5] = "" if row[5] is None else row[5]
-                writer.writerow([spreadsheet_safe(cell) for cell in row])
-            return out.getvalue().encode("utf-8")
+EXPORT_COLUMNS = ("message_id", "channel_id", "author_id", "created_at", "edited_at", "reply_to", "cashtags",
+                  "revisions", "reactions", "deleted", "content")
+EXPORT_CHUNK = 2000  # rows per turn on the database thread (about 10 ms)
 
-        return await self.db.run(run)
 
+@dataclass(frozen=True)
+class Export:
+    """A CSV export on disk (see CommunityLog.export_csv)."""
+
+    path: Path
+    messages: int  # rows in the file
+    size: int  # bytes
+    complete: bool  # False: the next row would have passed max_bytes, so the file stops before it
+
+
+def _export_file() -> tuple[BinaryIO, Path]:
+    fd, name = tempfile.mkstemp(prefix="smallcaps-export-", suffix=".csv")  # mode 0600: members' messages
+    return os.fdopen(fd, "wb"), Path(name)
+
+
+def _csv_lines(rows: Iterable[Sequence[object]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, quoting=csv.QUOTE_ALL).writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def _export_chunk(d: sqlite_utils.Database, out: BinaryIO, guild_id: int, after: tuple[str, int],
+                  room: int) -> tuple[int, int, tuple[str, int] | None, bool]:
+    """Write the next EXPORT_CHUNK rows after the key (created_at, message_id) to `out`, at most `room` bytes.
+    Returns (bytes written, rows written, the last row's key or None at the end, whether everything fitted)."""
+    rows = d.execute(
+        "SELECT m.message_id, m.channel_id, m.author_id, m.created_at, m.edited_at, m.reply_to, m.cashtags, "
+        "(SELECT count(*) FROM community_revisions r WHERE r.message_id = m.message_id), "
+        "(SELECT count(*) FROM community_reactions x WHERE x.message_id = m.message_id "
+        " AND x.removed_at IS NULL), m.deleted, m.content "
+        "FROM community_messages m WHERE m.guild_id = ? AND (m.created_at, m.message_id) > (?, ?) "
+        "AND m.author_id NOT IN (SELECT user_id FROM community_erasures WHERE guild_id = ?) "
+        f"ORDER BY m.created_at, m.message_id LIMIT {EXPORT_CHUNK}", [guild_id, *after, guild_id]).fetchall()
+    if not rows:
+        return 0, 0, None, True
+    cells = []
+    for row in rows:
+        row = list(row)
+        row[6] = " ".join(json.loads(row[6]))
+        row[4] = row[4] or ""
+        row[5] = "" if row[5] is None else row[5]
+        cells.append([spreadsheet_safe(cell) for cell in row])
+    data = _csv_lines(cells)
+    fits = len(cells)
+    if len(data) > room:  # the limit falls inside this chunk: keep the rows that fit whole
+        lines = [_csv_lines([row]) for row in cells]
+        used = fits = 0
+        while fits < len(lines) and used + len(lines[fits]) <= room:
+            used += len(lines[fits])
+            fits += 1
+        data = b"".join(lines[:fits])
+    out.write(data)
+    last = rows[fits - 1] if fits else None
+    key = (last[3], last[0]) if last else None
+    return len(data), fits, key, fits == len(rows)

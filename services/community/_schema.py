@@ -51,6 +51,13 @@ CREATE TABLE IF NOT EXISTS community_reactions (
 );
 CREATE INDEX IF NOT EXISTS community_reactions_guild ON community_reactions (guild_id, added_at);
 CREATE INDEX IF NOT EXISTS community_reactions_user ON community_reactions (guild_id, user_id);
+-- A member's erasure under way (forget-me deletes in batches): finished at the next start if the bot stops first.
+CREATE TABLE IF NOT EXISTS community_erasures (
+    guild_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    requested_at TEXT NOT NULL,
+    PRIMARY KEY (guild_id, user_id)
+);
 """
 
 
