@@ -24,9 +24,9 @@ from services.community import (
     ReactionAdded,
     ReactionRemoved,
     ReactionsCleared,
+    _log,
     community_answer,
 )
-from services.community import _log
 from services.community._schema import create_tables
 from services.community._text import (
     BEARISH_WORDS,

@@ -2,7 +2,9 @@
 and a member's erasure.
 
 Deletions blank the content (and earlier versions) and keep a tombstone; `erase_member` removes everything about
-a member (services.privacy runs it for forget-me); `purge_older_than` applies the retention period.
+a member (services.privacy runs it for forget-me); `purge_older_than` applies the retention period. Both delete
+in small transactions (`DELETE_BATCH`), and the export streams to a file in chunks, so a million-message log never
+holds the database thread for long.
 """
 
 from __future__ import annotations
@@ -11,15 +13,17 @@ import asyncio
 import csv
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import sqlite_utils
 
@@ -33,7 +37,15 @@ from services.market import MarketData
 from services.storage import Database
 from services.timefmt import iso_utc
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
 MAX_EXPORT_DAYS = 3650
+# A purge or an erasure deletes in transactions of at most DELETE_BATCH messages (with their revisions and
+# reactions) or rows, sized as it goes to take about DELETE_TURN seconds each on the database thread (`Pace`), so
+# the log writer and other commands run in between (bench: community_scale).
+DELETE_BATCH = 2000
+DELETE_TURN = 0.02
 # A cell starting with one of these is run as a formula by Excel, LibreOffice or Sheets (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -52,6 +64,10 @@ class LogCounts:
     revisions: int
     reactions: int
 
+    def __add__(self, other: LogCounts) -> LogCounts:
+        return LogCounts(self.messages + other.messages, self.revisions + other.revisions,
+                         self.reactions + other.reactions)
+
 
 class CommunityLog:
     """Opt-in channels and the message/reaction log of every guild. Call `open()` first and `close()` at
@@ -63,8 +79,10 @@ class CommunityLog:
     cover them.
     """
 
-    def __init__(self, db: Database, *, batch_size: int = BATCH_SIZE, interval: float = FLUSH_INTERVAL) -> None:
+    def __init__(self, db: Database, *, batch_size: int = BATCH_SIZE, interval: float = FLUSH_INTERVAL,
+                 delete_batch: int = DELETE_BATCH) -> None:
         self.db = db
+        self.delete_batch = delete_batch
         self.writer = LogWriter(db, batch_size=batch_size, interval=interval)
         self._channels: dict[int, set[int]] = {}
 
@@ -76,6 +94,7 @@ class CommunityLog:
         self._channels = {}
         for guild_id, channel_id in await self.db.run(load):
             self._channels.setdefault(guild_id, set()).add(channel_id)
+        await self._finish_erasures()
         self.writer.start()
 
     async def close(self) -> None:
@@ -126,37 +145,61 @@ class CommunityLog:
     # member rights and retention
 
     @staticmethod
-    def erase_member(d: sqlite_utils.Database, guild_id: int, user_id: int) -> LogCounts:
+    def begin_erasure(d: sqlite_utils.Database, guild_id: int, user_id: int) -> None:
+        """Record that the member's erasure is under way, inside the caller's transaction (services.privacy, beside
+        the other stores' erasures). From then on exports leave the member out, and `erase_member` (or, after a
+        crash, the next `open`) deletes their rows."""
+        d.execute("INSERT OR IGNORE INTO community_erasures VALUES (?, ?, ?)",
+                  [guild_id, user_id, iso_utc(datetime.now(UTC))])
+
+    async def erase_member(self, guild_id: int, user_id: int) -> LogCounts:
         """Delete everything the log holds about a member in this guild: their messages with their revisions, their
-        reactions and reactions on their messages. Runs on the database thread inside the caller's transaction
-        (services.privacy, which first flushes the writer so no queued event lands afterwards)."""
-        mine = "SELECT message_id FROM community_messages WHERE guild_id = ? AND author_id = ?"
-        revisions = d.execute(f"DELETE FROM community_revisions WHERE guild_id = ? AND message_id IN ({mine})",
-                              [guild_id, guild_id, user_id]).rowcount
-        reactions = d.execute(f"DELETE FROM community_reactions WHERE guild_id = ? AND (user_id = ? OR "
-                              f"message_id IN ({mine}))", [guild_id, user_id, guild_id, user_id]).rowcount
-        messages = d.execute("DELETE FROM community_messages WHERE guild_id = ? AND author_id = ?",
-                             [guild_id, user_id]).rowcount
-        return LogCounts(messages, revisions, reactions)
+        reactions and reactions on their messages; then the erasure record (`begin_erasure`), and checkpoint the
+        write-ahead log so the text leaves the WAL file too. In transactions of at most `delete_batch` messages
+        (or reactions), each a short turn (`Pace`) on the database thread, so the writer and other commands run between
+        them. The caller flushes the writer first (services.privacy)."""
+        total, pace, done = LogCounts(0, 0, 0), Pace(self.delete_batch), False
+        while not done:
+            counts, done = await self.db.run(pace(lambda d, rows: _erase_batch(d, guild_id, user_id, rows)))
+            total += counts
+        # secure_delete zeroes the freed pages of the database file; the write-ahead log still holds the old
+        # pages until a checkpoint, so copy it back and truncate it now.
+        await self.db.run(lambda d: d.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        return total
+
+    async def _finish_erasures(self) -> None:
+        """Erasures a crash interrupted (their record is still there): finish them before the log is used."""
+        pending = await self.db.run(lambda d: d.execute("SELECT guild_id, user_id FROM community_erasures").fetchall())
+        for guild_id, user_id in pending:
+            counts = await self.erase_member(guild_id, user_id)
+            log.info("community log: finished the interrupted erasure of member %s in guild %s: %s", user_id,
+                     guild_id, counts)
 
     async def purge_older_than(self, days: int, now: datetime | None = None) -> LogCounts:
         """Retention (all guilds): delete messages created more than `days` ago with their revisions and
-        reactions, and reactions added (or removed) that long ago."""
+        reactions, and revisions replaced and reactions added (or removed) that long ago. In transactions of at
+        most `delete_batch` messages (or rows), each a short turn on the database thread; a purge cut short
+        leaves only older-than-retention rows that the next purge takes."""
         if not is_whole(days, 1):
             raise ValueError(f"retention days {days!r} must be a whole number of at least 1")
         cutoff = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
-        old = "SELECT message_id FROM community_messages WHERE created_at < ?"
-
-        def run(d: sqlite_utils.Database) -> LogCounts:
-            with d.atomic():
-                revisions = d.execute(f"DELETE FROM community_revisions WHERE message_id IN ({old}) "
-                                      "OR replaced_at < ?", [cutoff, cutoff]).rowcount
-                reactions = d.execute(f"DELETE FROM community_reactions WHERE message_id IN ({old}) "
-                                      "OR coalesce(removed_at, added_at) < ?", [cutoff, cutoff]).rowcount
-                messages = d.execute("DELETE FROM community_messages WHERE created_at < ?", [cutoff]).rowcount
-            return LogCounts(messages, revisions, reactions)
-
-        return await self.db.run(run)
+        total, pace = LogCounts(0, 0, 0), Pace(self.delete_batch)
+        while True:
+            counts = await self.db.run(pace(lambda d, rows: _purge_messages(d, cutoff, rows)))
+            total += counts
+            if not counts.messages:
+                break
+        # Old rows whose message is not old (or not in the log): a walk through each table by rowid.
+        for table, old in (("community_revisions", "replaced_at < ?"),
+                           ("community_reactions", "coalesce(removed_at, added_at) < ?")):
+            after: int | None = 0
+            while after is not None:
+                deleted, after = await self.db.run(pace(
+                    lambda d, rows, table=table, old=old, after=after: _purge_walk(d, table, old, cutoff, after,
+                                                                                   rows)))
+                revisions = table == "community_revisions"
+                total += LogCounts(0, deleted if revisions else 0, 0 if revisions else deleted)
+        return total
 
     async def report(self, market: MarketData, renderer: Renderer, guild_id: int,
                      days: int) -> tuple[CommunityReport, bytes]:
@@ -257,3 +300,84 @@ def _export_chunk(d: sqlite_utils.Database, out: BinaryIO, guild_id: int, after:
     last = rows[fits - 1] if fits else None
     key = (last[3], last[0]) if last else None
     return len(data), fits, key, fits == len(rows)
+
+
+class Pace:
+    """How many rows the next transaction of a long deletion takes: as many as ran in about DELETE_TURN seconds
+    last time, changing at most twofold a step, between 10 and `most`. A member's messages lie scattered over
+    the file and cost several times as much per row as the retention purge's contiguous oldest ones, so a fixed
+    count is either slow for one or a stall for the other.
+
+    Each step then checkpoints the write-ahead log (PASSIVE), inside its turn and its timing. Left to SQLite, the
+    automatic checkpoint (every 1000 pages, about 30 ms here, and a step dirties hundreds through the indexes)
+    would run inside whichever commit crosses it, a step's or the log writer's (bench: community_scale)."""
+
+    def __init__(self, most: int) -> None:
+        self.most = max(1, most)
+        self.rows = min(self.most, 100)
+
+    def __call__(self, step: Callable[[sqlite_utils.Database, int], T]) -> Callable[[sqlite_utils.Database], T]:
+        """`step(d, rows)` as a database-thread function that checkpoints, times itself and sizes the next step."""
+
+        def run(d: sqlite_utils.Database) -> T:
+            start = time.perf_counter()
+            try:
+                result = step(d, self.rows)
+                d.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                return result
+            finally:
+                scale = min(2.0, max(0.5, DELETE_TURN / max(time.perf_counter() - start, 1e-4)))
+                self.rows = max(min(10, self.most), min(self.most, int(self.rows * scale)))
+
+        return run
+
+
+def _delete_messages(d: sqlite_utils.Database, ids: list[int]) -> LogCounts:
+    """Delete these messages with their revisions and the reactions on them (inside the caller's transaction)."""
+    batch = json.dumps(ids)
+    chosen = "message_id IN (SELECT value FROM json_each(?))"
+    revisions = d.execute(f"DELETE FROM community_revisions WHERE {chosen}", [batch]).rowcount
+    reactions = d.execute(f"DELETE FROM community_reactions WHERE {chosen}", [batch]).rowcount
+    messages = d.execute(f"DELETE FROM community_messages WHERE {chosen}", [batch]).rowcount
+    return LogCounts(messages, revisions, reactions)
+
+
+def _erase_batch(d: sqlite_utils.Database, guild_id: int, user_id: int, limit: int) -> tuple[LogCounts, bool]:
+    """One transaction of a member's erasure: up to `limit` of their messages (with revisions and reactions), or
+    else up to `limit` of their reactions, or else the erasure record. Returns the counts and whether it is done."""
+    with d.atomic():
+        ids = [row[0] for row in d.execute(
+            "SELECT message_id FROM community_messages WHERE guild_id = ? AND author_id = ? LIMIT ?",
+            [guild_id, user_id, limit])]
+        if ids:
+            return _delete_messages(d, ids), False
+        reactions = d.execute("DELETE FROM community_reactions WHERE rowid IN (SELECT rowid FROM community_reactions "
+                              "WHERE guild_id = ? AND user_id = ? LIMIT ?)", [guild_id, user_id, limit]).rowcount
+        if reactions:
+            return LogCounts(0, 0, reactions), False
+        d.execute("DELETE FROM community_erasures WHERE guild_id = ? AND user_id = ?", [guild_id, user_id])
+        return LogCounts(0, 0, 0), True
+
+
+def _purge_messages(d: sqlite_utils.Database, cutoff: str, limit: int) -> LogCounts:
+    """One transaction of retention: the `limit` oldest messages created before the cutoff, with their revisions
+    and reactions."""
+    with d.atomic():
+        ids = [row[0] for row in d.execute(
+            "SELECT message_id FROM community_messages WHERE created_at < ? ORDER BY created_at LIMIT ?",
+            [cutoff, limit])]
+        return _delete_messages(d, ids) if ids else LogCounts(0, 0, 0)
+
+
+def _purge_walk(d: sqlite_utils.Database, table: str, old: str, cutoff: str, after: int,
+                limit: int) -> tuple[int, int | None]:
+    """One transaction of retention's walk through `table`: of the next `limit` rows after rowid `after`, delete
+    those matching `old` (one `?`, the cutoff). Returns the rows deleted and the last rowid looked at (None at
+    the end)."""
+    with d.atomic():
+        last = d.execute(f"SELECT max(rowid) FROM (SELECT rowid FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?)",
+                         [after, limit]).fetchone()[0]
+        if last is None:
+            return 0, None
+        return d.execute(f"DELETE FROM {table} WHERE rowid > ? AND rowid <= ? AND {old}",
+                         [after, last, cutoff]).rowcount, last
