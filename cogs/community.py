@@ -116,9 +116,11 @@ class ForgetView(discord.ui.View):
     @discord.ui.button(label="Delete my data", style=discord.ButtonStyle.danger)
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:
         self.stop()
+        # Acknowledge first: on a large log the erasure can outlast the 3 seconds Discord waits for an answer.
+        await interaction.response.defer()
         counts = await forget_member(self.community, self.guild_id, self.user_id)
         log.info("forget-me: guild %s member %s: %s", self.guild_id, self.user_id, counts)
-        await interaction.response.edit_message(content=forget_text(counts), view=None)
+        await interaction.edit_original_response(content=forget_text(counts), view=None)
 
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:

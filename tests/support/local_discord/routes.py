@@ -219,6 +219,8 @@ class Routes(Rest):
             message = self._edit_message(self._stored_message(original["channel_id"], original["id"]), data, rec.files)
         if message is not None and kind in (4, 5):
             state.original_id = int(message["id"])
+        elif kind in (6, 7) and "message" in state.payload:  # a component's @original is the message it is on
+            state.original_id = int(state.payload["message"]["id"])
         if rec.query.get("with_response") not in ("1", "true", "True"):
             return None
         answer: dict[str, Any] = {
