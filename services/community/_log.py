@@ -17,18 +17,18 @@ import logging
 import os
 import sys
 import tempfile
-import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import BinaryIO, TypeVar
+from typing import BinaryIO
 
 import sqlite_utils
 
 from services.charts import Renderer
 from services.community._events import Event, MessageCreated, MessageEdited, ReactionAdded
+from services.community._pace import Pace
 from services.community._report import CommunityReport, community_answer, validate_days
 from services.community._schema import create_tables
 from services.community._writer import BATCH_SIZE, FLUSH_INTERVAL, LogWriter
@@ -38,14 +38,11 @@ from services.storage import Database
 from services.timefmt import iso_utc
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_EXPORT_DAYS = 3650
 # A purge or an erasure deletes in transactions of at most DELETE_BATCH messages (with their revisions and
-# reactions) or rows, sized as it goes to take about DELETE_TURN seconds each on the database thread (`Pace`), so
-# the log writer and other commands run in between (bench: community_scale).
+# reactions) or rows, each sized to take about TURN seconds on the database thread (`Pace`).
 DELETE_BATCH = 2000
-DELETE_TURN = 0.02
 # A cell starting with one of these is run as a formula by Excel, LibreOffice or Sheets (OWASP, "CSV Injection").
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -158,13 +155,13 @@ class CommunityLog:
         write-ahead log so the text leaves the WAL file too. In transactions of at most `delete_batch` messages
         (or reactions), each a short turn (`Pace`) on the database thread, so the writer and other commands run between
         them. The caller flushes the writer first (services.privacy)."""
-        total, pace, done = LogCounts(0, 0, 0), Pace(self.delete_batch), False
+        total, pace, done = LogCounts(0, 0, 0), Pace(self.delete_batch, checkpoint=True), False
         while not done:
             counts, done = await self.db.run(pace(lambda d, rows: _erase_batch(d, guild_id, user_id, rows)))
             total += counts
         # secure_delete zeroes the freed pages of the database file; the write-ahead log still holds the old
         # pages until a checkpoint, so copy it back and truncate it now.
-        await self.db.run(lambda d: d.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+        await self.db.run(lambda d: d.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
         return total
 
     async def _finish_erasures(self) -> None:
@@ -183,7 +180,7 @@ class CommunityLog:
         if not is_whole(days, 1):
             raise ValueError(f"retention days {days!r} must be a whole number of at least 1")
         cutoff = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
-        total, pace = LogCounts(0, 0, 0), Pace(self.delete_batch)
+        total, pace = LogCounts(0, 0, 0), Pace(self.delete_batch, checkpoint=True)
         while True:
             counts = await self.db.run(pace(lambda d, rows: _purge_messages(d, cutoff, rows)))
             total += counts
@@ -300,36 +297,6 @@ def _export_chunk(d: sqlite_utils.Database, out: BinaryIO, guild_id: int, after:
     last = rows[fits - 1] if fits else None
     key = (last[3], last[0]) if last else None
     return len(data), fits, key, fits == len(rows)
-
-
-class Pace:
-    """How many rows the next transaction of a long deletion takes: as many as ran in about DELETE_TURN seconds
-    last time, changing at most twofold a step, between 10 and `most`. A member's messages lie scattered over
-    the file and cost several times as much per row as the retention purge's contiguous oldest ones, so a fixed
-    count is either slow for one or a stall for the other.
-
-    Each step then checkpoints the write-ahead log (PASSIVE), inside its turn and its timing. Left to SQLite, the
-    automatic checkpoint (every 1000 pages, about 30 ms here, and a step dirties hundreds through the indexes)
-    would run inside whichever commit crosses it, a step's or the log writer's (bench: community_scale)."""
-
-    def __init__(self, most: int) -> None:
-        self.most = max(1, most)
-        self.rows = min(self.most, 100)
-
-    def __call__(self, step: Callable[[sqlite_utils.Database, int], T]) -> Callable[[sqlite_utils.Database], T]:
-        """`step(d, rows)` as a database-thread function that checkpoints, times itself and sizes the next step."""
-
-        def run(d: sqlite_utils.Database) -> T:
-            start = time.perf_counter()
-            try:
-                result = step(d, self.rows)
-                d.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                return result
-            finally:
-                scale = min(2.0, max(0.5, DELETE_TURN / max(time.perf_counter() - start, 1e-4)))
-                self.rows = max(min(10, self.most), min(self.most, int(self.rows * scale)))
-
-        return run
 
 
 def _delete_messages(d: sqlite_utils.Database, ids: list[int]) -> LogCounts:
