@@ -8,6 +8,7 @@ import io
 import json
 import re
 import sqlite3
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -267,6 +268,27 @@ async def test_writer_flushes_on_its_own(db):
     assert writer.applied == 1
     await writer.close()
     await writer.close()  # twice is fine
+
+
+async def test_the_backlog_is_bounded_by_back_pressure(db):
+    """Other work holds the database thread (here 0.3 s): `put` never lets more than max_pending events wait in
+    memory. Past that it writes the oldest batch itself and returns once it is committed, the event loop held
+    meanwhile, so the bot reads no more gateway events until the backlog is down; the order holds."""
+    writer = LogWriter(db, batch_size=50, interval=60, max_pending=200)
+    await db.run(create_tables)
+    busy = asyncio.ensure_future(db.run(lambda d: time.sleep(0.3)))
+    await asyncio.sleep(0.05)  # the database thread is in it now
+    peak, started = 0, time.monotonic()
+    for i in range(1, 1001):
+        writer.put(MessageCreated(G1, C1, i, ALICE, at(i), f"message {i}"))
+        peak = max(peak, writer.pending)
+    assert peak < 200 and writer.pushed_back >= (1000 - 200) // 50
+    assert time.monotonic() - started > 0.2  # put waited for the database thread to be free
+    await busy
+    await writer.flush()
+    assert [r["message_id"] for r in await rows(db, "SELECT message_id FROM community_messages ORDER BY rowid")] == (
+        list(range(1, 1001)))
+    await writer.close()
 
 
 async def test_flush_racing_close(db, clog):
