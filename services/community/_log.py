@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -191,9 +192,7 @@ class CommunityLog:
                            ("community_reactions", "coalesce(removed_at, added_at) < ?")):
             after: int | None = 0
             while after is not None:
-                deleted, after = await self.db.run(pace(
-                    lambda d, rows, table=table, old=old, after=after: _purge_walk(d, table, old, cutoff, after,
-                                                                                   rows)))
+                deleted, after = await self.db.run(pace(partial(_purge_walk, table, old, cutoff, after)))
                 revisions = table == "community_revisions"
                 total += LogCounts(0, deleted if revisions else 0, 0 if revisions else deleted)
         return total
@@ -222,15 +221,14 @@ class CommunityLog:
         header = _csv_lines([EXPORT_COLUMNS])
         out, path = await asyncio.to_thread(_export_file)
         try:
-            size, messages, key, complete = len(header), 0, (since, -1), len(header) <= limit
+            size, messages, complete = len(header), 0, len(header) <= limit
+            key: tuple[str, int] | None = (since, -1)  # (created_at, message_id) of the last row written
             if complete:
                 await asyncio.to_thread(out.write, header)
-            while complete:
+            while complete and key is not None:
                 written, wrote, key, complete = await self.db.run(
-                    lambda d, key=key, room=limit - size: _export_chunk(d, out, guild_id, key, room))
+                    partial(_export_chunk, out=out, guild_id=guild_id, after=key, room=limit - size))
                 size, messages = size + written, messages + wrote
-                if key is None:
-                    break
             out.close()
             yield Export(path, messages, size, complete)
         finally:
@@ -336,7 +334,7 @@ def _purge_messages(d: sqlite_utils.Database, cutoff: str, limit: int) -> LogCou
         return _delete_messages(d, ids) if ids else LogCounts(0, 0, 0)
 
 
-def _purge_walk(d: sqlite_utils.Database, table: str, old: str, cutoff: str, after: int,
+def _purge_walk(table: str, old: str, cutoff: str, after: int, d: sqlite_utils.Database,
                 limit: int) -> tuple[int, int | None]:
     """One transaction of retention's walk through `table`: of the next `limit` rows after rowid `after`, delete
     those matching `old` (one `?`, the cutoff). Returns the rows deleted and the last rowid looked at (None at

@@ -6,6 +6,7 @@ import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -162,8 +163,10 @@ class _Tally:
     reactions: dict[str, tuple[str, int | None, int]] = field(default_factory=dict)  # key -> name, id, count
 
 
-def _tally_days(d: sqlite_utils.Database, tally: _Tally, guild_id: int, first: date, days: int) -> None:
-    """Add `days` UTC days from `first` to the tally (one turn on the database thread)."""
+def _tally_days(d: sqlite_utils.Database, days: int, *, tally: _Tally, guild_id: int, first: date, end: date) -> int:
+    """Add up to `days` UTC days from `first` (to `end` at most) to the tally, in one turn on the database thread;
+    returns how many days it added."""
+    days = min(days, (end - first).days + 1)
     window = [guild_id, _day_start(first), _day_start(first + timedelta(days=days))]
     live = "FROM community_messages WHERE guild_id = ? AND created_at >= ? AND created_at < ? AND deleted = 0"
     for day, *counts in d.execute(
@@ -180,6 +183,7 @@ def _tally_days(d: sqlite_utils.Database, tally: _Tally, guild_id: int, first: d
             "AND added_at >= ? AND added_at < ? AND removed_at IS NULL GROUP BY emoji_key", window):
         name_before, id_before, n_before = tally.reactions.get(key, (name, emoji_id, 0))
         tally.reactions[key] = (max(name_before, name), _larger(id_before, emoji_id), n_before + n)
+    return days
 
 
 def _larger(a: int | None, b: int | None) -> int | None:
@@ -193,9 +197,8 @@ async def compute_activity(db: Database, guild_id: int, start: date, end: date) 
     await db.run(create_tables)
     tally, pace, first = _Tally(), Pace((end - start).days + 1, first=2, least=1), start
     while first <= end:
-        days = min(pace.size, (end - first).days + 1)
-        await db.run(pace(lambda d, _, first=first, days=days: _tally_days(d, tally, guild_id, first, days)))
-        first += timedelta(days=days)
+        first += timedelta(days=await db.run(pace(partial(_tally_days, tally=tally, guild_id=guild_id, first=first,
+                                                          end=end))))
     calendar = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     tags = sorted(tally.cashtags.items(), key=lambda item: (-item[1], item[0]))[:TOP]
     reactions = sorted(tally.reactions.values(), key=lambda r: (-r[2], r[0]))[:TOP]
