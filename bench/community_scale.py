@@ -8,7 +8,8 @@ Measured, each round:
   and `/iwm levels`, asked every 0.1 s meanwhile, while members keep posting (500 messages a second);
 - the whole log exported to a file without a size limit (the service, no upload): peak RSS over idle;
 - the retention purge (330 days: about 83,000 messages with their revisions and reactions) and one member's
-  forget-me (about 2,000 messages) on a fresh copy: the longest single hold of the database thread.
+  forget-me (about 2,000 messages) on a fresh copy: the longest single hold of the database thread, wall clock
+  and that thread's CPU time.
 Reported as medians over rounds of each round's worst.
 """
 
@@ -73,20 +74,23 @@ class Sampler:
         return self.peak - self.idle
 
 
-def longest_hold(db: Database) -> Callable[[], float]:
-    """Time every call on the database thread from now on; the returned function gives the longest so far."""
-    holds = [0.0]
+def longest_hold(db: Database) -> Callable[[], tuple[float, float]]:
+    """Time every call on the database thread from now on; the returned function gives the longest so far, in
+    wall-clock seconds and in that thread's CPU seconds (on a shared machine the first includes waiting for a
+    core)."""
+    wall, cpu = [0.0], [0.0]
     call = db._call
 
     def timed(fn: Callable[[Any], Any]) -> Any:
-        start = time.perf_counter()
+        start, used = time.perf_counter(), time.thread_time()
         try:
             return call(fn)
         finally:
-            holds[0] = max(holds[0], time.perf_counter() - start)
+            wall[0] = max(wall[0], time.perf_counter() - start)
+            cpu[0] = max(cpu[0], time.thread_time() - used)
 
     db._call = timed  # type: ignore[method-assign]
-    return lambda: holds[0]
+    return lambda: (wall[0], cpu[0])
 
 
 async def others_meanwhile(local: LocalDiscord, work: asyncio.Task[Any]) -> dict[str, list[float]]:
@@ -126,6 +130,9 @@ async def bot_rounds(fixture: Path, tmp: Path, rounds: int) -> dict[str, list[fl
             env = {"DATABASE_PATH": str(db), "DEV_GUILD_ID": str(local.guild.id), "MESSAGE_CONTENT_INTENT": "1"}
             async with smallcaps_bot(local, env) as bot:
                 community = bot.resources.community
+                for name, options in (("levels", {"period": "1y"}), ("status", {})):  # warm: data loaded once
+                    await (await local.dispatch_interaction(local.slash_command("iwm", name, options))
+                           ).wait_for_responses(1, timeout=60)
                 for _ in range(rounds):
                     for name, options, key in (("export", {"days": 3650}, "export_mb"),
                                                ("community", {"days": 365}, "community_mb")):
@@ -155,7 +162,8 @@ def fresh_copy(fixture: Path, path: Path) -> Path:
 
 
 async def deletion_rounds(fixture: Path, tmp: Path, rounds: int) -> dict[str, list[float]]:
-    out: dict[str, list[float]] = {"purge_hold_ms": [], "forget_hold_ms": [], "purged": [], "forgotten": []}
+    out: dict[str, list[float]] = {"purge_hold_ms": [], "forget_hold_ms": [], "purge_hold_cpu_ms": [],
+                                   "forget_hold_cpu_ms": [], "purged": [], "forgotten": []}
     guild = None
     for _ in range(rounds):
         copy = fresh_copy(fixture, tmp / "copy.db")
@@ -167,10 +175,12 @@ async def deletion_rounds(fixture: Path, tmp: Path, rounds: int) -> dict[str, li
             guild = guild or await db.run(lambda d: d.execute("SELECT guild_id FROM community_messages").fetchone()[0])
             hold = longest_hold(db)
             purged = await community.purge_older_than(RETENTION)
-            out["purge_hold_ms"].append(hold() * 1000)
+            out["purge_hold_ms"].append(hold()[0] * 1000)
+            out["purge_hold_cpu_ms"].append(hold()[1] * 1000)
             hold = longest_hold(db)
             forgotten = await forget_member(community, guild, MEMBER)
-            out["forget_hold_ms"].append(hold() * 1000)
+            out["forget_hold_ms"].append(hold()[0] * 1000)
+            out["forget_hold_cpu_ms"].append(hold()[1] * 1000)
             out["purged"].append(purged.messages)
             out["forgotten"].append(forgotten.messages)
             await community.close()
@@ -188,9 +198,11 @@ async def bench_community_scale(rounds: int) -> Result:
     med = {key: statistics.median(values) for key, values in {**bot, **deletions}.items()}
     rss = max(med["export_mb"], med["community_mb"], med["full_export_mb"])
     hold = max(med["purge_hold_ms"], med["forget_hold_ms"])
+    cpu = max(med["purge_hold_cpu_ms"], med["forget_hold_cpu_ms"])
     passed = rss <= 50 and med["others_s"] < 1 and hold <= 50
     return Result(
-        "community 1M", f"RSS +{rss:.0f} MB, others {med['others_s'] * 1000:.0f} ms, hold {hold:.0f} ms",
+        "community 1M", f"RSS +{rss:.0f} MB, others {med['others_s'] * 1000:.0f} ms, hold {hold:.0f} ms "
+        f"({cpu:.0f} ms CPU)",
         f"{MESSAGES:,} messages: export, report, purge, forget-me", None,
         "+50 MB, < 1 s, 50 ms", passed,
         {"rounds": rounds, "fixture_and_bot_rounds_s": round(built, 1),

@@ -185,6 +185,7 @@ class LogWriter:
             log.exception("community log: writing %d events under back-pressure failed; the writer retries them",
                           len(batch))
             self._ops[:0] = batch
+            self._retrying = True  # no more back-pressure writes until the writer task has tried again
             return
         self.applied += applied
         self.skipped += skipped
