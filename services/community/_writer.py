@@ -117,8 +117,8 @@ class LogWriter:
     than the database takes them, or other work holds the database thread), `put` writes the oldest batch
     itself and returns once it is committed, holding up the event loop meanwhile: back-pressure, so the bot
     reads no more gateway events (and acknowledges none, see tests/test_process.py) until the backlog is down
-    again. What is lost in a crash: the events still in memory, at most `max_pending` (bench: community_scale
-    measures how long they take to write). `flush()` returns once everything queued before it is committed;
+    again. What is lost in a crash: the events still in memory, at most `max_pending` (tests/test_process.py
+    measures what kill -9 loses). `flush()` returns once everything queued before it is committed;
     `close()` flushes and stops (call it at shutdown).
 
     The queue is a plain list that the writer takes a batch at a time (not an asyncio.Queue, whose per-item
