@@ -492,11 +492,24 @@ async def test_export_is_written_in_chunks_and_stops_before_the_size_limit(db, c
         assert export.path.stat().st_mode & 0o777 == 0o600
         assert (export.complete, export.messages, export.size) == (False, fits, len(data))
     assert not export.path.exists()  # gone once the block ends
+    assert export.path.parent == db.path.with_name(db.path.name + "-exports")
     assert data == b"".join(line + b"\r\n" for line in lines[: fits + 1]) and len(data) <= limit
     async with clog.export_csv(G1, 7, max_bytes=len(whole), now=at(60)) as export:
         assert (export.complete, export.messages) == (True, 300)
     async with clog.export_csv(G1, 7, max_bytes=10, now=at(60)) as export:  # not even the header fits
         assert (export.complete, export.messages, export.path.read_bytes()) == (False, 0, b"")
+
+
+async def test_an_export_a_crash_left_behind_is_deleted_at_the_next_open(db, clog):
+    """Members' messages must not outlive retention or forget-me in a half-written export file."""
+    async with clog.export_csv(G1, 7) as export:
+        left = export.path.with_name("export-left-by-a-crash.csv")
+        left.write_bytes(export.path.read_bytes())
+    assert left.exists()
+    again = CommunityLog(db, interval=60)
+    await again.open()  # as at the next start
+    assert not left.exists()
+    await again.close()
 
 
 @pytest.mark.parametrize(("content", "cell"), [

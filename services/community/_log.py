@@ -81,6 +81,9 @@ class CommunityLog:
                  delete_batch: int = DELETE_BATCH) -> None:
         self.db = db
         self.delete_batch = delete_batch
+        # Exports in the making, beside the database (none for an in-memory one: the system's temp folder), so
+        # that a file a crash left behind is found and deleted at the next `open`.
+        self.export_dir = None if str(db.path) == ":memory:" else db.path.with_name(db.path.name + "-exports")
         self.writer = LogWriter(db, batch_size=batch_size, interval=interval)
         self._channels: dict[int, set[int]] = {}
 
@@ -92,6 +95,8 @@ class CommunityLog:
         self._channels = {}
         for guild_id, channel_id in await self.db.run(load):
             self._channels.setdefault(guild_id, set()).add(channel_id)
+        if self.export_dir is not None:
+            await asyncio.to_thread(_clear_exports, self.export_dir)
         await self._finish_erasures()
         self.writer.start()
 
@@ -219,7 +224,7 @@ class CommunityLog:
         limit = max_bytes if max_bytes is not None else sys.maxsize
         await self.flush()
         header = _csv_lines([EXPORT_COLUMNS])
-        out, path = await asyncio.to_thread(_export_file)
+        out, path = await asyncio.to_thread(_export_file, self.export_dir)
         try:
             size, messages, complete = len(header), 0, len(header) <= limit
             key: tuple[str, int] | None = (since, -1)  # (created_at, message_id) of the last row written
@@ -251,9 +256,17 @@ class Export:
     complete: bool  # False: the next row would have passed max_bytes, so the file stops before it
 
 
-def _export_file() -> tuple[BinaryIO, Path]:
-    fd, name = tempfile.mkstemp(prefix="smallcaps-export-", suffix=".csv")  # mode 0600: members' messages
+def _export_file(folder: Path | None) -> tuple[BinaryIO, Path]:
+    if folder is not None:
+        folder.mkdir(mode=0o700, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="export-", suffix=".csv", dir=folder)  # mode 0600: members' messages
     return os.fdopen(fd, "wb"), Path(name)
+
+
+def _clear_exports(folder: Path) -> None:
+    """Delete exports a crash left behind: members' messages must not outlive retention or forget-me there."""
+    for left in folder.glob("export-*.csv"):
+        left.unlink(missing_ok=True)
 
 
 def _csv_lines(rows: Iterable[Sequence[object]]) -> bytes:
