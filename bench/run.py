@@ -371,6 +371,7 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "event_loop": bench_event_loop, "many_members": bench_many_members, "community_log": bench_community_ingest,
     "upstream_calls": bench_upstream_calls, "startup": bench_startup, "memory": bench_memory,
     "alert_fanout": elsewhere("fanout", "bench_alert_fanout"),
+    "community_scale": elsewhere("community_scale", "bench_community_scale"),
 }
 
 

@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS sentiment_forgotten (
     member_hash TEXT NOT NULL,
     PRIMARY KEY (message_id, member_hash)
 )""",)),
+    # IF NOT EXISTS: main made this table (forget-me in batches) before it had versions.
+    Migration(4, "community erasures: a member's forget-me under way, finished at the next start if cut short", ("""
+CREATE TABLE IF NOT EXISTS community_erasures (
+    guild_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    requested_at TEXT NOT NULL,
+    PRIMARY KEY (guild_id, user_id)
+)""",)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
