@@ -16,11 +16,8 @@ from typing import Any
 
 import pytest
 
-from services.alerts import AlertStore
 from services.community import CommunityLog, _log
-from services.config import Zones
 from services.privacy import forget_member
-from services.sentiment import SentimentStore
 from services.storage import Database
 from services.timefmt import iso_utc
 from tests.support.community_log import fill_log
@@ -47,8 +44,6 @@ def log_copy(big_log: Path, tmp_path: Path) -> Path:
 @pytest.fixture
 async def stores(log_copy: Path) -> AsyncIterator[tuple[Database, CommunityLog]]:
     async with Database(log_copy) as db:
-        await SentimentStore(db).open()
-        await AlertStore(db, Zones()).setup()
         clog = CommunityLog(db, interval=60, delete_batch=BATCH)
         await clog.open()
         yield db, clog
