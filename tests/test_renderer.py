@@ -1,0 +1,91 @@
+"""The render pool (services.renderer) under faults: a worker killed with SIGKILL breaks its ProcessPoolExecutor,
+and the renderer replaces the pool and retries, so the next chart still renders and `/iwm status` counts the
+restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from services.charts import LevelsChart, Renderer, render_levels
+from services.config import Settings
+from services.levels import compute_levels, levels_chart
+from services.market import MarketData
+from tests.support.discord_helpers import PNG_MAGIC, invoke
+
+
+async def levels_spec(period: str = "1y") -> LevelsChart:
+    market = MarketData([])
+    iwm, spy = await market.bars("IWM"), await market.bars("SPY")
+    return levels_chart(iwm, spy, compute_levels(iwm, spy, Settings().zones), period)
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[Renderer]:
+    renderer = Renderer(processes=True)
+    await renderer.warm_up()
+    yield renderer
+    renderer.close()
+
+
+async def wait_for(condition: Any, timeout: float = 10.0, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        await asyncio.sleep(0.02)
+
+
+async def kill_a_worker(renderer: Renderer) -> int:
+    """SIGKILL one render worker and wait until the pool has noticed: a broken pool ends all its workers."""
+    before = renderer.health()
+    assert before.workers_up == before.workers == 2, before
+    victim = before.worker_pids[0]
+    os.kill(victim, signal.SIGKILL)
+    await wait_for(lambda: not renderer.health().worker_pids, what="the pool to notice the dead worker")
+    return victim
+
+
+async def test_a_dead_worker_is_replaced_and_the_next_render_succeeds(pool: Renderer) -> None:
+    spec = await levels_spec()
+    victim = await kill_a_worker(pool)
+    png = await pool.render(render_levels, spec)
+    assert png.startswith(PNG_MAGIC)
+    health = pool.health()
+    assert health.restarts == 1 and health.last_failure and "BrokenProcessPool" in health.last_failure
+    assert health.last_failure_at is not None
+    await wait_for(lambda: pool.health().workers_up == 2, what="the new pool's workers")
+    assert victim not in pool.health().worker_pids
+    # Renders that were waiting when the pool broke are retried too, and the pool is replaced only once.
+    pids = pool.health().worker_pids
+    os.kill(pids[0], signal.SIGKILL)
+    pngs = await asyncio.gather(*(pool.render(render_levels, spec) for _ in range(6)))
+    assert all(p.startswith(PNG_MAGIC) for p in pngs)
+    assert pool.health().restarts == 2
+
+
+async def test_status_shows_render_health_after_a_worker_died(running_bot: Any) -> None:
+    bot, discord_ = await running_bot()
+    renderer: Renderer = bot.resources.renderer
+    assert renderer.processes  # the bot renders in worker processes, as in production
+    status = await invoke(discord_, "status")
+    charts = next(f for f in status.embeds[0]["fields"] if f["name"] == "Charts")
+    assert charts["value"].startswith("2 of 2 render workers up · 0 restarts"), charts
+
+    await kill_a_worker(renderer)
+    down = await invoke(discord_, "status")
+    charts = next(f for f in down.embeds[0]["fields"] if f["name"] == "Charts")
+    assert charts["value"].startswith("0 of 2 render workers up"), charts
+    levels = await invoke(discord_, "levels")
+    assert levels.files and levels.files[0].data.startswith(PNG_MAGIC), levels.body
+    await wait_for(lambda: renderer.health().workers_up == 2, what="the new pool's workers")
+    after = await invoke(discord_, "status")
+    charts = next(f for f in after.embeds[0]["fields"] if f["name"] == "Charts")
+    assert charts["value"].startswith("2 of 2 render workers up · 1 restart · last failure "), charts
+    assert "BrokenProcessPool" in charts["value"] and "UTC" in charts["value"]
