@@ -4,14 +4,29 @@ event loop, in worker processes for the bot and in threads for the console.
 Faults. A worker that dies (killed, out of memory) breaks a `ProcessPoolExecutor` for good: every later render
 would raise `BrokenProcessPool`. The renderer replaces a broken pool with a new one, retries the render once, and
 keeps the count and the last failure for `/iwm status` (`Renderer.health`).
+
+Orphans. The bot starts multiprocessing's forkserver (its child), and the forkserver forks the workers (its
+children). Each worker holds the write end of the forkserver's "alive" pipe and both ends of its own call queue,
+so after `kill -9` of the bot neither notices: the forkserver waits for every holder of that pipe to close it,
+and a worker waits for work on a queue it holds itself; both idle on under init. So each worker watches the bot
+itself (`_guard_worker`): a pidfd on Linux, readable the moment the bot exits, and a poll of its parent, with
+PR_SET_PDEATHSIG so that it dies with the forkserver too. Once the workers are gone, the forkserver and
+multiprocessing's resource tracker see their pipes close and exit on their own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import select
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -22,13 +37,55 @@ from typing import TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-# Imported once by the forkserver, so every render worker forked from it starts warm.
-WORKER_PRELOAD = ["matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.dates", "matplotlib.patches",
-                  "services.charts"]
+# Imported once by the forkserver, so every render worker forked from it starts warm. Only installed packages:
+# Python 3.11's forkserver imports these with its own sys.path, not the bot's (it drops the sys_path it is given),
+# so a project module preloaded there could come from another copy of the project (an editable install's); the
+# workers import the project's own modules on start, with the bot's sys.path.
+WORKER_PRELOAD = ["numpy", "pandas", "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.dates",
+                  "matplotlib.patches"]
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+WATCH_SECONDS = 1.0  # how often a worker checks its parent (and, without a pidfd, the bot)
 
 
 def _ready() -> bool:
     return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):  # gone, or someone else's (the pid was reused): not the bot
+        return False
+    return True
+
+
+def _guard_worker(bot_pid: int) -> None:
+    """A render worker's initializer: make it exit as soon as the bot does (see the module docstring)."""
+    if sys.platform == "linux":
+        # The forkserver, our parent, dies: so do we (the kernel signals it, even after kill -9).
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_exit_with, args=(bot_pid, os.getppid()), name="exit-with-the-bot", daemon=True).start()
+
+
+def _exit_with(bot_pid: int, parent: int) -> None:
+    """Return only by ending the process: when the bot exits, or when the parent (the forkserver) changes."""
+    pidfd: int | None = None
+    if hasattr(os, "pidfd_open"):  # Linux 5.3+: a handle on the bot itself, immune to pid reuse
+        try:
+            pidfd = os.pidfd_open(bot_pid)
+        except ProcessLookupError:
+            os._exit(0)  # the bot is already gone
+        except OSError:  # no pidfd support in this kernel: poll instead
+            pidfd = None
+    while os.getppid() == parent:
+        if pidfd is not None:
+            if select.select([pidfd], [], [], WATCH_SECONDS)[0]:
+                break
+        else:
+            time.sleep(WATCH_SECONDS)
+            if not _alive(bot_pid):
+                break
+    os._exit(0)
 
 
 @dataclass(frozen=True)
@@ -56,7 +113,7 @@ class Renderer:
 
     The bot renders in worker processes: matplotlib holds the GIL for long stretches, so render threads stalled
     the event loop for 100-180 ms while 20 charts rendered (bench: event_loop). Workers are forked from a
-    forkserver that has already imported services.charts, so starting one is cheap. A one-shot console answer
+    forkserver that has already imported matplotlib and pandas, so starting one is cheap. A one-shot console answer
     uses a thread instead, which starts instantly.
     """
 
@@ -71,7 +128,8 @@ class Renderer:
             return ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="render")
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(WORKER_PRELOAD)
-        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=context, initializer=_guard_worker,
+                                   initargs=(os.getpid(),))
 
     async def render(self, fn: Callable[[T], bytes], spec: T) -> bytes:
         """`fn(spec)` in a worker. A broken pool (a worker died) is replaced and the render retried once."""

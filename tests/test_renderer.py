@@ -1,14 +1,16 @@
 """The render pool (services.renderer) under faults: a worker killed with SIGKILL breaks its ProcessPoolExecutor,
 and the renderer replaces the pool and retries, so the next chart still renders and `/iwm status` counts the
-restart."""
+restart; after kill -9 of the bot, no process it started (forkserver, render workers, resource tracker) lives on."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,8 @@ from services.config import Settings
 from services.levels import compute_levels, levels_chart
 from services.market import MarketData
 from tests.support.discord_helpers import PNG_MAGIC, invoke
+from tests.support.local_discord import LocalDiscord
+from tests.test_process import bot_process, command
 
 
 async def levels_spec(period: str = "1y") -> LevelsChart:
@@ -89,3 +93,57 @@ async def test_status_shows_render_health_after_a_worker_died(running_bot: Any) 
     charts = next(f for f in after.embeds[0]["fields"] if f["name"] == "Charts")
     assert charts["value"].startswith("2 of 2 render workers up · 1 restart · last failure "), charts
     assert "BrokenProcessPool" in charts["value"] and "UTC" in charts["value"]
+
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """Every process: pid -> (parent pid, start time in clock ticks: with the pid, it names one process)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:  # ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+            if fields[0] != "Z":  # a zombie has ended; only its parent has not collected it yet
+                table[int(entry.name)] = (int(fields[1]), fields[19])
+    return table
+
+
+def descendants(root: int) -> dict[int, str]:
+    """The processes whose ancestry leads to `root`, with their start times."""
+    table = process_table()
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, started) in table.items():
+            if ppid == parent and pid not in found:
+                found[pid] = started
+                frontier.append(pid)
+    return found
+
+
+def still_running(processes: dict[int, str]) -> list[int]:
+    table = process_table()
+    return [pid for pid, started in processes.items() if pid in table and table[pid][1] == started]
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process tree from /proc")
+async def test_no_process_outlives_the_bot_after_kill_9(discord_: LocalDiscord, tmp_path: Path) -> None:
+    async with bot_process(discord_, tmp_path / "bot.db") as proc:
+        reply = await command(discord_, "levels", {})  # a chart rendered: forkserver and workers are up
+        assert reply["type"] == 5, reply
+        await discord_.wait_until(lambda: any(r.files for r in discord_.requests), timeout=30, what="the chart")
+        children = descendants(proc.pid)
+        assert len(children) >= 4, children  # resource tracker, forkserver, two render workers
+        proc.kill()
+        await proc.wait()
+    try:
+        with contextlib.suppress(TimeoutError):
+            await wait_for(lambda: not still_running(children), timeout=5)
+        left = still_running(children)
+        assert not left, f"still running 5 s after the bot's kill -9: {left} of {sorted(children)}"
+    finally:
+        for pid in still_running(children):  # leave no orphan behind, whatever the outcome
+            os.kill(pid, signal.SIGKILL)
