@@ -29,12 +29,12 @@ from cogs.alerts import MuteButton
 from cogs.buttons import ChartButton
 from cogs.errors import handle_command_error
 from services.alerts import AlertStore
-from services.charts import Renderer
 from services.community import CommunityLog
 from services.config import Settings, Zones
 from services.documents import Documents, build_documents
 from services.http import Sources
 from services.market import MarketData, build_providers
+from services.renderer import MB, Renderer
 from services.sentiment import SentimentStore
 from services.storage import Database
 
@@ -80,7 +80,7 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         stack.push_async_callback(database.close)
         session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
         stack.push_async_callback(session.close)
-        renderer = Renderer(processes=render_processes)
+        renderer = Renderer(processes=render_processes, cache_bytes=settings.chart_cache_mb * MB)
         stack.callback(renderer.close)
         sources = Sources()  # every live source's breaker, market data's and documents', for /iwm status
         market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,

@@ -29,10 +29,14 @@ def _age(seconds: float | None) -> str:
 
 
 def _charts(health: RenderHealth) -> str:
-    """The render pool: workers up, pools replaced after a worker died, the last failure and when."""
+    """The render pool: workers up, pools replaced after a worker died, charts drawn and from the cache, the last
+    failure and when."""
     if not health.processes:
-        return f"rendered in threads ({plural(health.workers, 'thread')})"
-    text = f"{health.workers_up} of {plural(health.workers, 'render worker')} up · {plural(health.restarts, 'restart')}"
+        return (f"rendered in threads ({plural(health.workers, 'thread')}) · {plural(health.renders, 'chart')} "
+                f"drawn, {health.cache_hits} from the cache")
+    text = (f"{health.workers_up} of {plural(health.workers, 'render worker')} up · "
+            f"{plural(health.restarts, 'restart')} · {plural(health.renders, 'chart')} drawn, "
+            f"{health.cache_hits} from the cache")
     if health.last_failure and health.last_failure_at:
         seconds = (datetime.now(UTC) - health.last_failure_at).total_seconds()
         text += (f" · last failure {health.last_failure_at:%Y-%m-%d %H:%M:%S} UTC ({_age(seconds)}):"

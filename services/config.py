@@ -79,6 +79,7 @@ class Settings:
     # One answer's time on the live sources in all, retries included, before the stale answer goes out. 8 s: the
     # member waits behind a deferred reply, and a hanging provider otherwise costs 3 attempts x the timeout (~32 s).
     fetch_deadline_seconds: float = 8.0
+    chart_cache_mb: int = 64  # finished charts kept for identical requests (services.renderer); 0: none
     zones: Zones = field(default_factory=Zones)
     yahoo_base_url: str = "https://query1.finance.yahoo.com"
     stooq_base_url: str = "https://stooq.com"
@@ -172,6 +173,7 @@ class Settings:
             cache_ttl_seconds=at_least("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, 0, "seconds"),  # 0: no caching
             http_timeout_seconds=timeout,
             fetch_deadline_seconds=deadline,
+            chart_cache_mb=at_least("CHART_CACHE_MB", cls.chart_cache_mb, 0, "megabytes"),  # 0: no chart cache
             zones=Zones.parse(levels) if (levels := get("LEVELS")) else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
             stooq_base_url=get("STOOQ_BASE_URL") or cls.stooq_base_url,

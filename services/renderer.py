@@ -5,6 +5,12 @@ Faults. A worker that dies (killed, out of memory) breaks a `ProcessPoolExecutor
 would raise `BrokenProcessPool`. The renderer replaces a broken pool with a new one, retries the render once, and
 keeps the count and the last failure for `/iwm status` (`Renderer.health`).
 
+Cache. A chart is a pure function of its spec, and each spec carries the data it draws (already cut to the chart's
+window: bars, levels, titles, the last bar's date), so identical requests (same command, options, levels, data)
+make identical specs. The renderer keys finished PNGs by a hash of the pickled function and spec, keeps the most
+recently used up to `cache_bytes`, and lets concurrent identical requests share one render in flight. New data
+makes a new spec, hence a new key: nothing is ever served stale.
+
 Orphans. The bot starts multiprocessing's forkserver (its child), and the forkserver forks the workers (its
 children). Each worker holds the write end of the forkserver's "alive" pipe and both ends of its own call queue,
 so after `kill -9` of the bot neither notices: the forkserver waits for every holder of that pipe to close it,
@@ -18,15 +24,18 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import hashlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import select
 import signal
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -43,12 +52,20 @@ T = TypeVar("T")
 # workers import the project's own modules on start, with the bot's sys.path.
 WORKER_PRELOAD = ["numpy", "pandas", "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.dates",
                   "matplotlib.patches"]
+MB = 1024 * 1024
+CACHE_BYTES = 64 * MB  # about 500 charts of 130 kB
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 WATCH_SECONDS = 1.0  # how often a worker checks its parent (and, without a pidfd, the bot)
 
 
 def _ready() -> bool:
     return True
+
+
+def _retrieve(task: asyncio.Task[bytes]) -> None:
+    """Mark a shared render's failure as seen: every request that waited on it got it already, if any did."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _alive(pid: int) -> bool:
@@ -98,6 +115,10 @@ class RenderHealth:
     restarts: int  # broken pools replaced since start-up
     last_failure: str | None  # what broke the last pool
     last_failure_at: datetime | None
+    renders: int  # charts drawn since start-up
+    cache_hits: int  # charts answered from the cache, or from an identical render in flight
+    cached: int  # charts in the cache now
+    cached_bytes: int
 
     @property
     def workers_up(self) -> int:
@@ -117,9 +138,13 @@ class Renderer:
     uses a thread instead, which starts instantly.
     """
 
-    def __init__(self, workers: int = 2, *, processes: bool = False) -> None:
-        self.workers, self.processes = workers, processes
-        self.restarts = 0
+    def __init__(self, workers: int = 2, *, processes: bool = False, cache_bytes: int = CACHE_BYTES) -> None:
+        """`cache_bytes=0`: no cache and no sharing, every request draws its chart."""
+        self.workers, self.processes, self.cache_bytes = workers, processes, cache_bytes
+        self.restarts = self.renders = self.cache_hits = 0
+        self._cache: OrderedDict[bytes, bytes] = OrderedDict()  # least recently used first
+        self._cached_bytes = 0
+        self._in_flight: dict[bytes, asyncio.Task[bytes]] = {}
         self._last_failure: tuple[str, datetime] | None = None
         self._executor = self._new_executor()
 
@@ -132,6 +157,35 @@ class Renderer:
                                    initargs=(os.getpid(),))
 
     async def render(self, fn: Callable[[T], bytes], spec: T) -> bytes:
+        """`fn(spec)`'s PNG: from the cache, from an identical render in flight, or drawn in a worker."""
+        if not self.cache_bytes:
+            return await self._draw(fn, spec)
+        key = hashlib.blake2b(pickle.dumps((fn, spec), protocol=pickle.HIGHEST_PROTOCOL), digest_size=16).digest()
+        if (png := self._cache.get(key)) is not None:
+            self._cache.move_to_end(key)
+            self.cache_hits += 1
+            return png
+        task = self._in_flight.get(key)
+        if task is None:
+            task = self._in_flight[key] = asyncio.create_task(self._draw_and_keep(key, fn, spec))
+            task.add_done_callback(_retrieve)
+        else:
+            self.cache_hits += 1
+        return await asyncio.shield(task)  # a request that gives up does not cancel the others' render
+
+    async def _draw_and_keep(self, key: bytes, fn: Callable[[T], bytes], spec: T) -> bytes:
+        try:
+            png = await self._draw(fn, spec)
+        finally:
+            del self._in_flight[key]
+        if len(png) <= self.cache_bytes:
+            self._cache[key] = png
+            self._cached_bytes += len(png)
+            while self._cached_bytes > self.cache_bytes:
+                self._cached_bytes -= len(self._cache.popitem(last=False)[1])
+        return png
+
+    async def _draw(self, fn: Callable[[T], bytes], spec: T) -> bytes:
         """`fn(spec)` in a worker. A broken pool (a worker died) is replaced and the render retried once."""
         try:
             return await self._run(fn, spec)
@@ -141,10 +195,12 @@ class Renderer:
     async def _run(self, fn: Callable[[T], bytes], spec: T) -> bytes:
         executor = self._executor
         try:
-            return await asyncio.get_running_loop().run_in_executor(executor, fn, spec)
+            png = await asyncio.get_running_loop().run_in_executor(executor, fn, spec)
         except BrokenProcessPool as exc:
             self._replace(executor, exc)
             raise
+        self.renders += 1
+        return png
 
     def _replace(self, broken: Executor, error: BaseException) -> None:
         """Put a new pool in place of `broken`, once: the other renders that failed on it just retry."""
@@ -160,7 +216,8 @@ class Renderer:
 
     def health(self) -> RenderHealth:
         failure, failed_at = self._last_failure or (None, None)
-        return RenderHealth(self.processes, self.workers, self._worker_pids(), self.restarts, failure, failed_at)
+        return RenderHealth(self.processes, self.workers, self._worker_pids(), self.restarts, failure, failed_at,
+                            self.renders, self.cache_hits, len(self._cache), self._cached_bytes)
 
     def _worker_pids(self) -> tuple[int, ...]:
         # ProcessPoolExecutor has no public view of its workers. A dead one's sentinel is readable; `wait` only

@@ -1,6 +1,7 @@
-"""The render pool (services.renderer) under faults: a worker killed with SIGKILL breaks its ProcessPoolExecutor,
-and the renderer replaces the pool and retries, so the next chart still renders and `/iwm status` counts the
-restart; after kill -9 of the bot, no process it started (forkserver, render workers, resource tracker) lives on."""
+"""The render pool (services.renderer): a worker killed with SIGKILL breaks its ProcessPoolExecutor, and the
+renderer replaces the pool and retries, so the next chart still renders and `/iwm status` counts the restart;
+identical requests share one PNG (a bounded cache, one render in flight); after kill -9 of the bot, no process
+it started (forkserver, render workers, resource tracker) lives on."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from services.charts import LevelsChart, Renderer, render_levels
-from services.config import Settings
+from services.config import ConfigError, Settings
 from services.levels import compute_levels, levels_chart
 from services.market import MarketData
 from tests.support.discord_helpers import PNG_MAGIC, invoke
@@ -24,15 +26,17 @@ from tests.support.local_discord import LocalDiscord
 from tests.test_process import bot_process, command
 
 
-async def levels_spec(period: str = "1y") -> LevelsChart:
+async def levels_spec(period: str = "1y", as_of: date | None = None) -> LevelsChart:
     market = MarketData([])
     iwm, spy = await market.bars("IWM"), await market.bars("SPY")
+    if as_of is not None:
+        iwm, spy = iwm.until(as_of), spy.until(as_of)
     return levels_chart(iwm, spy, compute_levels(iwm, spy, Settings().zones), period)
 
 
 @pytest.fixture
 async def pool() -> AsyncIterator[Renderer]:
-    renderer = Renderer(processes=True)
+    renderer = Renderer(processes=True, cache_bytes=0)  # every render reaches the pool
     await renderer.warm_up()
     yield renderer
     renderer.close()
@@ -91,7 +95,8 @@ async def test_status_shows_render_health_after_a_worker_died(running_bot: Any) 
     await wait_for(lambda: renderer.health().workers_up == 2, what="the new pool's workers")
     after = await invoke(discord_, "status")
     charts = next(f for f in after.embeds[0]["fields"] if f["name"] == "Charts")
-    assert charts["value"].startswith("2 of 2 render workers up · 1 restart · last failure "), charts
+    assert charts["value"].startswith("2 of 2 render workers up · 1 restart · "), charts
+    assert " · last failure " in charts["value"], charts
     assert "BrokenProcessPool" in charts["value"] and "UTC" in charts["value"]
 
 
@@ -147,3 +152,60 @@ async def test_no_process_outlives_the_bot_after_kill_9(discord_: LocalDiscord, 
     finally:
         for pid in still_running(children):  # leave no orphan behind, whatever the outcome
             os.kill(pid, signal.SIGKILL)
+
+
+# --- the chart cache --------------------------------------------------------------------------------------------
+
+async def test_identical_requests_reuse_one_png_and_new_data_draws_again() -> None:
+    renderer = Renderer()
+    try:
+        first = await renderer.render(render_levels, await levels_spec("1y"))
+        again = await renderer.render(render_levels, await levels_spec("1y"))  # rebuilt from the same data
+        assert again is first and renderer.renders == 1 and renderer.cache_hits == 1
+        other = await renderer.render(render_levels, await levels_spec("6mo"))  # another option
+        earlier = await renderer.render(render_levels, await levels_spec("1y", date(2025, 9, 26)))  # other data
+        assert renderer.renders == 3 and len({first, other, earlier}) == 3
+        health = renderer.health()
+        assert (health.renders, health.cache_hits, health.cached) == (3, 1, 3)
+        assert health.cached_bytes == len(first) + len(other) + len(earlier)
+    finally:
+        renderer.close()
+
+
+async def test_concurrent_identical_requests_share_one_render() -> None:
+    renderer = Renderer()
+    try:
+        spec = await levels_spec("1y")
+        pngs = await asyncio.gather(*(renderer.render(render_levels, spec) for _ in range(8)))
+        assert renderer.renders == 1 and renderer.cache_hits == 7 and all(p is pngs[0] for p in pngs)
+    finally:
+        renderer.close()
+
+
+async def test_the_cache_keeps_the_most_recently_used_within_its_bytes() -> None:
+    one, two, three = [await levels_spec(p) for p in ("3mo", "6mo", "1y")]
+    probe = Renderer(cache_bytes=0)
+    sizes = [len(await probe.render(render_levels, spec)) for spec in (one, two, three)]
+    probe.close()
+    assert probe.renders == 3  # no cache: every request draws
+    renderer = Renderer(cache_bytes=sizes[0] + max(sizes[1:]))  # room for two of them
+    try:
+        await renderer.render(render_levels, one)
+        await renderer.render(render_levels, two)
+        await renderer.render(render_levels, one)  # one is now the most recently used
+        await renderer.render(render_levels, three)  # evicts two
+        assert renderer.renders == 3 and renderer.health().cached == 2
+        assert renderer.health().cached_bytes <= renderer.cache_bytes
+        await renderer.render(render_levels, one)
+        assert renderer.renders == 3
+        await renderer.render(render_levels, two)
+        assert renderer.renders == 4
+    finally:
+        renderer.close()
+
+
+def test_chart_cache_setting() -> None:
+    assert Settings.from_env({}).chart_cache_mb == 64
+    assert Settings.from_env({"CHART_CACHE_MB": "0"}).chart_cache_mb == 0
+    with pytest.raises(ConfigError, match="CHART_CACHE_MB"):
+        Settings.from_env({"CHART_CACHE_MB": "-1"})
