@@ -27,6 +27,7 @@ from discord.ext import commands
 
 from cogs.alerts import MuteButton
 from cogs.buttons import ChartButton
+from cogs.common import RenderCooldown
 from cogs.errors import handle_command_error
 from services.alerts import AlertStore
 from services.community import CommunityLog
@@ -124,6 +125,7 @@ class SmallcapsBot(commands.AutoShardedBot):
         self.resources = resources
         self.force_sync = sync
         self.background = background  # False in the console: no watcher loops without a Discord connection
+        self.render_cooldown = RenderCooldown(settings.render_cooldown_seconds)
         self.iwm = app_commands.Group(name="iwm", description="Small caps through IWM: levels, valuation, sectors")
         self.tree.add_command(self.iwm)
 

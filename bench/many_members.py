@@ -62,7 +62,7 @@ async def one_run(tmp: Path, cache_mb: int) -> Run:
                     answered += 1
                     latencies.append(final.received_at - handle.dispatched_at)
                     charts |= {hashlib.sha256(f.data).hexdigest() for f in final.files if f.filename.endswith(".png")}
-                renders = bot.resources.renderer.renders
+                renders = bot.resources.renderer.drawn
     return Run(latencies, answered, renders, charts)
 
 

@@ -135,7 +135,8 @@ async def bench_warm_answer(rounds: int) -> Result:
 async def live_bot(tmp: Path):
     async with LocalDiscord() as local:
         with pointed_at(local):
-            env = {"DATABASE_PATH": str(tmp / "bot.db"), "DEV_GUILD_ID": str(local.guild.id)}
+            env = {"DATABASE_PATH": str(tmp / "bot.db"), "DEV_GUILD_ID": str(local.guild.id),
+                   "RENDER_COOLDOWN_SECONDS": "0"}  # one member sends every command
             async with smallcaps_bot(local, env) as bot:
                 yield bot, local
 

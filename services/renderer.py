@@ -141,7 +141,7 @@ class Renderer:
     def __init__(self, workers: int = 2, *, processes: bool = False, cache_bytes: int = CACHE_BYTES) -> None:
         """`cache_bytes=0`: no cache and no sharing, every request draws its chart."""
         self.workers, self.processes, self.cache_bytes = workers, processes, cache_bytes
-        self.restarts = self.renders = self.cache_hits = 0
+        self.restarts = self.drawn = self.cache_hits = 0  # pools replaced, charts drawn, answers from the cache
         self._cache: OrderedDict[bytes, bytes] = OrderedDict()  # least recently used first
         self._cached_bytes = 0
         self._in_flight: dict[bytes, asyncio.Task[bytes]] = {}
@@ -199,7 +199,7 @@ class Renderer:
         except BrokenProcessPool as exc:
             self._replace(executor, exc)
             raise
-        self.renders += 1
+        self.drawn += 1
         return png
 
     def _replace(self, broken: Executor, error: BaseException) -> None:
@@ -217,7 +217,7 @@ class Renderer:
     def health(self) -> RenderHealth:
         failure, failed_at = self._last_failure or (None, None)
         return RenderHealth(self.processes, self.workers, self._worker_pids(), self.restarts, failure, failed_at,
-                            self.renders, self.cache_hits, len(self._cache), self._cached_bytes)
+                            self.drawn, self.cache_hits, len(self._cache), self._cached_bytes)
 
     def _worker_pids(self) -> tuple[int, ...]:
         # ProcessPoolExecutor has no public view of its workers. A dead one's sentinel is readable; `wait` only

@@ -161,10 +161,10 @@ async def test_identical_requests_reuse_one_png_and_new_data_draws_again() -> No
     try:
         first = await renderer.render(render_levels, await levels_spec("1y"))
         again = await renderer.render(render_levels, await levels_spec("1y"))  # rebuilt from the same data
-        assert again is first and renderer.renders == 1 and renderer.cache_hits == 1
+        assert again is first and renderer.drawn == 1 and renderer.cache_hits == 1
         other = await renderer.render(render_levels, await levels_spec("6mo"))  # another option
         earlier = await renderer.render(render_levels, await levels_spec("1y", date(2025, 9, 26)))  # other data
-        assert renderer.renders == 3 and len({first, other, earlier}) == 3
+        assert renderer.drawn == 3 and len({first, other, earlier}) == 3
         health = renderer.health()
         assert (health.renders, health.cache_hits, health.cached) == (3, 1, 3)
         assert health.cached_bytes == len(first) + len(other) + len(earlier)
@@ -177,7 +177,7 @@ async def test_concurrent_identical_requests_share_one_render() -> None:
     try:
         spec = await levels_spec("1y")
         pngs = await asyncio.gather(*(renderer.render(render_levels, spec) for _ in range(8)))
-        assert renderer.renders == 1 and renderer.cache_hits == 7 and all(p is pngs[0] for p in pngs)
+        assert renderer.drawn == 1 and renderer.cache_hits == 7 and all(p is pngs[0] for p in pngs)
     finally:
         renderer.close()
 
@@ -187,19 +187,19 @@ async def test_the_cache_keeps_the_most_recently_used_within_its_bytes() -> None
     probe = Renderer(cache_bytes=0)
     sizes = [len(await probe.render(render_levels, spec)) for spec in (one, two, three)]
     probe.close()
-    assert probe.renders == 3  # no cache: every request draws
+    assert probe.drawn == 3  # no cache: every request draws
     renderer = Renderer(cache_bytes=sizes[0] + max(sizes[1:]))  # room for two of them
     try:
         await renderer.render(render_levels, one)
         await renderer.render(render_levels, two)
         await renderer.render(render_levels, one)  # one is now the most recently used
         await renderer.render(render_levels, three)  # evicts two
-        assert renderer.renders == 3 and renderer.health().cached == 2
+        assert renderer.drawn == 3 and renderer.health().cached == 2
         assert renderer.health().cached_bytes <= renderer.cache_bytes
         await renderer.render(render_levels, one)
-        assert renderer.renders == 3
+        assert renderer.drawn == 3
         await renderer.render(render_levels, two)
-        assert renderer.renders == 4
+        assert renderer.drawn == 4
     finally:
         renderer.close()
 
