@@ -26,6 +26,7 @@ from cogs.common import (
     plural,
     png_file,
     readable_channels,
+    renders_chart,
     require_in_channel,
     requires,
     requires_in_target,
@@ -175,6 +176,7 @@ class Community(IwmCog):
     @app_commands.command(name="community", description="Activity and tone in this server's logged channels vs IWM")
     @app_commands.describe(days=f"Days to cover, 1-{MAX_REPORT_DAYS} (default 30)")
     @in_guild()
+    @renders_chart()
     async def community_report(self, interaction: discord.Interaction,
                                days: app_commands.Range[int, 1, MAX_REPORT_DAYS] = 30) -> None:
         validate_days(days, MAX_REPORT_DAYS)

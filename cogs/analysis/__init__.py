@@ -26,7 +26,7 @@ from cogs.analysis._sectors import sectors_embed
 from cogs.analysis._valuation import valuation_embed
 from cogs.autocomplete import member_session_choices, session_choices, symbol_choices
 from cogs.buttons import ChartAnswer, ChartCommand, register_chart
-from cogs.common import IwmCog, add_iwm_cog, attach_chart, parse_day
+from cogs.common import IwmCog, add_iwm_cog, attach_chart, parse_day, renders_chart
 from services import market_calendar
 from services.breadth import breadth_answer, check_breadth_input
 from services.compare import compare_answer, parse_symbols
@@ -107,6 +107,7 @@ class Analysis(IwmCog):
                                                         "P/S, P/B, each with its source and date")
     @app_commands.describe(as_of=AS_OF_HELP)
     @app_commands.autocomplete(as_of=session_choices)
+    @renders_chart()
     async def valuation(self, interaction: discord.Interaction, as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await interaction.response.defer(thinking=True)
@@ -124,6 +125,7 @@ class Analysis(IwmCog):
                                                       "laggards, rate sensitivity")
     @app_commands.describe(period="Return period for the ranking and chart (default 3m)", as_of=AS_OF_HELP)
     @app_commands.autocomplete(as_of=session_choices)
+    @renders_chart()
     async def sectors(self, interaction: discord.Interaction, period: SectorPeriod = "3m",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
@@ -135,6 +137,7 @@ class Analysis(IwmCog):
                                                       "averages, A/D line, 52-week highs/lows")
     @app_commands.describe(period="Chart window (default 1y)", as_of=AS_OF_HELP)
     @app_commands.autocomplete(as_of=member_session_choices)
+    @renders_chart()
     async def breadth(self, interaction: discord.Interaction, period: BreadthPeriod = "1y",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
@@ -147,6 +150,7 @@ class Analysis(IwmCog):
                                                     "of each easing cycle")
     @app_commands.describe(as_of=AS_OF_HELP)
     @app_commands.autocomplete(as_of=session_choices)
+    @renders_chart()
     async def rates(self, interaction: discord.Interaction, as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await interaction.response.defer(thinking=True)
@@ -164,6 +168,7 @@ class Analysis(IwmCog):
         as_of="End day, YYYY-MM-DD (default: latest data)",
     )
     @app_commands.autocomplete(since=session_choices, symbols=symbol_choices, as_of=session_choices)
+    @renders_chart()
     async def compare(self, interaction: discord.Interaction, since: str | None = None,
                       symbols: app_commands.Range[str, 1, 50] | None = None, as_of: str | None = None) -> None:
         start = not_future(parse_day(since, "since"), "since")
