@@ -17,7 +17,8 @@ import pandas as pd
 from services.charts import BLUE, DOWN, MUTED, TEXT, UP, YELLOW, Renderer, date_axis, legend, new_figure, title, to_png
 from services.errors import InputError
 from services.market import MarketData
-from services.members import WINDOWS, BreadthReport, load_member_data, member_breadth
+from services.members import WINDOWS, BreadthReport, load_member_data, member_breadth, member_data
+from services.storage import Database
 
 PERIODS = {"3mo": 3, "6mo": 6, "1y": 12, "2y": 24, "max": None}  # chart window, months back from as_of
 DIVERGENCE_SESSIONS = 20
@@ -116,11 +117,11 @@ async def check_breadth_input(period: str, as_of: date | None) -> None:
 
 
 async def breadth_answer(market: MarketData, renderer: Renderer, period: str = "1y",
-                         as_of: date | None = None) -> tuple[BreadthAnswer, bytes]:
+                         as_of: date | None = None, database: Database | None = None) -> tuple[BreadthAnswer, bytes]:
     """The `/iwm breadth` answer and its chart (PNG); InputError for an unknown period or an as_of outside the
-    member closes."""
+    member closes. `database` (live providers only): IWM's members from its newest archived holdings file."""
     await check_breadth_input(period, as_of)
-    data = await asyncio.to_thread(load_member_data)
+    data, _ = await member_data(database, as_of)
     report = member_breadth(data, "IWM", as_of)
     bars = await market.bars("IWM")
     sessions = pd.DatetimeIndex(report.series.dates)

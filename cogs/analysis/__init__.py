@@ -36,6 +36,7 @@ from services.valuation import valuation_answer
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
+    from services.storage import Database
 
 __all__ = ["Analysis", "lines_within", "sectors_embed", "setup"]
 
@@ -65,6 +66,10 @@ class Analysis(IwmCog):
         except Exception:
             log.exception("member refresh failed; next try tomorrow after the close")
 
+    def live_database(self) -> Database | None:
+        """The database the member answers read the live snapshot from; None with the bundled provider."""
+        return None if self.bot.settings.provider == "bundled" else self.bot.resources.database
+
     @member_refresh.before_loop
     async def before_member_refresh(self) -> None:
         await self.bot.wait_until_ready()
@@ -80,7 +85,7 @@ class Analysis(IwmCog):
         report, png = await valuation_answer(
             res.documents, res.renderer, day,
             yahoo_base_url=settings.yahoo_base_url if settings.provider == "yahoo" else None,
-            operator_file=settings.valuation_file,
+            operator_file=settings.valuation_file, database=self.live_database(),
         )
         embed = valuation_embed(report)
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-valuation.png"))
@@ -94,7 +99,7 @@ class Analysis(IwmCog):
         await interaction.response.defer(thinking=True)
         res = self.bot.resources
         report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
-                                           holdings_url=res.settings.holdings_url)
+                                           holdings_url=res.settings.holdings_url, database=self.live_database())
         embed = sectors_embed(report, await res.market.age(report.as_of, day))
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-sectors.png"))
 
@@ -107,7 +112,7 @@ class Analysis(IwmCog):
         await check_breadth_input(period, day)  # refused before deferring: the answer is one ephemeral message
         await interaction.response.defer(thinking=True)
         res = self.bot.resources
-        answer, png = await breadth_answer(res.market, res.renderer, period, day)
+        answer, png = await breadth_answer(res.market, res.renderer, period, day, self.live_database())
         embed = breadth_embed(answer)
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-breadth.png"))
 

@@ -36,9 +36,11 @@ DAY_SECONDS = 86_400.0
 ARCHIVE, BATCHES, SNAPSHOT, STATE = "holdings_archive", "member_refresh_batches", "member_snapshot", "member_refresh"
 QUOTE_PATH = "/v7/finance/quote"
 YAHOO_QUOTE = "Yahoo quote"
-# Yahoo's quote fields -> the member FIELDS they fill (the quote has no profit margin)
+# Yahoo's quote fields -> the stored columns: the member FIELDS they fill, plus trailing EPS and shares, from which
+# services.members._live derives net income (the quote has no profit margin and no revenue)
 QUOTE_FIELDS = {"marketCap": "market_cap", "trailingPE": "trailing_pe", "forwardPE": "forward_pe",
-                "priceToBook": "price_to_book", "priceToSalesTrailing12Months": "price_to_sales"}
+                "priceToBook": "price_to_book", "priceToSalesTrailing12Months": "price_to_sales",
+                "epsTrailingTwelveMonths": "eps_ttm", "sharesOutstanding": "shares_outstanding"}
 
 
 # --- holdings archive -----------------------------------------------------------------------------------------
@@ -78,6 +80,38 @@ async def holdings_archive(database: Database) -> list[ArchivedHoldings]:
             return []
         return [ArchivedHoldings(date.fromisoformat(r["as_of"]), datetime.fromtimestamp(r["fetched_at"], UTC),
                                  r["text"]) for r in db.query(f"select * from {ARCHIVE} order by as_of")]
+
+    return await database.run(read)
+
+
+async def latest_holdings(database: Database) -> ArchivedHoldings | None:
+    """The newest archived holdings file; None when the archive is empty."""
+
+    def read(db: sqlite_utils.Database) -> ArchivedHoldings | None:
+        if ARCHIVE not in db.table_names():
+            return None
+        r = next(iter(db.query(f"select * from {ARCHIVE} order by as_of desc limit 1")), None)
+        return None if r is None else ArchivedHoldings(date.fromisoformat(r["as_of"]),
+                                                       datetime.fromtimestamp(r["fetched_at"], UTC), r["text"])
+
+    return await database.run(read)
+
+
+async def live_key(database: Database) -> tuple[str | None, str, str | None]:
+    """(the complete snapshot's day, the last refresh's error, the newest archived holdings date): cheap to read,
+    and it changes whenever what the live answers use changes."""
+
+    def read(db: sqlite_utils.Database) -> tuple[str | None, str, str | None]:
+        names = set(db.table_names())
+
+        def one(sql: str) -> Any:
+            row = next(iter(db.query(sql)), None)
+            return None if row is None else next(iter(row.values()))
+
+        day = one(f"select day from {SNAPSHOT} limit 1") if SNAPSHOT in names else None
+        error = (one(f"select error from {STATE} where id = 1") or "") if STATE in names else ""
+        archived = one(f"select max(as_of) from {ARCHIVE}") if ARCHIVE in names else None
+        return day, error, archived
 
     return await database.run(read)
 
@@ -153,7 +187,8 @@ class MemberRefresh:
 
     async def _fetch(self, batch: Sequence[str]) -> list[dict[str, Any]]:
         async def call() -> list[dict[str, Any]]:
-            text = await get_text(self.session, self.url, {"symbols": ",".join(batch)}, self.timeout)
+            params = {"symbols": ",".join(batch), "fields": ",".join(QUOTE_FIELDS)}
+            text = await get_text(self.session, self.url, params, self.timeout)
             try:
                 return await asyncio.to_thread(parse_quotes, text)
             except ValueError as exc:
@@ -198,12 +233,16 @@ def _set_state(db: sqlite_utils.Database, day: date, error: str) -> None:
 
 def _complete(db: sqlite_utils.Database, day: date) -> None:
     """The day's batches become the snapshot, in one transaction; older days' batches go."""
-    rows = [{"symbol": q["symbol"], "day": day.isoformat(), **{f: q[f] for f in QUOTE_FIELDS.values()}}
+    rows = [{"symbol": q["symbol"], "day": day.isoformat(), **{f: q.get(f) for f in QUOTE_FIELDS.values()}}
             for r in db.query(f"select rows from {BATCHES} where day = ? order by batch", [day.isoformat()])
             for q in json.loads(r["rows"])]
     columns = ("symbol", "day", *QUOTE_FIELDS.values())
-    db.table(SNAPSHOT).create({"symbol": str, "day": str, **{f: float for f in QUOTE_FIELDS.values()}},
-                              pk="symbol", if_not_exists=True)
+    table = db.table(SNAPSHOT)
+    table.create({"symbol": str, "day": str, **{f: float for f in QUOTE_FIELDS.values()}}, pk="symbol",
+                 if_not_exists=True)
+    for field in QUOTE_FIELDS.values():  # a snapshot table from before a field was requested
+        if field not in table.columns_dict:
+            table.add_column(field, float)
     with db.conn:
         db.conn.execute(f"delete from {SNAPSHOT}")
         db.conn.executemany(f"insert or replace into {SNAPSHOT} ({', '.join(columns)}) "
