@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from app import open_resources  # noqa: E402
+from bench import members  # noqa: E402
 from console import answer  # noqa: E402
 from services.charts import render_levels  # noqa: E402
 from services.community import CommunityLog, MessageCreated  # noqa: E402
@@ -364,6 +365,7 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "chart_render": bench_chart_render, "warm_answer": bench_warm_answer, "first_response": bench_first_response,
     "event_loop": bench_event_loop, "many_members": bench_many_members, "community_log": bench_community_ingest,
     "upstream_calls": bench_upstream_calls, "startup": bench_startup, "memory": bench_memory,
+    **members.BENCHES,
 }
 
 

@@ -77,8 +77,11 @@ def render_breadth(chart: BreadthChart) -> bytes:
     above.axhline(50, color=MUTED, lw=0.8, ls="--")
     above.set_ylim(0, 100)
     ad.plot(x, chart.ad_line, color=UP, lw=1.3, label="A/D line (cumulative)")
-    highs.bar(x, chart.new_highs, color=UP, width=1.0, label="new 52-week highs")
-    highs.bar(x, -chart.new_lows, color=DOWN, width=1.0, label="new 52-week lows (down)")
+    # a day's count as a full-width bar: one stepped fill per series draws the same bars as `bar` at a fraction of
+    # the cost (one polygon, not hundreds of patches: the bars were most of this chart's render time)
+    edges = np.append(x - 0.5, x[-1] + 0.5) if len(x) else x
+    highs.stairs(chart.new_highs, edges, baseline=0, fill=True, color=UP, lw=0, label="new 52-week highs")
+    highs.stairs(-chart.new_lows, edges, baseline=0, fill=True, color=DOWN, lw=0, label="new 52-week lows (down)")
     highs.axhline(0, color=MUTED, lw=0.6)
     for ax in (price, above, ad, highs):
         legend(ax)
