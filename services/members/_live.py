@@ -86,13 +86,12 @@ def live_member_data(bundled: MemberData, rows: pd.DataFrame | None, day: date |
         dumps = pd.concat([dumps, live.rename_axis("symbol").reset_index()[dumps.columns]], ignore_index=True)
         fundamentals_source = LIVE_SOURCE.format(day=day) + "; members it lacks from the bundled Yahoo dumps"
         from_dump = Counter(last["dump"].reindex(carried.dropna().index))
-        if int(missing.sum()):
-            notes.append(
-                f"Profit margin (net income EPS x shares / sales market cap / P/S) derived from the {day} quote for "
-                f"{int((~missing).sum()):,} members; carried from the bundled dumps for {int(carried.notna().sum()):,} "
-                "whose quote lacks EPS, shares or P/S ("
-                + (", ".join(f"{n} from {d}" for d, n in sorted(from_dump.items(), reverse=True)) or "none")
-                + f"), none for {int(carried.isna().sum()):,}.")
+        notes.append(
+            f"Profit margin (net income EPS x shares / sales market cap / P/S) derived from the {day} quote for "
+            f"{int((~missing).sum()):,} members; carried from the bundled dumps for {int(carried.notna().sum()):,} "
+            "whose quote lacks EPS, shares or P/S ("
+            + (", ".join(f"{n} from {d}" for d, n in sorted(from_dump.items(), reverse=True)) or "none")
+            + f"), none for {int(carried.isna().sum()):,}.")
     return replace(bundled, members=members, dumps=dumps, holdings_as_of=holdings_as_of,
                    holdings_source=holdings_source, fundamentals_source=fundamentals_source, notes=tuple(notes),
                    source=f"{fundamentals_source}; iShares IWM holdings {holdings_as_of}, {holdings_source}")
@@ -104,7 +103,8 @@ _cache: dict[tuple[object, ...], MemberData] = {}
 
 async def member_data(database: Database | None, as_of: date | None = None) -> tuple[MemberData, MemberOrigin]:
     """(the member data an answer as of `as_of` uses, where it comes from). `database` None (no live provider),
-    no snapshot or archive yet, or an `as_of` before them: the bundle. Built once per snapshot and archive."""
+    no snapshot or archive yet, or an `as_of` before them: the bundle. Built once per database, snapshot day and
+    archive date (the newest only is kept)."""
     bundled = await asyncio.to_thread(load_member_data)
     if database is None:
         return bundled, bundled_origin(bundled)
@@ -114,7 +114,7 @@ async def member_data(database: Database | None, as_of: date | None = None) -> t
     start = day or archived
     if start is None or (as_of is not None and as_of < start):
         return bundled, bundled_origin(bundled)
-    key = (day, archived)
+    key = (str(database.path), day, archived)
     data = _cache.get(key)
     if data is None:
         data = await _build(database, bundled, day is not None)
