@@ -125,8 +125,8 @@ async def breadth_answer(market: MarketData, renderer: Renderer, period: str = "
     member closes. `database` (live providers only): IWM's members from its newest archived holdings file."""
     await check_breadth_input(period, as_of)
     data, _ = await member_data(database, as_of)
-    report = member_breadth(data, "IWM", as_of)
-    bars = await market.bars("IWM")
+    # the breadth series (a tenth of a second or two, the first time) off the event loop, beside IWM's bars
+    report, bars = await asyncio.gather(asyncio.to_thread(member_breadth, data, "IWM", as_of), market.bars("IWM"))
     sessions = pd.DatetimeIndex(report.series.dates)
     close = bars.frame["close"].reindex(sessions)
     move, ad, sentence = divergence(close, report.series.ad_line)
