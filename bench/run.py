@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from app import open_resources  # noqa: E402
+from bench import members  # noqa: E402
 from console import answer  # noqa: E402
 from services.charts import render_levels  # noqa: E402
 from services.community import CommunityLog, MessageCreated  # noqa: E402
@@ -349,6 +350,7 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "alert_fanout": elsewhere("fanout", "bench_alert_fanout"),
     "community_scale": elsewhere("community_scale", "bench_community_scale"),
     "many_members": elsewhere("many_members", "bench_many_members"),
+    **members.BENCHES,
 }
 
 

@@ -38,6 +38,7 @@ from services.valuation import valuation_answer
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
+    from services.storage import Database
 
 __all__ = ["Analysis", "lines_within", "sectors_embed", "setup"]
 
@@ -48,10 +49,15 @@ REFRESH_AT = time(17, 30, tzinfo=ZoneInfo("America/New_York"))  # the member ref
 log = logging.getLogger(__name__)
 
 
+def live_database(bot: SmallcapsBot) -> Database | None:
+    """The database the member answers read the live snapshot from; None with the bundled provider."""
+    return None if bot.settings.provider == "bundled" else bot.resources.database
+
+
 async def breadth_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: str,
                                day: date | None) -> ChartAnswer:
     res = bot.resources
-    answer, png = await breadth_answer(res.market, res.renderer, period, day)
+    answer, png = await breadth_answer(res.market, res.renderer, period, day, live_database(bot))
     return ChartAnswer(breadth_embed(answer), png, answer.report.as_of)
 
 
@@ -69,7 +75,7 @@ async def sectors_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: 
                                day: date | None) -> ChartAnswer:
     res = bot.resources
     report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
-                                       holdings_url=res.settings.holdings_url)
+                                       holdings_url=res.settings.holdings_url, database=live_database(bot))
     return ChartAnswer(sectors_embed(report, await res.market.age(report.as_of, day)), png, report.as_of)
 
 
@@ -116,7 +122,7 @@ class Analysis(IwmCog):
         report, png = await valuation_answer(
             res.documents, res.renderer, day,
             yahoo_base_url=settings.yahoo_base_url if settings.provider == "yahoo" else None,
-            operator_file=settings.valuation_file,
+            operator_file=settings.valuation_file, database=live_database(self.bot),
         )
         embed = valuation_embed(report)
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-valuation.png"))

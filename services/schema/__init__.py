@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS community_erasures (
     requested_at TEXT NOT NULL,
     PRIMARY KEY (guild_id, user_id)
 )""",)),
+    Migration(5, "member snapshot: trailing EPS and shares outstanding (net income for loss-makers too)", (
+        "ALTER TABLE member_snapshot ADD COLUMN eps_ttm REAL",
+        "ALTER TABLE member_snapshot ADD COLUMN shares_outstanding REAL",
+    )),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
