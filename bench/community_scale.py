@@ -127,7 +127,9 @@ async def bot_rounds(fixture: Path, tmp: Path, rounds: int) -> dict[str, list[fl
             db = tmp / "bot.db"
             fill_log(db, local.guild.id, int(local.guild.channel("general")["id"]), MESSAGES, days=DAYS)
             shutil.copy(db, fixture)
-            env = {"DATABASE_PATH": str(db), "DEV_GUILD_ID": str(local.guild.id), "MESSAGE_CONTENT_INTENT": "1"}
+            # one member runs the commands back to back: the per-member render cooldown is not what is measured
+            env = {"DATABASE_PATH": str(db), "DEV_GUILD_ID": str(local.guild.id), "MESSAGE_CONTENT_INTENT": "1",
+                   "RENDER_COOLDOWN_SECONDS": "0"}
             async with smallcaps_bot(local, env) as bot:
                 community = bot.resources.community
                 for name, options in (("levels", {"period": "1y"}), ("status", {})):  # warm: data loaded once
