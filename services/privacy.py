@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from services.alerts import AlertStore
 from services.community import CommunityLog
 from services.sentiment import SentimentStore
+from services.sql import Connection
 
 
 @dataclass(frozen=True)
@@ -31,14 +30,15 @@ async def forget_member(community: CommunityLog, guild_id: int, user_id: int) ->
     community log writes to."""
     await community.flush()
 
-    def run(d: sqlite_utils.Database) -> ForgetCounts:
+    def run(d: Connection) -> ForgetCounts:
         with d.atomic():
             logged = CommunityLog.erase_member(d, guild_id, user_id)
             votes = SentimentStore.erase_member(d, guild_id, user_id)
             settings = AlertStore.erase_member(d, guild_id, user_id)
-        # secure_delete zeroes the freed pages of the database file; the write-ahead log still holds the old
-        # pages until a checkpoint, so copy it back and truncate it now.
-        d.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if d.engine == "sqlite":
+            # secure_delete zeroes the freed pages of the database file; the write-ahead log still holds the old
+            # pages until a checkpoint, so copy it back and truncate it now.
+            d.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return ForgetCounts(logged.messages, logged.revisions, logged.reactions, votes, settings)
 
     return await community.db.run(run)
