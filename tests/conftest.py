@@ -3,11 +3,13 @@
 `discord_`: a local Discord (tests/support/local_discord/) that discord.py is pointed at.
 `running_bot`: a factory starting the real SmallcapsBot against it: `bot, discord_ = await running_bot()`.
 `resources`: the bot's resources as the console opens them; `database`, `renderer`, `server`, `session`.
+`database` runs each test on both engines: a SQLite file, and its own schema in a throwaway PostgreSQL cluster
+(`postgres`, tests/support/postgres.py, started on first use). `database_target` is what `Database` opens.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from services.charts import Renderer
 from services.config import Settings
 from services.storage import Database
 from tests.support.local_discord import LocalDiscord, pointed_at, smallcaps_bot
+from tests.support.postgres import postgres, schema_url  # noqa: F401  # `postgres`: a session fixture
 from tests.support.provider_server import ProviderServer
 
 
@@ -98,9 +101,22 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=ENGINES)
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """A fresh database on each engine: a SQLite file, or a URL whose search_path is a new, empty schema."""
+    if request.param == "sqlite":
+        yield tmp_path / "test.db"
+    else:
+        with schema_url(request.getfixturevalue("postgres")) as url:
+            yield url
+
+
 @pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    async with Database(tmp_path / "test.db") as db:
+async def database(database_target: Path | str) -> AsyncIterator[Database]:
+    async with Database(database_target) as db:
         yield db
 
 
