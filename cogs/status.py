@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 
 from cogs.common import GREEN, YELLOW, IwmCog, add_iwm_cog, plural
+from services.deployment import describe_process
 from services.http import DOCUMENTS, MARKET_DATA, SourceHealth
 
 if TYPE_CHECKING:
@@ -69,6 +70,8 @@ class Status(IwmCog):
             f"uptime {uptime / 3600:.1f} h · gateway latency "
             + (f"{latency * 1000:.0f} ms" if math.isfinite(latency) else "n/a")
             + f" · shards {self.bot.shard_count or 1}"))
+        embed.add_field(name="Process", inline=False, value="\n".join(
+            describe_process(self.bot.settings, self.bot.shard_ids, self.bot.shard_count)))
         await interaction.response.send_message(embed=embed, ephemeral=True)
 
 

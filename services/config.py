@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 PROVIDERS = ("bundled", "yahoo", "stooq")
 LIVE_DEFAULT = "yahoo"  # then Stooq when STOOQ_API_KEY is set (see market.build_providers)
@@ -16,6 +17,31 @@ SWITCH_VALUES = {"1": True, "true": True, "yes": True, "on": True,
 
 class ConfigError(ValueError):
     """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+URL_FORM = "postgresql://USER:PASSWORD@HOST:PORT/DATABASE (or postgres://...)"
+
+
+def database_url(value: str) -> str:
+    """A PostgreSQL URL libpq reads, naming its database; the error never repeats the value (it holds a password)."""
+    from psycopg import ProgrammingError
+    from psycopg.conninfo import conninfo_to_dict
+
+    def refuse(reason: str) -> ConfigError:
+        return ConfigError(f"DATABASE_URL: {reason}; set it as {URL_FORM}, or unset it to use SQLite at DATABASE_PATH")
+
+    scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+    if scheme not in ("postgresql", "postgres"):
+        raise refuse(f"the scheme is {scheme + '://'!r}, PostgreSQL's is postgresql://" if scheme else "not a URL")
+    try:
+        params = conninfo_to_dict(value)
+        urlsplit(value).port  # noqa: B018  # a port libpq only rejects at connect time, e.g. :abc or :99999
+    except (ProgrammingError, ValueError) as exc:
+        reason = str(exc).split(" in URI:", 1)[0].split(":", 1)[0].strip() or "malformed"
+        raise refuse(f"not a URL PostgreSQL can read ({reason})") from None
+    if not params.get("dbname"):
+        raise refuse("no database name after the host")
+    return value
 
 
 @dataclass(frozen=True)
@@ -74,6 +100,8 @@ class Settings:
     provider: str = "bundled"
     stooq_api_key: str | None = field(default=None, repr=False)
     database_path: Path = Path("smallcaps.db")
+    # PostgreSQL shared by every shard process; when set, it wins and DATABASE_PATH is not used.
+    database_url: str | None = field(default=None, repr=False)  # holds a password
     cache_ttl_seconds: int = 900
     http_timeout_seconds: float = 10.0
     # One answer's time on the live sources in all, retries included, before the stale answer goes out. 8 s: the
@@ -94,6 +122,18 @@ class Settings:
     log_retention_days: int = 365
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
+
+    def database_location(self) -> str:
+        """Where state lives, safe to show members: the SQLite file's name (no directory), or PostgreSQL's host and
+        database (no user, no password; a unix socket as "local socket")."""
+        if self.database_url is None:
+            return f"SQLite {self.database_path.name}"
+        from psycopg.conninfo import conninfo_to_dict
+
+        conninfo = conninfo_to_dict(self.database_url)
+        host, port = str(conninfo.get("host") or ""), conninfo.get("port")
+        where = "local socket" if not host or host.startswith("/") else host + (f":{port}" if port else "")
+        return f"PostgreSQL {where}/{conninfo['dbname']}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, live_by_default: bool = False) -> Settings:
@@ -169,6 +209,7 @@ class Settings:
             provider=provider,
             stooq_api_key=get("STOOQ_API_KEY"),
             database_path=Path(get("DATABASE_PATH") or cls.database_path),
+            database_url=database_url(url) if (url := get("DATABASE_URL")) else None,
             cache_ttl_seconds=at_least("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, 0, "seconds"),  # 0: no caching
             http_timeout_seconds=timeout,
             fetch_deadline_seconds=deadline,

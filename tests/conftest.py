@@ -3,12 +3,14 @@
 `discord_`: a local Discord (tests/support/local_discord/) that discord.py is pointed at.
 `running_bot`: a factory starting the real SmallcapsBot against it: `bot, discord_ = await running_bot()`.
 `resources`: the bot's resources as the console opens them; `database`, `renderer`, `server`, `session`.
-`database` runs each test on both engines: a SQLite file, and its own schema in a throwaway PostgreSQL cluster
-(`postgres`, tests/support/postgres.py, started on first use). `database_target` is what `Database` opens.
+`postgres`: the URL of a throwaway PostgreSQL server for the whole session (tests/support/postgres.py).
+`database` runs each test on both engines: a SQLite file, and its own schema on that server (started on first
+use). `database_target` is what `Database` opens.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -23,7 +25,7 @@ from services.charts import Renderer
 from services.config import Settings
 from services.storage import Database
 from tests.support.local_discord import LocalDiscord, pointed_at, smallcaps_bot
-from tests.support.postgres import postgres, schema_url  # noqa: F401  # `postgres`: a session fixture
+from tests.support.postgres import OPTIONAL_ENV, PostgresMissing, postgres_server, schema_url
 from tests.support.provider_server import ProviderServer
 
 
@@ -125,6 +127,19 @@ async def resources(tmp_path: Path) -> AsyncIterator[Any]:
     """The bot's resources as the console opens them (bundled data, charts rendered in a thread)."""
     async with open_resources(Settings(database_path=tmp_path / "resources.db"), render_processes=False) as res:
         yield res
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on a unix socket, one per session; yields its URL. Fails without server
+    binaries unless SMALLCAPS_POSTGRES_OPTIONAL=1 (then skips)."""
+    try:
+        with postgres_server() as url:
+            yield url
+    except PostgresMissing as exc:  # raised before the server starts, never after the yield
+        if os.environ.get(OPTIONAL_ENV, "").strip().lower() not in ("1", "true", "yes"):
+            raise
+        pytest.skip(str(exc))
 
 
 @pytest.fixture

@@ -64,5 +64,61 @@ def test_bot_prints_a_config_error_as_one_line_and_exits_2(monkeypatch, tmp_path
     assert err == "configuration error: LOG_RETENTION_DAYS=-5: set a whole number of days, 1 or more (default 365)\n"
 
 
+@pytest.mark.parametrize("url", [
+    "postgresql://smallcaps:s3cret@db.example:5433/smallcaps",
+    "postgres://smallcaps:s3cret@db.example/smallcaps",
+    "postgresql://smallcaps@/smallcaps?host=/run/postgresql",
+])
+def test_database_url_accepts_postgresql_urls_and_shows_no_password(url):
+    settings = Settings.from_env({"DATABASE_URL": url, "DATABASE_PATH": "/srv/smallcaps/state.db"})
+    assert settings.database_url == url and "s3cret" not in repr(settings)
+    assert settings.database_path.name == "state.db"  # read, but DATABASE_URL wins when both are set
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("mysql://smallcaps:s3cret@db.example/smallcaps", "the scheme is 'mysql://', PostgreSQL's is postgresql://"),
+    ("smallcaps.db", "not a URL"),
+    ("postgresql://smallcaps:s3cret@db.example:54x2/smallcaps", "not a URL PostgreSQL can read"),
+    ("postgresql://smallcaps:s3cret@db.example:99999/smallcaps", "not a URL PostgreSQL can read"),
+    ("postgresql://smallcaps:s3cret@[::1/smallcaps", "not a URL PostgreSQL can read"),
+    ("postgresql://smallcaps:s3cret@db.example/smallcaps?colour=blue", "not a URL PostgreSQL can read"),
+    ("postgresql://smallcaps:s3cret@db.example", "no database name after the host"),
+])
+def test_a_malformed_database_url_is_one_line_naming_it_and_the_fix_without_the_password(url, reason):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"DATABASE_URL": url})
+    message = str(caught.value)
+    assert message.startswith(f"DATABASE_URL: {reason}") and "\n" not in message and "s3cret" not in message, message
+    assert message.endswith("set it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE (or postgres://...), "
+                            "or unset it to use SQLite at DATABASE_PATH"), message
+
+
+def test_database_location_names_no_directory_and_no_password():
+    assert Settings.from_env({"DATABASE_PATH": "/srv/smallcaps/state.db"}).database_location() == "SQLite state.db"
+    assert Settings().database_location() == "SQLite smallcaps.db"
+    assert Settings.from_env({"DATABASE_URL": "postgresql://bot:s3cret@db.example:5433/smallcaps"}
+                             ).database_location() == "PostgreSQL db.example:5433/smallcaps"
+    assert Settings.from_env({"DATABASE_URL": "postgres://bot:s3cret@db.example/smallcaps"}
+                             ).database_location() == "PostgreSQL db.example/smallcaps"
+    assert Settings.from_env({"DATABASE_URL": "postgresql://bot@/smallcaps?host=/run/postgresql"}
+                             ).database_location() == "PostgreSQL local socket/smallcaps"
+
+
+@pytest.mark.parametrize("mode", [["console", "/iwm levels"], ["run"]])
+def test_a_bot_started_with_database_url_refuses_in_one_line(monkeypatch, tmp_path, capsys, mode):
+    """Until the stores run on PostgreSQL, DATABASE_URL is accepted by the settings and refused at start-up, before
+    any database (SQLite's included) is opened or Discord is reached."""
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.setenv("DATABASE_URL", "postgresql://bot:s3cret@127.0.0.1:9/smallcaps")
+    monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "state.db"))
+    monkeypatch.setenv("DISCORD_TOKEN", "not-a-token")
+    monkeypatch.setenv("MARKET_DATA_PROVIDER", "bundled")
+    monkeypatch.setattr(bot, "setup_logging", lambda settings: None)  # leaves the session's root logger alone
+    assert bot.main(mode) == 1
+    assert capsys.readouterr().err == ("error: DATABASE_URL: PostgreSQL support is not in this version yet; "
+                                       "unset it to use SQLite at DATABASE_PATH\n")
+    assert not (tmp_path / "state.db").exists()
+
+
 def test_a_zero_cache_ttl_means_no_caching() -> None:
     assert Settings.from_env({"CACHE_TTL_SECONDS": "0"}).cache_ttl_seconds == 0

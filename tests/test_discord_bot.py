@@ -24,11 +24,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import discord
@@ -375,6 +378,22 @@ async def test_status_lists_every_live_source_once_used(running_bot: Any, server
     assert re.fullmatch(r"\*\*FRED\*\*: OK · last success \d+s ago", fred), fred
     assert re.fullmatch(r"\*\*iShares\*\*: OK · last success \d+s ago", ishares), ishares
     assert quote_summary == "**Yahoo quoteSummary**: OK · last success never · last error: HTTP 404"
+
+
+async def test_status_names_the_process_its_shards_and_its_database(running_bot: Any, discord_: LocalDiscord,
+                                                                    tmp_path: Path) -> None:
+    """A process running shard 1 of 2 says so in `/iwm status`, with its pid and host (to tell shard processes
+    apart) and its database by file name only: no directory of the operator's machine."""
+    discord_.shard_count = 2
+    guild = discord_.add_guild("Shard one", shard=(1, 2))
+    await running_bot(SHARD_COUNT="2", SHARD_IDS="1", DEV_GUILD_ID=str(guild.id),
+                      DATABASE_PATH=str(tmp_path / "shard1.db"))
+    answer = await invoke(discord_, "status", guild=guild)
+    assert_answered(answer, embed=True, chart=None, ephemeral=True)
+    fields = {f["name"]: f["value"] for f in answer.embeds[0]["fields"]}
+    assert fields["Process"].split("\n") == [
+        "shard 1 of 2", f"pid {os.getpid()} on {socket.gethostname()}", "database SQLite shard1.db"]
+    assert str(tmp_path) not in json.dumps(answer.embeds)
 
 
 async def test_harness_catches_a_command_that_forgets_to_defer(running_bot: Any) -> None:
