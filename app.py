@@ -83,11 +83,12 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
     if settings.database_url is not None:  # accepted by the settings, refused until the stores run on PostgreSQL
         raise DatabaseError(POSTGRES_NOT_YET)
     async with AsyncExitStack() as stack:  # closed in reverse: the log writer flushes before the database closes
-        database = Database(settings.database_path)
+        database = Database.from_settings(settings)
         await database.open()
         stack.push_async_callback(database.close)
-        layout = Layout.of(settings.shard_ids, settings.shard_count)  # a file of another layout is refused
-        await database.run(lambda d: check_layout(d.conn, layout))
+        if database.engine == "sqlite":  # one file per shard layout; one PostgreSQL serves every layout
+            layout = Layout.of(settings.shard_ids, settings.shard_count)  # a file of another layout is refused
+            await database.run(lambda d: check_layout(d.conn, layout))
         session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
         stack.push_async_callback(session.close)
         renderer = Renderer(processes=render_processes)

@@ -16,12 +16,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
 from services.schema import SchemaError, migrate
 from services.sql import Connection, PostgresConnection, SQLiteConnection, display_url, is_postgres_url
+
+if TYPE_CHECKING:
+    from services.config import Settings
 
 T = TypeVar("T")
 
@@ -54,6 +57,11 @@ class Database:
         self.lock_timeout = lock_timeout
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.engine)
         self._db: Connection | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """PostgreSQL when DATABASE_URL is set (it wins), else the SQLite file at DATABASE_PATH."""
+        return cls(settings.database_url or settings.database_path)
 
     @property
     def location(self) -> str:
