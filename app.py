@@ -28,14 +28,15 @@ from discord.ext import commands
 
 from cogs.alerts import MuteButton
 from cogs.buttons import ChartButton
+from cogs.common import RenderCooldown
 from cogs.errors import handle_command_error
 from services.alerts import AlertStore
-from services.charts import Renderer
 from services.community import CommunityLog
 from services.config import Settings, Zones
 from services.documents import Documents, build_documents
 from services.http import Sources
 from services.market import MarketData, build_providers
+from services.renderer import MB, Renderer
 from services.schema.shards import Layout, check_layout
 from services.sentiment import SentimentStore
 from services.storage import Database, DatabaseError
@@ -91,7 +92,7 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
             await database.run(lambda d: check_layout(d.conn, layout))
         session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
         stack.push_async_callback(session.close)
-        renderer = Renderer(processes=render_processes)
+        renderer = Renderer(processes=render_processes, cache_bytes=settings.chart_cache_mb * MB)
         stack.callback(renderer.close)
         sources = Sources()  # every live source's breaker, market data's and documents', for /iwm status
         market = MarketData(build_providers(settings, session), database=database, ttl=settings.cache_ttl_seconds,
@@ -136,6 +137,7 @@ class SmallcapsBot(commands.AutoShardedBot):
         gateway_log = logging.getLogger("discord.gateway")
         if GATEWAY_EVENTS not in gateway_log.filters:  # on the logger itself: before any handler, caplog's too
             gateway_log.addFilter(GATEWAY_EVENTS)
+        self.render_cooldown = RenderCooldown(settings.render_cooldown_seconds)
         self.iwm = app_commands.Group(name="iwm", description="Small caps through IWM: levels, valuation, sectors")
         self.tree.add_command(self.iwm)
 

@@ -1,5 +1,6 @@
-"""Run each command given once, as the bot would (charts in worker processes), then print the peak RSS in KiB of
-this process, of the largest process below it (the forkserver and render workers), and their count."""
+"""Run each command given once, as the bot would (charts in worker processes), then print whether the member data
+got loaded (a line "member data loaded: True/False") and, last, the peak RSS in KiB of this process, of the largest
+process below it (the forkserver and render workers), and their count."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ async def main(commands: list[str]) -> None:
             for text in commands:
                 await answer(res, text)
             helpers = descendants_peak_kb()
+    from services.members import _data as member_data
+
+    print("member data loaded:", member_data._data is not None)
     print(own_peak_kb(), max(helpers, default=0), len(helpers))
 
 

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 import pandas as pd  # noqa: E402
 
 from app import open_resources  # noqa: E402
+from bench import members  # noqa: E402
 from console import answer  # noqa: E402
 from services.charts import render_levels  # noqa: E402
 from services.community import CommunityLog, MessageCreated  # noqa: E402
@@ -135,7 +136,8 @@ async def bench_warm_answer(rounds: int) -> Result:
 async def live_bot(tmp: Path):
     async with LocalDiscord() as local:
         with pointed_at(local):
-            env = {"DATABASE_PATH": str(tmp / "bot.db"), "DEV_GUILD_ID": str(local.guild.id)}
+            env = {"DATABASE_PATH": str(tmp / "bot.db"), "DEV_GUILD_ID": str(local.guild.id),
+                   "RENDER_COOLDOWN_SECONDS": "0"}  # one member sends every command
             async with smallcaps_bot(local, env) as bot:
                 yield bot, local
 
@@ -208,31 +210,6 @@ async def bench_event_loop(rounds: int) -> Result:
     stall = max(worst)
     return Result("event loop", f"max stall {stall * 1000:.1f} ms", "5 ms ticker", None, "< 50 ms", stall < 0.05,
                   {"runs": len(worst), "per_run_ms": [round(w * 1000, 1) for w in worst]})
-
-
-# --- 5. many members ----------------------------------------------------------------------------------------
-
-async def bench_many_members(rounds: int) -> Result:
-    mix = ["/iwm levels period:1y", "/iwm levels period:6mo", "/iwm levels period:max", "/iwm status",
-           "/iwm subscriptions", "/iwm levels period:2y as_of:2025-09-26"]
-    latencies: list[float] = []
-    answered = 0
-    with tempfile.TemporaryDirectory() as tmp:
-        async with live_bot(Path(tmp)) as (_, local):
-            handles = []
-            start = time.monotonic()
-            for i in range(200):  # 200 commands spread over 10 seconds
-                await asyncio.sleep(max(0.0, start + i * 0.05 - time.monotonic()))
-                text = mix[i % len(mix)]
-                handles.append((text, await local.dispatch_interaction(command_payload(local, text))))
-            for text, handle in handles:
-                expected = 2 if "levels" in text else 1
-                responses = await handle.wait_for_responses(expected, timeout=120)
-                answered += 1
-                latencies.append(responses[expected - 1].received_at - handle.dispatched_at)
-    return Result("many members", f"p50 {percentile(latencies, 50) * 1000:.0f} ms / p95 "
-                  f"{percentile(latencies, 95) * 1000:.0f} ms", "200 commands in 10 s", None,
-                  "all answered", answered == 200, {"answered": answered})
 
 
 # --- 6. community log ingest --------------------------------------------------------------------------------
@@ -368,9 +345,12 @@ def elsewhere(module: str, name: str) -> Callable[[int], Any]:
 
 BENCHES: dict[str, Callable[[int], Any]] = {
     "chart_render": bench_chart_render, "warm_answer": bench_warm_answer, "first_response": bench_first_response,
-    "event_loop": bench_event_loop, "many_members": bench_many_members, "community_log": bench_community_ingest,
+    "event_loop": bench_event_loop, "community_log": bench_community_ingest,
     "upstream_calls": bench_upstream_calls, "startup": bench_startup, "memory": bench_memory,
     "alert_fanout": elsewhere("fanout", "bench_alert_fanout"),
+    "community_scale": elsewhere("community_scale", "bench_community_scale"),
+    "many_members": elsewhere("many_members", "bench_many_members"),
+    **members.BENCHES,
 }
 
 

@@ -147,6 +147,7 @@ async def press(interaction: discord.Interaction, state: ChartState) -> None:
                                                 "run the command again.", ephemeral=True)
         return
     bot: SmallcapsBot = interaction.client  # type: ignore[assignment]
+    bot.render_cooldown.check(interaction)  # a press draws a chart too: the same per-member cooldown as commands
     in_place = answered_for(interaction)
     if in_place:
         await interaction.response.defer()  # an update of the message that carries the button

@@ -101,6 +101,44 @@ def required_permissions(command: app_commands.Command[Any, ..., Any]) -> tuple[
     return tuple(dict.fromkeys(needed))
 
 
+PRUNE_AT = 10_000  # members remembered before those whose wait is over are forgotten
+
+
+class RenderCooldown:
+    """One chart every `per` seconds per member in a server, shared by every command and button that draws one
+    (`renders_chart`, `cogs.buttons.press`); faster, the member is told "try again in N s" ephemerally and
+    nothing is computed or drawn. Every such command counts, also one the chart cache answers: the check runs
+    before the command, so the member sees one rule, whatever others asked before. `per=0`: no limit."""
+
+    def __init__(self, per: float) -> None:
+        self.per = per
+        self._buckets: dict[tuple[int | None, int], app_commands.Cooldown] = {}
+
+    def check(self, interaction: discord.Interaction) -> None:
+        """Count one chart for the member; CommandOnCooldown if they drew one less than `per` seconds ago."""
+        if self.per <= 0:
+            return
+        key = (interaction.guild_id, interaction.user.id)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) >= PRUNE_AT:
+                self._buckets = {k: b for k, b in self._buckets.items() if b.get_tokens() < b.rate}
+            bucket = self._buckets[key] = app_commands.Cooldown(1, self.per)
+        if retry_after := bucket.update_rate_limit():
+            raise app_commands.CommandOnCooldown(bucket, retry_after)
+
+
+def renders_chart() -> Callable[[Decorated], Decorated]:
+    """A check for a command that draws a chart: the member's render cooldown (`RenderCooldown`)."""
+
+    def predicate(interaction: discord.Interaction) -> bool:
+        bot: SmallcapsBot = interaction.client  # type: ignore[assignment]
+        bot.render_cooldown.check(interaction)
+        return True
+
+    return app_commands.check(predicate)
+
+
 def in_guild() -> Callable[[Any], Any]:
     """A check for `/iwm` subcommands that need a server: `app_commands.guild_only()` only affects top-level
     commands (Discord hides them in DMs), so a subcommand must refuse a DM invocation itself."""

@@ -7,8 +7,6 @@ messages never holds up the event loop, and a failing event is logged and never 
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ from cogs.common import (
     plural,
     png_file,
     readable_channels,
+    renders_chart,
     require_in_channel,
     requires,
     requires_in_target,
@@ -67,18 +66,6 @@ def forget_text(counts: ForgetCounts) -> str:
     return (f"✅ Deleted {plural(counts.messages, 'message')}, {plural(counts.revisions, 'earlier version')}, "
             f"{plural(counts.reactions, 'reaction')} and {plural(counts.votes, 'poll vote')}. Poll results keep "
             "their counts, without names (a poll still open counts your vote when it closes, without your name).")
-
-
-def only_channels(data: bytes, channels: frozenset[int]) -> bytes:
-    """The export's rows from these channels only (the ones the member can read), header kept, cells as written."""
-    rows = csv.reader(io.StringIO(data.decode("utf-8")))
-    header = next(rows)
-    column = header.index("channel_id")
-    out = io.StringIO()
-    writer = csv.writer(out, quoting=csv.QUOTE_ALL)
-    writer.writerow(header)
-    writer.writerows(row for row in rows if int(row[column]) in channels)
-    return out.getvalue().encode("utf-8")
 
 
 def community_embed(report: CommunityReport, logged_channels: int) -> discord.Embed:
@@ -134,9 +121,11 @@ class ForgetView(discord.ui.View):
     @discord.ui.button(label="Delete my data", style=discord.ButtonStyle.danger)
     async def confirm(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:
         self.stop()
+        # Acknowledge first: on a large log the erasure can outlast the 3 seconds Discord waits for an answer.
+        await interaction.response.defer()
         counts = await forget_member(self.community, self.guild_id, self.user_id)
         log.info("forget-me: guild %s member %s: %s", self.guild_id, self.user_id, counts)
-        await interaction.response.edit_message(content=forget_text(counts), view=None)
+        await interaction.edit_original_response(content=forget_text(counts), view=None)
 
     @discord.ui.button(label="Cancel", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: discord.Interaction, button: discord.ui.Button[ForgetView]) -> None:
@@ -187,6 +176,7 @@ class Community(IwmCog):
     @app_commands.command(name="community", description="Activity and tone in this server's logged channels vs IWM")
     @app_commands.describe(days=f"Days to cover, 1-{MAX_REPORT_DAYS} (default 30)")
     @in_guild()
+    @renders_chart()
     async def community_report(self, interaction: discord.Interaction,
                                days: app_commands.Range[int, 1, MAX_REPORT_DAYS] = 30) -> None:
         validate_days(days, MAX_REPORT_DAYS)
@@ -218,19 +208,18 @@ class Community(IwmCog):
         validate_days(days, MAX_EXPORT_DAYS)
         assert interaction.guild_id is not None
         await interaction.response.defer(ephemeral=True, thinking=True)
-        data = await self.community.export_csv(interaction.guild_id, days)
-        if (readable := readable_channels(interaction)) is not None:
-            data = only_channels(data, readable)
         limit = interaction.filesize_limit
-        if len(data) > limit:
-            await interaction.followup.send(
-                f"⚠️ The export of the last {days} days is {len(data) / 2**20:.1f} MB, over this server's "
-                f"{limit / 2**20:.0f} MB attachment limit: ask for fewer days.", ephemeral=True)
-            return
-        rows = sum(1 for _ in csv.reader(io.StringIO(data.decode("utf-8")))) - 1
-        name = f"community-{interaction.guild_id}-{days}d.csv"
-        await interaction.followup.send(f"Community log, last {days} days: {plural(rows, 'message')}.",
-                                        file=discord.File(io.BytesIO(data), filename=name), ephemeral=True)
+        async with self.community.export_csv(interaction.guild_id, days, max_bytes=limit,
+                                              channels=readable_channels(interaction)) as export:
+            if not export.complete:
+                await interaction.followup.send(
+                    f"⚠️ The export of the last {days} days is over this server's {limit / 2**20:.0f} MB attachment "
+                    f"limit (the first {plural(export.messages, 'message')} fill it): ask for fewer days.",
+                    ephemeral=True)
+                return
+            name = f"community-{interaction.guild_id}-{days}d.csv"
+            await interaction.followup.send(f"Community log, last {days} days: {plural(export.messages, 'message')}.",
+                                            file=discord.File(export.path, filename=name), ephemeral=True)
 
     # --- listeners ----------------------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ with an HTTP error), that is logged as a WARNING and swallowed: an error handler
 from __future__ import annotations
 
 import logging
+import math
 
 import discord
 from discord import app_commands
@@ -50,7 +51,7 @@ def error_text(error: Exception) -> str:
     if isinstance(error, app_commands.NoPrivateMessage):
         return "⛔ This command only works in a server."
     if isinstance(error, app_commands.CommandOnCooldown):
-        return f"⏳ Slow down: try again in {error.retry_after:.0f}s."
+        return f"⏳ Slow down: try again in {math.ceil(error.retry_after)}s."
     if isinstance(error, app_commands.CheckFailure):
         return "⛔ You can't use this command here."
     if isinstance(error, ProviderError):

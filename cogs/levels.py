@@ -10,7 +10,7 @@ from discord import app_commands
 
 from cogs.autocomplete import session_choices
 from cogs.buttons import ChartAnswer, ChartCommand, register_chart
-from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, age_line, data_footer, parse_day, signed
+from cogs.common import GREEN, RED, YELLOW, IwmCog, add_iwm_cog, age_line, data_footer, parse_day, renders_chart, signed
 from services.errors import InputError
 from services.levels import LevelsReport, levels_answer
 from services.market import DataAge
@@ -53,6 +53,7 @@ class Levels(IwmCog):
     @app_commands.command(name="levels", description="IWM vs. the levels that matter: zones, highs, averages, RS")
     @app_commands.describe(period="Chart span (default 1y)", as_of="Answer as of this trading day, YYYY-MM-DD")
     @app_commands.autocomplete(as_of=session_choices)
+    @renders_chart()
     async def levels(self, interaction: discord.Interaction, period: Period = "1y", as_of: str | None = None) -> None:
         day = parse_day(as_of)
         await interaction.response.defer(thinking=True)

@@ -30,6 +30,7 @@ from cogs.common import (
     in_guild,
     plural,
     png_file,
+    renders_chart,
     require_in_channel,
     requires,
     requires_in_target,
@@ -255,6 +256,7 @@ class Sentiment(IwmCog):
     @app_commands.command(name="sentiment", description="This server's sentiment polls vs the AAII survey averages")
     @app_commands.describe(weeks=f"Weeks of polls to chart, 1-{MAX_WEEKS} (default 52)")
     @in_guild()
+    @renders_chart()
     async def sentiment(self, interaction: discord.Interaction,
                         weeks: app_commands.Range[int, 1, MAX_WEEKS] = 52) -> None:
         validate_weeks(weeks)

@@ -1,4 +1,4 @@
-"""`/iwm status`: the bot's health as members and operators see it: data sources, data age, latency."""
+"""`/iwm status`: the bot's health as members and operators see it: data sources, data age, charts, latency."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from discord import app_commands
 from cogs.common import GREEN, YELLOW, IwmCog, add_iwm_cog, plural
 from services.deployment import describe_process
 from services.http import DOCUMENTS, MARKET_DATA, SourceHealth
+from services.renderer import RenderHealth
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -26,6 +27,22 @@ def _age(seconds: float | None) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min ago"
     return f"{seconds / 3600:.1f} h ago"
+
+
+def _charts(health: RenderHealth) -> str:
+    """The render pool: workers up, pools replaced after a worker died, charts drawn and from the cache, the last
+    failure and when."""
+    if not health.processes:
+        return (f"rendered in threads ({plural(health.workers, 'thread')}) · {plural(health.renders, 'chart')} "
+                f"drawn, {health.cache_hits} from the cache")
+    text = (f"{health.workers_up} of {plural(health.workers, 'render worker')} up · "
+            f"{plural(health.restarts, 'restart')} · {plural(health.renders, 'chart')} drawn, "
+            f"{health.cache_hits} from the cache")
+    if health.last_failure and health.last_failure_at:
+        seconds = (datetime.now(UTC) - health.last_failure_at).total_seconds()
+        text += (f" · last failure {health.last_failure_at:%Y-%m-%d %H:%M:%S} UTC ({_age(seconds)}):"
+                 f" {health.last_failure[:120]}")
+    return text
 
 
 def _sources(sources: list[SourceHealth]) -> str:
@@ -46,7 +63,8 @@ class Status(IwmCog):
         status = self.bot.resources.market.status()
         providers = [s for s in status.sources if s.kind == MARKET_DATA]
         documents = [s for s in status.sources if s.kind == DOCUMENTS]
-        healthy = all(s.state == "closed" for s in status.sources)
+        charts = self.bot.resources.renderer.health()
+        healthy = all(s.state == "closed" for s in status.sources) and charts.healthy
         embed = discord.Embed(title="smallcaps status", colour=GREEN if healthy else YELLOW,
                               timestamp=datetime.now(UTC))
         if providers:
@@ -64,6 +82,7 @@ class Status(IwmCog):
                              + (f" ({plural(behind, 'session')} behind the last close)" if behind else " (current)")
                              + (f", fetched {_age(c.age_s)}" if c.age_s is not None else ""))
             embed.add_field(name="Data in memory", inline=False, value="\n".join(lines))
+        embed.add_field(name="Charts", inline=False, value=_charts(charts))
         latency = self.bot.latency
         uptime = time.monotonic() - self.started
         embed.add_field(name="Bot", inline=False, value=(

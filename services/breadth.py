@@ -35,7 +35,8 @@ from services.charts import (
 )
 from services.errors import InputError
 from services.market import MarketData
-from services.members import WINDOWS, BreadthReport, load_member_data, member_breadth
+from services.members import WINDOWS, BreadthReport, load_member_data, member_breadth, member_data
+from services.storage import Database
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -105,8 +106,11 @@ def draw_breadth(chart: BreadthChart) -> Figure:
     axis_label(above, "%")
     ad.plot(x, chart.ad_line, color=PURPLE, lw=1.3, label="A/D line (cumulative)")
     axis_label(ad, "A/D")
-    highs.bar(x, chart.new_highs, color=UP, width=1.0, label="new 52-week highs")
-    highs.bar(x, -chart.new_lows, color=DOWN, width=1.0, label="new 52-week lows (down)")
+    # a day's count as a full-width bar: one stepped fill per series draws the same bars as `bar` at a fraction of
+    # the cost (one polygon, not hundreds of patches: the bars were most of this chart's render time)
+    edges = np.append(x - 0.5, x[-1] + 0.5) if len(x) else x
+    highs.stairs(chart.new_highs, edges, baseline=0, fill=True, color=UP, lw=0, label="new 52-week highs")
+    highs.stairs(-chart.new_lows, edges, baseline=0, fill=True, color=DOWN, lw=0, label="new 52-week lows (down)")
     reference(highs.axhline(0, color=MUTED, lw=0.6))
     axis_label(highs, "highs/lows")
     for ax in (price, ad, highs):
@@ -147,13 +151,13 @@ async def check_breadth_input(period: str, as_of: date | None) -> None:
 
 
 async def breadth_answer(market: MarketData, renderer: Renderer, period: str = "1y",
-                         as_of: date | None = None) -> tuple[BreadthAnswer, bytes]:
+                         as_of: date | None = None, database: Database | None = None) -> tuple[BreadthAnswer, bytes]:
     """The `/iwm breadth` answer and its chart (PNG); InputError for an unknown period or an as_of outside the
-    member closes."""
+    member closes. `database` (live providers only): IWM's members from its newest archived holdings file."""
     await check_breadth_input(period, as_of)
-    data = await asyncio.to_thread(load_member_data)
-    report = member_breadth(data, "IWM", as_of)
-    bars = await market.bars("IWM")
+    data, _ = await member_data(database, as_of)
+    # the breadth series (a tenth of a second or two, the first time) off the event loop, beside IWM's bars
+    report, bars = await asyncio.gather(asyncio.to_thread(member_breadth, data, "IWM", as_of), market.bars("IWM"))
     sessions = pd.DatetimeIndex(report.series.dates)
     close = bars.frame["close"].reindex(sessions)
     move, ad, sentence = divergence(close, report.series.ad_line)

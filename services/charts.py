@@ -1,16 +1,13 @@
 """Chart rendering: matplotlib's object API on an Agg canvas (no pyplot, so it is safe in worker threads).
 
-Every render function is synchronous and returns PNG bytes; callers run it in the render executor so the event
-loop never blocks. One dark theme, 16:9, sized for Discord's embed preview.
+Every render function is synchronous and returns PNG bytes; callers run it through the Renderer
+(services.renderer) so the event loop never blocks. One dark theme, 16:9, sized for Discord's embed preview.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
-import multiprocessing
-from collections.abc import Callable, Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -18,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from services.config import Zones
+from services.renderer import Renderer as Renderer  # the render pool, where every chart is drawn
 
 if TYPE_CHECKING:  # matplotlib itself is imported on first use: see blank_figure
     from matplotlib.artist import Artist
@@ -386,43 +384,3 @@ def draw_levels(chart: LevelsChart) -> Figure:
 
 def render_levels(chart: LevelsChart) -> bytes:
     return to_png(draw_levels(chart))
-
-
-# Imported once by the forkserver, so every render worker forked from it starts warm.
-WORKER_PRELOAD = ["matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.dates", "matplotlib.patches",
-                  "services.charts"]
-
-
-def _ready() -> bool:
-    return True
-
-
-class Renderer:
-    """Runs render functions (module-level, taking a picklable spec) off the event loop, `workers` at a time.
-
-    The bot renders in worker processes: matplotlib holds the GIL for long stretches, so render threads stalled
-    the event loop for 100-180 ms while 20 charts rendered (bench: event_loop). Workers are forked from a
-    forkserver that has already imported this module, so starting one is cheap. A one-shot console answer
-    uses a thread instead, which starts instantly.
-    """
-
-    def __init__(self, workers: int = 2, *, processes: bool = False) -> None:
-        self._executor: Executor
-        if processes:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(WORKER_PRELOAD)
-            self._executor = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        else:
-            self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="render")
-        self.workers = workers
-
-    async def render(self, fn: Callable[[T], bytes], spec: T) -> bytes:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, spec)
-
-    async def warm_up(self) -> None:
-        """Start the workers now rather than on the first member's command."""
-        loop = asyncio.get_running_loop()
-        await asyncio.gather(*(loop.run_in_executor(self._executor, _ready) for _ in range(self.workers)))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)

@@ -107,6 +107,8 @@ class Settings:
     # One answer's time on the live sources in all, retries included, before the stale answer goes out. 8 s: the
     # member waits behind a deferred reply, and a hanging provider otherwise costs 3 attempts x the timeout (~32 s).
     fetch_deadline_seconds: float = 8.0
+    chart_cache_mb: int = 64  # finished charts kept for identical requests (services.renderer); 0: none
+    render_cooldown_seconds: float = 3.0  # one chart per member per this many seconds (cogs.common); 0: no limit
     zones: Zones = field(default_factory=Zones)
     yahoo_base_url: str = "https://query1.finance.yahoo.com"
     stooq_base_url: str = "https://stooq.com"
@@ -191,6 +193,10 @@ class Settings:
         deadline = number("FETCH_DEADLINE_SECONDS", cls.fetch_deadline_seconds)
         if not (math.isfinite(deadline) and deadline > 0):
             raise ConfigError(f"FETCH_DEADLINE_SECONDS={deadline}: set a number of seconds above 0, e.g. 8 (default)")
+        cooldown = number("RENDER_COOLDOWN_SECONDS", cls.render_cooldown_seconds)
+        if not (math.isfinite(cooldown) and cooldown >= 0):
+            raise ConfigError(f"RENDER_COOLDOWN_SECONDS={cooldown}: set a number of seconds, 0 or more, e.g. 3 "
+                              "(the default; 0: no limit)")
         shard_count = integer("SHARD_COUNT", None)
         if shard_count is not None and shard_count < 1:
             raise ConfigError(f"SHARD_COUNT={shard_count}: set the total number of shards, 1 or more")
@@ -213,6 +219,8 @@ class Settings:
             cache_ttl_seconds=at_least("CACHE_TTL_SECONDS", cls.cache_ttl_seconds, 0, "seconds"),  # 0: no caching
             http_timeout_seconds=timeout,
             fetch_deadline_seconds=deadline,
+            render_cooldown_seconds=cooldown,
+            chart_cache_mb=at_least("CHART_CACHE_MB", cls.chart_cache_mb, 0, "megabytes"),  # 0: no chart cache
             zones=Zones.parse(levels) if (levels := get("LEVELS")) else Zones(),
             yahoo_base_url=get("YAHOO_BASE_URL") or cls.yahoo_base_url,
             stooq_base_url=get("STOOQ_BASE_URL") or cls.stooq_base_url,

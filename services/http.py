@@ -1,9 +1,9 @@
 """How upstream data comes in, for market data and documents alike.
 
-`get_text` makes one GET; `with_retries` retries it with backoff; `ProviderHealth` is a source's circuit breaker and
-`Sources` the registry of every source's breaker (what `/iwm status` lists); `guarded` puts a call through both,
-within an answer's deadline. `CachedFetch` is the flow around them: memo -> SQLite cache -> single flight -> live
-fetch -> stale fallback.
+`get_text` makes one GET (`get_cookies` one that only sets cookies); `with_retries` retries it with backoff;
+`ProviderHealth` is a source's circuit breaker and `Sources` the registry of every source's breaker (what
+`/iwm status` lists); `guarded` puts a call through both, within an answer's deadline. `CachedFetch` is the flow
+around them: memo -> SQLite cache -> single flight -> live fetch -> stale fallback.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ MARKET_DATA, DOCUMENTS = "market data", "documents"  # the kinds of source in th
 class ProviderError(Exception):
     """An upstream answer we cannot use. `retry_after` is the server's wish in seconds, when it said one."""
 
-    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool = True, retry_after: float | None = None,
+                 status: int | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
+        self.status = status  # the HTTP status, when the server answered
 
 
 class NotFound(ProviderError):
@@ -59,23 +61,40 @@ class DeadlinePassed(ProviderError):
 
 # --- one request, retried -----------------------------------------------------------------------------------
 
-async def get_text(session: aiohttp.ClientSession, url: str, params: dict[str, str], timeout: float) -> str:
+async def get_text(session: aiohttp.ClientSession, url: str, params: dict[str, str], timeout: float,
+                   headers: dict[str, str] | None = None) -> str:
     """The body of a GET. 429 and 5xx are retryable ProviderErrors (with the server's Retry-After), other 4xx are
     not; a timeout or a connection failure is a retryable ProviderError too."""
     try:
-        async with session.get(url, params=params, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+        async with session.get(url, params=params, headers=headers,
+                               timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
             body = await resp.text(errors="replace")
             if resp.status == 429 or resp.status >= 500:
                 retry_after = resp.headers.get("Retry-After")
                 raise ProviderError(
-                    f"HTTP {resp.status}",
+                    f"HTTP {resp.status}", status=resp.status,
                     retry_after=float(retry_after) if retry_after and retry_after.isdigit() else None,
                 )
             if resp.status in (404, 410):
                 raise NotFound(f"HTTP {resp.status}")
             if resp.status >= 400:
-                raise ProviderError(f"HTTP {resp.status}", retryable=False)
+                raise ProviderError(f"HTTP {resp.status}", retryable=False, status=resp.status)
             return body
+    except TimeoutError as exc:
+        raise ProviderError(f"timed out after {timeout:g}s") from exc
+    except aiohttp.ClientError as exc:
+        raise ProviderError(f"connection failed: {type(exc).__name__}") from exc
+
+
+async def get_cookies(session: aiohttp.ClientSession, url: str, timeout: float) -> dict[str, str]:
+    """The cookies a GET sets, whatever its status (a cookie-setting page may well answer 404); a timeout or a
+    connection failure is a retryable ProviderError."""
+    try:
+        async with session.get(url, timeout=aiohttp.ClientTimeout(total=timeout)) as resp:
+            await resp.read()
+            if resp.status == 429 or resp.status >= 500:
+                raise ProviderError(f"HTTP {resp.status}", status=resp.status)
+            return {name: morsel.value for name, morsel in resp.cookies.items()}
     except TimeoutError as exc:
         raise ProviderError(f"timed out after {timeout:g}s") from exc
     except aiohttp.ClientError as exc:

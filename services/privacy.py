@@ -1,5 +1,5 @@
 """A member's right to be forgotten: every feature erases its own member data, and `forget_member` runs them all
-in one transaction (like Red-DiscordBot's per-cog `red_delete_data_for_user`, called by one coordinator).
+(like Red-DiscordBot's per-cog `red_delete_data_for_user`, called by one coordinator).
 
 Each store's `erase_member(d, guild_id, user_id)` deletes its rows for that member in that guild and returns its
 counts; a new feature that stores member data adds its call here.
@@ -25,20 +25,28 @@ class ForgetCounts:
 
 
 async def forget_member(community: CommunityLog, guild_id: int, user_id: int) -> ForgetCounts:
-    """Delete everything stored about the member in this guild, from every store at once. The community log's
-    queued events are written first so none of them lands afterwards. The stores share one database, the one the
-    community log writes to."""
+    """Delete everything stored about the member in this guild, from every store. The community log's queued
+    events are written first so none of them lands afterwards. The stores share one database, the one the
+    community log writes to.
+
+    A member's log can run to many thousand rows, more than one transaction should hold the database thread for,
+    so the erasure is two steps, all or nothing across a crash:
+
+    1. one transaction erases the small stores (poll votes, alert settings) and records the community log's
+       erasure (`CommunityLog.begin_erasure`). If it fails, nothing is deleted.
+    2. the community log deletes the member's rows in small transactions (`CommunityLog.erase_member`), the
+       record going with the last. From step 1 on, exports leave the member out; if the bot stops during step 2,
+       `CommunityLog.open` finishes the erasure at the next start, before the log is used.
+    """
     await community.flush()
 
-    def run(d: Connection) -> ForgetCounts:
+    def begin(d: Connection) -> tuple[int, int]:
         with d.atomic():
-            logged = CommunityLog.erase_member(d, guild_id, user_id)
+            CommunityLog.begin_erasure(d, guild_id, user_id)
             votes = SentimentStore.erase_member(d, guild_id, user_id)
             settings = AlertStore.erase_member(d, guild_id, user_id)
-        if d.engine == "sqlite":
-            # secure_delete zeroes the freed pages of the database file; the write-ahead log still holds the old
-            # pages until a checkpoint, so copy it back and truncate it now.
-            d.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return ForgetCounts(logged.messages, logged.revisions, logged.reactions, votes, settings)
+        return votes, settings
 
-    return await community.db.run(run)
+    votes, settings = await community.db.run(begin)
+    logged = await community.erase_member(guild_id, user_id)
+    return ForgetCounts(logged.messages, logged.revisions, logged.reactions, votes, settings)

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from services.members import MemberSector, MemberSectors
+    from services.storage import Database
 
 ISHARES_IWM_HOLDINGS_URL = Settings.holdings_url
 BUNDLED_HOLDINGS = "IWM_holdings.2026-05-05.csv.gz"
@@ -317,11 +318,13 @@ def member_returns(sectors: MemberSectors, iwm: pd.Series, period: str) -> Membe
     return MemberReturns(sectors, bench, relative, leaders, laggards)
 
 
-async def with_member_sectors(report: SectorsReport, iwm: Bars) -> SectorsReport:
-    """The report with the Russell 2000's own sector returns, to its day or the last member close before it."""
-    from services.members import load_member_data, member_sectors  # services.members imports this module
+async def with_member_sectors(report: SectorsReport, iwm: Bars, database: Database | None = None,
+                              ) -> SectorsReport:
+    """The report with the Russell 2000's own sector returns, to its day or the last member close before it;
+    `database` (live providers only): weighted by the newest archived holdings file (services.members.member_data)."""
+    from services.members import member_data, member_sectors  # services.members imports this module
 
-    data = await asyncio.to_thread(load_member_data)
+    data, _ = await member_data(database, report.as_of)
     if report.as_of < data.first_day:
         note = f"No member sector returns before {data.first_day} (the first member close)."
         return replace(report, notes=(*report.notes, note))
@@ -415,8 +418,8 @@ async def _bars_or_none(market: MarketData, symbol: str) -> Bars | None:
 
 async def sectors_answer(market: MarketData, documents: Documents, renderer: Renderer, period: str = "3m",
                          as_of: date | None = None, *, holdings_url: str = ISHARES_IWM_HOLDINGS_URL,
-                         ) -> tuple[SectorsReport, bytes]:
-    """The `/iwm sectors` report and its chart (PNG)."""
+                         database: Database | None = None) -> tuple[SectorsReport, bytes]:
+    """The `/iwm sectors` report and its chart (PNG); `database` as in `with_member_sectors`."""
     if period not in PERIODS:
         raise InputError(f"period {period!r}: choose one of {', '.join(PERIODS)}")
     symbols = [BENCHMARK, *(f.symbol for f in FUNDS)]
@@ -428,6 +431,6 @@ async def sectors_answer(market: MarketData, documents: Documents, renderer: Ren
     if BENCHMARK not in bars:
         raise InputError("no IWM data")
     report = compute_sectors(bars, await asyncio.to_thread(holdings_from, document), period, as_of)
-    report = await with_member_sectors(report, bars[BENCHMARK])
+    report = await with_member_sectors(report, bars[BENCHMARK], database)
     return report, await renderer.render(render_sectors, sectors_chart(report))
 

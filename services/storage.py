@@ -155,6 +155,11 @@ class Database:
 
         return await self.run(tx)
 
+    def run_blocking(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+        """Run `fn(db)` on the database thread and wait for it *without* yielding: called from the event loop, the
+        loop stands still meanwhile. Only for back-pressure (the community log writer), where that is the point."""
+        return self._executor.submit(self._call, fn).result()
+
     async def cached_row(self, table: str, key_column: str, key: object) -> dict[str, Any] | None:
         """The row of a cache table whose `key_column` is `key`; None if there is none."""
 

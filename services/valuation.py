@@ -23,7 +23,7 @@ import functools
 import io
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,7 +49,8 @@ from services.charts import (
 )
 from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
 from services.errors import InputError
-from services.members import MemberValuation, load_member_data, member_valuation
+from services.members import MemberOrigin, MemberValuation, member_data, member_valuation
+from services.storage import Database
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -63,7 +64,7 @@ HISTORY_MIN_POINTS = 12
 OPERATOR = "operator file"
 SHILLER = "Shiller (bundled)"
 YAHOO = "Yahoo quoteSummary"
-MEMBERS = "members bottom-up (Yahoo dumps)"
+MEMBERS = "members bottom-up"
 MEMBERS_METHOD = ("bottom-up: the members' total market value / total earnings (book, sales); Russell 2000 at IWM "
                   "fund weights, S&P 500 at market caps; P/E leaves loss-makers out (see *Bottom-up*)")
 SHILLER_METHOD = ("S&P 500 index, monthly average price / trailing 12-month reported earnings; index aggregate, "
@@ -128,6 +129,7 @@ class ValuationReport:
     stale: bool
     notes: tuple[str, ...]
     members: MemberValuation | None = None  # the bottom-up figures (None: as_of before the member data)
+    member_origin: MemberOrigin | None = None  # the members' snapshot (live or bundled), with its age when stale
     small_label: str = SIDES[SMALL]
     large_label: str = SIDES[LARGE]
 
@@ -242,21 +244,25 @@ async def yahoo_observations(documents: Documents, base_url: str) -> Figures:
     return Figures(tuple(observations), tuple(notes), stale)
 
 
-def member_observations(v: MemberValuation) -> list[Observation]:
+def member_observations(v: MemberValuation, origin: MemberOrigin) -> list[Observation]:
     """The bottom-up multiples as figures of the IWM and SPY sides (the S&P 500 side is the index's members)."""
-    return [Observation(symbol, metric, value, v.as_of, MEMBERS, MEMBERS_METHOD, MEMBERS)
+    source = f"{MEMBERS} ({origin.label})"
+    return [Observation(symbol, metric, value, v.as_of, source, MEMBERS_METHOD, MEMBERS)
             for symbol, side in ((SMALL, v.small), (LARGE, v.large)) for metric in METRICS
             if (value := side.multiples[metric].value) is not None]
 
 
-async def member_figures(as_of: date | None) -> tuple[MemberValuation | None, str]:
-    """(the bottom-up valuation known on `as_of`, or None and why). A day after the last dump uses the last one."""
-    data = await asyncio.to_thread(load_member_data)
+async def member_figures(as_of: date | None, database: Database | None = None,
+                         ) -> tuple[MemberValuation | None, MemberOrigin, str]:
+    """(the bottom-up valuation known on `as_of` or None, where its data comes from, why None). A day after the
+    last dump uses the last one. `database` (live providers only): its complete snapshot answers when there is one
+    (services.members.member_data)."""
+    data, origin = await member_data(database, as_of)
     days = data.dump_dates
     if as_of is not None and as_of < days[0]:
-        return None, (f"No bottom-up member figures for {as_of}: the member fundamentals are Yahoo dumps of "
-                      f"{days[0]} to {days[-1]} only.")
-    return member_valuation(data, None if as_of is None or as_of >= days[-1] else as_of), ""
+        return None, origin, (f"No bottom-up member figures for {as_of}: the member fundamentals are Yahoo dumps of "
+                              f"{days[0]} to {days[-1]} only.")
+    return member_valuation(data, None if as_of is None or as_of >= days[-1] else as_of), origin, ""
 
 
 # --- analysis -------------------------------------------------------------------------------------------------
@@ -443,24 +449,28 @@ def read_operator_file(path: Path | None) -> str:
 
 async def valuation_answer(documents: Documents, renderer: Renderer, as_of: date | None = None, *,
                            yahoo_base_url: str | None = None, operator_file: Path | None = None,
-                           ) -> tuple[ValuationReport, bytes]:
+                           database: Database | None = None) -> tuple[ValuationReport, bytes]:
     """The `/iwm valuation` report and its chart (PNG). `yahoo_base_url`: set it only when the provider is Yahoo;
-    its figures are current, so they are used only when `as_of` is None."""
+    its figures are current, so they are used only when `as_of` is None. `database`: with a live provider, the
+    members' live snapshot answers from it."""
     text = await asyncio.to_thread(read_operator_file, operator_file)
     operator = parse_operator_file(text)
     pe, shiller_figures = await asyncio.to_thread(shiller)
-    members, members_note = await member_figures(as_of)
-    observations = [*operator.observations, *shiller_figures, *(member_observations(members) if members else ())]
+    members, origin, members_note = await member_figures(as_of, database)
+    observations = [*operator.observations, *shiller_figures,
+                     *(member_observations(members, origin) if members else ())]
     notes = list(operator.notes) + ([members_note] if members_note else [])
-    stale = False
+    if members and origin.stale:
+        notes.append(f"Member figures are a stale copy: the {origin.label}; {origin.note}")
+    stale = bool(members and origin.stale)
     if yahoo_base_url and documents.live and as_of is None:
         live = await yahoo_observations(documents, yahoo_base_url)
         observations += live.observations
         notes += live.notes
-        stale = live.stale
+        stale = stale or live.stale
     elif yahoo_base_url and as_of is not None:
         notes.append("Yahoo figures are current only: not used for a past date.")
-    report = compute_valuation(observations, as_of, tuple(notes), stale, members)
+    report = replace(compute_valuation(observations, as_of, tuple(notes), stale, members), member_origin=origin)
     if report.history:
         series = ratio_series(observations, "forward_pe", as_of)[report.history.source]
         label = f"IWM/SPY forward P/E ({report.history.source})"

@@ -53,7 +53,8 @@ RunningBot = Callable[..., Awaitable[tuple[Any, LocalDiscord]]]
 async def running_bot(discord_: LocalDiscord, tmp_path: Path) -> AsyncIterator[RunningBot]:
     """`await running_bot(**env)` starts the real bot in-process (fake token, tmp database, bundled market data,
     commands synced to the local Discord's default guild), waits until it is ready and returns (bot, discord_).
-    `env` overrides settings, e.g. `running_bot(DEV_GUILD_ID="")` for a global sync. Stopped at teardown.
+    `env` overrides settings, e.g. `running_bot(DEV_GUILD_ID="")` for a global sync; the per-member render
+    cooldown is off unless `RENDER_COOLDOWN_SECONDS` says otherwise. Stopped at teardown.
 
     Calling it again restarts: the running bot is stopped (cogs unloaded, database closed) and a new one starts on
     the same database. `await running_bot.stop()` stops it without starting another."""
@@ -78,6 +79,7 @@ class BotRunner:
                 "DATABASE_PATH": str(self.tmp_path / "smallcaps.db"),
                 "DEV_GUILD_ID": str(self.discord.guild.id),
                 "MARKET_DATA_PROVIDER": "bundled",
+                "RENDER_COOLDOWN_SECONDS": "0",  # tests run chart commands back to back as one member
                 **env,
             }))
             self._stack = stack.pop_all()

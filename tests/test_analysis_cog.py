@@ -66,8 +66,8 @@ async def test_valuation_shows_the_member_figures_with_ratio_losses_and_coverage
     fields = {f["name"]: f["value"] for f in embed["fields"]}
     report = member_valuation(load_member_data())  # the service's figures, formatted by hand here
     s, b = report.small.multiples, report.large.multiples
-    assert (f"Russell 2000 (IWM): **{s['forward_pe'].value:.1f}** · members bottom-up (Yahoo dumps), 2026-08-08"
-            in fields["Forward P/E"])
+    assert (f"Russell 2000 (IWM): **{s['forward_pe'].value:.1f}** · members bottom-up (bundled dump of 2026-08-08), "
+            "2026-08-08" in fields["Forward P/E"])
     assert f"Small/large: **{report.ratios['forward_pe']:.2f}**" in fields["Forward P/E"]
     bottom = fields["Bottom-up from members · as of 2026-08-08"]
     assert (f"Trailing P/E incl. loss-makers: **{s['trailing_pe_all'].value:.1f}** / "

@@ -79,7 +79,6 @@ T0 = datetime(2026, 7, 6, 14, tzinfo=UTC)  # a Monday inside the bundled IWM dat
 
 async def sentiment_figure(db: Database, weeks: int, polls: int) -> Figure:
     store = SentimentStore(db)
-    await store.open()
     for week in range(polls):
         at = T0 - timedelta(weeks=polls - week)
         await store.register_poll(1, 10, week + 1, validate_poll(), at)

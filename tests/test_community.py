@@ -8,6 +8,7 @@ import io
 import json
 import re
 import sqlite3
+import time
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -24,6 +25,7 @@ from services.community import (
     ReactionAdded,
     ReactionRemoved,
     ReactionsCleared,
+    _log,
     community_answer,
 )
 from services.community._text import (
@@ -68,6 +70,12 @@ async def clog(db):
 
 async def rows(db, sql, params=()):
     return await db.run(lambda d: list(d.query(sql, list(params))))
+
+
+async def exported(clog, days, **options) -> bytes:
+    """The export's file, read before the export's block deletes it."""
+    async with clog.export_csv(G1, days, **options) as export:
+        return export.path.read_bytes()
 
 
 async def message(db, message_id):
@@ -260,6 +268,26 @@ async def test_writer_flushes_on_its_own(db):
     await writer.close()  # twice is fine
 
 
+async def test_the_backlog_is_bounded_by_back_pressure(db):
+    """Other work holds the database thread (here 0.3 s): `put` never lets more than max_pending events wait in
+    memory. Past that it writes the oldest batch itself and returns once it is committed, the event loop held
+    meanwhile, so the bot reads no more gateway events until the backlog is down; the order holds."""
+    writer = LogWriter(db, batch_size=50, interval=60, max_pending=200)
+    busy = asyncio.ensure_future(db.run(lambda d: time.sleep(0.3)))
+    await asyncio.sleep(0.05)  # the database thread is in it now
+    peak, started = 0, time.monotonic()
+    for i in range(1, 1001):
+        writer.put(MessageCreated(G1, C1, i, ALICE, at(i), f"message {i}"))
+        peak = max(peak, writer.pending)
+    assert peak < 200 and writer.pushed_back >= (1000 - 200) // 50
+    assert time.monotonic() - started > 0.2  # put waited for the database thread to be free
+    await busy
+    await writer.flush()
+    assert [r["message_id"] for r in await rows(db, "SELECT message_id FROM community_messages ORDER BY rowid")] == (
+        list(range(1, 1001)))
+    await writer.close()
+
+
 async def test_flush_racing_close(db, clog):
     for i in range(1, 1201):
         clog.put(MessageCreated(G1, C1, i, ALICE, at(i), "x"))
@@ -281,8 +309,8 @@ async def test_long_odd_unicode_message_stored_intact(db, clog):
     clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), text))
     await clog.flush()
     assert (await message(db, 1))["content"] == text
-    exported = await clog.export_csv(G1, 30, now=at(60))
-    (row,) = list(csv.DictReader(io.StringIO(exported.decode("utf-8"), newline="")))
+    data = await exported(clog, 30, now=at(60))
+    (row,) = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
     assert row["content"] == text
 
 
@@ -422,9 +450,9 @@ async def test_export_csv(db, clog):
     clog.put(ReactionAdded(G1, C1, 1, BOB, "👍", None, at(4)))
     clog.put(MessageCreated(G2, C2, 3, ALICE, at(0), "other guild"))
     clog.put(MessageCreated(G1, C1, 4, ALICE, at(-60 * 24 * 10), "too old for a 7 day export"))
-    exported = await clog.export_csv(G1, 7, now=at(60))
-    assert b"secret" not in exported and b"other guild" not in exported
-    table = list(csv.DictReader(io.StringIO(exported.decode("utf-8"), newline="")))
+    data = await exported(clog, 7, now=at(60))
+    assert b"secret" not in data and b"other guild" not in data
+    table = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
     assert [r["message_id"] for r in table] == ["1", "2"]
     first, second = table
     assert first["content"] == "'=SUM(1) $IWM $spy, \"quoted\"\nsecond line"  # neutralised, see below
@@ -432,7 +460,52 @@ async def test_export_csv(db, clog):
     assert (second["content"], second["deleted"], second["revisions"], second["reply_to"]) == ("", "1", "1", "1")
     assert first["created_at"] == at(0).isoformat(timespec="microseconds")
     with pytest.raises(InputError):
-        await clog.export_csv(G1, 0)
+        await exported(clog, 0)
+
+
+async def test_export_is_written_in_chunks_and_stops_before_the_size_limit(db, clog, monkeypatch):
+    for i in range(1, 301):
+        clog.put(MessageCreated(G1, C1, i, ALICE if i % 2 else BOB, at(i / 10), f"message {i} " + "x" * (i % 17)))
+    whole = await exported(clog, 7, now=at(60))
+    monkeypatch.setattr(_log, "EXPORT_CHUNK", 7)  # many chunks, and a limit that falls inside one
+    calls = 0
+    run = db.run
+
+    async def counting(fn):
+        nonlocal calls
+        calls += 1
+        return await run(fn)
+
+    monkeypatch.setattr(db, "run", counting)
+    assert await exported(clog, 7, now=at(60)) == whole  # the chunks join up to the same file
+    assert calls >= 300 // 7  # one turn on the database thread per chunk (plus the flush)
+    lines = whole.split(b"\r\n")[:-1]  # no row holds a line break here
+    assert len(lines) == 301
+    limit = len(whole) // 2
+    fits = max(k for k in range(302) if sum(len(line) + 2 for line in lines[:k]) <= limit) - 1  # rows after the header
+    async with clog.export_csv(G1, 7, max_bytes=limit, now=at(60)) as export:
+        data = export.path.read_bytes()
+        assert export.path.stat().st_mode & 0o777 == 0o600
+        assert (export.complete, export.messages, export.size) == (False, fits, len(data))
+    assert not export.path.exists()  # gone once the block ends
+    assert export.path.parent == db.path.with_name(db.path.name + "-exports")
+    assert data == b"".join(line + b"\r\n" for line in lines[: fits + 1]) and len(data) <= limit
+    async with clog.export_csv(G1, 7, max_bytes=len(whole), now=at(60)) as export:
+        assert (export.complete, export.messages) == (True, 300)
+    async with clog.export_csv(G1, 7, max_bytes=10, now=at(60)) as export:  # not even the header fits
+        assert (export.complete, export.messages, export.path.read_bytes()) == (False, 0, b"")
+
+
+async def test_an_export_a_crash_left_behind_is_deleted_at_the_next_open(db, clog):
+    """Members' messages must not outlive retention or forget-me in a half-written export file."""
+    async with clog.export_csv(G1, 7) as export:
+        left = export.path.with_name("export-left-by-a-crash.csv")
+        left.write_bytes(export.path.read_bytes())
+    assert left.exists()
+    again = CommunityLog(db, interval=60)
+    await again.open()  # as at the next start
+    assert not left.exists()
+    await again.close()
 
 
 @pytest.mark.parametrize(("content", "cell"), [
@@ -448,10 +521,10 @@ async def test_export_csv_neutralises_formulas(clog, content, cell):
     """OWASP's CSV-injection advice: a cell a spreadsheet would run as a formula starts with a single quote, and
     every cell is quoted, so the raw line carries the quote right after the opening double quote."""
     clog.put(MessageCreated(G1, C1, 1, ALICE, at(0), content))
-    exported = (await clog.export_csv(G1, 7, now=at(60))).decode("utf-8")
-    header, row = list(csv.reader(io.StringIO(exported, newline="")))
+    data = (await exported(clog, 7, now=at(60))).decode("utf-8")
+    header, row = list(csv.reader(io.StringIO(data, newline="")))
     assert row[header.index("content")] == cell
-    line = exported.split("\r\n", 1)[1]
+    line = data.split("\r\n", 1)[1]
     expected = '"' + cell.replace('"', '""') + '"'
     assert line.startswith('"1","') and line.rstrip("\r\n").endswith(expected)
 

@@ -1,20 +1,29 @@
 """The community log through the real bot and the local Discord: opt-in, gateway events into SQLite, forget-me
-through its buttons, the CSV export, `/iwm community`, refusals, and guild isolation."""
+through its buttons, the CSV export, `/iwm community`, refusals, guild isolation, and slow work on a large log
+acknowledged first."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import json
 import logging
+import sqlite3
+import sys
+import time
+from contextlib import closing
+from pathlib import Path
 from typing import Any
 
 import discord
 import pytest
 
+from services.privacy import forget_member
 from services.sentiment import BEARISH, BULLISH
+from tests.support.community_log import fill_log
 from tests.support.discord_helpers import MANAGER, command, ephemeral_error, log_on, messages, post_poll, query, send
-from tests.support.local_discord import EPHEMERAL, LocalDiscord, now_iso
+from tests.support.local_discord import EPHEMERAL, INTERACTION_ACK_SECONDS, LocalDiscord, now_iso
 
 
 async def reactions(bot: Any) -> list[dict[str, Any]]:
@@ -179,10 +188,12 @@ async def test_forget_me_through_the_buttons_removes_only_that_members_rows(runn
     assert len(await messages(bot)) == 3
 
     click = await discord_.dispatch_interaction(discord_.component_click(confirm, member="alice"))
-    (done,) = await click.wait_for_responses(1)
-    assert done.json["type"] == 7 and done.json["data"]["components"] == []
-    assert done.json["data"]["content"].startswith(
-        "✅ Deleted 2 messages, 1 earlier version, 2 reactions and 1 poll vote.")
+    ack, done = await click.wait_for_responses(2)  # acknowledged first, the prompt edited once the work is done
+    assert ack.json == {"type": 6} and done.method == "PATCH" and done.path.endswith("/messages/@original")
+    assert done.status == 200 and done.json["components"] == []
+    assert done.json["content"].startswith("✅ Deleted 2 messages, 1 earlier version, 2 reactions and 1 poll vote.")
+    assert discord_.find_message(callback.response["interaction"]["response_message_id"])["content"] == (
+        done.json["content"])
     assert list(await messages(bot)) == [int(b1["id"])]
     assert await query(bot, "SELECT * FROM community_revisions") == []
     assert [(r["user_id"], r["emoji_key"]) for r in await reactions(bot)] == [(bob_id, "🐂")]
@@ -315,3 +326,43 @@ async def test_debug_logs_carry_no_message_text(running_bot: Any, caplog: pytest
     assert any(message["id"] in r.getMessage() and "content_length" in r.getMessage() for r in gateway)
     leaked = [r.getMessage() for r in caplog.records if "my-secret-position" in r.getMessage()]
     assert leaked == []
+
+
+async def test_slow_work_on_a_large_log_is_acknowledged_first(running_bot: Any, discord_: LocalDiscord,
+                                                              tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a 50,000-message log, `/iwm export`, `/iwm community` and the forget-me Confirm button are acknowledged
+    at once and answered when the work is done. The erasure is slowed here past Discord's 3 seconds: answered
+    after the work (as before), the Confirm would get 404 "Unknown interaction" with the rows already gone."""
+    guild, general = discord_.guild, int(discord_.guild.channel("general")["id"])
+    alice = int(guild.member("alice")["user"]["id"])
+    db = tmp_path / "smallcaps.db"  # the running bot's database
+    fill_log(db, guild.id, general, 50_000, authors=50, days=30)
+    with closing(sqlite3.connect(db)) as conn, conn:
+        conn.execute("UPDATE community_messages SET author_id = ? WHERE author_id = 1007", [alice])
+        mine = conn.execute("SELECT count(*) FROM community_messages WHERE author_id = ?", [alice]).fetchone()[0]
+    bot, _ = await running_bot(MESSAGE_CONTENT_INTENT="1")
+
+    for name, options, kwargs in [("export", {"days": 30}, {"permissions": MANAGER}), ("community", {"days": 30}, {})]:
+        handle = await command(discord_, name, options, responses=2, **kwargs)
+        callback, followup = handle.responses()
+        assert callback.json["type"] == 5 and handle.ack_seconds < 1, (name, handle.ack_seconds)
+        assert followup.status == 200 and followup.files, name
+    assert len(followup.files[0].data) > 1000  # the community chart
+
+    erase, finished = forget_member, []
+
+    async def slow_erasure(*args: Any) -> Any:
+        await asyncio.sleep(INTERACTION_ACK_SECONDS + 0.5)
+        counts = await erase(*args)
+        finished.append(time.monotonic())
+        return counts
+
+    monkeypatch.setattr(sys.modules["cogs.community"], "forget_member", slow_erasure)  # as the bot loaded it
+    prompt = await command(discord_, "forget-me", member="alice")
+    confirm = prompt.callback.json["data"]["components"][0]["components"][0]["custom_id"]
+    click = await discord_.dispatch_interaction(discord_.component_click(confirm, member="alice"))
+    ack, done = await click.wait_for_responses(2, timeout=30)
+    assert ack.json == {"type": 6} and click.ack_seconds < 1
+    assert ack.received_at < finished[0] <= done.received_at and done.status == 200
+    assert done.json["content"].startswith(f"✅ Deleted {mine} messages")
+    assert await query(bot, "SELECT * FROM community_messages WHERE author_id = ?", [alice]) == []

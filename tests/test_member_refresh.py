@@ -7,17 +7,20 @@ import math
 from datetime import date
 from pathlib import Path
 
+import pytest
+
 from services.documents import Documents
 from services.http import Retry
 from services.members import MemberRefresh, archive_holdings, holdings_archive, member_snapshot
 from tests.support.provider_server import Clock, ProviderServer, Reply
-from tests.support.yahoo_quote import member_rows, quote_body
+from tests.support.yahoo_quote import YahooSession, member_rows, quote_body
 
 HOLDINGS = gzip.decompress((Path(__file__).parents[1] / "services" / "data" / "IWM_holdings.2026-05-05.csv.gz")
                            .read_bytes()).decode()
 NEXT_DAY = HOLDINGS.replace('"May 05, 2026"', '"May 06, 2026"', 1)
 HOLDINGS_PATH = "/holdings.csv"
 QUOTE = "/v7/finance/quote"
+CRUMB = "/v1/test/getcrumb"
 SYMBOLS = ("A", "AAPL", "ABM", "AAOI", "ABAT", "MSFT", "NOSUCH")  # AAOI, ABAT: no P/E; NOSUCH: none
 DAY1, DAY2 = date(2026, 8, 4), date(2026, 8, 5)
 DUMP1, DUMP2 = "2026-08-04", "2026-08-05"
@@ -44,9 +47,15 @@ async def test_holdings_are_fetched_once_a_day_and_each_dated_file_archived(serv
     assert archive[0].text == HOLDINGS and archive[1].text == NEXT_DAY
 
 
+@pytest.fixture(autouse=True)
+def yahoo(server: ProviderServer) -> YahooSession:
+    """Every quote request must carry Yahoo's session cookie and crumb, as the real endpoint demands."""
+    return YahooSession(server)
+
+
 def refresh(server: ProviderServer, session, database) -> MemberRefresh:
-    return MemberRefresh(session, database, SYMBOLS, base_url=server.url, batch_size=3, pause=0.01,
-                         retry=Retry(1, 0.0, 0.0))
+    return MemberRefresh(session, database, SYMBOLS, base_url=server.url, cookie_url=f"{server.url}/", batch_size=3,
+                         pause=0.01, retry=Retry(1, 0.0, 0.0))
 
 
 def batch_replies(dump: str) -> list[Reply]:
@@ -100,3 +109,42 @@ async def test_a_failed_refresh_leaves_the_previous_snapshot_in_force_marked_sta
     assert snap.day == DAY1 and snap.stale
     assert f"{DAY2} unfinished" in snap.note and str(DAY1) in snap.note
     assert_snapshot_is(snap.rows, DUMP1)
+
+
+async def test_every_quote_request_carries_the_session_cookie_and_crumb(server, session, database, yahoo):
+    server.script(QUOTE, *batch_replies(DUMP1))
+    assert await refresh(server, session, database).run(DAY1)
+    quotes = [r for r in server.requests if r.path == QUOTE]
+    assert all(r.query["crumb"] == yahoo.crumb and r.cookies["A3"] == "d=AQABBsession1" for r in quotes)
+    assert server.calls["/"] == server.calls[CRUMB] == 1  # one session for the whole run
+    assert set(quotes[0].query["fields"].split(",")) >= {"epsTrailingTwelveMonths", "sharesOutstanding"}
+
+
+async def test_a_crumb_that_expires_midway_is_renewed_once_and_the_run_completes(server, session, database, yahoo):
+    first, second, third = batch_replies(DUMP1)
+    server.script(QUOTE, first, second, third)
+    original = YahooSession._quote
+
+    def expire_after_first(request):  # Yahoo rotates the crumb after the first batch
+        if sum(r.path == QUOTE for r in server.requests) == 2 and yahoo.generation == 1:
+            yahoo.expire()
+        return original(yahoo, request)
+
+    server.handle(QUOTE, expire_after_first)
+    assert await refresh(server, session, database).run(DAY1)
+    crumbs = [r.query["crumb"] for r in server.requests if r.path == QUOTE]
+    assert crumbs == ["Crumb.1x/Y", "Crumb.1x/Y", "Crumb.2x/Y", "Crumb.2x/Y"]  # the 401, then the same batch again
+    assert asked(server) == ["A,AAPL,ABM", "AAOI,ABAT,MSFT", "AAOI,ABAT,MSFT", "NOSUCH"]
+    assert server.calls["/"] == server.calls[CRUMB] == 2
+    snap = await member_snapshot(database)
+    assert snap.day == DAY1 and not snap.stale
+    assert_snapshot_is(snap.rows, DUMP1)
+
+
+async def test_without_a_session_the_quote_answers_401_and_the_refresh_fails_cleanly(server, session, database):
+    server.handle(CRUMB, lambda request: Reply(status=401, body="Unauthorized"))
+    server.script(QUOTE, *batch_replies(DUMP1))
+    assert not await refresh(server, session, database).run(DAY1)
+    snap = await member_snapshot(database)
+    assert snap.day is None and "HTTP 401" in snap.note
+    assert server.calls[QUOTE] == 0

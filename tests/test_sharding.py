@@ -115,6 +115,7 @@ async def make_state(path: Path, guilds: list[int]) -> None:
             for user in (40, 41, 42):
                 await sentiment.record_vote(message + 1, user, 1, True, T0)
             await database.run(lambda d, g=guild: SentimentStore.erase_member(d, g, 42))  # a forget-me tombstone
+            await database.run(lambda d, g=guild: CommunityLog.begin_erasure(d, g, 43))  # an erasure under way
             await sentiment.set_schedule(guild, channel, 0, "14:30", T0)
         await clog.close()
 

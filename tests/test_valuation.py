@@ -15,7 +15,6 @@ from services.documents import Documents
 from services.errors import InputError
 from services.valuation import (
     HISTORY_MIN_POINTS,
-    MEMBERS,
     parse_operator_file,
     parse_quote_summary,
     shiller_pe,
@@ -25,6 +24,7 @@ from tests.support.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 HEADER = "date,symbol,metric,value,source,note\n"
+BUNDLED_MEMBERS = "members bottom-up (bundled dump of 2026-08-08)"  # the bottom-up figures' source, bundled
 
 
 def quote_summary(trailing: float | None, forward: float | None, sales: float | None, book: float | None) -> str:
@@ -112,7 +112,7 @@ async def test_member_figures_fill_both_sides_with_their_ratio(renderer, as_of):
         assert m.ratios[metric] == pytest.approx(small / large, rel=1e-9)
     assert m.small.loss_share_members == pytest.approx(expected["IWM"]["loss_members"])
     row = next(r for r in report.rows if r.metric == "forward_pe")
-    assert row.small.source == row.large.source == row.ratio_source == "members bottom-up (Yahoo dumps)"
+    assert row.small.source == row.large.source == row.ratio_source == BUNDLED_MEMBERS
     assert row.ratio == pytest.approx(expected["IWM"]["forward_pe"] / expected["SP500"]["forward_pe"])
     assert not any("No Russell 2000" in n for n in report.notes)
     assert report.history is None and "No public Russell 2000 valuation history" in report.history_note
@@ -191,8 +191,8 @@ async def test_yahoo_quote_summary_live_cached_and_faults(server, session, rende
     assert rows["trailing_pe"].ratio_source == "Yahoo quoteSummary"
     assert rows["forward_pe"].ratio == pytest.approx(14.9 / 22.1)
     # Yahoo lacks SPY's P/S and IWM's P/B: the member figures (2026-08-08) fill them, the ratio is theirs
-    assert rows["price_to_sales"].large.source == MEMBERS and rows["price_to_sales"].ratio_source == MEMBERS
-    assert rows["price_to_book"].small.source == MEMBERS and rows["price_to_book"].large.value == 4.9
+    assert rows["price_to_sales"].large.source == rows["price_to_sales"].ratio_source == BUNDLED_MEMBERS
+    assert rows["price_to_book"].small.source == BUNDLED_MEMBERS and rows["price_to_book"].large.value == 4.9
     assert "Yahoo does not document" in dict(report.methods)["IWM · Yahoo quoteSummary"]
     assert not any("No Russell 2000" in n for n in report.notes)
 
@@ -206,7 +206,7 @@ async def test_yahoo_quote_summary_live_cached_and_faults(server, session, rende
     failed, _ = await valuation_answer(Documents(session, backoff=0.01, max_wait=0.05), renderer,
                                        yahoo_base_url=server.url)
     # no Yahoo figure at all: the bundled member figures stand
-    assert failed.rows[0].small.source == failed.rows[0].large.source == MEMBERS
+    assert failed.rows[0].small.source == failed.rows[0].large.source == BUNDLED_MEMBERS
     assert not any(o.source.startswith("Yahoo quoteSummary") for r in failed.rows for o in (r.small, r.large) if o)
     assert any("Yahoo IWM" in n and "HTML" in n for n in failed.notes)
     assert any("Yahoo SPY" in n and "HTTP 500" in n for n in failed.notes)

@@ -26,7 +26,7 @@ from cogs.analysis._sectors import sectors_embed
 from cogs.analysis._valuation import valuation_embed
 from cogs.autocomplete import member_session_choices, session_choices, symbol_choices
 from cogs.buttons import ChartAnswer, ChartCommand, register_chart
-from cogs.common import IwmCog, add_iwm_cog, attach_chart, parse_day
+from cogs.common import IwmCog, add_iwm_cog, attach_chart, parse_day, renders_chart
 from services import market_calendar
 from services.breadth import breadth_answer, check_breadth_input
 from services.compare import compare_answer, parse_symbols
@@ -38,6 +38,7 @@ from services.valuation import valuation_answer
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
+    from services.storage import Database
 
 __all__ = ["Analysis", "lines_within", "sectors_embed", "setup"]
 
@@ -48,10 +49,15 @@ REFRESH_AT = time(17, 30, tzinfo=ZoneInfo("America/New_York"))  # the member ref
 log = logging.getLogger(__name__)
 
 
+def live_database(bot: SmallcapsBot) -> Database | None:
+    """The database the member answers read the live snapshot from; None with the bundled provider."""
+    return None if bot.settings.provider == "bundled" else bot.resources.database
+
+
 async def breadth_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: str,
                                day: date | None) -> ChartAnswer:
     res = bot.resources
-    answer, png = await breadth_answer(res.market, res.renderer, period, day)
+    answer, png = await breadth_answer(res.market, res.renderer, period, day, live_database(bot))
     return ChartAnswer(breadth_embed(answer), png, answer.report.as_of)
 
 
@@ -69,7 +75,7 @@ async def sectors_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: 
                                day: date | None) -> ChartAnswer:
     res = bot.resources
     report, png = await sectors_answer(res.market, res.documents, res.renderer, period, day,
-                                       holdings_url=res.settings.holdings_url)
+                                       holdings_url=res.settings.holdings_url, database=live_database(bot))
     return ChartAnswer(sectors_embed(report, await res.market.age(report.as_of, day)), png, report.as_of)
 
 
@@ -107,6 +113,7 @@ class Analysis(IwmCog):
                                                         "P/S, P/B, each with its source and date")
     @app_commands.describe(as_of=AS_OF_HELP)
     @app_commands.autocomplete(as_of=session_choices)
+    @renders_chart()
     async def valuation(self, interaction: discord.Interaction, as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await interaction.response.defer(thinking=True)
@@ -115,7 +122,7 @@ class Analysis(IwmCog):
         report, png = await valuation_answer(
             res.documents, res.renderer, day,
             yahoo_base_url=settings.yahoo_base_url if settings.provider == "yahoo" else None,
-            operator_file=settings.valuation_file,
+            operator_file=settings.valuation_file, database=live_database(self.bot),
         )
         embed = valuation_embed(report)
         await interaction.followup.send(embed=embed, file=attach_chart(embed, png, "iwm-valuation.png"))
@@ -124,6 +131,7 @@ class Analysis(IwmCog):
                                                       "laggards, rate sensitivity")
     @app_commands.describe(period="Return period for the ranking and chart (default 3m)", as_of=AS_OF_HELP)
     @app_commands.autocomplete(as_of=session_choices)
+    @renders_chart()
     async def sectors(self, interaction: discord.Interaction, period: SectorPeriod = "3m",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
@@ -135,6 +143,7 @@ class Analysis(IwmCog):
                                                       "averages, A/D line, 52-week highs/lows")
     @app_commands.describe(period="Chart window (default 1y)", as_of=AS_OF_HELP)
     @app_commands.autocomplete(as_of=member_session_choices)
+    @renders_chart()
     async def breadth(self, interaction: discord.Interaction, period: BreadthPeriod = "1y",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
@@ -147,6 +156,7 @@ class Analysis(IwmCog):
                                                     "of each easing cycle")
     @app_commands.describe(as_of=AS_OF_HELP)
     @app_commands.autocomplete(as_of=session_choices)
+    @renders_chart()
     async def rates(self, interaction: discord.Interaction, as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
         await interaction.response.defer(thinking=True)
@@ -164,6 +174,7 @@ class Analysis(IwmCog):
         as_of="End day, YYYY-MM-DD (default: latest data)",
     )
     @app_commands.autocomplete(since=session_choices, symbols=symbol_choices, as_of=session_choices)
+    @renders_chart()
     async def compare(self, interaction: discord.Interaction, since: str | None = None,
                       symbols: app_commands.Range[str, 1, 50] | None = None, as_of: str | None = None) -> None:
         start = not_future(parse_day(since, "since"), "since")

@@ -85,5 +85,7 @@ def sectors_embed(r: SectorsReport, age: DataAge | None = None) -> discord.Embed
                    for s in r.unmatched_sectors]
         embed.add_field(name="Not covered", value=lines_within(missing), inline=False)
     source = f"prices {r.market_source}; weights {h.source} ({h.as_of})"
+    if r.members is not None and r.members.sectors.source.endswith("archived"):
+        source += f"; member weights iShares {r.members.sectors.holdings_as_of}, archived"
     embed.set_footer(text=data_footer(source, r.as_of, r.stale, age=age))
     return embed

@@ -17,7 +17,7 @@ from cogs.analysis._format import (
     clip,
     lines_within,
 )
-from cogs.common import BLUE, YELLOW, data_footer
+from cogs.common import BLUE, YELLOW, age_line, data_footer
 from services.members import IndexValuation, MemberValuation
 from services.valuation import SHILLER, Observation, ValuationReport
 
@@ -77,6 +77,9 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
     ]
     if r.stale:
         description.append("⚠️ Some live figures are a stale copy (the live source failed): see *Notes*.")
+    age = r.member_origin.age if r.member_origin is not None else None
+    if behind := age_line(age):
+        description.append(f"{behind} (member snapshot)")
     embed = discord.Embed(title=f"Valuation: {r.small_label} vs {r.large_label}",
                           description=lines_within(description, DESCRIPTION_LIMIT),
                           colour=YELLOW if r.stale else BLUE)
@@ -112,5 +115,5 @@ def valuation_embed(r: ValuationReport) -> discord.Embed:
     figures = [o for row in r.rows for o in (row.small, row.large) if o is not None]
     sources = clip(", ".join(sorted({o.source for o in figures})) or "none", NOTE_LIMIT)
     newest = max((o.as_of for o in figures), default=reference)
-    embed.set_footer(text=data_footer(sources, r.as_of or newest, r.stale))
+    embed.set_footer(text=data_footer(sources, r.as_of or newest, r.stale, age=age))
     return embed

@@ -6,7 +6,7 @@ writes the events on the database thread, in the order they arrived.
 
 `_text`: cashtags, tone, clean text; `_events`: the events and their SQL; `_writer`: the batched writer;
 `_log`: CommunityLog (opt-in, retention, export, a member's erasure); `_report`: the
-report and its chart.
+report and its chart; `_pace`: long work on the database thread in short turns.
 """
 
 from services.community._events import (

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -30,6 +32,7 @@ from services.charts import (
     reference,
     to_png,
 )
+from services.community._pace import Pace
 from services.community._text import tone
 from services.errors import InputError, is_whole
 from services.market import MarketData, ProviderError
@@ -160,33 +163,65 @@ class Activity:
     top_reactions: tuple[TopReaction, ...]  # reactions added in the window and still on
 
 
-def compute_activity(d: sqlite_utils.Database, guild_id: int, start: date, end: date,
-                     channels: Collection[int] | None = None) -> Activity:
-    """The window's counts for one guild, `start` to `end` included, in `channels` only unless None (runs on the
-    database thread)."""
-    window: list[object] = [guild_id, _day_start(start), _day_start(end + timedelta(days=1))]
+@dataclass
+class _Tally:
+    """What the turns of `compute_activity` add up."""
+
+    daily: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)  # day -> messages, members, bull, bear
+    messages: int = 0
+    authors: set[int] = field(default_factory=set)
+    cashtags: Counter[str] = field(default_factory=Counter)
+    reactions: dict[str, tuple[str, int | None, int]] = field(default_factory=dict)  # key -> name, id, count
+
+
+def _tally_days(d: sqlite_utils.Database, days: int, *, tally: _Tally, guild_id: int, first: date, end: date,
+                channels: Collection[int] | None = None) -> int:
+    """Add up to `days` UTC days from `first` (to `end` at most) to the tally, in `channels` only unless None, in
+    one turn on the database thread; returns how many days it added."""
+    days = min(days, (end - first).days + 1)
+    window: list[object] = [guild_id, _day_start(first), _day_start(first + timedelta(days=days))]
     where = ""
     if channels is not None:
         where = " AND channel_id IN (SELECT value FROM json_each(?))"
         window.append(json.dumps(sorted(channels)))
     live = f"FROM community_messages WHERE guild_id = ? AND created_at >= ? AND created_at < ?{where} AND deleted = 0"
-    daily = {row[0]: row[1:] for row in d.execute(
-        f"SELECT substr(created_at, 1, 10), count(*), count(DISTINCT author_id), sum(bull), sum(bear) {live} "
-        "GROUP BY 1", window)}
-    messages, members = d.execute(f"SELECT count(*), count(DISTINCT author_id) {live}", window).fetchone()
-    tags = d.execute(
-        "SELECT j.value, count(*) AS n FROM community_messages m, json_each(m.cashtags) j WHERE m.guild_id = ? "
+    for day, *counts in d.execute(
+            f"SELECT substr(created_at, 1, 10), count(*), count(DISTINCT author_id), sum(bull), sum(bear) {live} "
+            "GROUP BY 1", window):
+        tally.daily[day] = tuple(int(v or 0) for v in counts)  # type: ignore[assignment]
+        tally.messages += int(counts[0])
+    tally.authors.update(row[0] for row in d.execute(f"SELECT DISTINCT author_id {live}", window))
+    tally.cashtags.update(dict(d.execute(
+        "SELECT j.value, count(*) FROM community_messages m, json_each(m.cashtags) j WHERE m.guild_id = ? "
         f"AND m.created_at >= ? AND m.created_at < ?{where.replace('channel_id', 'm.channel_id')} AND m.deleted = 0 "
-        f"GROUP BY j.value ORDER BY n DESC, j.value LIMIT {TOP}", window).fetchall()
-    reactions = d.execute(
-        "SELECT max(emoji_name), max(emoji_id), count(*) AS n FROM community_reactions WHERE guild_id = ? "
-        f"AND added_at >= ? AND added_at < ?{where} AND removed_at IS NULL GROUP BY emoji_key ORDER BY n DESC, 1 "
-        f"LIMIT {TOP}", window).fetchall()
+        "GROUP BY j.value", window).fetchall()))
+    for key, name, emoji_id, n in d.execute(
+            "SELECT emoji_key, max(emoji_name), max(emoji_id), count(*) FROM community_reactions WHERE guild_id = ? "
+            f"AND added_at >= ? AND added_at < ?{where} AND removed_at IS NULL GROUP BY emoji_key", window):
+        name_before, id_before, n_before = tally.reactions.get(key, (name, emoji_id, 0))
+        tally.reactions[key] = (max(name_before, name), _larger(id_before, emoji_id), n_before + n)
+    return days
+
+
+def _larger(a: int | None, b: int | None) -> int | None:
+    """SQL's max() of two values: NULL only when both are."""
+    return b if a is None else a if b is None else max(a, b)
+
+
+async def compute_activity(db: Database, guild_id: int, start: date, end: date,
+                           channels: Collection[int] | None = None) -> Activity:
+    """The window's counts for one guild, `start` to `end` included, in `channels` only unless None: a few days
+    per turn on the database thread (`Pace`), so a year of a million-message log never holds it for long."""
+    tally, pace, first = _Tally(), Pace((end - start).days + 1, first=2, least=1), start
+    while first <= end:
+        first += timedelta(days=await db.run(pace(partial(_tally_days, tally=tally, guild_id=guild_id, first=first,
+                                                          end=end, channels=channels))))
     calendar = [start + timedelta(days=i) for i in range((end - start).days + 1)]
+    tags = sorted(tally.cashtags.items(), key=lambda item: (-item[1], item[0]))[:TOP]
+    reactions = sorted(tally.reactions.values(), key=lambda r: (-r[2], r[0]))[:TOP]
     return Activity(
-        daily=tuple(DayActivity(day, *(int(v or 0) for v in daily.get(day.isoformat(), (0, 0, 0, 0))))
-                    for day in calendar),
-        messages=int(messages), members=int(members), top_cashtags=tuple((tag, n) for tag, n in tags),
+        daily=tuple(DayActivity(day, *tally.daily.get(day.isoformat(), (0, 0, 0, 0))) for day in calendar),
+        messages=tally.messages, members=len(tally.authors), top_cashtags=tuple(tags),
         top_reactions=tuple(TopReaction(name, emoji_id, n) for name, emoji_id, n in reactions),
     )
 
@@ -212,7 +247,7 @@ async def community_answer(
     days = validate_days(days, MAX_REPORT_DAYS)
     end = (now or datetime.now(UTC)).astimezone(UTC).date()
     start = end - timedelta(days=days - 1)
-    activity = await db.run(lambda d: compute_activity(d, guild_id, start, end, channels))
+    activity = await compute_activity(db, guild_id, start, end, channels)
     daily = activity.daily
     calendar = [x.day for x in daily]
 

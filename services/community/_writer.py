@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500  # rows per transaction at most
 FLUSH_INTERVAL = 0.5  # seconds: the longest an event waits in memory when traffic is light
+MAX_PENDING = 4 * BATCH_SIZE  # events in memory at most: then `put` writes a batch before it returns
 WRITE_ATTEMPTS = 3  # a batch whose transaction fails (disk full, locked) is retried, then dropped and logged
 
 # An event's kind and its parameter rows: the queue holds these, not the events, so that a backlog of thousands
@@ -112,18 +113,23 @@ class LogWriter:
     """Queues log events and writes them in batches: up to `batch_size` events per transaction, or whatever
     arrived within `interval` seconds of the first waiting event, on the database thread, in arrival order.
 
-    `put` never waits, so the event loop is never held up by the disk. What is lost in a crash: the events
-    still in memory (at most `interval` seconds' worth plus any backlog). `flush()` returns once everything
-    queued before it is committed; `close()` flushes and stops (call it at shutdown).
+    `put` does not wait while fewer than `max_pending` events are in memory. Past that (events arrive faster
+    than the database takes them, or other work holds the database thread), `put` writes the oldest batch
+    itself and returns once it is committed, holding up the event loop meanwhile: back-pressure, so the bot
+    reads no more gateway events (and acknowledges none, see tests/test_process.py) until the backlog is down
+    again. What is lost in a crash: the events still in memory, at most `max_pending` (tests/test_process.py
+    measures what kill -9 loses). `flush()` returns once everything queued before it is committed;
+    `close()` flushes and stops (call it at shutdown).
 
     The queue is a plain list that the writer takes a batch at a time (not an asyncio.Queue, whose per-item
     cost was most of the writer's overhead at gateway-burst rates).
     """
 
-    def __init__(self, db: Database, *, batch_size: int = BATCH_SIZE, interval: float = FLUSH_INTERVAL) -> None:
-        if batch_size < 1 or interval < 0:
-            raise ValueError("batch_size must be at least 1 and interval not negative")
-        self.db, self.batch_size, self.interval = db, batch_size, interval
+    def __init__(self, db: Database, *, batch_size: int = BATCH_SIZE, interval: float = FLUSH_INTERVAL,
+                 max_pending: int = MAX_PENDING) -> None:
+        if batch_size < 1 or interval < 0 or max_pending < batch_size:
+            raise ValueError("batch_size must be at least 1, interval not negative, max_pending at least batch_size")
+        self.db, self.batch_size, self.interval, self.max_pending = db, batch_size, interval, max_pending
         self._ops: list[Op] = []
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []  # (events queued before it, flush future)
         self._queued = 0  # events ever queued
@@ -131,8 +137,10 @@ class LogWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._retrying = False  # a failed batch waits to be tried again: writing a later one first breaks order
         self.applied = 0  # events written
         self.skipped = 0  # events refused (bad rows) or dropped after failed transactions
+        self.pushed_back = 0  # batches `put` wrote itself (back-pressure)
 
     @property
     def pending(self) -> int:
@@ -163,6 +171,26 @@ class LogWriter:
         self._queued += 1
         if len(ops) == 1 or len(ops) >= self.batch_size:
             self._wake.set()
+        if len(ops) >= self.max_pending and not self._retrying:
+            self._push_back()
+
+    def _push_back(self) -> None:
+        """Write the oldest batch now, the event loop waiting. A batch the writer task has in flight was submitted
+        to the database thread earlier, so it commits first: the order holds. Flush waiters are released by the
+        writer task, which knows when its own batch is in."""
+        batch, self._ops = self._ops[: self.batch_size], self._ops[self.batch_size:]
+        try:
+            applied, skipped = self.db.run_blocking(lambda d: apply_ops(d, batch))
+        except Exception:
+            log.exception("community log: writing %d events under back-pressure failed; the writer retries them",
+                          len(batch))
+            self._ops[:0] = batch
+            self._retrying = True  # no more back-pressure writes until the writer task has tried again
+            return
+        self.applied += applied
+        self.skipped += skipped
+        self.pushed_back += 1
+        self._taken += len(batch)
 
     async def flush(self) -> None:
         """Return once every event queued so far is committed (or skipped)."""
@@ -218,8 +246,11 @@ class LogWriter:
                 log.exception("community log: writing %d events failed (attempt %d of %d)", len(batch), attempt,
                               WRITE_ATTEMPTS)
                 if attempt < WRITE_ATTEMPTS:
+                    self._retrying = True
                     await asyncio.sleep(0.5 * attempt)
                 continue
+            finally:
+                self._retrying = False
             self.applied += applied
             self.skipped += skipped
             return

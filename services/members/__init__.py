@@ -7,7 +7,9 @@ returns. Data: the bundled member files (`services/data/members/`, see `services
     member_sectors(data, as_of)                           # holdings sectors over 1m/3m/YTD/1y
 
 Live (a live provider only; see _refresh.py): `archive_holdings` keeps each dated iShares file, `MemberRefresh`
-takes a daily snapshot of the members' Yahoo fundamentals in batches, `member_snapshot` reads it back.
+takes a daily snapshot of the members' Yahoo fundamentals in batches, `member_snapshot` reads it back, and
+`member_data(database, as_of)` is the data an answer uses (the newest complete snapshot and archived holdings, else
+the bundle; see _live.py) with its `MemberOrigin` (label, stale, age) for the footer.
 
 as_of: a date within the data (closes: sessions 2023-01-03..2026-07-31; fundamentals: dumps 2026-08-01..08); a
 weekend or holiday means the last session (dump) before it; a date outside raises services.errors.InputError.
@@ -23,6 +25,7 @@ from services.members._breadth import (
     member_breadth,
 )
 from services.members._data import INDEXES, MemberData, load_member_data
+from services.members._live import MemberOrigin, live_member_data, member_data
 from services.members._refresh import (
     ArchivedHoldings,
     MemberRefresh,
@@ -30,6 +33,7 @@ from services.members._refresh import (
     archive_holdings,
     daily_refresh,
     holdings_archive,
+    latest_holdings,
     member_snapshot,
 )
 from services.members._sectors import ALL, MemberSector, MemberSectors, member_sectors
@@ -55,6 +59,7 @@ __all__ = [
     "BreadthSeries",
     "IndexValuation",
     "MemberData",
+    "MemberOrigin",
     "MemberRefresh",
     "MemberSector",
     "MemberSectors",
@@ -64,8 +69,11 @@ __all__ = [
     "compute_breadth",
     "daily_refresh",
     "holdings_archive",
+    "latest_holdings",
+    "live_member_data",
     "load_member_data",
     "member_breadth",
+    "member_data",
     "member_sectors",
     "member_snapshot",
     "member_valuation",

@@ -148,7 +148,7 @@ def breadth_day(series: BreadthSeries, row: int) -> BreadthDay:
     )
 
 
-@functools.lru_cache(maxsize=len(INDEXES))
+@functools.lru_cache(maxsize=2 * len(INDEXES))  # the bundled and the live member lists
 def _whole_series(data: MemberData, index: str) -> BreadthSeries:
     """An index's breadth over all the closes, computed once per process (a few tenths of a second)."""
     return compute_breadth(data.closes[:, data.columns(index)], data.dates)
@@ -165,5 +165,7 @@ def member_breadth(data: MemberData, index: str = "IWM", as_of: date | None = No
     return BreadthReport(
         index=index, name=name, as_of=data.day(row), requested=as_of, latest=breadth_day(series, row),
         series=series, members=len(columns), listed=int(data.members[flag].sum()),
-        source=CLOSES_SOURCE, method=METHOD, caveat=data.survivorship(),
+        source=CLOSES_SOURCE + ("" if data.holdings_source == "bundled" else
+                                f"; IWM members: iShares holdings of {data.holdings_as_of}, {data.holdings_source}"),
+        method=METHOD, caveat=data.survivorship(),
     )

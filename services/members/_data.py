@@ -51,6 +51,9 @@ class MemberData:
     symbols: tuple[str, ...]  # the columns of `closes`
     holdings_as_of: date
     source: str
+    fundamentals_source: str = FUNDAMENTALS_SOURCE  # where the newest fundamentals come from
+    holdings_source: str = "bundled"  # "bundled" or "archived" (the database's holdings archive)
+    notes: tuple[str, ...] = ()  # what a live snapshot carried over from the bundle
 
     @property
     def first_day(self) -> date:
@@ -108,9 +111,9 @@ def _day(value: np.datetime64) -> date:
     return date.fromisoformat(str(value))
 
 
-def _holdings() -> tuple[date, pd.DataFrame]:
-    """(as-of date, per ticker: weight % of IWM and sector) from the bundled holdings file, equity rows only."""
-    table = parse_holdings(bundled_text(BUNDLED_HOLDINGS))
+def holdings_weights(text: str) -> tuple[date, pd.DataFrame]:
+    """(as-of date, per ticker: weight % of IWM and sector) from an iShares holdings file, equity rows only."""
+    table = parse_holdings(text)
     as_of, frame = table.as_of, table.rows
     equity = frame[(frame["Asset Class"] == "Equity") & (frame["Ticker"] != "-")]
     grouped = equity.groupby("Ticker").agg(weight=("Weight (%)", "sum"), holdings_sector=("Sector", "first"))
@@ -119,7 +122,7 @@ def _holdings() -> tuple[date, pd.DataFrame]:
 
 def _load() -> MemberData:
     table = pd.read_csv(data_file(FUNDAMENTALS_FILE), dtype={"symbol": str, "sector": str})
-    holdings_as_of, holdings = _holdings()
+    holdings_as_of, holdings = holdings_weights(bundled_text(BUNDLED_HOLDINGS))
     members = table.groupby("symbol")[["in_iwm", "in_sp500"]].first().join(holdings)
     dumps = table.dropna(subset=["dump"]).drop(columns=["in_iwm", "in_sp500"])
     dumps["dump"] = pd.to_datetime(dumps["dump"]).dt.date

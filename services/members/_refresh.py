@@ -3,7 +3,11 @@
 iShares serves only today's holdings file, so each new dated file is kept in `holdings_archive` (one row per
 "Fund Holdings as of" date): the only history of the membership there will be.
 
-`MemberRefresh` asks Yahoo's quote endpoint for many symbols per request, pausing between batches. Each batch's
+`MemberRefresh` asks Yahoo's quote endpoint for many symbols per request, pausing between batches. The v7 quote
+answers 401 "Invalid Crumb" without a session, so a run first gets one as a browser does: GET
+https://fc.yahoo.com (sets the A3 cookie; it may answer 404), then GET /v1/test/getcrumb with that cookie (the
+crumb, as plain text), then every quote request carries the cookie and `crumb=`. The crumb is kept for the run
+and renewed once when a quote request answers 401. Each batch's
 rows are stored as it completes (`member_refresh_batches`), so a run that fails midway resumes the same day after
 the last completed batch. Only when every batch of a day is in does the day become the complete snapshot
 (`member_snapshot`); until then, and after a failure, the previous complete snapshot answers, marked stale.
@@ -26,7 +30,7 @@ import pandas as pd
 import sqlite_utils
 
 from services.documents import Document, Documents, looks_like_html
-from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_text, guarded
+from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_cookies, get_text, guarded
 from services.sectors import BUNDLED_HOLDINGS, parse_holdings
 from services.storage import Database
 
@@ -35,10 +39,14 @@ log = logging.getLogger(__name__)
 DAY_SECONDS = 86_400.0
 ARCHIVE, BATCHES, SNAPSHOT, STATE = "holdings_archive", "member_refresh_batches", "member_snapshot", "member_refresh"
 QUOTE_PATH = "/v7/finance/quote"
+CRUMB_PATH = "/v1/test/getcrumb"
+YAHOO_COOKIE_URL = "https://fc.yahoo.com"
 YAHOO_QUOTE = "Yahoo quote"
-# Yahoo's quote fields -> the member FIELDS they fill (the quote has no profit margin)
+# Yahoo's quote fields -> the stored columns: the member FIELDS they fill, plus trailing EPS and shares, from which
+# services.members._live derives net income (the quote has no profit margin and no revenue)
 QUOTE_FIELDS = {"marketCap": "market_cap", "trailingPE": "trailing_pe", "forwardPE": "forward_pe",
-                "priceToBook": "price_to_book", "priceToSalesTrailing12Months": "price_to_sales"}
+                "priceToBook": "price_to_book", "priceToSalesTrailing12Months": "price_to_sales",
+                "epsTrailingTwelveMonths": "eps_ttm", "sharesOutstanding": "shares_outstanding"}
 
 
 # --- holdings archive -----------------------------------------------------------------------------------------
@@ -80,6 +88,38 @@ async def holdings_archive(database: Database) -> list[ArchivedHoldings]:
     return await database.run(read)
 
 
+async def latest_holdings(database: Database) -> ArchivedHoldings | None:
+    """The newest archived holdings file; None when the archive is empty."""
+
+    def read(db: sqlite_utils.Database) -> ArchivedHoldings | None:
+        if ARCHIVE not in db.table_names():
+            return None
+        r = next(iter(db.query(f"select * from {ARCHIVE} order by as_of desc limit 1")), None)
+        return None if r is None else ArchivedHoldings(date.fromisoformat(r["as_of"]),
+                                                       datetime.fromtimestamp(r["fetched_at"], UTC), r["text"])
+
+    return await database.run(read)
+
+
+async def live_key(database: Database) -> tuple[str | None, str, str | None]:
+    """(the complete snapshot's day, the last refresh's error, the newest archived holdings date): cheap to read,
+    and it changes whenever what the live answers use changes."""
+
+    def read(db: sqlite_utils.Database) -> tuple[str | None, str, str | None]:
+        names = set(db.table_names())
+
+        def one(sql: str) -> Any:
+            row = next(iter(db.query(sql)), None)
+            return None if row is None else next(iter(row.values()))
+
+        day = one(f"select day from {SNAPSHOT} limit 1") if SNAPSHOT in names else None
+        error = (one(f"select error from {STATE} where id = 1") or "") if STATE in names else ""
+        archived = one(f"select max(as_of) from {ARCHIVE}") if ARCHIVE in names else None
+        return day, error, archived
+
+    return await database.run(read)
+
+
 # --- member fundamentals ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -113,11 +153,13 @@ class MemberRefresh:
     """One refresh a day of the members' fundamentals; see the module docstring."""
 
     def __init__(self, session: aiohttp.ClientSession, database: Database, symbols: Sequence[str], *,
-                 base_url: str, batch_size: int = 100, pause: float = 2.0, timeout: float = 10.0,
-                 retry: Retry | None = None, clock: Callable[[], float] = time.time,
+                 base_url: str, cookie_url: str = YAHOO_COOKIE_URL, batch_size: int = 100, pause: float = 2.0,
+                 timeout: float = 10.0, retry: Retry | None = None, clock: Callable[[], float] = time.time,
                  sources: Sources | None = None) -> None:
         self.session, self.database, self.symbols = session, database, tuple(symbols)
         self.url = f"{base_url.rstrip('/')}{QUOTE_PATH}"
+        self.crumb_url, self.cookie_url = f"{base_url.rstrip('/')}{CRUMB_PATH}", cookie_url
+        self._crumb: tuple[str, str] | None = None  # (crumb, Cookie header), kept for the run
         self.batch_size, self.pause, self.timeout, self.clock = batch_size, pause, timeout, clock
         self.retry = retry or Retry()
         self.health = (sources or Sources(clock)).register(YAHOO_QUOTE, DOCUMENTS)
@@ -149,9 +191,37 @@ class MemberRefresh:
         log.info("member refresh %s: complete snapshot of %d symbols", day, len(self.symbols))
         return True
 
+    async def crumb(self, renew: bool = False) -> tuple[str, str]:
+        """(crumb, Cookie header) of a Yahoo session: the cached one, or a new one (cookie page, then crumb)."""
+        if self._crumb is None or renew:
+            cookies = await get_cookies(self.session, self.cookie_url, self.timeout)
+            if not cookies:
+                raise ProviderError(f"no session cookie from {self.cookie_url}", retryable=False)
+            cookie = "; ".join(f"{k}={v}" for k, v in cookies.items())
+            crumb = (await get_text(self.session, self.crumb_url, {}, self.timeout, {"Cookie": cookie})).strip()
+            if not crumb or len(crumb) > 64 or any(c.isspace() or c in "<>{}" for c in crumb):
+                raise ProviderError(f"unusable crumb: {crumb[:40]!r}", retryable=False)
+            self._crumb = crumb, cookie
+            log.info("member refresh: new Yahoo crumb")
+        return self._crumb
+
+    async def _quotes(self, batch: Sequence[str]) -> str:
+        """One quote request with the session's crumb; on a 401 (the crumb expired) a new crumb, once."""
+        async def ask(crumb: str, cookie: str) -> str:
+            params = {"symbols": ",".join(batch), "fields": ",".join(QUOTE_FIELDS), "crumb": crumb}
+            return await get_text(self.session, self.url, params, self.timeout, {"Cookie": cookie})
+
+        try:
+            return await ask(*await self.crumb())
+        except ProviderError as exc:
+            if exc.status != 401:
+                raise
+            log.info("member refresh: quote answered 401, renewing the crumb")
+        return await ask(*await self.crumb(renew=True))
+
     async def _fetch(self, batch: Sequence[str]) -> list[dict[str, Any]]:
         async def call() -> list[dict[str, Any]]:
-            text = await get_text(self.session, self.url, {"symbols": ",".join(batch)}, self.timeout)
+            text = await self._quotes(batch)
             try:
                 return await asyncio.to_thread(parse_quotes, text)
             except ValueError as exc:
@@ -194,7 +264,7 @@ def _set_state(db: sqlite_utils.Database, day: date, error: str) -> None:
 
 def _complete(db: sqlite_utils.Database, day: date) -> None:
     """The day's batches become the snapshot, in one transaction; older days' batches go."""
-    rows = [{"symbol": q["symbol"], "day": day.isoformat(), **{f: q[f] for f in QUOTE_FIELDS.values()}}
+    rows = [{"symbol": q["symbol"], "day": day.isoformat(), **{f: q.get(f) for f in QUOTE_FIELDS.values()}}
             for r in db.query(f"select rows from {BATCHES} where day = ? order by batch", [day.isoformat()])
             for q in json.loads(r["rows"])]
     columns = ("symbol", "day", *QUOTE_FIELDS.values())
@@ -207,10 +277,11 @@ def _complete(db: sqlite_utils.Database, day: date) -> None:
 
 
 async def daily_refresh(documents: Documents, database: Database, symbols: Sequence[str], day: date, *,
-                        holdings_url: str, yahoo_base_url: str) -> bool:
+                        holdings_url: str, yahoo_base_url: str, yahoo_cookie_url: str = YAHOO_COOKIE_URL) -> bool:
     """The daily job: archive today's holdings file, then refresh (or resume) the members' snapshot of `day`.
     True when the snapshot is complete. Needs live documents (their session is the one used)."""
     assert documents.session is not None, "the member refresh needs a live provider"
     await archive_holdings(documents, database, holdings_url)
-    refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url, sources=documents.sources)
+    refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url,
+                            cookie_url=yahoo_cookie_url, sources=documents.sources)
     return await refresh.run(day)

@@ -73,13 +73,17 @@ def _sector(name: str, weights: np.ndarray, closes: np.ndarray, base: np.ndarray
     return MemberSector(name, float(weights.sum()), len(weights), returns, coverage, counted)
 
 
+def _archived(data: MemberData) -> str:
+    return ", archived" if data.holdings_source == "archived" else ""
+
+
 def member_sectors(data: MemberData, as_of: date | None = None) -> MemberSectors:
     """Every holdings sector's return over PERIODS ending on the last session on or before `as_of` (default: the
     last close); InputError outside the closes."""
     end = data.session(as_of)
     end_day = data.day(end)
     starts = {p: _start_row(data, end_day, p) for p in PERIODS}
-    base_row = data.session(data.holdings_as_of)
+    base_row = data.session(min(data.holdings_as_of, data.as_of))  # an archived file newer than the closes
     iwm = data.members[data.members["in_iwm"]]
     position = {s: i for i, s in enumerate(data.symbols)}
     nan = np.full(len(data.dates), np.nan, dtype=np.float32)
@@ -95,6 +99,7 @@ def member_sectors(data: MemberData, as_of: date | None = None) -> MemberSectors
         as_of=end_day, requested=as_of,
         period_starts={p: None if r is None else data.day(r) for p, r in starts.items()},
         sectors=tuple(lines), total=_sector(ALL, weights, closes, closes[base_row], end, starts),
-        holdings_as_of=data.holdings_as_of, source=f"{CLOSES_SOURCE}; iShares IWM holdings {data.holdings_as_of}",
+        holdings_as_of=data.holdings_as_of,
+        source=f"{CLOSES_SOURCE}; iShares IWM holdings {data.holdings_as_of}{_archived(data)}",
         method=METHOD, caveat=data.survivorship(),
     )

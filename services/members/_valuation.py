@@ -18,7 +18,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from services.members._data import FUNDAMENTALS_SOURCE, MemberData, index_name
+from services.members._data import MemberData, index_name
 
 METRICS = {  # metric -> (label, which members it counts)
     "forward_pe": ("Forward P/E", "members with a positive forward P/E (on analysts' estimated earnings)"),
@@ -140,10 +140,10 @@ def member_valuation(data: MemberData, as_of: date | None = None) -> MemberValua
              f"IWM membership and weights are the iShares holdings of {data.holdings_as_of} (weights not carried "
              "forward by price); the S&P 500 list is of 2026-08-08.",
              "Yahoo's definitions: trailing P/E on trailing 12-month earnings, forward P/E on analysts' estimated "
-             "earnings; values as Yahoo served them on each dump date."]
+             "earnings; values as Yahoo served them on each dump date.", *data.notes]
     return MemberValuation(
         as_of=day, requested=as_of, small=small, large=large, ratios=ratios, rows_by_dump=by_dump,
         holdings_as_of=data.holdings_as_of,
-        source=f"{FUNDAMENTALS_SOURCE}; iShares IWM holdings {data.holdings_as_of}, bundled",
+        source=f"{data.fundamentals_source}; iShares IWM holdings {data.holdings_as_of}, {data.holdings_source}",
         method=METHOD, notes=tuple(notes),
     )

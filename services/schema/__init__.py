@@ -56,6 +56,18 @@ CREATE TABLE IF NOT EXISTS sentiment_forgotten (
     member_hash TEXT NOT NULL,
     PRIMARY KEY (message_id, member_hash)
 )""",)),
+    # IF NOT EXISTS: main made this table (forget-me in batches) before it had versions.
+    Migration(4, "community erasures: a member's forget-me under way, finished at the next start if cut short", ("""
+CREATE TABLE IF NOT EXISTS community_erasures (
+    guild_id INTEGER NOT NULL,
+    user_id INTEGER NOT NULL,
+    requested_at TEXT NOT NULL,
+    PRIMARY KEY (guild_id, user_id)
+)""",)),
+    Migration(5, "member snapshot: trailing EPS and shares outstanding (net income for loss-makers too)", (
+        "ALTER TABLE member_snapshot ADD COLUMN eps_ttm REAL",
+        "ALTER TABLE member_snapshot ADD COLUMN shares_outstanding REAL",
+    )),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 

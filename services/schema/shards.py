@@ -107,6 +107,7 @@ GUILD_TABLES = (
     GuildTable("community_messages"),
     GuildTable("community_revisions", renumber="id"),
     GuildTable("community_reactions"),
+    GuildTable("community_erasures"),
     GuildTable("sentiment_votes", by_poll=True),  # before the polls leave their file
     GuildTable("sentiment_forgotten", by_poll=True),
     GuildTable("sentiment_polls"),

@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class Reply:
 class ProviderServer:
     def __init__(self) -> None:
         self.replies: dict[str, list[Reply]] = {}
+        self.handlers: dict[str, Callable[[web.Request], Reply | None]] = {}
         self.requests: list[web.Request] = []
         self.calls: dict[str, int] = defaultdict(int)
         self.app = web.Application()
@@ -46,13 +48,22 @@ class ProviderServer:
         """Answer requests to `path` with these replies in turn; the last one repeats."""
         self.replies[path] = list(replies)
 
+    def handle(self, path: str, handler: Callable[[web.Request], Reply | None]) -> None:
+        """Answer requests to `path` with `handler(request)` first; when it returns None, the scripted replies
+        answer (for a server that checks what a request carries, e.g. a cookie and a crumb)."""
+        self.handlers[path] = handler
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         self.requests.append(request)
         self.calls[request.path] += 1
+        handler = self.handlers.get(request.path)
+        reply = handler(request) if handler else None
         queue = self.replies.get(request.path)
-        if not queue:
+        if reply is None and not queue:
             return web.Response(status=404, text="not scripted")
-        reply = queue.pop(0) if len(queue) > 1 else queue[0]
+        if reply is None:
+            assert queue
+            reply = queue.pop(0) if len(queue) > 1 else queue[0]
         if reply.hang:
             await self._closing.wait()
         if reply.delay:

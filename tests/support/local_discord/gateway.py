@@ -27,6 +27,8 @@ class GatewayConnection:
     zlib_stream: bool
     received: list[dict[str, Any]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    # (time.monotonic(), sequence): each heartbeat's "last sequence number received", the client's acknowledgement
+    heartbeats: list[tuple[float, int | None]] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     compressor: Any = field(default_factory=zlib.compressobj)
 
@@ -114,7 +116,7 @@ class Gateway(DiscordState):
         conn = GatewayConnection(ws, request.path, dict(request.query), request.query.get("compress") == "zlib-stream")
         self.connections.append(conn)
         session: GatewaySession | None = None
-        hello = {"heartbeat_interval": 41250, "_trace": ['["local-gateway"]']}
+        hello = {"heartbeat_interval": self.heartbeat_interval_ms, "_trace": ['["local-gateway"]']}
         await conn.send({"op": 10, "d": hello, "s": None, "t": None})
         try:
             async for msg in ws:
@@ -125,6 +127,7 @@ class Gateway(DiscordState):
                 self._notify()
                 op, data = frame.get("op"), frame.get("d")
                 if op == 1:
+                    conn.heartbeats.append((time.monotonic(), data))
                     await conn.send({"op": 11, "d": None, "s": None, "t": None})
                 elif op == 2:
                     session = await self._identify(conn, data)

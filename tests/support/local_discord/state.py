@@ -181,6 +181,7 @@ class DiscordState:
         self.commands: dict[int | None, list[dict[str, Any]]] = {}  # guild id (None: global) -> synced commands
         self.poll_voters: dict[tuple[int, int], list[dict[str, Any]]] = {}  # (message id, answer id) -> users
         self.sessions: list[GatewaySession] = []
+        self.heartbeat_interval_ms = 41250  # sent in HELLO; a test may shorten it before the bot connects
         self.connections: list[GatewayConnection] = []
         self._interactions: dict[str, InteractionState] = {}
         self._command_ids: dict[tuple[int | None, str, int], int] = {}

@@ -1,0 +1,139 @@
+"""Which member data answers: the daily live snapshot from the database, or the bundle.
+
+With a live provider the newest complete `member_snapshot` (Yahoo's v7 quote, see _refresh.py) is the newest
+"dump" of the member fundamentals, and the newest archived iShares file gives IWM's membership, weights and sectors;
+without one (or for an `as_of` before them) the bundled data answers as before. When the latest refresh failed or is
+unfinished, the previous complete snapshot answers, marked stale with its age in sessions.
+
+Profit margin: the v7 quote has neither `profitMargins` nor revenue, so the snapshot derives them: trailing net
+income = `epsTrailingTwelveMonths * sharesOutstanding` (negative for a loss-maker), sales = `marketCap /
+priceToSalesTrailing12Months`, margin = net income / sales. A member whose quote lacks one of those keeps its
+last known margin from the bundled dumps (said in the notes, with the dumps' dates); a member the snapshot lacks
+keeps its whole bundled row. Its Yahoo sector is always the bundled one (the quote has none).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import Counter
+from dataclasses import dataclass, replace
+from datetime import date
+
+import numpy as np
+import pandas as pd
+
+from services import market_calendar
+from services.market import DataAge
+from services.members._data import FIELDS, MemberData, holdings_weights, load_member_data
+from services.members._refresh import latest_holdings, live_key, member_snapshot
+from services.storage import Database
+
+LIVE_SOURCE = "Yahoo v7 quote snapshot of {day}"
+
+
+@dataclass(frozen=True)
+class MemberOrigin:
+    """What an answer's member figures come from, for its footer."""
+
+    label: str  # "Yahoo quote snapshot of 2026-12-01" or "bundled dump of 2026-08-08"
+    live: bool  # the database's snapshot or archive answers
+    stale: bool  # the latest refresh failed or is unfinished: an older snapshot answers
+    age: DataAge | None  # the snapshot's age when stale
+    note: str  # why it is stale ("" when it is not)
+
+
+def bundled_origin(data: MemberData) -> MemberOrigin:
+    return MemberOrigin(f"bundled dump of {data.dump_dates[-1]}", False, False, None, "")
+
+
+def derived_margins(rows: pd.DataFrame) -> pd.Series:
+    """Each snapshot row's trailing profit margin: EPS x shares / (market cap / P/S); NaN where not derivable."""
+    eps, shares = rows["eps_ttm"].to_numpy(dtype=float), rows["shares_outstanding"].to_numpy(dtype=float)
+    cap, ps = rows["market_cap"].to_numpy(dtype=float), rows["price_to_sales"].to_numpy(dtype=float)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(eps) & (shares > 0) & (cap > 0) & (ps > 0) & np.isfinite(shares * cap * ps)
+    sales = np.where(ok, cap / np.where(ok, ps, 1.0), np.nan)
+    return pd.Series(np.where(ok, eps * shares / sales, np.nan), index=rows.index)
+
+
+def live_member_data(bundled: MemberData, rows: pd.DataFrame | None, day: date | None,
+                     holdings: tuple[date, pd.DataFrame] | None) -> MemberData:
+    """The bundled data with the snapshot `rows` (of `day`) as its newest dump and, when given, the archived
+    holdings' membership and weights."""
+    members, notes = bundled.members, []
+    holdings_as_of, holdings_source = bundled.holdings_as_of, bundled.holdings_source
+    if holdings is not None:
+        holdings_as_of, weights = holdings
+        holdings_source = "archived"
+        members = members.drop(columns=["weight", "holdings_sector"]).join(weights, how="outer")
+        members["in_sp500"] = members["in_sp500"].fillna(False).astype(bool)
+        members["in_iwm"] = members["weight"].notna()
+        unknown = int((~members.index.isin(bundled.members.index)).sum())
+        if unknown:
+            notes.append(f"{unknown} holdings of {holdings_as_of} are not in the bundled member list: counted in "
+                         "the weights, without data.")
+    dumps, fundamentals_source = bundled.dumps, bundled.fundamentals_source
+    if rows is not None and day is not None:
+        last = bundled.fundamentals
+        live = rows.reindex(columns=[*FIELDS[:-1], "eps_ttm", "shares_outstanding"])
+        margin = derived_margins(live)
+        missing = margin.isna()
+        carried = last["profit_margin"].reindex(live.index)[missing]
+        live["profit_margin"] = margin.where(~missing, carried)
+        live["sector"] = last["sector"].reindex(live.index)
+        live["dump"] = day
+        dumps = pd.concat([dumps, live.rename_axis("symbol").reset_index()[dumps.columns]], ignore_index=True)
+        fundamentals_source = LIVE_SOURCE.format(day=day) + "; members it lacks from the bundled Yahoo dumps"
+        from_dump = Counter(last["dump"].reindex(carried.dropna().index))
+        notes.append(
+            f"Profit margin (net income EPS x shares / sales market cap / P/S) derived from the {day} quote for "
+            f"{int((~missing).sum()):,} members; carried from the bundled dumps for {int(carried.notna().sum()):,} "
+            "whose quote lacks EPS, shares or P/S ("
+            + (", ".join(f"{n} from {d}" for d, n in sorted(from_dump.items(), reverse=True)) or "none")
+            + f"), none for {int(carried.isna().sum()):,}.")
+    return replace(bundled, members=members, dumps=dumps, holdings_as_of=holdings_as_of,
+                   holdings_source=holdings_source, fundamentals_source=fundamentals_source, notes=tuple(notes),
+                   source=f"{fundamentals_source}; iShares IWM holdings {holdings_as_of}, {holdings_source}")
+
+
+_lock = threading.Lock()
+_cache: dict[tuple[object, ...], MemberData] = {}
+
+
+async def member_data(database: Database | None, as_of: date | None = None) -> tuple[MemberData, MemberOrigin]:
+    """(the member data an answer as of `as_of` uses, where it comes from). `database` None (no live provider),
+    no snapshot or archive yet, or an `as_of` before them: the bundle. Built once per database, snapshot day and
+    archive date (the newest only is kept)."""
+    bundled = await asyncio.to_thread(load_member_data)
+    if database is None:
+        return bundled, bundled_origin(bundled)
+    day_text, error, archived_text = await live_key(database)
+    day = date.fromisoformat(day_text) if day_text else None
+    archived = date.fromisoformat(archived_text) if archived_text else None
+    start = day or archived
+    if start is None or (as_of is not None and as_of < start):
+        return bundled, bundled_origin(bundled)
+    key = (str(database.path), day, archived)
+    data = _cache.get(key)
+    if data is None:
+        data = await _build(database, bundled, day is not None)
+        with _lock:
+            _cache.clear()  # only the newest snapshot answers
+            _cache[key] = data
+    if day is None:
+        return data, replace(bundled_origin(bundled), live=True)
+    label = f"Yahoo quote snapshot of {day}"
+    if not error:
+        return data, MemberOrigin(label, True, False, None, "")
+    reference = await asyncio.to_thread(market_calendar.last_session_now)
+    behind = await asyncio.to_thread(market_calendar.sessions_behind, day, reference)
+    return data, MemberOrigin(label, True, True, DataAge(day, reference, behind), f"the latest refresh failed: {error}")
+
+
+async def _build(database: Database, bundled: MemberData, with_snapshot: bool) -> MemberData:
+    snapshot = await member_snapshot(database) if with_snapshot else None
+    archive = await latest_holdings(database)
+    holdings = await asyncio.to_thread(holdings_weights, archive.text) if archive else None
+    rows, day = (snapshot.rows, snapshot.day) if snapshot is not None else (None, None)
+    return await asyncio.to_thread(live_member_data, bundled, rows, day, holdings)
