@@ -155,7 +155,7 @@ class Database:
 
         return await self.run(tx)
 
-    def run_blocking(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    def run_blocking(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(db)` on the database thread and wait for it *without* yielding: called from the event loop, the
         loop stands still meanwhile. Only for back-pressure (the community log writer), where that is the point."""
         return self._executor.submit(self._call, fn).result()
