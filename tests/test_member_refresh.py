@@ -30,12 +30,6 @@ def csv(text: str) -> Reply:
     return Reply(body=text, content_type="text/csv")
 
 
-@pytest.fixture
-def database_target(tmp_path):
-    """SQLite only: the member refresh does not run on PostgreSQL yet (issue 18)."""
-    return tmp_path / "test.db"
-
-
 async def test_holdings_are_fetched_once_a_day_and_each_dated_file_archived(server, session, database):
     clock = Clock()
     docs = Documents(session, database=database, clock=clock, backoff=0.01, max_wait=0.05)
