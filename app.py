@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import discord
-import sqlite_utils
 from discord import app_commands
 from discord.ext import commands
 
@@ -166,13 +165,10 @@ class SmallcapsBot(commands.AutoShardedBot):
         digest = self.command_tree_hash()
         db = self.resources.database
 
-        def last_synced(d: sqlite_utils.Database) -> str | None:
-            rows = list(d.query("select value from _meta where key = 'command_tree_hash'"))
-            return rows[0]["value"] if rows else None
-
-        if self.force_sync or await db.run(last_synced) != digest:
+        last = await db.cached_row("_meta", "key", "command_tree_hash")
+        if self.force_sync or (last["value"] if last else None) != digest:
             synced = await self.tree.sync()
-            await db.run(lambda d: d.table("_meta").upsert({"key": "command_tree_hash", "value": digest}, pk="key"))
+            await db.cache_row("_meta", "key", {"key": "command_tree_hash", "value": digest})
             log.info("synced %d global commands", len(synced))
         else:
             log.info("command tree unchanged since the last global sync; not syncing")
