@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import discord
-import sqlite_utils
 from discord import app_commands
 from discord.ext import commands
 
@@ -84,11 +83,12 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
     if settings.database_url is not None:  # accepted by the settings, refused until the stores run on PostgreSQL
         raise DatabaseError(POSTGRES_NOT_YET)
     async with AsyncExitStack() as stack:  # closed in reverse: the log writer flushes before the database closes
-        database = Database(settings.database_path)
+        database = Database.from_settings(settings)
         await database.open()
         stack.push_async_callback(database.close)
-        layout = Layout.of(settings.shard_ids, settings.shard_count)  # a file of another layout is refused
-        await database.run(lambda d: check_layout(d.conn, layout))
+        if database.engine == "sqlite":  # one file per shard layout; one PostgreSQL serves every layout
+            layout = Layout.of(settings.shard_ids, settings.shard_count)  # a file of another layout is refused
+            await database.run(lambda d: check_layout(d.conn, layout))
         session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
         stack.push_async_callback(session.close)
         renderer = Renderer(processes=render_processes, cache_bytes=settings.chart_cache_mb * MB)
@@ -165,13 +165,10 @@ class SmallcapsBot(commands.AutoShardedBot):
         digest = self.command_tree_hash()
         db = self.resources.database
 
-        def last_synced(d: sqlite_utils.Database) -> str | None:
-            rows = list(d.query("select value from _meta where key = 'command_tree_hash'"))
-            return rows[0]["value"] if rows else None
-
-        if self.force_sync or await db.run(last_synced) != digest:
+        last = await db.cached_row("_meta", "key", "command_tree_hash")
+        if self.force_sync or (last["value"] if last else None) != digest:
             synced = await self.tree.sync()
-            await db.run(lambda d: d.table("_meta").upsert({"key": "command_tree_hash", "value": digest}, pk="key"))
+            await db.cache_row("_meta", "key", {"key": "command_tree_hash", "value": digest})
             log.info("synced %d global commands", len(synced))
         else:
             log.info("command tree unchanged since the last global sync; not syncing")

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import sqlite_utils
-
 from services.alerts import AlertStore
 from services.community import CommunityLog
 from services.sentiment import SentimentStore
+from services.sql import Connection
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ async def forget_member(community: CommunityLog, guild_id: int, user_id: int) ->
     """
     await community.flush()
 
-    def begin(d: sqlite_utils.Database) -> tuple[int, int]:
+    def begin(d: Connection) -> tuple[int, int]:
         with d.atomic():
             CommunityLog.begin_erasure(d, guild_id, user_id)
             votes = SentimentStore.erase_member(d, guild_id, user_id)

@@ -1,7 +1,9 @@
-"""SQLite storage. One connection, owned by one dedicated thread; every access goes through `Database.run`.
+"""Storage: SQLite (a file, one process) or PostgreSQL (a `postgresql://` URL, shared by every shard process).
 
-SQLite objects belong to the thread that made them, and a single writer thread also serialises writes, so the
-event loop never waits on the disk and no two coroutines interleave inside a transaction.
+One connection, owned by one dedicated thread; every access goes through `Database.run`. SQLite objects belong
+to the thread that made them, and a single writer thread also serialises writes, so the event loop never waits on
+the disk and no two coroutines interleave inside a transaction. Store callbacks get a `services.sql.Connection`,
+the same calls and the same SQL text on both engines.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import sqlite_utils
+import psycopg
 
 from services.schema import SchemaError, migrate
+from services.sql import Connection, PostgresConnection, SQLiteConnection, display_url, is_postgres_url
+
+if TYPE_CHECKING:
+    from services.config import Settings
 
 T = TypeVar("T")
 
@@ -28,24 +35,53 @@ GIL_SWITCH_INTERVAL = 0.0002
 DATABASE_MODE = 0o600
 
 
+MARK_OPENED = "INSERT INTO _meta VALUES ('opened', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+
+
+def opened_at() -> str:
+    """`_meta.opened`: when a process last opened the database, in SQLite's datetime('now') format."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
 class DatabaseError(RuntimeError):
     """The database cannot be opened or written; the message says why and what to do."""
 
 
 class Database:
-    def __init__(self, path: Path | str, *, lock_timeout: float = 5.0) -> None:
-        self.path = Path(path)
+    """`target`: a SQLite file (or `:memory:`), or a `postgresql://` URL."""
+
+    def __init__(self, target: Path | str, *, lock_timeout: float = 5.0) -> None:
+        self.url = str(target) if is_postgres_url(target) else None
+        self.path = Path(target)
+        self.engine = "postgresql" if self.url else "sqlite"
         self.lock_timeout = lock_timeout
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
-        self._db: sqlite_utils.Database | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.engine)
+        self._db: Connection | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        """PostgreSQL when DATABASE_URL is set (it wins), else the SQLite file at DATABASE_PATH."""
+        return cls(settings.database_url or settings.database_path)
+
+    @property
+    def location(self) -> str:
+        """The file or the database (without its password), for messages."""
+        return display_url(self.url) if self.url else str(self.path)
 
     async def open(self) -> None:
         sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_INTERVAL))  # process-wide; see above
         try:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._open_postgres if self.url else self._open)
         except SchemaError:
             self._executor.shutdown(wait=False)
             raise
+        except psycopg.Error as exc:
+            self._executor.shutdown(wait=False)
+            raise DatabaseError(
+                f"cannot open database {self.location}: {str(exc).strip()}. Check that the server runs, that the "
+                "URL's user may create tables in the database (DATABASE_URL sets it)."
+            ) from exc
         except (sqlite3.Error, OSError) as exc:
             self._executor.shutdown(wait=False)
             raise DatabaseError(
@@ -67,19 +103,35 @@ class Database:
             conn.execute("PRAGMA secure_delete=ON")
             migrate(conn)  # every table the stores use, at this code's version (services.schema)
             # Prove we can write now rather than fail on the first write later.
-            conn.execute("INSERT OR REPLACE INTO _meta VALUES ('opened', datetime('now'))")
+            conn.execute(MARK_OPENED, [opened_at()])
             conn.commit()
         except (sqlite3.Error, SchemaError):
             conn.close()
             raise
-        self._db = sqlite_utils.Database(conn)
+        self._db = SQLiteConnection(conn)
 
-    async def run(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    def _open_postgres(self) -> None:
+        assert self.url is not None
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.lock_timeout)))
+        try:
+            # Every commit waits for the WAL flush (the server default, set in case the role's default differs):
+            # on PostgreSQL `durable` is an ordinary transaction.
+            conn.execute("SET synchronous_commit = on")
+            migrate(conn)
+            db = PostgresConnection(conn)
+            db.execute(MARK_OPENED, [opened_at()])
+        except (psycopg.Error, SchemaError):
+            conn.close()
+            raise
+        self._db = db
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(db)` on the database thread and return its result."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
-    async def durable(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
-        """Run `fn(db)` on the database thread in one transaction committed with `synchronous=FULL`.
+    async def durable(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn(db)` on the database thread in one transaction committed with `synchronous=FULL` (SQLite; on
+        PostgreSQL every commit is durable, synchronous_commit on).
 
         The connection runs WAL with `synchronous=NORMAL`: a commit survives a crash of the bot but not a power loss
         or an OS crash, which can roll back the last transactions. For the few writes that decide whether a post goes
@@ -87,7 +139,10 @@ class Database:
         fsync of the WAL per commit (FULL); everything else (the community log, caches) keeps NORMAL's speed.
         """
 
-        def tx(db: sqlite_utils.Database) -> T:
+        def tx(db: Connection) -> T:
+            if isinstance(db, PostgresConnection):
+                with db.atomic():
+                    return fn(db)
             conn = db.conn
             if conn.in_transaction:  # the safety level cannot change inside a transaction; earlier work is done
                 conn.commit()
@@ -100,7 +155,7 @@ class Database:
 
         return await self.run(tx)
 
-    def run_blocking(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    def run_blocking(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(db)` on the database thread and wait for it *without* yielding: called from the event loop, the
         loop stands still meanwhile. Only for back-pressure (the community log writer), where that is the point."""
         return self._executor.submit(self._call, fn).result()
@@ -108,7 +163,7 @@ class Database:
     async def cached_row(self, table: str, key_column: str, key: object) -> dict[str, Any] | None:
         """The row of a cache table whose `key_column` is `key`; None if there is none."""
 
-        def read(db: sqlite_utils.Database) -> dict[str, Any] | None:
+        def read(db: Connection) -> dict[str, Any] | None:
             rows = list(db.query(f"select * from {table} where {key_column} = ?", [key]))
             return rows[0] if rows else None
 
@@ -116,9 +171,13 @@ class Database:
 
     async def cache_row(self, table: str, key_column: str, row: dict[str, Any]) -> None:
         """Insert or replace `row` in a cache table keyed by `key_column`."""
-        await self.run(lambda db: db.table(table).upsert(row, pk=key_column))
+        names = list(row)
+        sql = (f"INSERT INTO {table} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) "
+               f"ON CONFLICT ({key_column}) DO UPDATE SET "
+               + ", ".join(f"{n} = excluded.{n}" for n in names if n != key_column))
+        await self.run(lambda db: db.execute(sql, list(row.values())))
 
-    def _call(self, fn: Callable[[sqlite_utils.Database], T]) -> T:
+    def _call(self, fn: Callable[[Connection], T]) -> T:
         if self._db is None:
             raise DatabaseError("database is not open")
         return fn(self._db)
@@ -128,8 +187,11 @@ class Database:
             db = self._db
 
             def _close() -> None:
-                db.conn.commit()
-                db.conn.close()
+                if isinstance(db, PostgresConnection):
+                    db.pg.close()
+                else:
+                    db.conn.commit()
+                    db.conn.close()
 
             await asyncio.get_running_loop().run_in_executor(self._executor, _close)
             self._db = None

@@ -4,6 +4,8 @@
 `running_bot`: a factory starting the real SmallcapsBot against it: `bot, discord_ = await running_bot()`.
 `resources`: the bot's resources as the console opens them; `database`, `renderer`, `server`, `session`.
 `postgres`: the URL of a throwaway PostgreSQL server for the whole session (tests/support/postgres.py).
+`database` runs each test on both engines: a SQLite file, and its own schema on that server (started on first
+use). `database_target` is what `Database` opens.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from services.charts import Renderer
 from services.config import Settings
 from services.storage import Database
 from tests.support.local_discord import LocalDiscord, pointed_at, smallcaps_bot
-from tests.support.postgres import OPTIONAL_ENV, PostgresMissing, postgres_server
+from tests.support.postgres import OPTIONAL_ENV, PostgresMissing, postgres_server, schema_url
 from tests.support.provider_server import ProviderServer
 
 
@@ -103,9 +105,22 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=ENGINES)
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """A fresh database on each engine: a SQLite file, or a URL whose search_path is a new, empty schema."""
+    if request.param == "sqlite":
+        yield tmp_path / "test.db"
+    else:
+        with schema_url(request.getfixturevalue("postgres")) as url:
+            yield url
+
+
 @pytest.fixture
-async def database(tmp_path: Path) -> AsyncIterator[Database]:
-    async with Database(tmp_path / "test.db") as db:
+async def database(database_target: Path | str) -> AsyncIterator[Database]:
+    async with Database(database_target) as db:
         yield db
 
 

@@ -4,12 +4,13 @@ SQLite subscriptions/levels/outbox, fan-out failures, and exactly-once posting a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ from services.config import Zones
 from services.errors import InputError
 from services.market import MarketData, read_bundled_csv
 from services.storage import Database
+from tests.support.postgres import schema_url
 
 ROOT = Path(__file__).resolve().parent.parent
 Z = Zones()  # 200, 205-220, 240-245
@@ -64,9 +66,8 @@ def window_events(frame: pd.DataFrame) -> list[Event]:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[AlertStore]:
-    async with Database(tmp_path / "alerts.db") as db:
-        yield AlertStore(db, Z)
+async def store(database: Database) -> AlertStore:
+    return AlertStore(database, Z)  # both engines (tests/conftest.py)
 
 
 def record_closes(close: pd.Series) -> list[int]:
@@ -572,9 +573,15 @@ async def test_exactly_once_across_a_crash_between_send_and_record(tmp_path: Pat
         assert (row.status, row.message_id) == ("sent", 4242)
 
 
-async def test_the_outbox_commits_with_synchronous_full(store: AlertStore) -> None:
+async def test_the_outbox_commits_with_synchronous_full(tmp_path: Path) -> None:
     """WAL with synchronous=NORMAL can lose the last commits on a power loss (an intent lost: the alert goes out
-    twice); the outbox's transactions are committed with FULL, and the connection is back to NORMAL after."""
+    twice); the outbox's transactions are committed with FULL, and the connection is back to NORMAL after.
+    (SQLite's; on PostgreSQL every commit is durable: test_postgres_commits_wait_for_the_wal_flush.)"""
+    async with Database(tmp_path / "alerts.db") as db:
+        await outbox_commits_with_synchronous_full(AlertStore(db, Z))
+
+
+async def outbox_commits_with_synchronous_full(store: AlertStore) -> None:
     statements: list[str] = []
     await store.database.run(lambda db: db.conn.set_trace_callback(statements.append))
     sub = await store.subscribe(1, 701, "breakout", created_by=7)
@@ -591,6 +598,34 @@ async def test_the_outbox_commits_with_synchronous_full(store: AlertStore) -> No
     for full, write, commit, normal in zip(fulls, writes, commits, normals, strict=True):
         assert full < write < commit < normal  # each write committed while the level is FULL
     assert await store.database.run(lambda db: db.conn.execute("PRAGMA synchronous").fetchone()[0]) == 1  # NORMAL
+
+
+async def test_postgres_commits_wait_for_the_wal_flush(postgres: str) -> None:
+    with schema_url(postgres) as url:
+        async with Database(url) as db:
+            assert await db.run(lambda d: d.execute("SHOW synchronous_commit").fetchone()[0]) == "on"
+
+
+async def test_one_claim_wins_across_processes_sharing_postgres(postgres: str) -> None:
+    """Each shard process has its own connection to the one database: however many claim the same (guild,
+    channel, event) at once, exactly one gets an outbox id and the others see the row (the unique key decides)."""
+    with schema_url(postgres) as url:
+        async with Database(url) as first:
+            sub = await AlertStore(first, Z).subscribe(1, 801, "breakout", created_by=7)
+        processes = [Database(url) for _ in range(4)]
+        for db in processes:
+            await db.open()
+        try:
+            stores = [AlertStore(db, Z) for db in processes]
+            for days in range(5):  # five events, each claimed by four processes at once
+                event = dataclasses.replace(EVENT, day=EVENT.day + timedelta(days=days))
+                ids = await asyncio.gather(*(store.claim(sub, event) for store in stores))
+                assert len([i for i in ids if i is not None]) == 1, ids
+            rows = await stores[0].outbox(1)
+            assert len(rows) == 5 and len({r.event.key for r in rows}) == 5
+        finally:
+            for db in processes:
+                await db.close()
 
 
 async def test_recovery_when_unsure_skips_and_when_absent_sends(store: AlertStore) -> None:

@@ -39,7 +39,7 @@ async def test_live_fetch_is_cached_and_a_fresh_cache_makes_no_request(server, s
     first = await get(documents(session, database), server)
     assert first.source == "live" and not first.stale and first.text == LIVE_TEXT
     assert server.requests[0].query["id"] == "FEDFUNDS"
-    rows = await database.run(lambda db: list(db["documents_cache"].rows))
+    rows = await database.run(lambda db: list(db.query("SELECT * FROM documents_cache")))
     assert len(rows) == 1 and rows[0]["text"] == LIVE_TEXT
     second = await get(documents(session, database), server)  # a new instance: answered from SQLite
     assert second.text == LIVE_TEXT and second.fetched_at == first.fetched_at

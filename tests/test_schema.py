@@ -7,12 +7,22 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import psycopg
 import pytest
 
 import bot
 from services.community import CommunityLog, MessageCreated
-from services.schema import CURRENT_VERSION, MIGRATIONS, Migration, SchemaError, expected_columns, migrate
+from services.schema import (
+    CURRENT_VERSION,
+    MIGRATIONS,
+    Migration,
+    SchemaError,
+    columns,
+    expected_columns,
+    migrate,
+)
 from services.storage import Database
+from tests.support.postgres import schema_url
 
 T0 = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "schema").glob("*.db.gz"))  # scripts/make_schema_fixtures.py
@@ -191,3 +201,52 @@ def test_each_version_is_exactly_the_schema_main_made_before_versioning(version,
     with sqlite3.connect(fresh) as conn:
         migrate(conn, [m for m in MIGRATIONS if m.version <= version])
     assert layout(fresh) == released
+
+
+# The same ladder on PostgreSQL (each test its own schema on the throwaway cluster, tests/support/postgres.py)
+
+
+def pg_versions(url: str) -> list[int]:
+    with psycopg.connect(url) as conn:
+        return [r[0] for r in conn.execute("SELECT version FROM schema_version ORDER BY version")]
+
+
+async def test_a_fresh_postgres_schema_gets_every_table_and_column_at_the_current_version(postgres):
+    with schema_url(postgres) as url:
+        async with Database(url):
+            pass
+        async with Database(url):  # a second start applies nothing again
+            pass
+        assert pg_versions(url) == [m.version for m in MIGRATIONS]
+        with psycopg.connect(url) as conn:
+            assert columns(conn) == expected_columns()  # the same tables and columns as SQLite, in order
+            types = dict(conn.execute(
+                "SELECT table_name || '.' || column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = current_schema()").fetchall())
+            identity = conn.execute(
+                "SELECT is_identity FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = 'alert_outbox' AND column_name = 'id'").fetchone()[0]
+        assert (types["alert_subscriptions.guild_id"], types["alert_levels.support"], types["alert_outbox.event"]) \
+            == ("bigint", "double precision", "text")
+        assert identity == "YES"
+
+
+async def test_a_postgres_schema_newer_than_the_code_is_refused(postgres):
+    with schema_url(postgres) as url:
+        with psycopg.connect(url) as conn:
+            migrate(conn)
+            conn.execute("INSERT INTO schema_version VALUES (%s, 'from a later release', '2027-01-01')",
+                         [CURRENT_VERSION + 1])
+        with pytest.raises(SchemaError, match=f"has schema version {CURRENT_VERSION + 1}, newer than this code's"):
+            await Database(url).open()
+        assert pg_versions(url)[-1] == CURRENT_VERSION + 1
+
+
+async def test_a_postgres_table_missing_a_column_is_refused_and_nothing_is_recorded(postgres):
+    with schema_url(postgres) as url:
+        with psycopg.connect(url) as conn:
+            conn.execute("CREATE TABLE alert_state (guild_id BIGINT PRIMARY KEY, updated_at TEXT NOT NULL)")
+        with pytest.raises(SchemaError, match="table alert_state lacks column state"):
+            await Database(url).open()
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None  # rolled back

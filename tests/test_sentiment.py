@@ -12,6 +12,7 @@ import pytest
 from services.charts import Renderer
 from services.documents import Documents
 from services.errors import InputError
+from services.schema import expected_columns
 from services.sentiment import (
     BEARISH,
     BULLISH,
@@ -29,7 +30,6 @@ from services.sentiment import (
     sentiment_answer,
     validate_poll,
 )
-from services.storage import Database
 from tests.support.aaii import AAII_LAST, AAII_MEANS, AAII_SPREAD, BUNDLED_AAII
 from tests.support.provider_server import Reply
 
@@ -38,9 +38,8 @@ GUILD, OTHER_GUILD, CHANNEL = 100, 200, 10
 
 
 @pytest.fixture
-async def db(tmp_path):
-    async with Database(tmp_path / "test.db") as database:
-        yield database
+async def db(database):
+    return database  # both engines (tests/conftest.py)
 
 
 @pytest.fixture
@@ -178,8 +177,8 @@ async def test_a_forgotten_vote_does_not_come_back_when_the_poll_closes(store, d
         return [row[0] for row in d.execute("SELECT user_id FROM sentiment_votes ORDER BY user_id")]
 
     def dump(d):  # every value in every sentiment table, as text
-        return " ".join(str(v) for t in d.table_names() if t.startswith("sentiment")
-                        for row in d.execute(f"SELECT * FROM [{t}]") for v in row)
+        return " ".join(str(v) for t in expected_columns() if t.startswith("sentiment")
+                        for row in d.execute(f"SELECT * FROM {t}") for v in row)
 
     assert await db.run(user_ids) == [12]
     assert "11" not in (await db.run(dump)).split()

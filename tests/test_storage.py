@@ -11,6 +11,7 @@ import threading
 import pytest
 
 from services import storage
+from services.sql import to_pyformat
 from services.storage import GIL_SWITCH_INTERVAL, Database, DatabaseError
 
 
@@ -106,3 +107,56 @@ async def test_a_deleted_row_leaves_no_trace_in_the_file(tmp_path, monkeypatch):
         files = [path, path.with_name("a.db-wal")]
         assert all(secret.encode() not in f.read_bytes() for f in files if f.exists())
         assert await db.run(lambda d: [r[0] for r in d.execute("SELECT x FROM t")]) == ["kept"]
+
+
+# Both engines (tests/conftest.py `database`: a SQLite file and a PostgreSQL schema)
+
+
+async def test_every_engine_runs_on_one_thread(database):
+    names = {await database.run(lambda d: threading.current_thread().name) for _ in range(20)}
+    assert len(names) == 1 and names.pop().startswith(database.engine)
+
+
+async def test_cache_rows_are_inserted_then_replaced(database):
+    assert await database.cached_row("bars_cache", "symbol", "IWM") is None
+    first = {"symbol": "IWM", "source": "yahoo", "fetched_at": 1.5, "as_of": "2026-12-01", "csv": "a,b"}
+    await database.cache_row("bars_cache", "symbol", first)
+    second = {**first, "source": "stooq", "fetched_at": 2.25, "csv": "c,d"}
+    await database.cache_row("bars_cache", "symbol", second)
+    assert await database.cached_row("bars_cache", "symbol", "IWM") == second
+    assert await database.run(lambda d: d.execute("SELECT count(*) FROM bars_cache").fetchone()[0]) == 1
+
+
+async def test_placeholders_and_transactions_behave_alike(database):
+    def write(d):
+        d.execute("INSERT INTO _meta (key, value) VALUES (:key, :value)", {"key": "a", "value": "50% off ?"})
+        d.executemany("INSERT INTO _meta (key, value) VALUES (?, ?)", [("b", "1"), ("c", "2")])
+        try:
+            with d.atomic():
+                d.execute("INSERT INTO _meta (key, value) VALUES (?, ?)", ["d", "rolled back"])
+                raise KeyError("abort")
+        except KeyError:
+            pass
+        return [tuple(r) for r in d.execute("SELECT key, value FROM _meta WHERE key != 'opened' AND value "
+                                            "LIKE '%' ORDER BY key")]
+
+    assert await database.run(write) == [("a", "50% off ?"), ("b", "1"), ("c", "2")]
+
+
+async def test_a_durable_write_is_seen_by_another_connection(database_target):
+    async with Database(database_target) as writer, Database(database_target) as reader:
+        await writer.durable(lambda d: d.execute("INSERT INTO _meta (key, value) VALUES (?, ?)", ["k", "v"]))
+        assert await reader.run(lambda d: d.execute("SELECT value FROM _meta WHERE key = ?", ["k"]).fetchone()) \
+            == ("v",)
+
+
+async def test_an_unreachable_postgres_is_a_clear_error_without_the_password(tmp_path):
+    url = f"postgresql://bot:s3cret@/smallcaps?host={tmp_path}&connect_timeout=1"
+    with pytest.raises(DatabaseError, match="DATABASE_URL") as raised:
+        await Database(url).open()
+    assert "s3cret" not in str(raised.value) and "bot:***@" in str(raised.value)
+
+
+def test_placeholders_become_psycopgs_outside_quoted_text():
+    assert to_pyformat("SELECT '?', ':x', a::text FROM t WHERE b = ? AND c LIKE '5%' AND d = :d AND e % 2 = 0") \
+        == "SELECT '?', ':x', a::text FROM t WHERE b = %s AND c LIKE '5%' AND d = %(d)s AND e %% 2 = 0"

@@ -9,11 +9,10 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-import sqlite_utils
-
 from services.alerts._detector import EVENT_KINDS, DetectorState, Event
 from services.config import ConfigError, Zones
 from services.errors import InputError, is_whole
+from services.sql import Connection
 from services.storage import Database
 
 MAX_SUBSCRIPTIONS_PER_GUILD = 10
@@ -87,7 +86,7 @@ def parse_events(text: str | Iterable[str]) -> tuple[str, ...]:
 
 
 class AlertStore:
-    """Subscriptions, per-guild levels, detector state and the outbox, in the shared SQLite database.
+    """Subscriptions, per-guild levels, detector state and the outbox, in the shared database (either engine).
 
     Every function taking a `guild_id` reads and writes only that guild's rows. `pending()` without a guild
     is the one bot-wide read (start-up recovery); its rows are never shown to members.
@@ -100,12 +99,12 @@ class AlertStore:
     def _now(self) -> str:
         return self.clock().isoformat(timespec="seconds")
 
-    async def _write(self, fn: Callable[[sqlite_utils.Database], Any]) -> Any:
+    async def _write(self, fn: Callable[[Connection], Any]) -> Any:
         # synchronous=FULL (Database.durable): an outbox row a power loss rolled back would let the alert go out twice.
         return await self.database.durable(fn)
 
     @staticmethod
-    def _rows(db: sqlite_utils.Database, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
+    def _rows(db: Connection, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         return list(db.query(sql, params))
 
     # subscriptions
@@ -120,7 +119,7 @@ class AlertStore:
         kinds = json.dumps(list(parse_events(events)))
         now = self._now()
 
-        def write(db: sqlite_utils.Database) -> dict[str, Any]:
+        def write(db: Connection) -> dict[str, Any]:
             existing = self._rows(db, "select id from alert_subscriptions where guild_id = ? and channel_id = ?",
                                   [guild_id, channel_id])
             if existing:
@@ -164,7 +163,7 @@ class AlertStore:
         return [r["guild_id"] for r in rows]
 
     @staticmethod
-    def erase_member(db: sqlite_utils.Database, guild_id: int, user_id: int) -> int:
+    def erase_member(db: Connection, guild_id: int, user_id: int) -> int:
         """Forget the member in this guild's alert tables (run by services.privacy inside its transaction): their
         id leaves the subscriptions they created and the levels they set (both are the server's settings and
         stay). The rows changed; the tables hold no other member data (the outbox has channel and role ids only)."""
@@ -182,7 +181,8 @@ class AlertStore:
             raise InputError(f"unknown alert event {kind!r}")
         until = self.clock() + timedelta(hours=hours)
         await self._write(lambda db: db.execute(
-            "insert or replace into alert_mutes (guild_id, channel_id, kind, until) values (?, ?, ?, ?)",
+            "insert into alert_mutes (guild_id, channel_id, kind, until) values (?, ?, ?, ?) "
+            "on conflict (guild_id, channel_id, kind) do update set until = excluded.until",
             [guild_id, channel_id, kind, until.isoformat(timespec="seconds")]))
         return until
 
@@ -219,10 +219,14 @@ class AlertStore:
             raise InputError("levels must be finite numbers")
         row = {"guild_id": guild_id, **asdict(zones), "updated_by": updated_by, "updated_at": self._now()}
 
-        def write(db: sqlite_utils.Database) -> None:
-            db.execute("insert or replace into alert_levels (guild_id, support, entry_low, entry_high, "
-                       "resistance_low, resistance_high, updated_by, updated_at) values (:guild_id, :support, "
-                       ":entry_low, :entry_high, :resistance_low, :resistance_high, :updated_by, :updated_at)", row)
+        def write(db: Connection) -> None:
+            db.execute("insert into alert_levels (guild_id, support, entry_low, entry_high, resistance_low, "
+                       "resistance_high, updated_by, updated_at) values (:guild_id, :support, :entry_low, "
+                       ":entry_high, :resistance_low, :resistance_high, :updated_by, :updated_at) on conflict "
+                       "(guild_id) do update set support = excluded.support, entry_low = excluded.entry_low, "
+                       "entry_high = excluded.entry_high, resistance_low = excluded.resistance_low, "
+                       "resistance_high = excluded.resistance_high, updated_by = excluded.updated_by, "
+                       "updated_at = excluded.updated_at", row)
             db.execute("delete from alert_state where guild_id = ?", [guild_id])
 
         await self._write(write)
@@ -230,7 +234,7 @@ class AlertStore:
 
     async def reset_levels(self, guild_id: int) -> Zones:
         """Back to the configured default levels."""
-        def write(db: sqlite_utils.Database) -> None:
+        def write(db: Connection) -> None:
             db.execute("delete from alert_levels where guild_id = ?", [guild_id])
             db.execute("delete from alert_state where guild_id = ?", [guild_id])
 
@@ -244,7 +248,8 @@ class AlertStore:
 
     async def save_state(self, guild_id: int, state: DetectorState) -> None:
         await self._write(lambda db: db.execute(
-            "insert or replace into alert_state (guild_id, state, updated_at) values (?, ?, ?)",
+            "insert into alert_state (guild_id, state, updated_at) values (?, ?, ?) on conflict (guild_id) "
+            "do update set state = excluded.state, updated_at = excluded.updated_at",
             [guild_id, state.to_json(), self._now()]))
 
     # outbox
@@ -254,13 +259,14 @@ class AlertStore:
         that channel already has a row for this event (sent, in flight, or settled)."""
         now = self._now()
 
-        def write(db: sqlite_utils.Database) -> int | None:
-            cursor = db.execute(
-                "insert or ignore into alert_outbox (guild_id, channel_id, subscription_id, event_key, event, "
-                "status, created_at, updated_at) values (?, ?, ?, ?, ?, 'pending', ?, ?)",
+        def write(db: Connection) -> int | None:
+            # The unique (guild, channel, event) key decides, in the one shared database, which process posts.
+            rows = db.execute(
+                "insert into alert_outbox (guild_id, channel_id, subscription_id, event_key, event, status, "
+                "created_at, updated_at) values (?, ?, ?, ?, ?, 'pending', ?, ?) on conflict do nothing returning id",
                 [subscription.guild_id, subscription.channel_id, subscription.id, event.key,
-                 json.dumps(event.to_dict()), now, now])
-            return cursor.lastrowid if cursor.rowcount else None
+                 json.dumps(event.to_dict()), now, now]).fetchall()
+            return rows[0][0] if rows else None
 
         return await self._write(write)
 

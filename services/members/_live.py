@@ -114,7 +114,7 @@ async def member_data(database: Database | None, as_of: date | None = None) -> t
     start = day or archived
     if start is None or (as_of is not None and as_of < start):
         return bundled, bundled_origin(bundled)
-    key = (str(database.path), day, archived)
+    key = (database.location, day, archived)
     data = _cache.get(key)
     if data is None:
         data = await _build(database, bundled, day is not None)

@@ -27,11 +27,11 @@ from typing import Any
 
 import aiohttp
 import pandas as pd
-import sqlite_utils
 
 from services.documents import Document, Documents, looks_like_html
 from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_cookies, get_text, guarded
 from services.sectors import BUNDLED_HOLDINGS, parse_holdings
+from services.sql import Connection
 from services.storage import Database
 
 log = logging.getLogger(__name__)
@@ -72,16 +72,17 @@ async def archive_holdings(documents: Documents, database: Database, url: str) -
     return as_of
 
 
-def _archive(db: sqlite_utils.Database, as_of: date, document: Document) -> None:
+def _archive(db: Connection, as_of: date, document: Document) -> None:
     assert document.fetched_at is not None
     row = {"as_of": as_of.isoformat(), "fetched_at": document.fetched_at.timestamp(), "text": document.text}
-    db.table(ARCHIVE).insert(row, pk="as_of", ignore=True)  # the first download of a dated file is kept
+    db.execute(f"insert into {ARCHIVE} (as_of, fetched_at, text) values (:as_of, :fetched_at, :text) "
+               "on conflict do nothing", row)  # the first download of a dated file is kept
 
 
 async def holdings_archive(database: Database) -> list[ArchivedHoldings]:
     """Every archived holdings file, oldest first."""
 
-    def read(db: sqlite_utils.Database) -> list[ArchivedHoldings]:
+    def read(db: Connection) -> list[ArchivedHoldings]:
         return [ArchivedHoldings(date.fromisoformat(r["as_of"]), datetime.fromtimestamp(r["fetched_at"], UTC),
                                  r["text"]) for r in db.query(f"select * from {ARCHIVE} order by as_of")]
 
@@ -91,9 +92,7 @@ async def holdings_archive(database: Database) -> list[ArchivedHoldings]:
 async def latest_holdings(database: Database) -> ArchivedHoldings | None:
     """The newest archived holdings file; None when the archive is empty."""
 
-    def read(db: sqlite_utils.Database) -> ArchivedHoldings | None:
-        if ARCHIVE not in db.table_names():
-            return None
+    def read(db: Connection) -> ArchivedHoldings | None:
         r = next(iter(db.query(f"select * from {ARCHIVE} order by as_of desc limit 1")), None)
         return None if r is None else ArchivedHoldings(date.fromisoformat(r["as_of"]),
                                                        datetime.fromtimestamp(r["fetched_at"], UTC), r["text"])
@@ -105,16 +104,14 @@ async def live_key(database: Database) -> tuple[str | None, str, str | None]:
     """(the complete snapshot's day, the last refresh's error, the newest archived holdings date): cheap to read,
     and it changes whenever what the live answers use changes."""
 
-    def read(db: sqlite_utils.Database) -> tuple[str | None, str, str | None]:
-        names = set(db.table_names())
-
+    def read(db: Connection) -> tuple[str | None, str, str | None]:
         def one(sql: str) -> Any:
             row = next(iter(db.query(sql)), None)
             return None if row is None else next(iter(row.values()))
 
-        day = one(f"select day from {SNAPSHOT} limit 1") if SNAPSHOT in names else None
-        error = (one(f"select error from {STATE} where id = 1") or "") if STATE in names else ""
-        archived = one(f"select max(as_of) from {ARCHIVE}") if ARCHIVE in names else None
+        day = one(f"select day from {SNAPSHOT} limit 1")  # the schema ladder made every table
+        error = one(f"select error from {STATE} where id = 1") or ""
+        archived = one(f"select max(as_of) from {ARCHIVE}")
         return day, error, archived
 
     return await database.run(read)
@@ -236,7 +233,7 @@ class MemberRefresh:
 async def member_snapshot(database: Database) -> MemberSnapshot:
     """The last complete live snapshot, stale when a later refresh failed or is unfinished; day None if none."""
 
-    def read(db: sqlite_utils.Database) -> MemberSnapshot:
+    def read(db: Connection) -> MemberSnapshot:
         state = next(iter(db.query(f"select * from {STATE}")), None)
         rows = pd.DataFrame(list(db.query(f"select * from {SNAPSHOT}")))
         pending = f"refresh of {state['day']} unfinished: {state['error']}" if state and state["error"] else ""
@@ -250,29 +247,32 @@ async def member_snapshot(database: Database) -> MemberSnapshot:
     return await database.run(read)
 
 
-def _done_batches(db: sqlite_utils.Database, day: date) -> set[int]:
+def _done_batches(db: Connection, day: date) -> set[int]:
     return {r["batch"] for r in db.query(f"select batch from {BATCHES} where day = ?", [day.isoformat()])}
 
 
-def _store_batch(db: sqlite_utils.Database, day: date, batch: int, rows: list[dict[str, Any]]) -> None:
-    db.table(BATCHES).upsert({"day": day.isoformat(), "batch": batch, "rows": json.dumps(rows)}, pk=("day", "batch"))
+def _store_batch(db: Connection, day: date, batch: int, rows: list[dict[str, Any]]) -> None:
+    db.execute(f"insert into {BATCHES} (day, batch, rows) values (?, ?, ?) on conflict (day, batch) do update "
+               "set rows = excluded.rows", [day.isoformat(), batch, json.dumps(rows)])
 
 
-def _set_state(db: sqlite_utils.Database, day: date, error: str) -> None:
-    db.table(STATE).upsert({"id": 1, "day": day.isoformat(), "error": error}, pk="id")
+def _set_state(db: Connection, day: date, error: str) -> None:
+    db.execute(f"insert into {STATE} (id, day, error) values (1, ?, ?) on conflict (id) do update "
+               "set day = excluded.day, error = excluded.error", [day.isoformat(), error])
 
 
-def _complete(db: sqlite_utils.Database, day: date) -> None:
+def _complete(db: Connection, day: date) -> None:
     """The day's batches become the snapshot, in one transaction; older days' batches go."""
     rows = [{"symbol": q["symbol"], "day": day.isoformat(), **{f: q.get(f) for f in QUOTE_FIELDS.values()}}
             for r in db.query(f"select rows from {BATCHES} where day = ? order by batch", [day.isoformat()])
             for q in json.loads(r["rows"])]
     columns = ("symbol", "day", *QUOTE_FIELDS.values())
-    with db.conn:
-        db.conn.execute(f"delete from {SNAPSHOT}")
-        db.conn.executemany(f"insert or replace into {SNAPSHOT} ({', '.join(columns)}) "
-                            f"values ({', '.join('?' * len(columns))})", [[r[c] for c in columns] for r in rows])
-        db.conn.execute(f"delete from {BATCHES} where day < ?", [day.isoformat()])
+    with db.atomic():
+        db.execute(f"delete from {SNAPSHOT}")
+        db.executemany(f"insert into {SNAPSHOT} ({', '.join(columns)}) values ({', '.join('?' * len(columns))}) "
+                       f"on conflict (symbol) do update set {', '.join(f'{c} = excluded.{c}' for c in columns[1:])}",
+                       [[r[c] for c in columns] for r in rows])
+        db.execute(f"delete from {BATCHES} where day < ?", [day.isoformat()])
     _set_state(db, day, "")
 
 

@@ -5,20 +5,25 @@ records each in `schema_version`, then checks that every table has every column 
 than the code, or one whose tables match no released layout, is a `SchemaError` whose message says which file
 and what to do. Stores never create tables: they assume this schema.
 
-A migration is plain SQL where it can be (so a second engine can use the same ladder); the statements that are
-SQLite's own are noted where they are. To change a table, append a `Migration` (`ALTER TABLE ... ADD COLUMN`,
+The same ladder runs on PostgreSQL (a `psycopg.Connection`): each statement is written once in SQLite's types and
+mapped by `services.sql.postgres_ddl`; the ladder is climbed under an advisory lock instead of SQLite's write
+lock, and columns are read from information_schema. A migration is plain SQL that both engines accept. To change a
+table, append a `Migration` (`ALTER TABLE ... ADD COLUMN`,
 ...) and bump nothing else: the version is the last migration's number.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 
+import psycopg
+
 from services.schema import _v1
+from services.sql import display_url, postgres_ddl
 
 
 class SchemaError(RuntimeError):
@@ -73,37 +78,55 @@ VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
 )"""
 
 
-def file_name(conn: sqlite3.Connection) -> str:
-    """The main database's file, for messages (`:memory:` when it has none)."""
+# pg_advisory_xact_lock key of the ladder: two processes never climb it at once (any 64-bit constant; "smallcap")
+MIGRATION_LOCK = 0x736D616C6C636170
+
+AnyConnection = sqlite3.Connection | psycopg.Connection
+
+
+def file_name(conn: AnyConnection) -> str:
+    """The main database's file (`:memory:` when it has none), or the PostgreSQL database, for messages."""
+    if isinstance(conn, psycopg.Connection):
+        return f"{display_url(conn.info.dsn)} (schema {conn.execute('SELECT current_schema()').fetchone()[0]})"
     row = conn.execute("PRAGMA database_list").fetchone()
     return row[2] or ":memory:"
 
 
-def version(conn: sqlite3.Connection) -> int:
-    """The schema version recorded in the file; 0 before versioning (or for an empty file)."""
-    if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone():
+def version(conn: AnyConnection) -> int:
+    """The schema version recorded in the database; 0 before versioning (or for an empty one)."""
+    if isinstance(conn, psycopg.Connection):
+        if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+            return 0
+    elif not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone():
         return 0
     return conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+def migrate(conn: AnyConnection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the database up to the last of `migrations` in one transaction; the version it is at now."""
     target = migrations[-1].version
-    conn.execute("BEGIN IMMEDIATE")  # the write lock first: two processes never climb the ladder at once
+    postgres = isinstance(conn, psycopg.Connection)
+    ddl: Callable[[str], str] = postgres_ddl if postgres else str
+    record = "INSERT INTO schema_version (version, description, applied_at) VALUES " + (
+        "(%s, %s, %s)" if postgres else "(?, ?, ?)")
+    if postgres:
+        conn.execute("BEGIN")
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [MIGRATION_LOCK])
+    else:
+        conn.execute("BEGIN IMMEDIATE")  # the write lock first: two processes never climb the ladder at once
     try:
         current = version(conn)
         if current > target:
             raise SchemaError(
                 f"database {file_name(conn)} has schema version {current}, newer than this code's {target}: "
                 "run the newer bot version that wrote it, or restore a backup made before that upgrade")
-        conn.execute(VERSION_TABLE)
+        conn.execute(ddl(VERSION_TABLE))
         now = datetime.now(UTC).isoformat(timespec="seconds")
         for migration in migrations:
             if migration.version > current:
                 for statement in migration.statements:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)",
-                             [migration.version, migration.description, now])
+                    conn.execute(ddl(statement))  # type: ignore[arg-type]  # the ladder's own SQL
+                conn.execute(record, [migration.version, migration.description, now])  # type: ignore[arg-type]
         check(conn, expected_columns(tuple(migrations)))
     except BaseException:
         conn.rollback()
@@ -125,14 +148,21 @@ def expected_columns(migrations: tuple[Migration, ...] = MIGRATIONS) -> dict[str
         empty.close()
 
 
-def columns(conn: sqlite3.Connection) -> dict[str, tuple[str, ...]]:
+def columns(conn: AnyConnection) -> dict[str, tuple[str, ...]]:
     """Each table's columns in the database, in order."""
+    if isinstance(conn, psycopg.Connection):
+        found: dict[str, list[str]] = {}
+        for table, column in conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name != 'schema_version' ORDER BY table_name, ordinal_position"):
+            found.setdefault(table, []).append(column)
+        return {t: tuple(c) for t, c in found.items()}
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' "
                                          "AND name NOT LIKE 'sqlite_%' AND name != 'schema_version' ORDER BY name")]
     return {t: tuple(r[1] for r in conn.execute(f"PRAGMA table_info([{t}])")) for t in tables}
 
 
-def check(conn: sqlite3.Connection, expected: dict[str, tuple[str, ...]]) -> None:
+def check(conn: AnyConnection, expected: dict[str, tuple[str, ...]]) -> None:
     """SchemaError when a table lacks a column the code reads or writes (a file no released version made)."""
     present = columns(conn)
     for table, wanted in expected.items():
@@ -141,4 +171,4 @@ def check(conn: sqlite3.Connection, expected: dict[str, tuple[str, ...]]) -> Non
             raise SchemaError(
                 f"database {file_name(conn)}: table {table} lacks column {', '.join(missing)}, a layout no "
                 "released version made: restore the file from a backup, or move it aside to start with an empty "
-                "one (DATABASE_PATH sets the location)")
+                "one (DATABASE_PATH sets the location; DATABASE_URL the PostgreSQL database)")

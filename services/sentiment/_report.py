@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import sqlite_utils
 
 from services.charts import (
     BLUE,
@@ -38,6 +37,7 @@ from services.errors import InputError, is_whole
 from services.sentiment._aaii import AaiiSurvey, AaiiWeek, bundled_survey, monday, weeks_beside
 from services.sentiment._polls import MIN_VOTES, Percentages, PollResult
 from services.sentiment._store import one_row, poll_result
+from services.sql import Connection
 from services.storage import Database
 from services.timefmt import iso_utc
 
@@ -180,7 +180,7 @@ def render_sentiment(chart: SentimentChart) -> bytes:
     return to_png(draw_sentiment(chart))
 
 
-def compute_sentiment(d: sqlite_utils.Database, guild_id: int, weeks: int, now: datetime,
+def compute_sentiment(d: Connection, guild_id: int, weeks: int, now: datetime,
                       survey: AaiiSurvey) -> SentimentReport:
     """The report for one guild (runs on the database thread)."""
     since = now - timedelta(weeks=weeks)

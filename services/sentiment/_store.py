@@ -1,4 +1,4 @@
-"""The sentiment store: polls, the vote log and schedules in SQLite, each member's erasure and the votes'
+"""The sentiment store: polls, the vote log and schedules in the database, each member's erasure and the votes'
 retention."""
 
 from __future__ import annotations
@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Set
 from datetime import UTC, datetime, time, timedelta
-
-import sqlite_utils
 
 from services.errors import InputError, is_whole
 from services.sentiment._polls import (
@@ -20,6 +18,7 @@ from services.sentiment._polls import (
     parse_time_utc,
     validate_poll,
 )
+from services.sql import Connection
 from services.storage import Database
 from services.timefmt import iso_utc
 
@@ -32,12 +31,12 @@ RELEASED = iso_utc(datetime(1970, 1, 1, tzinfo=UTC))
 SCHEDULE_GRACE = timedelta(hours=12)
 
 
-def one_row(d: sqlite_utils.Database, sql: str, params: list) -> dict | None:
+def one_row(d: Connection, sql: str, params: list) -> dict | None:
     """The first row of a query as a dict, or None."""
     return next(d.query(sql, params), None)
 
 
-def the_row(d: sqlite_utils.Database, sql: str, params: list) -> dict:
+def the_row(d: Connection, sql: str, params: list) -> dict:
     """The first row of a query that must have one (a row just written)."""
     row = one_row(d, sql, params)
     if row is None:
@@ -51,19 +50,19 @@ def member_hash(message_id: int, user_id: int) -> str:
     return hashlib.sha256(f"{message_id}:{user_id}".encode()).hexdigest()
 
 
-def forgotten(d: sqlite_utils.Database, message_id: int) -> set[str]:
+def forgotten(d: Connection, message_id: int) -> set[str]:
     return {row[0] for row in d.execute("SELECT member_hash FROM sentiment_forgotten WHERE message_id = ?",
                                         [message_id])}
 
 
-def live_tally(d: sqlite_utils.Database, message_id: int) -> Tally:
+def live_tally(d: Connection, message_id: int) -> Tally:
     """The votes the log holds as live for a poll."""
     rows = d.execute("SELECT answer_id, count(*) FROM sentiment_votes WHERE message_id = ? AND live = 1 "
                      "GROUP BY answer_id", [message_id]).fetchall()
     return Tally.from_counts(dict(rows))
 
 
-def poll_result(d: sqlite_utils.Database, row: Mapping) -> PollResult:
+def poll_result(d: Connection, row: Mapping) -> PollResult:
     """A poll row with its tally: the final one once closed, the live one from the log before."""
     poll = Poll.from_row(row)
     return PollResult(poll, poll.final if poll.final is not None else live_tally(d, poll.message_id))
@@ -89,10 +88,10 @@ class SentimentStore:
             "multiselect": int(multiselect), "status": "open",
         }
 
-        def write(d: sqlite_utils.Database) -> Poll:
-            d.execute("INSERT OR IGNORE INTO sentiment_polls (message_id, guild_id, channel_id, question, "
-                      "created_at, ends_at, multiselect, status) VALUES (:message_id, :guild_id, :channel_id, "
-                      ":question, :created_at, :ends_at, :multiselect, :status)", row)
+        def write(d: Connection) -> Poll:
+            d.execute("INSERT INTO sentiment_polls (message_id, guild_id, channel_id, question, created_at, "
+                      "ends_at, multiselect, status) VALUES (:message_id, :guild_id, :channel_id, :question, "
+                      ":created_at, :ends_at, :multiselect, :status) ON CONFLICT DO NOTHING", row)
             return Poll.from_row(the_row(d, "SELECT * FROM sentiment_polls WHERE message_id = ?", [message_id]))
 
         return await self.db.run(write)
@@ -114,7 +113,7 @@ class SentimentStore:
         if answer_id not in ANSWERS:
             return False
 
-        def apply(d: sqlite_utils.Database) -> bool:
+        def apply(d: Connection) -> bool:
             poll = one_row(d, "SELECT status, multiselect FROM sentiment_polls WHERE message_id = ?", [message_id])
             if poll is None or poll["status"] != "open" or member_hash(message_id, user_id) in forgotten(d, message_id):
                 return False
@@ -130,14 +129,16 @@ class SentimentStore:
                                   "WHERE message_id = ? AND user_id = ? AND answer_id != ? AND live = 1 "
                                   "AND updated_at <= ?", [stamp, stamp, message_id, user_id, answer_id, stamp])
                     d.execute("INSERT INTO sentiment_votes (message_id, user_id, answer_id, live, added_at, "
-                              "updated_at) VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT DO UPDATE SET live = 1, "
-                              "added_at = excluded.added_at, removed_at = NULL, updated_at = excluded.updated_at",
+                              "updated_at) VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (message_id, user_id, answer_id) "
+                              "DO UPDATE SET live = 1, added_at = excluded.added_at, removed_at = NULL, "
+                              "updated_at = excluded.updated_at",
                               [*key, stamp, stamp])
                 else:
                     # A remove with no row yet (it overtook its add) leaves a tombstone so the late add is ignored.
                     d.execute("INSERT INTO sentiment_votes (message_id, user_id, answer_id, live, removed_at, "
-                              "updated_at) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT DO UPDATE SET live = 0, "
-                              "removed_at = excluded.removed_at, updated_at = excluded.updated_at",
+                              "updated_at) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (message_id, user_id, answer_id) "
+                              "DO UPDATE SET live = 0, removed_at = excluded.removed_at, "
+                              "updated_at = excluded.updated_at",
                               [*key, stamp, stamp])
             return True
 
@@ -145,7 +146,7 @@ class SentimentStore:
 
     async def tally(self, message_id: int) -> Tally:
         """Live votes in the log (the final tally once the poll is closed)."""
-        def read(d: sqlite_utils.Database) -> Tally:
+        def read(d: Connection) -> Tally:
             row = one_row(d, "SELECT * FROM sentiment_polls WHERE message_id = ?", [message_id])
             return poll_result(d, row).tally if row else live_tally(d, message_id)
 
@@ -175,7 +176,7 @@ class SentimentStore:
             raise ValueError(f"answer ids {sorted(unknown)} are not poll answers {sorted(ANSWERS)}")
         final = {(user, answer) for answer, users in final_voters.items() for user in users}
 
-        def apply(d: sqlite_utils.Database) -> Tally | None:
+        def apply(d: Connection) -> Tally | None:
             if one_row(d, "SELECT 1 AS x FROM sentiment_polls WHERE message_id = ?", [message_id]) is None:
                 return None
             with d.atomic():
@@ -183,14 +184,14 @@ class SentimentStore:
                 logged = {(user, answer) for user, answer in final if member_hash(message_id, user) not in gone}
                 live = set(d.execute("SELECT user_id, answer_id FROM sentiment_votes WHERE message_id = ? "
                                      "AND live = 1", [message_id]).fetchall())
-                d.conn.executemany(
+                d.executemany(
                     "UPDATE sentiment_votes SET live = 0, removed_at = ?, updated_at = ? "
                     "WHERE message_id = ? AND user_id = ? AND answer_id = ?",
                     [(stamp, stamp, message_id, user, answer) for user, answer in live - logged])
-                d.conn.executemany(
+                d.executemany(
                     "INSERT INTO sentiment_votes (message_id, user_id, answer_id, live, added_at, updated_at) "
-                    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT DO UPDATE SET live = 1, added_at = excluded.added_at, "
-                    "removed_at = NULL, updated_at = excluded.updated_at",
+                    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT (message_id, user_id, answer_id) DO UPDATE SET live = 1, "
+                    "added_at = excluded.added_at, removed_at = NULL, updated_at = excluded.updated_at",
                     [(message_id, user, answer, stamp, stamp) for user, answer in logged - live])
                 tally = Tally.from_counts({a: len(users) for a, users in final_voters.items()})
                 d.execute("UPDATE sentiment_polls SET status = 'closed', closed_at = coalesce(closed_at, ?), "
@@ -230,7 +231,7 @@ class SentimentStore:
     async def mark_result_posted(self, message_id: int, result_message_id: int) -> bool:
         """Record the posted result message (the poll's forget-me tombstones go with it: the poll is settled); False
         if a result was already recorded."""
-        def write(d: sqlite_utils.Database) -> bool:  # one transaction: `durable` makes it
+        def write(d: Connection) -> bool:  # one transaction: `durable` makes it
             cur = d.execute("UPDATE sentiment_polls SET result_message_id = ? WHERE message_id = ? "
                             "AND result_message_id IS NULL", [result_message_id, message_id])
             d.execute("DELETE FROM sentiment_forgotten WHERE message_id = ?", [message_id])
@@ -250,12 +251,12 @@ class SentimentStore:
     # member rights
 
     @staticmethod
-    def erase_member(d: sqlite_utils.Database, guild_id: int, user_id: int) -> int:
+    def erase_member(d: Connection, guild_id: int, user_id: int) -> int:
         """Delete a member's votes on this guild's polls; returns how many went. Runs on the database thread,
         inside the caller's transaction (services.privacy). Final tallies of closed polls are counts without ids
         and stay. Each poll whose result is still to come gets a tombstone (`member_hash`), so Discord's voter
         list does not bring the vote back when the poll closes."""
-        d.conn.executemany("INSERT OR IGNORE INTO sentiment_forgotten VALUES (?, ?)", [
+        d.executemany("INSERT INTO sentiment_forgotten VALUES (?, ?) ON CONFLICT DO NOTHING", [
             (message_id, member_hash(message_id, user_id)) for (message_id,) in d.execute(
                 "SELECT message_id FROM sentiment_polls WHERE guild_id = ? AND result_message_id IS NULL",
                 [guild_id])])
@@ -277,7 +278,7 @@ class SentimentStore:
                "time_utc": parse_time_utc(at).strftime("%H:%M"), "question": spec.question, "hours": spec.hours,
                "created_at": iso_utc(now)}
 
-        def write(d: sqlite_utils.Database) -> Schedule:
+        def write(d: Connection) -> Schedule:
             d.execute("INSERT INTO sentiment_schedules (guild_id, channel_id, weekday, time_utc, question, hours, "
                       "created_at) VALUES (:guild_id, :channel_id, :weekday, :time_utc, :question, :hours, "
                       ":created_at) ON CONFLICT (guild_id, channel_id) DO UPDATE SET weekday = excluded.weekday, "
@@ -307,7 +308,7 @@ class SentimentStore:
         """
         now = now.astimezone(UTC)
 
-        def claim(d: sqlite_utils.Database) -> list[Schedule]:
+        def claim(d: Connection) -> list[Schedule]:
             due = []
             with d.atomic():
                 for row in d.query("SELECT * FROM sentiment_schedules ORDER BY id"):
@@ -317,7 +318,7 @@ class SentimentStore:
                     if at <= schedule.created_at or now - at > SCHEDULE_GRACE or (opened and opened >= at.date()):
                         continue
                     due.append(schedule)
-                d.conn.executemany("UPDATE sentiment_schedules SET last_opened_on = ? WHERE id = ?",
+                d.executemany("UPDATE sentiment_schedules SET last_opened_on = ? WHERE id = ?",
                                    [(s.occurrence(now).date().isoformat(), s.id) for s in due])
             return due
 

@@ -16,9 +16,12 @@ import signal
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psycopg
 
 OPTIONAL_ENV = "SMALLCAPS_POSTGRES_OPTIONAL"
 SERVER_USER = "postgres"  # the unprivileged user the server runs as when the tests run as root
@@ -119,3 +122,17 @@ def _stop(bin_: Path, prefix: list[str], data: Path) -> None:
     except ProcessLookupError:
         return
     os.kill(pid, signal.SIGKILL)  # its backends exit on their own once the postmaster is gone
+
+
+@contextmanager
+def schema_url(server: str) -> Iterator[str]:
+    """A fresh, empty schema on the server, as a URL whose search_path is that schema (one per test: cheaper than
+    a database); dropped afterwards."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {name}")
+    try:
+        yield f"{server}&options=-csearch_path%3D{name}"
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {name} CASCADE")
