@@ -88,7 +88,7 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         stack.push_async_callback(database.close)
         if database.engine == "sqlite":  # one file per shard layout; one PostgreSQL serves every layout
             layout = Layout.of(settings.shard_ids, settings.shard_count)  # a file of another layout is refused
-            await database.run(lambda d: check_layout(d.conn, layout))
+            await database.run_sqlite(lambda d: check_layout(d.conn, layout))
         session = aiohttp.ClientSession(headers={"User-Agent": "smallcaps-bot/0.1"})
         stack.push_async_callback(session.close)
         renderer = Renderer(processes=render_processes, cache_bytes=settings.chart_cache_mb * MB)

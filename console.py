@@ -263,9 +263,9 @@ async def run_console(settings: Settings, text: str, *, as_json: bool, out_dir: 
     out = Path(out_dir)
     settings = console_settings(settings, os.environ)
     async with open_resources(settings, render_processes=False) as resources:
-        before = await resources.database.run(lambda d: d.conn.total_changes)
+        before = await resources.database.run_sqlite(lambda d: d.conn.total_changes)
         status, messages = await answer(resources, text)
-        changed = await resources.database.run(lambda d: d.conn.total_changes) != before
+        changed = await resources.database.run_sqlite(lambda d: d.conn.total_changes) != before
     if changed:  # rows written: say where, so nobody looks for them in the bot's database
         where = ("the console's own database; DATABASE_PATH chooses another" if settings.database_path ==
                  CONSOLE_DATABASE else "DATABASE_PATH")

@@ -85,16 +85,16 @@ class PostgresConnection:
 
     def execute(self, sql: str, parameters: Params = None) -> psycopg.Cursor[Any]:
         if parameters is None:
-            return self.pg.execute(sql)  # type: ignore[arg-type]  # store SQL is code, not user text
-        return self.pg.execute(to_pyformat(sql), parameters)  # type: ignore[arg-type]
+            return self.pg.execute(sql)  # store SQL is code, not user text
+        return self.pg.execute(to_pyformat(sql), parameters)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
         with self.pg.cursor() as cur:
-            cur.executemany(to_pyformat(sql), rows)  # type: ignore[arg-type]
+            cur.executemany(to_pyformat(sql), rows)
 
     def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]:
         cur = self.pg.cursor(row_factory=dict_row)
-        cur.execute(sql if params is None else to_pyformat(sql), params)  # type: ignore[arg-type]
+        cur.execute(sql if params is None else to_pyformat(sql), params)
         return iter(cur.fetchall())
 
     def atomic(self) -> AbstractContextManager[Any]:

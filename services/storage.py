@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -129,6 +130,11 @@ class Database:
         """Run `fn(db)` on the database thread and return its result."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
+    async def run_sqlite(self, fn: Callable[[SQLiteConnection], T]) -> T:
+        """`run` for code that is SQLite's own (the community log, not yet on PostgreSQL; SQLite's counters and
+        layout checks): a clear error on PostgreSQL rather than a failure inside `fn`."""
+        return await self.run(partial(sqlite_only, fn))
+
     async def durable(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(db)` on the database thread in one transaction committed with `synchronous=FULL` (SQLite; on
         PostgreSQL every commit is durable, synchronous_commit on).
@@ -203,3 +209,10 @@ class Database:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def sqlite_only(fn: Callable[[SQLiteConnection], T], db: Connection) -> T:
+    """`fn(db)` when `db` is SQLite; a DatabaseError naming the fix otherwise (see `Database.run_sqlite`)."""
+    if not isinstance(db, SQLiteConnection):
+        raise DatabaseError("this part of the bot runs on SQLite only for now: unset DATABASE_URL")
+    return fn(db)

@@ -126,8 +126,8 @@ class AlertStore:
                 db.execute("update alert_subscriptions set events = ?, role_id = ?, enabled = 1, "
                            "disabled_reason = null where id = ?", [kinds, role_id, existing[0]["id"]])
             else:
-                count = db.execute("select count(*) from alert_subscriptions where guild_id = ?",
-                                   [guild_id]).fetchone()[0]
+                (count,) = db.execute("select count(*) from alert_subscriptions where guild_id = ?",
+                                      [guild_id]).fetchone() or (0,)
                 if count >= MAX_SUBSCRIPTIONS_PER_GUILD:
                     raise InputError(f"this server already has {count} alert channels (the most allowed): "
                                      "unsubscribe one first")

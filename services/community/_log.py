@@ -91,7 +91,7 @@ class CommunityLog:
             return d.execute("SELECT guild_id, channel_id FROM community_channels").fetchall()
 
         self._channels = {}
-        for guild_id, channel_id in await self.db.run(load):
+        for guild_id, channel_id in await self.db.run_sqlite(load):
             self._channels.setdefault(guild_id, set()).add(channel_id)
         if self.export_dir is not None:
             await asyncio.to_thread(_clear_exports, self.export_dir)
@@ -161,7 +161,7 @@ class CommunityLog:
         them. The caller flushes the writer first (services.privacy)."""
         total, pace, done = LogCounts(0, 0, 0), Pace(self.delete_batch, checkpoint=True), False
         while not done:
-            counts, done = await self.db.run(pace(lambda d, rows: _erase_batch(d, guild_id, user_id, rows)))
+            counts, done = await self.db.run_sqlite(pace(lambda d, rows: _erase_batch(d, guild_id, user_id, rows)))
             total += counts
         # secure_delete zeroes the freed pages of the database file; the write-ahead log still holds the old
         # pages until a checkpoint, so copy it back and truncate it now.
@@ -186,7 +186,7 @@ class CommunityLog:
         cutoff = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
         total, pace = LogCounts(0, 0, 0), Pace(self.delete_batch, checkpoint=True)
         while True:
-            counts = await self.db.run(pace(lambda d, rows: _purge_messages(d, cutoff, rows)))
+            counts = await self.db.run_sqlite(pace(lambda d, rows: _purge_messages(d, cutoff, rows)))
             total += counts
             if not counts.messages:
                 break
@@ -195,7 +195,7 @@ class CommunityLog:
                            ("community_reactions", "coalesce(removed_at, added_at) < ?")):
             after: int | None = 0
             while after is not None:
-                deleted, after = await self.db.run(pace(partial(_purge_walk, table, old, cutoff, after)))
+                deleted, after = await self.db.run_sqlite(pace(partial(_purge_walk, table, old, cutoff, after)))
                 revisions = table == "community_revisions"
                 total += LogCounts(0, deleted if revisions else 0, 0 if revisions else deleted)
         return total

@@ -214,8 +214,8 @@ async def compute_activity(db: Database, guild_id: int, start: date, end: date,
     per turn on the database thread (`Pace`), so a year of a million-message log never holds it for long."""
     tally, pace, first = _Tally(), Pace((end - start).days + 1, first=2, least=1), start
     while first <= end:
-        first += timedelta(days=await db.run(pace(partial(_tally_days, tally=tally, guild_id=guild_id, first=first,
-                                                          end=end, channels=channels))))
+        turn = partial(_tally_days, tally=tally, guild_id=guild_id, first=first, end=end, channels=channels)
+        first += timedelta(days=await db.run_sqlite(pace(turn)))
     calendar = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     tags = sorted(tally.cashtags.items(), key=lambda item: (-item[1], item[0]))[:TOP]
     reactions = sorted(tally.reactions.values(), key=lambda r: (-r[2], r[0]))[:TOP]

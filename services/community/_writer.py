@@ -15,7 +15,7 @@ from typing import Any
 import sqlite_utils
 
 from services.community._events import Event, Prepared
-from services.storage import Database
+from services.storage import Database, sqlite_only
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class LogWriter:
         writer task, which knows when its own batch is in."""
         batch, self._ops = self._ops[: self.batch_size], self._ops[self.batch_size:]
         try:
-            applied, skipped = self.db.run_blocking(lambda d: apply_ops(d, batch))
+            applied, skipped = self.db.run_blocking(functools.partial(sqlite_only, lambda d: apply_ops(d, batch)))
         except Exception:
             log.exception("community log: writing %d events under back-pressure failed; the writer retries them",
                           len(batch))
@@ -241,7 +241,7 @@ class LogWriter:
     async def _write(self, batch: list[Op]) -> None:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                applied, skipped = await self.db.run(lambda d: apply_ops(d, batch))
+                applied, skipped = await self.db.run_sqlite(lambda d: apply_ops(d, batch))
             except Exception:
                 log.exception("community log: writing %d events failed (attempt %d of %d)", len(batch), attempt,
                               WRITE_ATTEMPTS)

@@ -87,7 +87,8 @@ AnyConnection = sqlite3.Connection | psycopg.Connection
 def file_name(conn: AnyConnection) -> str:
     """The main database's file (`:memory:` when it has none), or the PostgreSQL database, for messages."""
     if isinstance(conn, psycopg.Connection):
-        return f"{display_url(conn.info.dsn)} (schema {conn.execute('SELECT current_schema()').fetchone()[0]})"
+        schema = conn.execute("SELECT current_schema()").fetchone()
+        return f"{display_url(conn.info.dsn)} (schema {schema[0] if schema else '?'})"
     row = conn.execute("PRAGMA database_list").fetchone()
     return row[2] or ":memory:"
 
@@ -95,11 +96,13 @@ def file_name(conn: AnyConnection) -> str:
 def version(conn: AnyConnection) -> int:
     """The schema version recorded in the database; 0 before versioning (or for an empty one)."""
     if isinstance(conn, psycopg.Connection):
-        if conn.execute("SELECT to_regclass('schema_version')").fetchone()[0] is None:
+        found = conn.execute("SELECT to_regclass('schema_version')").fetchone()
+        if found is None or found[0] is None:
             return 0
     elif not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone():
         return 0
-    return conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()
+    return int(row[0]) if row else 0
 
 
 def migrate(conn: AnyConnection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
@@ -125,8 +128,8 @@ def migrate(conn: AnyConnection, migrations: Sequence[Migration] = MIGRATIONS) -
         for migration in migrations:
             if migration.version > current:
                 for statement in migration.statements:
-                    conn.execute(ddl(statement))  # type: ignore[arg-type]  # the ladder's own SQL
-                conn.execute(record, [migration.version, migration.description, now])  # type: ignore[arg-type]
+                    conn.execute(ddl(statement))  # the ladder's own SQL
+                conn.execute(record, [migration.version, migration.description, now])
         check(conn, expected_columns(tuple(migrations)))
     except BaseException:
         conn.rollback()
