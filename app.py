@@ -9,6 +9,7 @@ a signal). The command line (`bot.py`) and the console (`console.py`) import thi
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -130,6 +131,7 @@ class SmallcapsBot(commands.AutoShardedBot):
             allowed_mentions=discord.AllowedMentions(everyone=False, users=False, roles=True),
         )
         self.settings = settings
+        self._heap_frozen = False  # see on_ready
         self.resources = resources
         self.force_sync = sync
         self.background = background  # False in the console: no watcher loops without a Discord connection
@@ -175,6 +177,14 @@ class SmallcapsBot(commands.AutoShardedBot):
 
     async def on_ready(self) -> None:
         log.info("ready as %s in %d guilds (shards %s)", self.user, len(self.guilds), self.shard_ids or "all")
+        if not self._heap_frozen:
+            # What start-up built (modules, the bundled data, every guild's cache) lives as long as the bot. Left
+            # in the collector's oldest generation it is scanned again by every full collection: with 2,000
+            # guilds that is a 70-100 ms pause of the event loop (bench: alert_fanout). Collected once, then
+            # frozen, the full collections only walk what came later.
+            self._heap_frozen = True
+            gc.collect()
+            gc.freeze()
 
 
 REDACTED = "[token redacted]"

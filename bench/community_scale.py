@@ -29,11 +29,8 @@ from typing import Any
 import discord
 
 from bench.run import Result
-from services.alerts import AlertStore
 from services.community import CommunityLog
-from services.config import Zones
 from services.privacy import forget_member
-from services.sentiment import SentimentStore
 from services.storage import Database
 from tests.support.community_log import fill_log
 from tests.support.local_discord import MEMBER_PERMISSIONS, LocalDiscord, pointed_at, smallcaps_bot
@@ -170,8 +167,6 @@ async def deletion_rounds(fixture: Path, tmp: Path, rounds: int) -> dict[str, li
     for _ in range(rounds):
         copy = fresh_copy(fixture, tmp / "copy.db")
         async with Database(copy) as db:
-            await SentimentStore(db).open()
-            await AlertStore(db, Zones()).setup()
             community = CommunityLog(db)
             await community.open()
             guild = guild or await db.run(lambda d: d.execute("SELECT guild_id FROM community_messages").fetchone()[0])
