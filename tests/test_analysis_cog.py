@@ -281,7 +281,11 @@ async def test_rates_live_fred_with_stale_market_data(tmp_path):
             embed = only_embed(*await answer(res, "/iwm rates"), "iwm-rates.png")
         assert server.calls["/graph/fredgraph.csv"] >= 1 and server.calls["/v8/finance/chart/IWM"] >= 1
     method = next(f["value"] for f in embed["fields"] if f["name"] == "Method")
-    assert "Rates: FRED DFF/DFEDTARU/DFEDTARL/DGS2/DGS10, fetched " in method  # the live downloads
+    # the live downloads: "FRED DFF/DFEDTARU/DFEDTARL/DGS2/DGS10, fetched <minute>" (series fetched in different
+    # minutes are listed apart, each with its own time)
+    daily = method.split("Rates: ", 1)[1].split("; monthly line", 1)[0]
+    assert daily.startswith("FRED ") and "fetched " in daily and "bundled" not in daily
+    assert all(series in daily for series in ("DFF", "DFEDTARU", "DFEDTARL", "DGS2", "DGS10"))
     assert "FRED FEDFUNDS, fetched " in method and "bundled file" not in method
     assert "⚠️" in embed["description"] and "STALE" in embed["footer"]["text"]
     notes = next(f["value"] for f in embed["fields"] if f["name"] == "Notes")
