@@ -17,7 +17,8 @@ import pytest
 from app import open_resources
 from console import answer, run_console
 from services.config import Settings
-from services.sentiment import BEARISH, BULLISH, MIN_VOTES, NEUTRAL, PollSpec, Tally
+from services.sentiment import BEARISH, BULLISH, MIN_VOTES, NEUTRAL, PollSpec, SentimentStore, Tally
+from services.storage import Database
 from services.timefmt import iso_utc
 from tests.support.aaii import AAII_LAST, AAII_MEANS, AAII_SPREAD
 from tests.support.discord_helpers import POLL_MODERATOR, command, ephemeral_error, post_poll
@@ -293,13 +294,16 @@ async def test_schedule_rights_are_checked_in_the_channel_acted_on(running_bot: 
 async def test_the_daily_retention_run_purges_old_poll_votes(running_bot: Any) -> None:
     """The community cog's retention loop (first run at start-up) also deletes the votes of polls closed more
     than LOG_RETENTION_DAYS ago; the poll keeps its tally."""
-    bot, discord_ = await running_bot()
-    store, guild = bot.resources.sentiment, discord_.guild
+    bot, discord_ = await running_bot()  # makes the database
+    guild = discord_.guild
+    await running_bot.stop()  # the old poll is written with no bot running: its poll closer would race the test
     opened = datetime.now(UTC) - timedelta(days=40)
-    await store.register_poll(guild.id, int(guild.channel()["id"]), 42, PollSpec("Old poll", 24), opened)
-    await store.record_vote(42, 7, BULLISH, True, opened + timedelta(minutes=1))
-    await store.reconcile(42, {BULLISH: {7}}, opened + timedelta(days=1))
-    await store.mark_result_posted(42, 43)
+    async with Database(running_bot.tmp_path / "smallcaps.db") as database:
+        store = SentimentStore(database)
+        await store.register_poll(guild.id, int(guild.channel()["id"]), 42, PollSpec("Old poll", 24), opened)
+        await store.record_vote(42, 7, BULLISH, True, opened + timedelta(minutes=1))
+        await store.reconcile(42, {BULLISH: {7}}, opened + timedelta(days=1))
+        await store.mark_result_posted(42, 43)
     bot, _ = await running_bot(LOG_RETENTION_DAYS="30")  # a restart: retention runs once the bot is ready
 
     async def purged() -> bool:
