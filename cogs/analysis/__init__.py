@@ -147,7 +147,8 @@ class Analysis(IwmCog):
     async def breadth(self, interaction: discord.Interaction, period: BreadthPeriod = "1y",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
-        await check_breadth_input(period, day)  # refused before deferring: the answer is one ephemeral message
+        # refused before deferring: the answer is one ephemeral message
+        await check_breadth_input(period, day, live_database(self.bot))
         await interaction.response.defer(thinking=True)
         answer = await breadth_chart_answer(self.bot, interaction.guild_id, period, day)
         await interaction.followup.send(**BREADTH_CHART.message(answer, period, day))
