@@ -280,9 +280,16 @@ async def test_a_failed_closes_refresh_keeps_the_last_complete_closes_and_resume
 async def test_a_crash_mid_batch_resumes_after_the_last_stored_batch(server, session, database):
     replies = spark_batches(OVERLAP + FIRST, {})
     server.script(SPARK, replies[0][0], Reply(hang=True))
+    in_flight, crumb_check = asyncio.Event(), server.handlers[SPARK]
+
+    def second_batch_asked(request):
+        if server.calls[SPARK] == 2:
+            in_flight.set()
+        return crumb_check(request)
+
+    server.handle(SPARK, second_batch_asked)
     run = asyncio.create_task(close_refresh(server, session, database).run(FIRST[-1]))
-    while server.calls[SPARK] < 2:  # the second batch's request is in flight: the process dies
-        await asyncio.sleep(0.01)
+    await in_flight.wait()  # the second batch's request is in flight: the process dies
     run.cancel()
     with pytest.raises(asyncio.CancelledError):
         await run

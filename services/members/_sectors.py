@@ -67,7 +67,7 @@ def _sector(name: str, weights: np.ndarray, closes: np.ndarray, base: np.ndarray
         ok = np.isfinite(closes[start]) & np.isfinite(closes[end]) & np.isfinite(base)
         shares = weights[ok] / base[ok]
         value_end, value_start = float(np.sum(shares * closes[end, ok])), float(np.sum(shares * closes[start, ok]))
-        returns[period] = (value_end / value_start - 1) * 100 if ok.any() else None
+        returns[period] = (value_end / value_start - 1) * 100 if value_start > 0 else None  # 0: weightless
         coverage[period] = float(weights[ok].sum() / weights.sum())
         counted[period] = int(ok.sum())
     return MemberSector(name, float(weights.sum()), len(weights), returns, coverage, counted)
