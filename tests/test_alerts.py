@@ -682,23 +682,27 @@ def bundled_breadth() -> tuple[list[date], list[float]]:
 
 
 def loop_crossings(days: list[date], pct: list[float]) -> list[tuple[date, str]]:
-    """Crossings of 50% by a plain loop: a cross up counts only if the share was below 45% since the last one
-    (or there was none), a cross down only if it was above 55% since the last one down."""
-    out: list[tuple[date, str]] = []
+    """Crossings of 50% by a plain loop over the days after the last one found: the first day that crosses the
+    other way with the share at least 5 points past 50% in between (or anything before the first crossing),
+    else the first day 5 points past 50% on the other side."""
     known = [(d, p) for d, p in zip(days, pct, strict=True) if not np.isnan(p)]
-    for i in range(1, len(known)):
-        (day, now), before = known[i], known[i - 1][1]
-        for direction, crossed, rearm in (("up", before < 50 <= now, lambda p: p < 45),
-                                          ("down", before >= 50 > now, lambda p: p > 55)):
-            if not crossed:
-                continue
-            last = max((j for j, (d, k) in enumerate(out) if k == direction), default=None)
-            if last is None:
-                out.append((day, direction))
-                continue
-            since = next(j for j, (d, _) in enumerate(known) if d == out[last][0])
-            if any(rearm(p) for _, p in known[since:i]):
-                out.append((day, direction))
+    out: list[tuple[date, str]] = []
+    start, last = 1, ""
+    while start < len(known):
+        hit = None
+        for i in range(start, len(known)):
+            before, now = known[i - 1][1], known[i][1]
+            went_far = last == "" or any(p >= 55 if last == "up" else p <= 45 for _, p in known[start - 1: i])
+            if (last != "up" and before < 50 <= now and went_far) or (last == "down" and now >= 55):
+                hit = i, "up"
+            elif (last != "down" and before >= 50 > now and went_far) or (last == "up" and now <= 45):
+                hit = i, "down"
+            if hit:
+                break
+        if hit is None:
+            break
+        out.append((known[hit[0]][0], hit[1]))
+        start, last = hit[0] + 1, hit[1]
     return out
 
 

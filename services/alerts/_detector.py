@@ -23,8 +23,9 @@ Hysteresis (re-arming), so price hovering at a level does not repeat an alert:
 - `entry_zone` needs the previous close above the entry high, so it re-arms on any close above the entry high:
   at most one alert per descent into the zone;
 - `new_high` re-arms after `NEW_HIGH_QUIET_SESSIONS` sessions without a record close;
-- `breadth` up re-arms once the share is below 50% - BREADTH_REARM (45%), down once above 55%: a share hovering
-  at 50% is one crossing each way, not one a day.
+- `breadth` alternates up and down. After a crossing up, the next crossing down counts once the share has been
+  at 55% (50% + BREADTH_REARM) or more since; before that only a fall to 45% or less counts (on that day). The
+  same the other way round. A share hovering at 50% is one alert, not one a day.
 
 `detect` is the one detector; `advance` walks it over the bars after the stored state, and both the watcher
 and `replay` go through `advance`, so a replay shows exactly what the watcher would have posted.
@@ -260,21 +261,23 @@ class BreadthCrossing:
 
 def breadth_crossings(days: Sequence[date], pct: Sequence[float]) -> list[BreadthCrossing]:
     """Each session the share above the 200-day average (`pct`, NaN where no member has 200 closes) crosses
-    BREADTH_LEVEL against the session before, with the re-arming in the module docstring. Pure."""
+    BREADTH_LEVEL, with the re-arming in the module docstring. Pure."""
     found: list[BreadthCrossing] = []
     prev: float | None = None
-    up_armed = down_armed = True
+    last, confirmed = "", True  # the last crossing's direction; whether the share has since moved REARM past 50%
+    high, low = BREADTH_LEVEL + BREADTH_REARM, BREADTH_LEVEL - BREADTH_REARM
     for day, value in zip(days, pct, strict=True):
         if math.isnan(value):
             continue
-        if prev is not None and prev < BREADTH_LEVEL <= value and up_armed:
+        if prev is not None and last != "up" and value >= BREADTH_LEVEL and (
+                (prev < BREADTH_LEVEL and confirmed) or (last == "down" and value >= high)):
             found.append(BreadthCrossing(day, "up", value, prev))
-            up_armed = False
-        elif prev is not None and prev >= BREADTH_LEVEL > value and down_armed:
+            last, confirmed = "up", False
+        elif prev is not None and last != "down" and value < BREADTH_LEVEL and (
+                (prev >= BREADTH_LEVEL and confirmed) or (last == "up" and value <= low)):
             found.append(BreadthCrossing(day, "down", value, prev))
-            down_armed = False
-        up_armed = up_armed or value < BREADTH_LEVEL - BREADTH_REARM
-        down_armed = down_armed or value > BREADTH_LEVEL + BREADTH_REARM
+            last, confirmed = "down", False
+        confirmed = confirmed or (last == "up" and value >= high) or (last == "down" and value <= low)
         prev = value
     return found
 
