@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import math
 from datetime import date
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from services.members import (
     CloseRefresh,
     MemberRefresh,
     archive_holdings,
+    daily_refresh,
     holdings_archive,
     live_closes,
     member_snapshot,
@@ -306,3 +308,24 @@ def test_the_range_reaches_back_to_the_last_close_held():
     assert spark_range(date(2026, 8, 28), date(2026, 7, 31)) == "1mo"
     assert spark_range(date(2026, 12, 3), date(2026, 7, 31)) == "6mo"
     assert spark_range(date(2026, 12, 3), date(2026, 12, 2)) == "1mo"
+
+
+async def test_the_daily_job_archives_then_refreshes_fundamentals_and_closes(server, session, database):
+    docs = Documents(session, database=database, clock=Clock(), backoff=0.01, max_wait=0.05)
+    server.script(HOLDINGS_PATH, csv(HOLDINGS))
+    server.script(QUOTE, Reply(status=500, body="down"))  # the fundamentals fail: the closes still come
+    served_now = {s: x for _, batch in spark_batches(OVERLAP + FIRST, {}) for s, x in batch.items()}
+    server.script(SPARK, Reply(body=yahoo_spark_body(served_now)))  # 20 symbols a request: one batch
+    job = partial(daily_refresh, docs, database, SYMBOLS, FIRST[-1], holdings_url=f"{server.url}{HOLDINGS_PATH}",
+                  yahoo_base_url=server.url, yahoo_cookie_url=f"{server.url}/", close_symbols=CLOSE_SYMBOLS,
+                  pause=0.0)
+    assert not await job()
+    assert [a.as_of for a in await holdings_archive(database)] == [date(2026, 5, 5)]
+    assert (await member_snapshot(database)).day is None
+    assert {s for s, _ in await stored_closes(database)} == set(MEMBERS) - {OMITTED, HALTED}
+    key = await live_key(database)
+    assert key.closes_day == FIRST[-1].isoformat() and key.closes_error == "" and "HTTP 500" in key.error
+    server.script(QUOTE, Reply(body=quote_body(SYMBOLS, DUMP1)))  # 100 symbols a request: one batch
+    assert await job()  # the next try: the fundamentals complete; the day's closes are in, not asked again
+    assert (await member_snapshot(database)).day == FIRST[-1]
+    assert server.calls[SPARK] == 1 and server.calls[QUOTE] == Retry().attempts + 1  # the 500 retried, then one

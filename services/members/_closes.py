@@ -235,15 +235,17 @@ def extend_closes(data: MemberData, live: LiveCloses | None) -> MemberData:
 # --- the daily job ------------------------------------------------------------------------------------------
 
 async def daily_refresh(documents: Documents, database: Database, symbols: Sequence[str], day: date, *,
-                        holdings_url: str, yahoo_base_url: str, yahoo_cookie_url: str = YAHOO_COOKIE_URL) -> bool:
+                        holdings_url: str, yahoo_base_url: str, yahoo_cookie_url: str = YAHOO_COOKIE_URL,
+                        close_symbols: Sequence[str] | None = None, pause: float = 2.0) -> bool:
     """The daily job: archive today's holdings file, refresh (or resume) the members' fundamentals snapshot of
-    `day`, then their closes (the bundled closes' members). True when both are complete. Needs live documents
-    (their session is the one used)."""
+    `day`, then their closes (`close_symbols`, default the bundled closes' members), each whatever the other
+    did. True when both are complete. Needs live documents (their session is the one used)."""
     assert documents.session is not None, "the member refresh needs a live provider"
     await archive_holdings(documents, database, holdings_url)
-    common: dict[str, Any] = {"base_url": yahoo_base_url, "cookie_url": yahoo_cookie_url, "sources": documents.sources}
+    common: dict[str, Any] = {"base_url": yahoo_base_url, "cookie_url": yahoo_cookie_url, "pause": pause,
+                              "sources": documents.sources}
     fundamentals = await MemberRefresh(documents.session, database, symbols, **common).run(day)
     bundle = await asyncio.to_thread(load_member_data)
-    closes = await CloseRefresh(documents.session, database, bundle.symbols, bundle=bundle, **common).run(day)
+    closes = await CloseRefresh(documents.session, database, close_symbols or bundle.symbols, bundle=bundle,
+                                **common).run(day)
     return fundamentals and closes
-
