@@ -24,6 +24,7 @@ from cogs.common import (
     add_iwm_cog,
     guild_of,
     in_guild,
+    live_database,
     png_file,
     require_guild_wide,
     require_in_channel,
@@ -306,9 +307,8 @@ class Alerts(IwmCog):
     async def run_breadth_check(self, through: date) -> int:
         """Post a `breadth` crossing of the session `through` once the member closes reach it (with a live
         provider, the daily member refresh brings them after the close); checked once per session."""
-        database = None if self.bot.settings.provider == "bundled" else self.bot.resources.database
         frame = (await self.bot.resources.market.bars("IWM")).frame
-        event = await breadth_alert(database, frame, through)
+        event = await breadth_alert(live_database(self.bot), frame, through)
         if event is None:
             return 0
         self._last_breadth_checked = through
