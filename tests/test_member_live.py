@@ -357,4 +357,5 @@ async def test_a_failed_closes_refresh_answers_the_last_complete_closes_marked_s
     assert "STALE" in embed.footer.text and f"{origin.closes_age.behind} sessions behind" in embed.footer.text
     assert embed.description is not None and "closes refresh of" in embed.description
     report, _ = await sectors_answer(resources.market, Documents(None), _NoRender(), "1m", database=database)
-    assert report.stale and any("closes refresh of" in n for n in report.notes)
+    assert report.stale and any(f"{origin.closes_age.behind} sessions behind" in n and "closes refresh of" in n
+                                for n in report.notes)

@@ -149,10 +149,11 @@ async def _closes_origin(origin: MemberOrigin, key: LiveKey, last_close: date) -
     label = f"{LIVE_CLOSES} to {key.closes_day}" if key.closes_day else f"bundled closes to {last_close}"
     if not key.closes_error:
         return replace(origin, closes_label=label)
-    note = (f"Member closes are the last complete ones ({label}): the closes refresh of {key.closes_refreshed} "
-            f"failed: {key.closes_error}")
-    return replace(origin, closes_label=label, closes_stale=True, closes_age=await _age(last_close),
-                   closes_note=note)
+    age = await _age(last_close)
+    note = (f"Member closes are the last complete ones ({label}"
+            + (f"; {behind}" if (behind := age.describe()) else "")
+            + f"): the closes refresh of {key.closes_refreshed} failed: {key.closes_error}")
+    return replace(origin, closes_label=label, closes_stale=True, closes_age=age, closes_note=note)
 
 
 async def _build(database: Database, bundled: MemberData, with_snapshot: bool, with_closes: bool) -> MemberData:
