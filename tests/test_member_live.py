@@ -9,6 +9,7 @@ import gzip
 import io
 import json
 import math
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -34,7 +35,7 @@ from services.members import (
     member_valuation,
 )
 from services.members._sectors import member_sectors
-from services.sectors import sectors_answer
+from services.sectors import sectors_answer, with_member_sectors
 from services.valuation import valuation_answer
 from tests.support.member_closes import DATES, full_iwm_members, live_sessions, served, truth
 from tests.support.provider_server import Clock, ProviderServer, Reply, yahoo_spark_body
@@ -356,6 +357,19 @@ async def test_a_failed_closes_refresh_answers_the_last_complete_closes_marked_s
     embed = breadth_embed(answer)
     assert "STALE" in embed.footer.text and f"{origin.closes_age.behind} sessions behind" in embed.footer.text
     assert embed.description is not None and "closes refresh of" in embed.description
+    # the sectors: the bundled sector funds end 2026-07-31, so their report is moved to the last member close
     report, _ = await sectors_answer(resources.market, Documents(None), _NoRender(), "1m", database=database)
-    assert report.stale and any(f"{origin.closes_age.behind} sessions behind" in n and "closes refresh of" in n
-                                for n in report.notes)
+    assert not report.stale  # a day the bundle covers: the failed refresh is not its concern
+    later = await with_member_sectors(replace(report, as_of=first[-1]), await resources.market.bars("IWM"), database)
+    assert later.members is not None and later.members.sectors.as_of == first[-1] and later.stale
+    assert any(f"{origin.closes_age.behind} sessions behind" in n and "closes refresh of" in n for n in later.notes)
+
+
+async def test_a_first_closes_refresh_that_fails_leaves_the_bundle_answering_stale(server, session, database):
+    assert not await refresh_closes(server, session, database, LIVE_DAYS[-1], Reply(status=503, body="down"))
+    data, origin = await member_data(database)
+    assert data is load_member_data() and origin.closes_stale and "batch 1 failed: HTTP 503" in origin.closes_note
+    assert origin.closes_label == f"bundled closes to {data.as_of}"
+    assert origin.closes_age is not None and origin.closes_age.as_of == data.as_of
+    _, past = await member_data(database, date(2026, 7, 1))  # a day the bundle covers: not stale
+    assert not past.closes_stale

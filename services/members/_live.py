@@ -119,7 +119,9 @@ async def member_data(database: Database | None, as_of: date | None = None) -> t
     closes_day = date.fromisoformat(key.closes_day) if key.closes_day else None
     start = day or archived
     later = as_of is not None and closes_day is not None and as_of > bundled.as_of  # only the live closes have it
-    if (start is None and closes_day is None) or (as_of is not None and not later and (start is None or as_of < start)):
+    if as_of is not None and not later and (start is None or as_of < start):
+        return bundled, bundled_origin(bundled)  # a day the bundle covers wholly: nothing live is missing
+    if start is None and closes_day is None:  # nothing live yet: the bundle, stale if the closes refresh failed
         return bundled, await _closes_origin(bundled_origin(bundled), key, bundled.as_of)
     cache_key = (database.location, day, archived, closes_day, key.closes_refreshed)
     data = _cache.get(cache_key)
