@@ -3,7 +3,7 @@
 `get_text` makes one GET (`get_cookies` one that only sets cookies); `with_retries` retries it with backoff;
 `ProviderHealth` is a source's circuit breaker and `Sources` the registry of every source's breaker (what
 `/iwm status` lists); `guarded` puts a call through both, within an answer's deadline. `CachedFetch` is the flow
-around them: memo -> SQLite cache -> single flight -> live fetch -> stale fallback.
+around them: memo -> database cache -> single flight -> lease across processes -> live fetch -> stale fallback.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 
+from services.lease import Lease, Leases
 from services.storage import Database
 
 T = TypeVar("T")
@@ -287,7 +288,7 @@ async def guarded(health: ProviderHealth, call: Callable[[], Awaitable[T]], retr
 
 @dataclass(frozen=True)
 class CacheTable(Generic[T]):
-    """How values of one kind sit in their SQLite cache table: one row per key, with a `fetched_at` column."""
+    """How values of one kind sit in their cache table: one row per key, with a `fetched_at` column."""
 
     name: str
     key: str  # the key column
@@ -299,14 +300,27 @@ Live = Callable[[], Awaitable[Stamped[T]]]
 Fallback = Callable[[Stamped[T] | None, ProviderError], Awaitable[T]]
 
 
+LEASE_SECONDS = 8.0  # a fetch's lease when its caller gives no deadline (FETCH_DEADLINE_SECONDS' default)
+LEASE_POLL = 0.05  # seconds between a waiting process's looks at another's lease
+LEASE_GRACE = 0.5  # a waiter waits one lease and this long: the holder's lease lapses inside the wait
+
+
 class CachedFetch(Generic[T]):
-    """Values by key through a memo and a SQLite cache: a fresh memo or cached row answers without a request;
+    """Values by key through a memo and a database cache: a fresh memo or cached row answers without a request;
     otherwise one `live()` per key at a time (single flight), stored on success; when it fails, `fallback(cached,
-    error)` answers (from the expired cached copy, a bundled file, ...)."""
+    error)` answers (from the expired cached copy, a bundled file, ...).
+
+    On PostgreSQL, shared by several processes, a process fetches a key only under its lease (services.lease, for
+    `lease` seconds: the fetch's deadline). The others wait for the holder's result to reach the shared cache and
+    serve it: one upstream call per key and refresh however many processes ask. A holder that fails lets go and a
+    waiter fetches; one that dies leaves its lease to lapse, and a waiter takes it over (its answer may then take
+    two deadlines). A waiter that sees neither within one lease answers from `fallback`."""
 
     def __init__(self, table: CacheTable[T], database: Database | None, *, ttl: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], lease: float | None = None) -> None:
         self.table, self.database, self.ttl, self.clock = table, database, ttl, clock
+        self.lease_seconds = LEASE_SECONDS if lease is None else lease
+        self.leases = Leases(database)
         self._memo: dict[str, Stamped[T]] = {}
         self._inflight: dict[str, asyncio.Future[T]] = {}
 
@@ -322,16 +336,54 @@ class CachedFetch(Generic[T]):
         if cached and self.clock() - cached[0] < ttl:
             self._memo[key] = cached
             return cached[1]
+        lease: Lease | None = None
+        if self.leases.enabled:
+            lease, stored = await self._lease(key, cached)
+            if stored is not None:  # another process fetched it meanwhile
+                self._memo[key] = stored
+                return stored[1]
+            if lease is None:
+                return await fallback(cached, ProviderError(
+                    f"another process is fetching {key}: no answer within {self.lease_seconds:g}s", retryable=False))
         try:
-            fetched = await live()
-        except ProviderError as exc:
-            return await fallback(cached, exc)
-        await self._write(fetched)
+            try:
+                fetched = await live()
+            except ProviderError as exc:
+                return await fallback(cached, exc)
+            await self._write(fetched)  # before the lease goes: a waiter that takes it then finds the row
+        finally:
+            if lease is not None:
+                await self.leases.release(lease)
         self._memo[key] = fetched
         return fetched[1]
 
+    async def _lease(self, key: str, cached: Stamped[T] | None) -> tuple[Lease | None, Stamped[T] | None]:
+        """(the key's lease, None) when this process is to fetch; (None, the row) when another process stored a
+        newer row than `cached` before we had the lease; (None, None) when the lease did not come within one lease
+        time."""
+        name = f"{self.table.name}:{key}"
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.lease_seconds + LEASE_GRACE
+        while (lease := await self.leases.take(name, self.lease_seconds)) is None:
+            if loop.time() >= give_up:
+                return None, None
+            await asyncio.sleep(LEASE_POLL)
+        stamp = await self._stamp(key)  # read again under the lease: the last holder may have just let go
+        if stamp is not None and (cached is None or stamp > cached[0]):
+            stored = await self._read(key)
+            await self.leases.release(lease)
+            return None, stored
+        return lease, None
+
+    async def _stamp(self, key: str) -> float | None:
+        """The cached row's `fetched_at` (None: no row), without reading the row."""
+        assert self.database is not None
+        sql = f"select fetched_at from {self.table.name} where {self.table.key} = ?"
+        row = await self.database.run(lambda db: db.execute(sql, [key]).fetchone())
+        return None if row is None else float(row[0])
+
     def remember(self, key: str, value: T) -> None:
-        """Keep `value` in the memo for the TTL (not in the SQLite cache): an answer not worth asking again soon."""
+        """Keep `value` in the memo for the TTL (not in the database cache): an answer not worth asking again soon."""
         self._memo[key] = (self.clock(), value)
 
     def remembered(self) -> list[tuple[str, Stamped[T]]]:

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
@@ -30,6 +30,7 @@ import pandas as pd
 
 from services.documents import Document, Documents, looks_like_html
 from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_cookies, get_text, guarded
+from services.lease import Lease, Leases
 from services.sectors import BUNDLED_HOLDINGS, parse_holdings
 from services.sql import Connection
 from services.storage import Database
@@ -165,8 +166,9 @@ class MemberRefresh:
         n = self.batch_size
         return [self.symbols[i: i + n] for i in range(0, len(self.symbols), n)]
 
-    async def run(self, day: date) -> bool:
-        """Refresh `day`: the batches not yet done today, then the complete snapshot. True when complete."""
+    async def run(self, day: date, renew: Callable[[], Awaitable[bool]] | None = None) -> bool:
+        """Refresh `day`: the batches not yet done today, then the complete snapshot. True when complete.
+        `renew()` is awaited before each batch (the run's lease, see `daily_refresh`): False stops the run."""
         batches = self.batches()
         done = await self.database.run(lambda db: _done_batches(db, day))
         todo = [i for i in range(len(batches)) if i not in done]
@@ -174,6 +176,10 @@ class MemberRefresh:
         for n, i in enumerate(todo):
             if n:
                 await asyncio.sleep(self.pause)
+            if renew is not None and not await renew():
+                log.warning("member refresh %s: lease lost to another process before batch %d; it goes on there",
+                            day, i + 1)
+                return False
             try:
                 rows = await self._fetch(batches[i])
             except ProviderError as exc:
@@ -276,12 +282,50 @@ def _complete(db: Connection, day: date) -> None:
     _set_state(db, day, "")
 
 
+REFRESH_LEASE = 120.0  # seconds the daily refresh's lease lasts unrenewed (it is renewed before every batch)
+REFRESH_POLL = 0.5  # seconds between a waiting process's looks at the holder's lease
+
+
 async def daily_refresh(documents: Documents, database: Database, symbols: Sequence[str], day: date, *,
                         holdings_url: str, yahoo_base_url: str, yahoo_cookie_url: str = YAHOO_COOKIE_URL) -> bool:
     """The daily job: archive today's holdings file, then refresh (or resume) the members' snapshot of `day`.
-    True when the snapshot is complete. Needs live documents (their session is the one used)."""
+    True when the snapshot is complete. Needs live documents (their session is the one used).
+
+    On PostgreSQL every shard process schedules it and one runs it: the holder of the day's lease. The others wait
+    until it has run (a failed run is not tried again that day, as with one process) and return what it left; a
+    holder that dies stops renewing, its lease lapses and a waiter takes over, resuming after its last batch."""
     assert documents.session is not None, "the member refresh needs a live provider"
-    await archive_holdings(documents, database, holdings_url)
-    refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url,
-                            cookie_url=yahoo_cookie_url, sources=documents.sources)
-    return await refresh.run(day)
+    leases = Leases(database)
+    lease = await _refresh_lease(leases, database, day)
+    if lease is None:
+        log.info("member refresh %s: run by another process", day)
+        return (await member_snapshot(database)).day == day
+    try:
+        await archive_holdings(documents, database, holdings_url)
+        refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url,
+                                cookie_url=yahoo_cookie_url, sources=documents.sources)
+        return await refresh.run(day, renew=partial(leases.renew, lease, REFRESH_LEASE))
+    finally:
+        await leases.release(lease)
+
+
+async def _refresh_lease(leases: Leases, database: Database, day: date) -> Lease | None:
+    """The lease of `day`'s refresh, once no other process holds it; None when the day's refresh has run (the
+    state records `day`, whether it completed or failed). Without leases (SQLite): the lease at once."""
+    name = f"member-refresh:{day.isoformat()}"
+    if not leases.enabled:
+        return await leases.take(name, REFRESH_LEASE)
+
+    def ran(db: Connection) -> bool:
+        row = next(iter(db.query(f"select day from {STATE} where id = 1")), None)
+        return row is not None and row["day"] == day.isoformat()
+
+    while True:
+        if await database.run(ran):
+            return None
+        if (lease := await leases.take(name, REFRESH_LEASE)) is not None:
+            if not await database.run(ran):  # read again under the lease: the last holder may have just let go
+                return lease
+            await leases.release(lease)
+            return None
+        await asyncio.sleep(REFRESH_POLL)

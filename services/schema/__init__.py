@@ -68,6 +68,12 @@ CREATE TABLE IF NOT EXISTS community_erasures (
         "ALTER TABLE member_snapshot ADD COLUMN eps_ttm REAL",
         "ALTER TABLE member_snapshot ADD COLUMN shares_outstanding REAL",
     )),
+    Migration(6, "leases: one process at a time fetches a key or runs the daily refresh (services.lease)", ("""
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL
+)""",)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
