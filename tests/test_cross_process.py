@@ -9,7 +9,7 @@ import asyncio
 import gzip
 import math
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import date
 from pathlib import Path
@@ -17,7 +17,9 @@ from pathlib import Path
 import psycopg
 from aiohttp import web
 
+from services.lease import Leases
 from services.market import read_bundled_csv
+from services.storage import Database
 from tests.support.fetch_process import FetchProcess
 from tests.support.postgres import schema_url
 from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
@@ -71,13 +73,6 @@ def leases(url: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in conn.execute("SELECT name, holder FROM leases ORDER BY name")]
 
 
-async def wait_until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
-    assert condition(), what
-
-
 async def test_three_processes_fetch_each_symbol_once_and_run_the_member_refresh_once(postgres, tmp_path):
     async with ProviderServer() as server:
         serve_bars(server, SYMBOLS, delay=0.3)  # slow enough that every process asks while the first is fetching
@@ -96,7 +91,8 @@ async def test_three_processes_fetch_each_symbol_once_and_run_the_member_refresh
                 assert len(flat) == REQUESTS
                 assert [a["symbol"] for answer in answers for a in answer] == [s for a in asked for s in a]
                 assert all(a["source"] == "yahoo" and not a["stale"] for a in flat)
-                assert all(math.isclose(a["adj_close"], served_adj_close(a["symbol"]), abs_tol=1e-6) for a in flat)  # %.6f
+                assert all(math.isclose(a["adj_close"], served_adj_close(a["symbol"]), abs_tol=1e-6)  # cached: %.6f
+                           for a in flat)
 
                 # the daily refresh, scheduled in every process at the same moment
                 refreshed = await asyncio.gather(*(proc.send(refresh=DAY.isoformat(), symbols=members,
@@ -128,7 +124,7 @@ async def test_a_holder_killed_mid_fetch_leaves_its_lease_to_lapse_and_another_p
         with schema_url(postgres) as url:
             async with processes(2, url, server, tmp_path) as (holder, other):
                 holder.send(bars=[symbol])
-                await wait_until(lambda: server.calls[chart(symbol)] == 1, "the holder's request")
+                await asyncio.wait_for(first.wait(), 10)  # the holder's request reached the provider
                 [(name, held_by)] = leases(url)
                 assert name == f"bars_cache:{symbol}" and held_by.startswith(f"{socket.gethostname()}:{holder.pid}:")
                 waiting = other.send(bars=[symbol])
@@ -143,3 +139,24 @@ async def test_a_holder_killed_mid_fetch_leaves_its_lease_to_lapse_and_another_p
                 assert math.isclose(answer["adj_close"], served_adj_close(symbol), abs_tol=1e-6)
                 assert server.calls[chart(symbol)] == 2  # the dead holder's request and the one that took over
                 assert leases(url) == []
+
+
+async def test_a_lease_is_held_by_one_database_connection_at_a_time_until_it_lapses(database_target):
+    """Two connections (two processes' databases): the second gets the lease only once the first lets go or its time
+    runs out; a holder whose lease was taken over cannot renew or drop it. On SQLite every lease is granted."""
+    async with Database(database_target) as one, Database(database_target) as two:
+        first, second = Leases(one), Leases(two)
+        if one.engine == "sqlite":
+            assert not first.enabled and await first.take("k", 5) and await second.take("k", 5)
+            return
+        held = await first.take("k", 0.3)
+        assert held is not None and await second.take("k", 5) is None
+        assert await first.renew(held, 0.3)
+        await asyncio.sleep(0.4)  # lapsed: the other takes it over
+        taken = await second.take("k", 5)
+        assert taken is not None and taken.holder != held.holder
+        assert not await first.renew(held, 5)
+        await first.release(held)  # not its lease any more: nothing happens
+        assert await first.take("k", 5) is None
+        await second.release(taken)
+        assert await first.take("k", 5) is not None
