@@ -300,9 +300,8 @@ Live = Callable[[], Awaitable[Stamped[T]]]
 Fallback = Callable[[Stamped[T] | None, ProviderError], Awaitable[T]]
 
 
-LEASE_SECONDS = 8.0  # a fetch's lease when its caller gives no deadline (FETCH_DEADLINE_SECONDS' default)
+WAIT_SECONDS = 8.0  # how long a process waits for another's fetch when no deadline is given (FETCH_DEADLINE_SECONDS')
 LEASE_POLL = 0.05  # seconds between a waiting process's looks at another's lease
-LEASE_GRACE = 0.5  # a waiter waits one lease and this long: the holder's lease lapses inside the wait
 
 
 class CachedFetch(Generic[T]):
@@ -310,16 +309,19 @@ class CachedFetch(Generic[T]):
     otherwise one `live()` per key at a time (single flight), stored on success; when it fails, `fallback(cached,
     error)` answers (from the expired cached copy, a bundled file, ...).
 
-    On PostgreSQL, shared by several processes, a process fetches a key only under its lease (services.lease, for
-    `lease` seconds: the fetch's deadline). The others wait for the holder's result to reach the shared cache and
-    serve it: one upstream call per key and refresh however many processes ask. A holder that fails lets go and a
-    waiter fetches; one that dies leaves its lease to lapse, and a waiter takes it over (its answer may then take
-    two deadlines). A waiter that sees neither within one lease answers from `fallback`."""
+    On PostgreSQL, shared by several processes, a process fetches a key only under its lease (services.lease): the
+    others wait, up to `deadline` seconds (the fetch's), for the holder's result to reach the shared cache and serve
+    it: one upstream call per key and refresh however many processes ask. A holder whose fetch fails keeps the lease
+    to its time with the error, and the waiters answer from `fallback` with that error, as in-process single flight
+    shares it. The lease lasts half the deadline and is renewed while the holder works, so one that dies leaves it
+    to lapse within half a deadline: a waiter takes it over and fetches (its answer may then take 1.5 deadlines).
+    A waiter that sees none of these within the deadline answers from `fallback`."""
 
     def __init__(self, table: CacheTable[T], database: Database | None, *, ttl: float,
-                 clock: Callable[[], float], lease: float | None = None) -> None:
+                 clock: Callable[[], float], deadline: float | None = None) -> None:
         self.table, self.database, self.ttl, self.clock = table, database, ttl, clock
-        self.lease_seconds = LEASE_SECONDS if lease is None else lease
+        self.wait_seconds = WAIT_SECONDS if deadline is None else deadline
+        self.lease_seconds = self.wait_seconds / 2
         self.leases = Leases(database)
         self._memo: dict[str, Stamped[T]] = {}
         self._inflight: dict[str, asyncio.Future[T]] = {}
@@ -339,34 +341,40 @@ class CachedFetch(Generic[T]):
         lease: Lease | None = None
         if self.leases.enabled:
             lease, stored = await self._lease(key, cached)
+            if isinstance(stored, ProviderError):
+                return await fallback(cached, stored)
             if stored is not None:  # another process fetched it meanwhile
                 self._memo[key] = stored
                 return stored[1]
-            if lease is None:
-                return await fallback(cached, ProviderError(
-                    f"another process is fetching {key}: no answer within {self.lease_seconds:g}s", retryable=False))
         try:
-            try:
-                fetched = await live()
-            except ProviderError as exc:
-                return await fallback(cached, exc)
-            await self._write(fetched)  # before the lease goes: a waiter that takes it then finds the row
+            async with self.leases.kept(lease, self.lease_seconds):
+                try:
+                    fetched = await live()
+                except ProviderError as exc:
+                    if lease is not None:  # the waiting processes share this failure
+                        await self.leases.fail(lease, str(exc))
+                        lease = None
+                    return await fallback(cached, exc)
+                await self._write(fetched)  # before the lease goes: a waiter that takes it then finds the row
         finally:
             if lease is not None:
                 await self.leases.release(lease)
         self._memo[key] = fetched
         return fetched[1]
 
-    async def _lease(self, key: str, cached: Stamped[T] | None) -> tuple[Lease | None, Stamped[T] | None]:
-        """(the key's lease, None) when this process is to fetch; (None, the row) when another process stored a
-        newer row than `cached` before we had the lease; (None, None) when the lease did not come within one lease
-        time."""
+    async def _lease(self, key: str, cached: Stamped[T] | None) -> tuple[Lease | None,
+                                                                         Stamped[T] | ProviderError | None]:
+        """(the key's lease, None) when this process is to fetch; else (None, what another process left: a row
+        newer than `cached`, or the error its fetch failed with, or that the lease did not come in time)."""
         name = f"{self.table.name}:{key}"
         loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.lease_seconds + LEASE_GRACE
+        give_up = loop.time() + self.wait_seconds
         while (lease := await self.leases.take(name, self.lease_seconds)) is None:
+            if (error := await self.leases.failed(name)) is not None:
+                return None, ProviderError(f"fetched by another process: {error}", retryable=False)
             if loop.time() >= give_up:
-                return None, None
+                return None, ProviderError(f"another process is fetching {key}: no answer within "
+                                           f"{self.wait_seconds:g}s", retryable=False)
             await asyncio.sleep(LEASE_POLL)
         stamp = await self._stamp(key)  # read again under the lease: the last holder may have just let go
         if stamp is not None and (cached is None or stamp > cached[0]):

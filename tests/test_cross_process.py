@@ -31,7 +31,7 @@ HOLDINGS = gzip.decompress((Path(__file__).parents[1] / "services" / "data" / "I
                            .read_bytes()).decode()
 HOLDINGS_PATH, QUOTE, CRUMB = "/holdings.csv", "/v7/finance/quote", "/v1/test/getcrumb"
 DUMP, DAY = "2026-08-04", date(2026, 8, 4)
-DEADLINE = 2.0  # FETCH_DEADLINE_SECONDS of the processes: a fetch's lease lasts that long
+KILL_DEADLINE = 4.0  # FETCH_DEADLINE_SECONDS in the kill test: a fetch's lease lasts half of it unrenewed
 
 
 def chart(symbol: str) -> str:
@@ -51,8 +51,9 @@ def serve_bars(server: ProviderServer, symbols: list[str], delay: float) -> None
 
 
 @asynccontextmanager
-async def processes(n: int, url: str, server: ProviderServer, tmp_path: Path) -> AsyncIterator[list[FetchProcess]]:
-    env = {"DATABASE_URL": url, "YAHOO_BASE_URL": server.url, "FETCH_DEADLINE_SECONDS": str(DEADLINE),
+async def processes(n: int, url: str, server: ProviderServer, tmp_path: Path,
+                    deadline: float = 8.0) -> AsyncIterator[list[FetchProcess]]:
+    env = {"DATABASE_URL": url, "YAHOO_BASE_URL": server.url, "FETCH_DEADLINE_SECONDS": str(deadline),
            "IWM_HOLDINGS_URL": f"{server.url}{HOLDINGS_PATH}"}
     started = await asyncio.gather(*(FetchProcess.start(env, tmp_path / f"process{i}.log") for i in range(n)),
                                    return_exceptions=True)
@@ -108,6 +109,28 @@ async def test_three_processes_fetch_each_symbol_once_and_run_the_member_refresh
                 assert leases(url) == []  # every holder let go
 
 
+async def test_a_failed_fetch_is_shared_by_the_waiting_process_not_asked_again(postgres, tmp_path):
+    symbol = "XBI"  # bundled: both answers fall back on it
+    async with ProviderServer() as server:
+        asked = asyncio.Event()
+
+        def not_found(request: web.Request) -> Reply:
+            asked.set()
+            return Reply(status=404, body="{}", delay=0.5)  # "no such symbol", after a while
+
+        server.handle(chart(symbol), not_found)
+        with schema_url(postgres) as url:
+            async with processes(2, url, server, tmp_path) as (holder, other):
+                first = holder.send(bars=[symbol])
+                await asyncio.wait_for(asked.wait(), 10)
+                second = other.send(bars=[symbol])  # finds the lease held and waits
+                answers = [a for answer in await asyncio.gather(first, second) for a in answer]
+                assert server.calls[chart(symbol)] == 1  # the waiter took the holder's "not found", asked nothing
+                assert all(a["source"] == "bundled" and a["stale"] for a in answers)
+                assert all(math.isclose(a["adj_close"], float(read_bundled_csv(symbol)["adj_close"].iloc[-1]),
+                                        abs_tol=1e-9) for a in answers)
+
+
 async def test_a_holder_killed_mid_fetch_leaves_its_lease_to_lapse_and_another_process_fetches(postgres, tmp_path):
     symbol = "KRE"
     async with ProviderServer() as server:
@@ -122,7 +145,7 @@ async def test_a_holder_killed_mid_fetch_leaves_its_lease_to_lapse_and_another_p
 
         server.handle(chart(symbol), hang_first)
         with schema_url(postgres) as url:
-            async with processes(2, url, server, tmp_path) as (holder, other):
+            async with processes(2, url, server, tmp_path, KILL_DEADLINE) as (holder, other):
                 holder.send(bars=[symbol])
                 await asyncio.wait_for(first.wait(), 10)  # the holder's request reached the provider
                 [(name, held_by)] = leases(url)
@@ -134,7 +157,7 @@ async def test_a_holder_killed_mid_fetch_leaves_its_lease_to_lapse_and_another_p
                 holder.kill()
                 await holder.proc.wait()
                 assert leases(url) == [(name, held_by)]  # nobody let go: the row lapses by itself
-                [answer] = await asyncio.wait_for(waiting, 4 * DEADLINE)
+                [answer] = await asyncio.wait_for(waiting, 2 * KILL_DEADLINE)
                 assert answer["source"] == "yahoo" and not answer["stale"]
                 assert math.isclose(answer["adj_close"], served_adj_close(symbol), abs_tol=1e-6)
                 assert server.calls[chart(symbol)] == 2  # the dead holder's request and the one that took over
@@ -152,6 +175,9 @@ async def test_a_lease_is_held_by_one_database_connection_at_a_time_until_it_lap
         held = await first.take("k", 0.3)
         assert held is not None and await second.take("k", 5) is None
         assert await first.renew(held, 0.3)
+        async with first.kept(held, 0.3):  # renewed while the work lasts, past its 0.3 s
+            await asyncio.sleep(0.5)
+            assert await second.take("k", 5) is None
         await asyncio.sleep(0.4)  # lapsed: the other takes it over
         taken = await second.take("k", 5)
         assert taken is not None and taken.holder != held.holder

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
@@ -166,9 +166,8 @@ class MemberRefresh:
         n = self.batch_size
         return [self.symbols[i: i + n] for i in range(0, len(self.symbols), n)]
 
-    async def run(self, day: date, renew: Callable[[], Awaitable[bool]] | None = None) -> bool:
-        """Refresh `day`: the batches not yet done today, then the complete snapshot. True when complete.
-        `renew()` is awaited before each batch (the run's lease, see `daily_refresh`): False stops the run."""
+    async def run(self, day: date) -> bool:
+        """Refresh `day`: the batches not yet done today, then the complete snapshot. True when complete."""
         batches = self.batches()
         done = await self.database.run(lambda db: _done_batches(db, day))
         todo = [i for i in range(len(batches)) if i not in done]
@@ -176,10 +175,6 @@ class MemberRefresh:
         for n, i in enumerate(todo):
             if n:
                 await asyncio.sleep(self.pause)
-            if renew is not None and not await renew():
-                log.warning("member refresh %s: lease lost to another process before batch %d; it goes on there",
-                            day, i + 1)
-                return False
             try:
                 rows = await self._fetch(batches[i])
             except ProviderError as exc:
@@ -282,7 +277,7 @@ def _complete(db: Connection, day: date) -> None:
     _set_state(db, day, "")
 
 
-REFRESH_LEASE = 120.0  # seconds the daily refresh's lease lasts unrenewed (it is renewed before every batch)
+REFRESH_LEASE = 60.0  # seconds the daily refresh's lease lasts unrenewed (its holder renews it while it runs)
 REFRESH_POLL = 0.5  # seconds between a waiting process's looks at the holder's lease
 
 
@@ -293,7 +288,8 @@ async def daily_refresh(documents: Documents, database: Database, symbols: Seque
 
     On PostgreSQL every shard process schedules it and one runs it: the holder of the day's lease. The others wait
     until it has run (a failed run is not tried again that day, as with one process) and return what it left; a
-    holder that dies stops renewing, its lease lapses and a waiter takes over, resuming after its last batch."""
+    holder that dies stops renewing, its lease lapses within REFRESH_LEASE and a waiter takes over, resuming after
+    the last batch stored."""
     assert documents.session is not None, "the member refresh needs a live provider"
     leases = Leases(database)
     lease = await _refresh_lease(leases, database, day)
@@ -301,10 +297,11 @@ async def daily_refresh(documents: Documents, database: Database, symbols: Seque
         log.info("member refresh %s: run by another process", day)
         return (await member_snapshot(database)).day == day
     try:
-        await archive_holdings(documents, database, holdings_url)
-        refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url,
-                                cookie_url=yahoo_cookie_url, sources=documents.sources)
-        return await refresh.run(day, renew=partial(leases.renew, lease, REFRESH_LEASE))
+        async with leases.kept(lease, REFRESH_LEASE):
+            await archive_holdings(documents, database, holdings_url)
+            refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url,
+                                    cookie_url=yahoo_cookie_url, sources=documents.sources)
+            return await refresh.run(day)
     finally:
         await leases.release(lease)
 

@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS community_erasures (
 CREATE TABLE leases (
     name TEXT PRIMARY KEY,
     holder TEXT NOT NULL,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    error TEXT
 )""",)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
