@@ -369,13 +369,18 @@ class CachedFetch(Generic[T]):
         name = f"{self.table.name}:{key}"
         loop = asyncio.get_running_loop()
         give_up = loop.time() + self.wait_seconds
-        while (lease := await self.leases.take(name, self.lease_seconds)) is None:
-            if (error := await self.leases.failed(name)) is not None:
+        lease = await self.leases.take(name, self.lease_seconds)
+        while lease is None:  # another process holds it: look (reads only) until it lets go, fails or lapses
+            held, error = await self.leases.held(name)
+            if error is not None:
                 return None, ProviderError(f"fetched by another process: {error}", retryable=False)
             if loop.time() >= give_up:
                 return None, ProviderError(f"another process is fetching {key}: no answer within "
                                            f"{self.wait_seconds:g}s", retryable=False)
-            await asyncio.sleep(LEASE_POLL)
+            if held:
+                await asyncio.sleep(LEASE_POLL)
+            else:
+                lease = await self.leases.take(name, self.lease_seconds)
         stamp = await self._stamp(key)  # read again under the lease: the last holder may have just let go
         if stamp is not None and (cached is None or stamp > cached[0]):
             stored = await self._read(key)

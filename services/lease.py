@@ -32,7 +32,7 @@ TAKE = (f"INSERT INTO {TABLE} (name, holder, expires_at) VALUES (?, ?, {NOW} + ?
 RENEW = f"UPDATE {TABLE} SET expires_at = {NOW} + ? WHERE name = ? AND holder = ?"
 RELEASE = f"DELETE FROM {TABLE} WHERE name = ? AND holder = ?"
 FAIL = f"UPDATE {TABLE} SET error = ? WHERE name = ? AND holder = ?"
-FAILED = f"SELECT error FROM {TABLE} WHERE name = ? AND expires_at > {NOW}"
+HELD = f"SELECT error FROM {TABLE} WHERE name = ? AND expires_at > {NOW}"
 PROCESS = f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -106,10 +106,11 @@ class Leases:
             assert self.database is not None
             await self.database.run(lambda db: db.execute(FAIL, [error, lease.name, lease.holder]))
 
-    async def failed(self, name: str) -> str | None:
-        """The error of the holder of `name` when its work failed and its lease has not lapsed yet; else None."""
+    async def held(self, name: str) -> tuple[bool, str | None]:
+        """(whether a process holds `name` now, the error its work failed with when it did): a read only, for
+        waiting on another process's lease without writing to the table."""
         if not self.enabled:
-            return None
+            return False, None
         assert self.database is not None
-        row = await self.database.run(lambda db: db.execute(FAILED, [name]).fetchone())
-        return None if row is None else row[0]
+        row = await self.database.run(lambda db: db.execute(HELD, [name]).fetchone())
+        return row is not None, None if row is None else row[0]

@@ -173,7 +173,7 @@ async def test_a_lease_is_held_by_one_database_connection_at_a_time_until_it_lap
             assert not first.enabled and await first.take("k", 5) and await second.take("k", 5)
             return
         held = await first.take("k", 0.3)
-        assert held is not None and await second.take("k", 5) is None
+        assert held is not None and await second.take("k", 5) is None and await second.held("k") == (True, None)
         assert await first.renew(held, 0.3)
         async with first.kept(held, 0.3):  # renewed while the work lasts, past its 0.3 s
             await asyncio.sleep(0.5)
@@ -184,5 +184,7 @@ async def test_a_lease_is_held_by_one_database_connection_at_a_time_until_it_lap
         assert not await first.renew(held, 5)
         await first.release(held)  # not its lease any more: nothing happens
         assert await first.take("k", 5) is None
+        await second.fail(taken, "HTTP 503")  # kept to its time, with the error for whoever waits on it
+        assert await first.held("k") == (True, "HTTP 503") and await first.take("k", 5) is None
         await second.release(taken)
-        assert await first.take("k", 5) is not None
+        assert await first.held("k") == (False, None) and await first.take("k", 5) is not None
