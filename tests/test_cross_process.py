@@ -74,9 +74,17 @@ def leases(url: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in conn.execute("SELECT name, holder FROM leases ORDER BY name")]
 
 
-async def test_three_processes_fetch_each_symbol_once_and_run_the_member_refresh_once(postgres, tmp_path):
+async def test_three_processes_fetch_each_symbol_once_share_a_failure_and_run_the_member_refresh_once(postgres,
+                                                                                                    tmp_path):
     async with ProviderServer() as server:
         serve_bars(server, SYMBOLS, delay=0.3)  # slow enough that every process asks while the first is fetching
+        missing, asked_missing = "XBI", asyncio.Event()  # bundled: the answers fall back on it
+
+        def not_found(request: web.Request) -> Reply:
+            asked_missing.set()
+            return Reply(status=404, body="{}", delay=0.5)  # "no such symbol", after a while
+
+        server.handle(chart(missing), not_found)
         yahoo = YahooSession(server)
         members = list(member_rows(DUMP).index[:100])  # one batch of the refresh
         server.script(QUOTE, Reply(body=quote_body(members, DUMP)))
@@ -95,6 +103,16 @@ async def test_three_processes_fetch_each_symbol_once_and_run_the_member_refresh
                 assert all(math.isclose(a["adj_close"], served_adj_close(a["symbol"]), abs_tol=1e-6)  # cached: %.6f
                            for a in flat)
 
+                # a fetch that fails: the processes waiting on it share its answer and ask nothing themselves
+                first = procs[0].send(bars=[missing])
+                await asyncio.wait_for(asked_missing.wait(), 10)
+                rest = [proc.send(bars=[missing]) for proc in procs[1:]]  # they find the lease held and wait
+                failed = [a for answer in await asyncio.gather(first, *rest) for a in answer]
+                assert server.calls[chart(missing)] == 1
+                assert len(failed) == 3 and all(a["source"] == "bundled" and a["stale"] for a in failed)
+                assert all(math.isclose(a["adj_close"], float(read_bundled_csv(missing)["adj_close"].iloc[-1]),
+                                        abs_tol=1e-9) for a in failed)
+
                 # the daily refresh, scheduled in every process at the same moment
                 refreshed = await asyncio.gather(*(proc.send(refresh=DAY.isoformat(), symbols=members,
                                                              cookie_url=yahoo.cookie_url) for proc in procs))
@@ -106,29 +124,10 @@ async def test_three_processes_fetch_each_symbol_once_and_run_the_member_refresh
                                                                        "FROM member_snapshot")}
                 expected = member_rows(DUMP)["market_cap"]
                 assert stored == {s: (DAY.isoformat(), float(expected[s])) for s in members}
-                assert leases(url) == []  # every holder let go
-
-
-async def test_a_failed_fetch_is_shared_by_the_waiting_process_not_asked_again(postgres, tmp_path):
-    symbol = "XBI"  # bundled: both answers fall back on it
-    async with ProviderServer() as server:
-        asked = asyncio.Event()
-
-        def not_found(request: web.Request) -> Reply:
-            asked.set()
-            return Reply(status=404, body="{}", delay=0.5)  # "no such symbol", after a while
-
-        server.handle(chart(symbol), not_found)
-        with schema_url(postgres) as url:
-            async with processes(2, url, server, tmp_path) as (holder, other):
-                first = holder.send(bars=[symbol])
-                await asyncio.wait_for(asked.wait(), 10)
-                second = other.send(bars=[symbol])  # finds the lease held and waits
-                answers = [a for answer in await asyncio.gather(first, second) for a in answer]
-                assert server.calls[chart(symbol)] == 1  # the waiter took the holder's "not found", asked nothing
-                assert all(a["source"] == "bundled" and a["stale"] for a in answers)
-                assert all(math.isclose(a["adj_close"], float(read_bundled_csv(symbol)["adj_close"].iloc[-1]),
-                                        abs_tol=1e-9) for a in answers)
+                # every holder let go, but the failed fetch's, kept to its time (then taken over) with its error
+                with psycopg.connect(url) as conn:
+                    assert conn.execute("SELECT name, error FROM leases").fetchall() == [
+                        (f"bars_cache:{missing}", "yahoo: HTTP 404")]  # every provider's error
 
 
 async def test_a_holder_killed_mid_fetch_leaves_its_lease_to_lapse_and_another_process_fetches(postgres, tmp_path):
