@@ -351,6 +351,7 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "community_scale": elsewhere("community_scale", "bench_community_scale"),
     "many_members": elsewhere("many_members", "bench_many_members"),
     "pg_log": elsewhere("pg_log", "bench_pg_log_ingest"),
+    "pg_upstream_calls": elsewhere("pg_fetch", "bench_pg_upstream_calls"),
     **members.BENCHES,
 }
 

@@ -30,6 +30,7 @@ import pandas as pd
 
 from services.documents import Document, Documents, looks_like_html
 from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_cookies, get_text, guarded
+from services.lease import Lease, Leases
 from services.sectors import BUNDLED_HOLDINGS, parse_holdings
 from services.sql import Connection
 from services.storage import Database
@@ -300,3 +301,29 @@ def _complete(db: Connection, day: date) -> None:
                        [[r[c] for c in columns] for r in rows])
         db.execute(f"delete from {BATCHES} where day < ?", [day.isoformat()])
     _set_state(db, day, "")
+
+
+REFRESH_LEASE = 60.0  # seconds the daily refresh's lease lasts unrenewed (its holder renews it while it runs)
+REFRESH_POLL = 0.5  # seconds between a waiting process's looks at the holder's lease
+
+
+async def refresh_lease(leases: Leases, database: Database, day: date) -> Lease | None:
+    """The lease of `day`'s refresh, once no other process holds it; None when the day's refresh has run (the
+    state records `day`, whether it completed or failed). Without leases (SQLite): the lease at once."""
+    name = f"member-refresh:{day.isoformat()}"
+    if not leases.enabled:
+        return await leases.take(name, REFRESH_LEASE)
+
+    def ran(db: Connection) -> bool:
+        row = next(iter(db.query(f"select day from {STATE} where id = 1")), None)
+        return row is not None and row["day"] == day.isoformat()
+
+    while True:
+        if await database.run(ran):
+            return None
+        if (lease := await leases.take(name, REFRESH_LEASE)) is not None:
+            if not await database.run(ran):  # read again under the lease: the last holder may have just let go
+                return lease
+            await leases.release(lease)
+            return None
+        await asyncio.sleep(REFRESH_POLL)
