@@ -81,8 +81,6 @@ POSTGRES_NOT_YET = ("DATABASE_URL: PostgreSQL support is not in this version yet
 async def open_resources(settings: Settings, *, render_processes: bool = True) -> AsyncIterator[Resources]:
     """The shared resources. `render_processes=False` renders in a thread (the console's one-shot answers),
     otherwise in worker processes (see Renderer)."""
-    if settings.database_url is not None:  # accepted by the settings, refused until the stores run on PostgreSQL
-        raise DatabaseError(POSTGRES_NOT_YET)
     async with AsyncExitStack() as stack:  # closed in reverse: the log writer flushes before the database closes
         database = Database.from_settings(settings)
         await database.open()

@@ -34,6 +34,7 @@ from services.community._report import CommunityReport, community_answer, valida
 from services.community._writer import BATCH_SIZE, FLUSH_INTERVAL, LogWriter
 from services.errors import is_whole
 from services.market import MarketData
+from services.sql import Connection
 from services.storage import Database
 from services.timefmt import iso_utc
 
@@ -87,11 +88,11 @@ class CommunityLog:
         self._channels: dict[int, set[int]] = {}
 
     async def open(self) -> None:
-        def load(d: sqlite_utils.Database) -> list[tuple[int, int]]:
-            return d.execute("SELECT guild_id, channel_id FROM community_channels").fetchall()
+        def load(d: Connection) -> list[tuple[int, int]]:
+            return [(r["guild_id"], r["channel_id"]) for r in d.query("SELECT guild_id, channel_id FROM community_channels")]
 
         self._channels = {}
-        for guild_id, channel_id in await self.db.run_sqlite(load):
+        for guild_id, channel_id in await self.db.run(load):
             self._channels.setdefault(guild_id, set()).add(channel_id)
         if self.export_dir is not None:
             await asyncio.to_thread(_clear_exports, self.export_dir)
