@@ -39,7 +39,7 @@ from services.market import MarketData, build_providers
 from services.renderer import MB, Renderer
 from services.schema.shards import Layout, check_layout
 from services.sentiment import SentimentStore
-from services.storage import Database, DatabaseError
+from services.storage import Database
 
 log = logging.getLogger("smallcaps")
 

@@ -89,7 +89,8 @@ class CommunityLog:
 
     async def open(self) -> None:
         def load(d: Connection) -> list[tuple[int, int]]:
-            return [(r["guild_id"], r["channel_id"]) for r in d.query("SELECT guild_id, channel_id FROM community_channels")]
+            rows = d.query("SELECT guild_id, channel_id FROM community_channels")
+            return [(r["guild_id"], r["channel_id"]) for r in rows]
 
         self._channels = {}
         for guild_id, channel_id in await self.db.run(load):
