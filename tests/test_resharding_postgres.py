@@ -1,0 +1,202 @@
+"""Resharding on PostgreSQL: two shard processes of the real bot (`python bot.py run`, the real discord.py client)
+against one local Discord and one PostgreSQL; state made in guilds on both shards through slash commands; then the
+same database served by three processes under SHARD_COUNT=3. Every subscription, level, poll, schedule and log row
+is served by the process that now holds its guild, and each post goes out once.
+
+Time passes while the bot is down: the test moves the poll deadlines and the schedules' creation back (a week
+later, as far as the bot can tell), and Yahoo (the local provider server, in Yahoo's format) now has the bar of
+the last completed session, on which the guilds' custom levels see a breakout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, date, datetime, timedelta
+from itertools import product
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+from services import market_calendar
+from services.market import read_bundled_csv
+from services.timefmt import iso_utc
+from tests.support.discord_helpers import MANAGER, POLL_MODERATOR, Answer, answer_of, invoke
+from tests.support.local_discord import FakeGuild, LocalDiscord
+from tests.support.postgres import schema_url
+from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
+
+ROOT = Path(__file__).resolve().parent.parent
+LEVELS = (260, 265, 275, 280, 283)  # on the real IWM bars to 2026-10-05, that day closes above 283: a breakout
+LEVELS_TEXT = "support 260 · entry 265–275 · resistance 280–283"  # what /iwm subscriptions lists
+BARS = 300  # the real IWM bars served, the last of them (2026-10-05) re-dated to the last completed session
+CHART = "/v8/finance/chart/IWM"
+
+
+def yahoo_bars(through: date) -> pd.DataFrame:
+    """The last BARS real IWM daily bars to 2026-10-05, re-dated onto the NYSE sessions ending at `through`."""
+    iwm = read_bundled_csv("IWM").loc[:"2026-10-05"].iloc[-BARS:]
+    sessions = market_calendar.calendar().sessions_in_range(pd.Timestamp(through - timedelta(days=BARS * 2)),
+                                                            pd.Timestamp(through))[-BARS:]
+    return iwm.set_axis(pd.DatetimeIndex(sessions.tz_localize(None) if sessions.tz else sessions))
+
+
+class Shard:
+    """One `python bot.py run` process with SHARD_COUNT/SHARD_IDS, its stderr in its own log file."""
+
+    def __init__(self, proc: asyncio.subprocess.Process, shard_id: int, count: int, log: Path) -> None:
+        self.proc, self.shard_id, self.count, self.log = proc, shard_id, count, log
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+async def start_shard(discord_: LocalDiscord, env: dict[str, str], shard_id: int, count: int, logs: Path) -> Shard:
+    log = logs / f"shard{shard_id}of{count}.log"
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(ROOT / "tests" / "support" / "bot_process.py"), cwd=logs, stdout=fd, stderr=fd,
+            env={**env, "SHARD_COUNT": str(count), "SHARD_IDS": str(shard_id)})
+    finally:
+        os.close(fd)
+    return Shard(proc, shard_id, count, log)
+
+
+@asynccontextmanager
+async def shard_processes(discord_: LocalDiscord, env: dict[str, str], count: int,
+                          logs: Path) -> AsyncIterator[list[Shard]]:
+    """`count` shard processes, started together; ready (on_ready logged) when the block starts, SIGTERM'd (and
+    checked to exit cleanly) when it ends."""
+    shards = [await start_shard(discord_, env, i, count, logs) for i in range(count)]
+    try:
+        for shard in shards:
+            await discord_.wait_until(lambda s=shard: "ready as " in s.text() or s.proc.returncode is not None,
+                                      timeout=90, what=f"shard {shard.shard_id} of {count} to be ready")
+            assert shard.proc.returncode is None, shard.text()[-3000:]
+        yield shards
+        for shard in shards:
+            shard.proc.send_signal(signal.SIGTERM)
+        for shard in shards:
+            assert await asyncio.wait_for(shard.proc.wait(), 60) == 0, shard.text()[-3000:]
+    finally:
+        for shard in shards:
+            if shard.proc.returncode is None:
+                shard.proc.kill()
+                await shard.proc.wait()
+
+
+def guilds_for(discord_: LocalDiscord) -> dict[tuple[int, int], FakeGuild]:
+    """One guild per (shard of 2, shard of 3): every way a guild can move when two shards become three."""
+    return {(old, new): discord_.add_guild(f"Guild {old}->{new}", shard=(next(
+        k for k in range(6) if k % 2 == old and k % 3 == new), 6)) for old, new in product((0, 1), (0, 1, 2))}
+
+
+def shard_of(guild: FakeGuild, count: int) -> int:
+    return (guild.id >> 22) % count
+
+
+async def make_state(discord_: LocalDiscord, guild: FakeGuild, now: datetime) -> dict[str, Any]:
+    """Through slash commands: a subscription, custom levels, a weekly poll schedule (due a minute ago, so not
+    before next week), a one-hour poll with a vote. Returns the poll message."""
+    answer = await invoke(discord_, "subscribe", {"channel": "iwm-alerts", "events": "breakout"}, manage=True,
+                          guild=guild)
+    assert answer.content.startswith("✅"), answer.content
+    support, entry_low, entry_high, res_low, res_high = LEVELS
+    answer = await invoke(discord_, "setlevels", {"support": support, "entry_low": entry_low, "entry_high": entry_high,
+                                                  "resistance_low": res_low, "resistance_high": res_high},
+                          manage=True, guild=guild)
+    assert answer.content.startswith("✅ Levels set: support 260, entry 265–275, resistance 280–283."), answer.content
+    due = now - timedelta(minutes=1)
+    answer = await invoke(discord_, "poll-schedule", {"weekday": due.weekday(), "time": f"{due:%H:%M}"},
+                          guild=guild, channel="general", permissions=POLL_MODERATOR)
+    assert answer.content.startswith("✅ A sentiment poll will open in"), answer.content
+    handle = await discord_.dispatch_interaction(discord_.slash_command(
+        "iwm", "poll", {"hours": 1}, guild=guild, channel="general", permissions=POLL_MODERATOR))
+    callback = (await handle.wait_for_responses(1, timeout=20))[0]
+    assert callback.status == 200, callback
+    poll = discord_.find_message(callback.response["interaction"]["response_message_id"])
+    await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(poll, 1, member="alice"))
+    return poll
+
+
+async def listed(discord_: LocalDiscord, guild: FakeGuild) -> dict[str, Any]:
+    answer = await invoke(discord_, "subscriptions", guild=guild)
+    (embed,) = answer.embeds
+    return embed
+
+
+def posts(discord_: LocalDiscord, channel: dict[str, Any], since: int) -> list[dict[str, Any]]:
+    """The bodies of the messages the bot posted to a channel (not interaction answers) after request `since`."""
+    return [r.json for r in discord_.requests[since:]
+            if r.method == "POST" and r.path == f"/channels/{channel['id']}/messages" and r.status == 200]
+
+
+async def test_two_shard_processes_become_three_on_one_postgres(
+    discord_: LocalDiscord, postgres: str, server: ProviderServer, tmp_path: Path
+) -> None:
+    now = datetime.now(UTC)
+    through = market_calendar.last_completed_session(now - timedelta(minutes=10))  # the watcher's next close check
+    bars = yahoo_bars(through)
+    server.script(CHART, Reply(body=yahoo_chart_body(bars.iloc[:-1], "IWM")))  # Yahoo lacks `through` for now
+    guilds = guilds_for(discord_)
+    with schema_url(postgres) as url:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "DISCORD_TOKEN": discord_.token, "DATABASE_URL": url,
+            "DEV_GUILD_ID": "", "MESSAGE_CONTENT_INTENT": "1", "LOG_LEVEL": "INFO",
+            "MARKET_DATA_PROVIDER": "yahoo", "YAHOO_BASE_URL": server.url, "CACHE_TTL_SECONDS": "0",
+            "FRED_BASE_URL": server.url, "IWM_HOLDINGS_URL": server.url + "/holdings.csv",
+            "RENDER_COOLDOWN_SECONDS": "0",
+            "LOCAL_DISCORD_API": discord_.api_url, "LOCAL_DISCORD_GATEWAY": discord_.gateway_url,
+        }
+        polls: dict[tuple[int, int], dict[str, Any]] = {}
+        async with shard_processes(discord_, env, 2, tmp_path) as two:
+            await discord_.wait_until(lambda: discord_.commands.get(None), 30, "the global command sync")
+            for key, guild in guilds.items():
+                polls[key] = await make_state(discord_, guild, now)
+            for key, guild in guilds.items():  # answered by the process of shard key[0] of 2, from PostgreSQL
+                embed = await listed(discord_, guild)
+                assert f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active" in embed["description"]
+        assert all(s.proc.returncode == 0 for s in two)
+        posted_before = len(discord_.requests)
+        # Nothing was due while two processes ran: no alert (Yahoo had no bar for `through`), no poll result.
+        assert not any(posts(discord_, guild.channel(name), 0) for guild in guilds.values()
+                       for name in ("general", "iwm-alerts"))
+
+        # While the bot is down, the polls end and a week goes by; Yahoo gets the bar of `through`.
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("UPDATE sentiment_polls SET ends_at = %s", [iso_utc(now - timedelta(minutes=5))])
+            conn.execute("UPDATE sentiment_schedules SET created_at = %s", [iso_utc(now - timedelta(days=7))])
+        server.script(CHART, Reply(body=yahoo_chart_body(bars, "IWM")))
+
+        async with shard_processes(discord_, env, 3, tmp_path) as three:
+            for key, guild in guilds.items():  # the process of shard key[1] of 3 serves what shard key[0] of 2 made
+                embed = await listed(discord_, guild)
+                assert f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active" in embed["description"]
+                assert embed["fields"][0]["value"] == LEVELS_TEXT
+
+            def settled() -> bool:
+                return all(len(posts(discord_, g.channel("iwm-alerts"), posted_before)) >= 1
+                           and len(posts(discord_, g.channel("general"), posted_before)) >= 2 for g in guilds.values())
+
+            await discord_.wait_until(settled, 60, "a breakout, a poll result and a weekly poll in every guild")
+            await asyncio.sleep(1)  # a duplicate from a slower process would land now
+            logs = [shard.text() for shard in three]
+
+        for key, guild in guilds.items():
+            (alert,) = posts(discord_, guild.channel("iwm-alerts"), posted_before)  # once per channel
+            assert alert["embeds"][0]["footer"]["text"] == f"smallcaps alert · {through} breakout"
+            general = posts(discord_, guild.channel("general"), posted_before)
+            results = [p for p in general if str((p.get("message_reference") or {}).get("message_id")) == polls[key]["id"]]
+            weekly = [p for p in general if p.get("poll")]
+            assert len(results) == 1 and len(weekly) == 1 and len(general) == 2, general
+            # the poll was closed by the process that holds the guild now, and by no other
+            closers = [i for i, text in enumerate(logs) if f"poll {polls[key]['id']} closed" in text]
+            assert closers == [key[1]], (key, closers)
