@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sys
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from itertools import product
 from pathlib import Path
@@ -28,7 +27,7 @@ import psycopg
 from services import market_calendar
 from services.market import read_bundled_csv
 from services.timefmt import iso_utc
-from tests.support.discord_helpers import MANAGER, POLL_MODERATOR, Answer, answer_of, invoke
+from tests.support.discord_helpers import POLL_MODERATOR, invoke
 from tests.support.local_discord import FakeGuild, LocalDiscord
 from tests.support.postgres import schema_url
 from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
@@ -161,7 +160,7 @@ async def test_two_shard_processes_become_three_on_one_postgres(
             await discord_.wait_until(lambda: discord_.commands.get(None), 30, "the global command sync")
             for key, guild in guilds.items():
                 polls[key] = await make_state(discord_, guild, now)
-            for key, guild in guilds.items():  # answered by the process of shard key[0] of 2, from PostgreSQL
+            for guild in guilds.values():  # answered by the process of shard key[0] of 2, from PostgreSQL
                 embed = await listed(discord_, guild)
                 assert f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active" in embed["description"]
         assert all(s.proc.returncode == 0 for s in two)
@@ -177,7 +176,7 @@ async def test_two_shard_processes_become_three_on_one_postgres(
         server.script(CHART, Reply(body=yahoo_chart_body(bars, "IWM")))
 
         async with shard_processes(discord_, env, 3, tmp_path) as three:
-            for key, guild in guilds.items():  # the process of shard key[1] of 3 serves what shard key[0] of 2 made
+            for guild in guilds.values():  # the process of shard key[1] of 3 serves what shard key[0] of 2 made
                 embed = await listed(discord_, guild)
                 assert f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active" in embed["description"]
                 assert embed["fields"][0]["value"] == LEVELS_TEXT
@@ -190,13 +189,14 @@ async def test_two_shard_processes_become_three_on_one_postgres(
             await asyncio.sleep(1)  # a duplicate from a slower process would land now
             logs = [shard.text() for shard in three]
 
+        poll_of = {key: poll["id"] for key, poll in polls.items()}
         for key, guild in guilds.items():
             (alert,) = posts(discord_, guild.channel("iwm-alerts"), posted_before)  # once per channel
             assert alert["embeds"][0]["footer"]["text"] == f"smallcaps alert · {through} breakout"
             general = posts(discord_, guild.channel("general"), posted_before)
-            results = [p for p in general if str((p.get("message_reference") or {}).get("message_id")) == polls[key]["id"]]
+            results = [p for p in general if str((p.get("message_reference") or {}).get("message_id")) == poll_of[key]]
             weekly = [p for p in general if p.get("poll")]
             assert len(results) == 1 and len(weekly) == 1 and len(general) == 2, general
             # the poll was closed by the process that holds the guild now, and by no other
-            closers = [i for i, text in enumerate(logs) if f"poll {polls[key]['id']} closed" in text]
+            closers = [i for i, text in enumerate(logs) if f"poll {poll_of[key]} closed" in text]
             assert closers == [key[1]], (key, closers)
