@@ -73,10 +73,6 @@ async def last_session() -> date:
     return await asyncio.to_thread(market_calendar.last_session_now)
 
 
-POSTGRES_NOT_YET = ("DATABASE_URL: PostgreSQL support is not in this version yet; "
-                    "unset it to use SQLite at DATABASE_PATH")
-
-
 @asynccontextmanager
 async def open_resources(settings: Settings, *, render_processes: bool = True) -> AsyncIterator[Resources]:
     """The shared resources. `render_processes=False` renders in a thread (the console's one-shot answers),

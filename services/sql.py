@@ -10,10 +10,16 @@ types, and mapped for PostgreSQL by `postgres_ddl`.
 A callback gets `execute` (a cursor: rowcount, fetchone, fetchall, iteration over tuples), `executemany`,
 `query` (rows as dicts) and `atomic()` (a transaction; nested: a savepoint). Outside `atomic()` each statement
 commits by itself on both engines.
+
+Where the engines differ in more than spelling, each connection type has the one method the stores call:
+`in_ids` (a column among a list of ids), `json_values` (the elements of a JSON array column as rows),
+`max_params` (the most parameters one statement takes), `checkpoint` (SQLite's write-ahead log back into the
+file; nothing on PostgreSQL) and `total_changes` (rows this connection has written).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -68,6 +74,27 @@ class SQLiteConnection(sqlite_utils.Database):
 
     engine = "sqlite"
 
+    @staticmethod
+    def in_ids(column: str, ids: Iterable[int]) -> tuple[str, Any]:
+        """`column` is one of `ids`: an SQL condition with one `?` and its parameter."""
+        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(ids))
+
+    @staticmethod
+    def json_values(column: str, alias: str) -> str:
+        """A FROM item whose rows are the elements of the JSON array in `column`, as `alias.value`."""
+        return f"json_each({column}) {alias}"
+
+    @property
+    def max_params(self) -> int:
+        return self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+    @property
+    def total_changes(self) -> int:
+        return self.conn.total_changes
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
         was_in_transaction = self.conn.in_transaction
         self.conn.executemany(sql, rows)
@@ -79,18 +106,37 @@ class PostgresConnection:
     """The PostgreSQL engine: one psycopg connection in autocommit mode, transactions by `atomic()`."""
 
     engine = "postgresql"
+    max_params = 65535  # the protocol's limit on one statement's parameters
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.pg = conn
+        self.total_changes = 0  # rows written through this connection, as SQLite counts them
 
     def execute(self, sql: str, parameters: Params = None) -> psycopg.Cursor[Any]:
-        if parameters is None:
-            return self.pg.execute(sql)  # store SQL is code, not user text
-        return self.pg.execute(to_pyformat(sql), parameters)
+        # store SQL is code, not user text: without parameters it runs as written
+        cur = self.pg.execute(sql) if parameters is None else self.pg.execute(to_pyformat(sql), parameters)
+        self._count(cur)
+        return cur
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
         with self.pg.cursor() as cur:
             cur.executemany(to_pyformat(sql), rows)
+            self._count(cur)
+
+    def _count(self, cur: psycopg.Cursor[Any]) -> None:
+        if cur.rowcount > 0 and not (cur.statusmessage or "").startswith("SELECT"):
+            self.total_changes += cur.rowcount
+
+    @staticmethod
+    def in_ids(column: str, ids: Iterable[int]) -> tuple[str, Any]:
+        return f"{column} = ANY(?::bigint[])", list(ids)
+
+    @staticmethod
+    def json_values(column: str, alias: str) -> str:
+        return f"jsonb_array_elements_text({column}::jsonb) AS {alias}(value)"
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """Nothing to do: PostgreSQL's write-ahead log is the server's to manage."""
 
     def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]:
         cur = self.pg.cursor(row_factory=dict_row)
