@@ -11,6 +11,9 @@ the last completed session, on which the guilds' custom levels see a breakout.
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import json
 import os
 import signal
 import sys
@@ -27,7 +30,7 @@ import psycopg
 from services import market_calendar
 from services.market import read_bundled_csv
 from services.timefmt import iso_utc
-from tests.support.discord_helpers import POLL_MODERATOR, invoke
+from tests.support.discord_helpers import MANAGER, POLL_MODERATOR, invoke
 from tests.support.local_discord import FakeGuild, LocalDiscord
 from tests.support.postgres import schema_url
 from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
@@ -102,9 +105,14 @@ def shard_of(guild: FakeGuild, count: int) -> int:
     return (guild.id >> 22) % count
 
 
-async def make_state(discord_: LocalDiscord, guild: FakeGuild, now: datetime) -> dict[str, Any]:
+async def say(discord_: LocalDiscord, guild: FakeGuild, text: str) -> None:
+    await discord_.dispatch("MESSAGE_CREATE", discord_.user_message(text, guild=guild, channel="general"))
+
+
+async def make_state(discord_: LocalDiscord, guild: FakeGuild, now: datetime, said: list[str]) -> dict[str, Any]:
     """Through slash commands: a subscription, custom levels, a weekly poll schedule (due a minute ago, so not
-    before next week), a one-hour poll with a vote. Returns the poll message."""
+    before next week), a one-hour poll with a vote, the community log on in #general and `said` there.
+    Returns the poll message."""
     answer = await invoke(discord_, "subscribe", {"channel": "iwm-alerts", "events": "breakout"}, manage=True,
                           guild=guild)
     assert answer.content.startswith("✅"), answer.content
@@ -123,7 +131,18 @@ async def make_state(discord_: LocalDiscord, guild: FakeGuild, now: datetime) ->
     assert callback.status == 200, callback
     poll = discord_.find_message(callback.response["interaction"]["response_message_id"])
     await discord_.dispatch("MESSAGE_POLL_VOTE_ADD", discord_.poll_vote(poll, 1, member="alice"))
+    answer = await invoke(discord_, "log", {"state": "on", "channel": "general"}, guild=guild, permissions=MANAGER)
+    assert answer.content.startswith("✅ The community log now records"), answer.content
+    for text in said:
+        await say(discord_, guild, text)
     return poll
+
+
+async def exported(discord_: LocalDiscord, guild: FakeGuild) -> list[str]:
+    """The text of every message `/iwm export` gives a moderator for the last week."""
+    answer = await invoke(discord_, "export", {"days": 7}, guild=guild, permissions=MANAGER)
+    (file,) = answer.files
+    return [row["content"] for row in csv.DictReader(io.StringIO(file.data.decode("utf-8")))]
 
 
 async def listed(discord_: LocalDiscord, guild: FakeGuild) -> dict[str, Any]:
@@ -156,10 +175,13 @@ async def test_two_shard_processes_become_three_on_one_postgres(
             "LOCAL_DISCORD_API": discord_.api_url, "LOCAL_DISCORD_GATEWAY": discord_.gateway_url,
         }
         polls: dict[tuple[int, int], dict[str, Any]] = {}
+        # a different number of messages in each guild, each naming its guild
+        said = {key: [f"$IWM {guild.name} message {i}" for i in range(1 + n % 3)]
+                for n, (key, guild) in enumerate(guilds.items())}
         async with shard_processes(discord_, env, 2, tmp_path) as two:
             await discord_.wait_until(lambda: discord_.commands.get(None), 30, "the global command sync")
             for key, guild in guilds.items():
-                polls[key] = await make_state(discord_, guild, now)
+                polls[key] = await make_state(discord_, guild, now, said[key])
             for guild in guilds.values():  # answered by the process of shard key[0] of 2, from PostgreSQL
                 embed = await listed(discord_, guild)
                 assert f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active" in embed["description"]
@@ -176,10 +198,18 @@ async def test_two_shard_processes_become_three_on_one_postgres(
         server.script(CHART, Reply(body=yahoo_chart_body(bars, "IWM")))
 
         async with shard_processes(discord_, env, 3, tmp_path) as three:
-            for guild in guilds.values():  # the process of shard key[1] of 3 serves what shard key[0] of 2 made
+            async def served(key: tuple[int, int], guild: FakeGuild) -> None:
+                """What shard key[0] of 2 made, served by the process of shard key[1] of 3; logging goes on
+                there and nothing logged was lost."""
                 embed = await listed(discord_, guild)
                 assert f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active" in embed["description"]
                 assert embed["fields"][0]["value"] == LEVELS_TEXT
+                await say(discord_, guild, f"$IWM {guild.name} after resharding")
+                assert await exported(discord_, guild) == [*said[key], f"$IWM {guild.name} after resharding"]
+                (embed,) = (await invoke(discord_, "community", {"days": 7}, guild=guild)).embeds
+                assert f"**{len(said[key]) + 1}** messages from **1** members" in json.dumps(embed, ensure_ascii=False)
+
+            await asyncio.gather(*(served(key, guild) for key, guild in guilds.items()))
 
             def settled() -> bool:
                 return all(len(posts(discord_, g.channel("iwm-alerts"), posted_before)) >= 1
