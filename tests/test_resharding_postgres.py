@@ -1,7 +1,8 @@
 """Resharding on PostgreSQL: two shard processes of the real bot (`python bot.py run`, the real discord.py client)
 against one local Discord and one PostgreSQL; state made in guilds on both shards through slash commands; then the
-same database served by three processes under SHARD_COUNT=3. Every subscription, level, poll, schedule and log row
-is served by the process that now holds its guild, and each post goes out once.
+same database served by three processes under SHARD_COUNT=3. Every subscription, level, poll, schedule and
+community-log row is served by the process that now holds its guild (its answers, its posts, the poll it closes),
+logging goes on there, and each post goes out once (counted in the local Discord's recorded requests).
 
 Time passes while the bot is down: the test moves the poll deadlines and the schedules' creation back (a week
 later, as far as the bot can tell), and Yahoo (the local provider server, in Yahoo's format) now has the bar of
