@@ -350,6 +350,7 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "alert_fanout": elsewhere("fanout", "bench_alert_fanout"),
     "community_scale": elsewhere("community_scale", "bench_community_scale"),
     "many_members": elsewhere("many_members", "bench_many_members"),
+    "pg_commands": elsewhere("pg_commands", "bench_pg_commands"),
     **members.BENCHES,
 }
 
