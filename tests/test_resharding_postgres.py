@@ -33,7 +33,7 @@ from services.market import read_bundled_csv
 from services.timefmt import iso_utc
 from tests.support.discord_helpers import MANAGER, POLL_MODERATOR, invoke
 from tests.support.local_discord import FakeGuild, LocalDiscord
-from tests.support.postgres import schema_url
+from tests.support.postgres import DATABASE, schema_url
 from tests.support.provider_server import ProviderServer, Reply, yahoo_chart_body
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,8 +200,12 @@ async def test_two_shard_processes_become_three_on_one_postgres(
 
         async with shard_processes(discord_, env, 3, tmp_path) as three:
             async def served(key: tuple[int, int], guild: FakeGuild) -> None:
-                """What shard key[0] of 2 made, served by the process of shard key[1] of 3; logging goes on
-                there and nothing logged was lost."""
+                """What shard key[0] of 2 made, served by the process of shard key[1] of 3 (its /iwm status says
+                so); logging goes on there and nothing logged was lost."""
+                (embed,) = (await invoke(discord_, "status", guild=guild)).embeds
+                process = next(f["value"] for f in embed["fields"] if f["name"] == "Process")
+                assert process.startswith(f"shard {key[1]} of 3\npid {three[key[1]].proc.pid} on "), process
+                assert process.endswith(f"\ndatabase PostgreSQL local socket/{DATABASE}"), process
                 embed = await listed(discord_, guild)
                 assert f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active" in embed["description"]
                 assert embed["fields"][0]["value"] == LEVELS_TEXT
