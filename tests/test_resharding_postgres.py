@@ -106,13 +106,34 @@ def shard_of(guild: FakeGuild, count: int) -> int:
     return (guild.id >> 22) % count
 
 
-async def say(discord_: LocalDiscord, guild: FakeGuild, text: str) -> None:
-    await discord_.dispatch("MESSAGE_CREATE", discord_.user_message(text, guild=guild, channel="general"))
+async def say(discord_: LocalDiscord, guild: FakeGuild, text: str, member: str = "alice") -> None:
+    await discord_.dispatch("MESSAGE_CREATE", discord_.user_message(text, guild=guild, channel="general",
+                                                                    member=member))
+
+
+async def forget_me(discord_: LocalDiscord, guild: FakeGuild, member: str) -> str:
+    """`/iwm forget-me`, then its Delete button: what the bot says it deleted."""
+    prompt = await discord_.dispatch_interaction(discord_.slash_command("iwm", "forget-me", guild=guild,
+                                                                        member=member))
+    (callback,) = await prompt.wait_for_responses(1, timeout=20)
+    confirm = callback.json["data"]["components"][0]["components"][0]["custom_id"]
+    for _ in range(3):
+        # The bot listens to the button once Discord has answered its prompt; a click that comes in before goes
+        # unanswered (Discord says "This interaction failed") and the member clicks again.
+        click = await discord_.dispatch_interaction(discord_.component_click(confirm, member=member))
+        try:
+            await click.wait_for_responses(1, timeout=5)
+        except TimeoutError:
+            continue
+        _, done = await click.wait_for_responses(2, timeout=20)
+        return done.json["content"]
+    raise AssertionError(f"three clicks on {member}'s forget-me button went unanswered")
 
 
 async def make_state(discord_: LocalDiscord, guild: FakeGuild, now: datetime, said: list[str]) -> dict[str, Any]:
     """Through slash commands: a subscription, custom levels, a weekly poll schedule (due a minute ago, so not
-    before next week), a one-hour poll with a vote, the community log on in #general and `said` there.
+    before next week), a one-hour poll with a vote, the community log on in #general, alice's `said` and a
+    message of bob's there.
     Returns the poll message."""
     answer = await invoke(discord_, "subscribe", {"channel": "iwm-alerts", "events": "breakout"}, manage=True,
                           guild=guild)
@@ -136,6 +157,7 @@ async def make_state(discord_: LocalDiscord, guild: FakeGuild, now: datetime, sa
     assert answer.content.startswith("✅ The community log now records"), answer.content
     for text in said:
         await say(discord_, guild, text)
+    await say(discord_, guild, f"bob was in {guild.name}", member="bob")
     return poll
 
 
@@ -201,7 +223,7 @@ async def test_two_shard_processes_become_three_on_one_postgres(
         async with shard_processes(discord_, env, 3, tmp_path) as three:
             async def served(key: tuple[int, int], guild: FakeGuild) -> None:
                 """What shard key[0] of 2 made, served by the process of shard key[1] of 3 (its /iwm status says
-                so); logging goes on there and nothing logged was lost."""
+                so); logging goes on there, nothing logged was lost, and forget-me reaches the old rows."""
                 (embed,) = (await invoke(discord_, "status", guild=guild)).embeds
                 process = next(f["value"] for f in embed["fields"] if f["name"] == "Process")
                 assert process.startswith(f"shard {key[1]} of 3\npid {three[key[1]].proc.pid} on "), process
@@ -210,7 +232,11 @@ async def test_two_shard_processes_become_three_on_one_postgres(
                 assert f"<#{guild.channel('iwm-alerts')['id']}>: breakout · active" in embed["description"]
                 assert embed["fields"][0]["value"] == LEVELS_TEXT
                 await say(discord_, guild, f"$IWM {guild.name} after resharding")
-                assert await exported(discord_, guild) == [*said[key], f"$IWM {guild.name} after resharding"]
+                after = f"$IWM {guild.name} after resharding"
+                assert await exported(discord_, guild) == [*said[key], f"bob was in {guild.name}", after]
+                # forget-me reaches what bob wrote under the old shard layout
+                assert (await forget_me(discord_, guild, "bob")).startswith("✅ Deleted 1 message, 0 earlier versions")
+                assert await exported(discord_, guild) == [*said[key], after]
                 (embed,) = (await invoke(discord_, "community", {"days": 7}, guild=guild)).embeds
                 assert f"**{len(said[key]) + 1}** messages from **1** members" in json.dumps(embed, ensure_ascii=False)
 
