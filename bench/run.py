@@ -351,6 +351,7 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "community_scale": elsewhere("community_scale", "bench_community_scale"),
     "many_members": elsewhere("many_members", "bench_many_members"),
     "pg_commands": elsewhere("pg_commands", "bench_pg_commands"),
+    "pg_log": elsewhere("pg_log", "bench_pg_log_ingest"),
     **members.BENCHES,
 }
 
