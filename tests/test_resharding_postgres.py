@@ -174,6 +174,18 @@ async def listed(discord_: LocalDiscord, guild: FakeGuild) -> dict[str, Any]:
     return embed
 
 
+async def watched_session() -> date:
+    """The session the alert watcher checks after a close (the last completed one, 10 minutes on), the same for
+    the next two minutes: if it is about to change, wait until it has, so every process sees the same one."""
+    def watched(at: datetime) -> date:
+        return market_calendar.last_completed_session(at - timedelta(minutes=10))
+
+    now = datetime.now(UTC)
+    if watched(now) != watched(now + timedelta(minutes=2)):  # a few minutes a day
+        await asyncio.sleep(120)
+    return watched(datetime.now(UTC))
+
+
 def posts(discord_: LocalDiscord, channel: dict[str, Any], since: int) -> list[dict[str, Any]]:
     """The bodies of the messages the bot posted to a channel (not interaction answers) after request `since`."""
     return [r.json for r in discord_.requests[since:]
@@ -183,8 +195,8 @@ def posts(discord_: LocalDiscord, channel: dict[str, Any], since: int) -> list[d
 async def test_two_shard_processes_become_three_on_one_postgres(
     discord_: LocalDiscord, postgres: str, server: ProviderServer, tmp_path: Path
 ) -> None:
+    through = await watched_session()
     now = datetime.now(UTC)
-    through = market_calendar.last_completed_session(now - timedelta(minutes=10))  # the watcher's next close check
     bars = yahoo_bars(through)
     server.script(CHART, Reply(body=yahoo_chart_body(bars.iloc[:-1], "IWM")))  # Yahoo lacks `through` for now
     guilds = guilds_for(discord_)
@@ -261,3 +273,6 @@ async def test_two_shard_processes_become_three_on_one_postgres(
             # the poll was closed by the process that holds the guild now, and by no other
             closers = [i for i, text in enumerate(logs) if f"poll {poll_of[key]} closed" in text]
             assert closers == [key[1]], (key, closers)
+        # and nothing else was posted anywhere: a breakout, a poll result and a weekly poll per guild
+        assert len([r for r in discord_.requests[posted_before:] if r.matches("POST", "/channels/{c}/messages")
+                    and r.status == 200]) == 3 * len(guilds)
