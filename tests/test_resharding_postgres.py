@@ -48,7 +48,7 @@ def yahoo_bars(through: date) -> pd.DataFrame:
     iwm = read_bundled_csv("IWM").loc[:"2026-10-05"].iloc[-BARS:]
     sessions = market_calendar.calendar().sessions_in_range(pd.Timestamp(through - timedelta(days=BARS * 2)),
                                                             pd.Timestamp(through))[-BARS:]
-    return iwm.set_axis(pd.DatetimeIndex(sessions.tz_localize(None) if sessions.tz else sessions))
+    return iwm.set_axis(pd.DatetimeIndex(sessions))
 
 
 class Shard:
@@ -61,7 +61,7 @@ class Shard:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-async def start_shard(discord_: LocalDiscord, env: dict[str, str], shard_id: int, count: int, logs: Path) -> Shard:
+async def start_shard(env: dict[str, str], shard_id: int, count: int, logs: Path) -> Shard:
     log = logs / f"shard{shard_id}of{count}.log"
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
     try:
@@ -78,7 +78,7 @@ async def shard_processes(discord_: LocalDiscord, env: dict[str, str], count: in
                           logs: Path) -> AsyncIterator[list[Shard]]:
     """`count` shard processes, started together; ready (on_ready logged) when the block starts, SIGTERM'd (and
     checked to exit cleanly) when it ends."""
-    shards = [await start_shard(discord_, env, i, count, logs) for i in range(count)]
+    shards = [await start_shard(env, i, count, logs) for i in range(count)]
     try:
         for shard in shards:
             await discord_.wait_until(lambda s=shard: "ready as " in s.text() or s.proc.returncode is not None,
@@ -98,12 +98,11 @@ async def shard_processes(discord_: LocalDiscord, env: dict[str, str], count: in
 
 def guilds_for(discord_: LocalDiscord) -> dict[tuple[int, int], FakeGuild]:
     """One guild per (shard of 2, shard of 3): every way a guild can move when two shards become three."""
-    return {(old, new): discord_.add_guild(f"Guild {old}->{new}", shard=(next(
+    guilds = {(old, new): discord_.add_guild(f"Guild {old}->{new}", shard=(next(
         k for k in range(6) if k % 2 == old and k % 3 == new), 6)) for old, new in product((0, 1), (0, 1, 2))}
-
-
-def shard_of(guild: FakeGuild, count: int) -> int:
-    return (guild.id >> 22) % count
+    for (old, new), guild in guilds.items():  # Discord's rule: shard = (guild_id >> 22) % shard count
+        assert ((guild.id >> 22) % 2, (guild.id >> 22) % 3) == (old, new)
+    return guilds
 
 
 async def say(discord_: LocalDiscord, guild: FakeGuild, text: str, member: str = "alice") -> None:
