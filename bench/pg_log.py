@@ -12,12 +12,10 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from datetime import UTC, datetime
 
 import psycopg
 
-from bench.run import Result
-from services.community import CommunityLog, MessageCreated
+from bench.run import Result, timed_log_burst
 from services.storage import Database
 from tests.support.postgres import postgres_server, schema_url
 
@@ -26,18 +24,8 @@ MESSAGES = 20_000
 
 async def _writer_rate(url: str) -> tuple[float, list[tuple]]:
     """Messages a second through the bot's writer, and the rows it stored."""
-    now = datetime.now(UTC)
     async with Database(url) as db:
-        log = CommunityLog(db)
-        await log.open()
-        await log.set_logging(1, 10, True)
-        start = time.perf_counter()
-        for i in range(MESSAGES):
-            log.put(MessageCreated(1, 10, i + 1, 100 + i % 50, now, f"message {i} about $IWM and $SPY"))
-            if i % 100 == 99:  # gateway events arrive over many loop iterations
-                await asyncio.sleep(0)
-        await log.flush()
-        rate = MESSAGES / (time.perf_counter() - start)
+        log, rate = await timed_log_burst(db, MESSAGES)
         rows = await db.run(lambda d: d.execute("SELECT * FROM community_messages").fetchall())
         await log.close()
     assert len(rows) == MESSAGES, f"lost messages: {len(rows)} of {MESSAGES}"
