@@ -350,6 +350,7 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "alert_fanout": elsewhere("fanout", "bench_alert_fanout"),
     "community_scale": elsewhere("community_scale", "bench_community_scale"),
     "many_members": elsewhere("many_members", "bench_many_members"),
+    "pg_log": elsewhere("pg_log", "bench_pg_log_ingest"),
     **members.BENCHES,
 }
 

@@ -80,8 +80,8 @@ class Database:
         except psycopg.Error as exc:
             self._executor.shutdown(wait=False)
             raise DatabaseError(
-                f"cannot open database {self.location}: {str(exc).strip()}. Check that the server runs, that the "
-                "URL's user may create tables in the database (DATABASE_URL sets it)."
+                f"cannot open database {self.location}: {' '.join(str(exc).split())}. Check that the server runs, "
+                "that the URL's user may create tables in the database (DATABASE_URL sets it)."
             ) from exc
         except (sqlite3.Error, OSError) as exc:
             self._executor.shutdown(wait=False)
@@ -131,8 +131,8 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
     async def run_sqlite(self, fn: Callable[[SQLiteConnection], T]) -> T:
-        """`run` for code that is SQLite's own (the community log, not yet on PostgreSQL; SQLite's counters and
-        layout checks): a clear error on PostgreSQL rather than a failure inside `fn`."""
+        """`run` for code that is SQLite's own (the shard-layout check of one file per layout): a clear error on
+        PostgreSQL rather than a failure inside `fn`."""
         return await self.run(partial(sqlite_only, fn))
 
     async def durable(self, fn: Callable[[Connection], T]) -> T:
@@ -214,5 +214,5 @@ class Database:
 def sqlite_only(fn: Callable[[SQLiteConnection], T], db: Connection) -> T:
     """`fn(db)` when `db` is SQLite; a DatabaseError naming the fix otherwise (see `Database.run_sqlite`)."""
     if not isinstance(db, SQLiteConnection):
-        raise DatabaseError("this part of the bot runs on SQLite only for now: unset DATABASE_URL")
+        raise DatabaseError(f"{getattr(fn, '__name__', 'this step')} is for SQLite files only, not DATABASE_URL")
     return fn(db)

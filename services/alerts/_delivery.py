@@ -29,9 +29,11 @@ from typing import Literal
 
 import pandas as pd
 
-from services.alerts._detector import DetectorState, Event, advance, intraday_notices
+from services.alerts._detector import BREADTH_WINDOW, DetectorState, Event, advance, breadth_event, intraday_notices
 from services.alerts._store import AlertStore, Status, Subscription
 from services.config import Zones
+from services.members import member_breadth, member_data
+from services.storage import Database
 
 log = logging.getLogger(__package__)
 
@@ -196,6 +198,25 @@ async def check_close(store: AlertStore, guild_id: int, frame: pd.DataFrame, thr
         results.extend(await fan_out(subs, event, send, concurrency, store=store, zones=zones))
     await store.save_state(guild_id, state)
     return results
+
+
+async def breadth_alert(database: Database | None, frame: pd.DataFrame, through: date) -> Event | None:
+    """The `breadth` event of session `through` (services.alerts._detector.breadth_event) from the member data an
+    answer would use (`database`: the live closes, None: the bundle); None when the member closes do not reach
+    `through` yet or the share did not cross."""
+    data, _ = await member_data(database)
+    if data.as_of != through:
+        return None
+    report = await asyncio.to_thread(member_breadth, data, "IWM")
+    days = [date.fromisoformat(str(d)) for d in report.series.dates]
+    return breadth_event(days, list(report.series.pct_above[BREADTH_WINDOW]), frame, through)
+
+
+async def check_breadth(store: AlertStore, guild_id: int, event: Event, send: Send,
+                        concurrency: int = 5) -> list[Delivery]:
+    """Post a `breadth` event to the guild's channels that want it (the outbox keeps it once per channel)."""
+    zones = await store.levels(guild_id)
+    return await fan_out(await store.subscriptions(guild_id), event, send, concurrency, store=store, zones=zones)
 
 
 async def check_intraday(store: AlertStore, guild_id: int, day: date, price: float, prev_close: float,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -38,6 +39,7 @@ TITLES: dict[str, tuple[str, Colour]] = {
     "new_high": ("IWM closed at a record {close:.2f}", "up"),
     "streak": ("IWM: {streak} up months in a row", "up"),
     "testing": ("IWM is testing {tag} at {level:.2f}", "neutral"),
+    "breadth": ("Russell 2000 breadth crossed 50% ({tag})", "neutral"),
 }
 
 
@@ -57,9 +59,13 @@ def post_nonce(channel_id: int, event_key: str) -> str:
 def build_post(event: Event, zones: Zones) -> AlertPost:
     template, colour = TITLES[event.kind]
     title = template.format(**asdict(event))
+    if event.kind == "breadth":
+        colour = "up" if event.tag == "up" else "down"
     price_name = "Price" if event.kind == "testing" else "Close"
-    description = f"On {event.day:%a %d %b %Y}, IWM {event.detail}: {price_name.lower()} {event.close:.2f}."
-    fields: list[tuple[str, str]] = [(price_name, f"{event.close:.2f}")]
+    priced = not math.isnan(event.close)  # a breadth day IWM has no bar for
+    description = (f"On {event.day:%a %d %b %Y}, IWM {event.detail}"
+                   + (f": {price_name.lower()} {event.close:.2f}." if priced else "."))
+    fields: list[tuple[str, str]] = [(price_name, f"{event.close:.2f}")] if priced else []
     if event.prev_close:
         change = event.close / event.prev_close * 100 - 100
         fields.append(("Change", f"{event.close - event.prev_close:+.2f} ({change:+.2f}%)"))

@@ -23,7 +23,7 @@ from datetime import date
 import numpy as np
 
 from services.bundled import data_path
-from services.members._data import CLOSES_SOURCE, INDEXES, MemberData, index_name, load_member_data
+from services.members._data import INDEXES, MemberData, index_name, load_member_data
 
 WINDOWS = (50, 200)
 YEAR_SESSIONS = 252
@@ -237,7 +237,7 @@ def member_breadth(data: MemberData, index: str = "IWM", as_of: date | None = No
     return BreadthReport(
         index=index, name=name, as_of=data.day(row), requested=as_of, latest=breadth_day(series, row),
         series=series, members=len(columns), listed=int(data.members[flag].sum()),
-        source=CLOSES_SOURCE + ("" if data.holdings_source == "bundled" else
+        source=data.closes_source + ("" if data.holdings_source == "bundled" else
                                 f"; IWM members: iShares holdings of {data.holdings_as_of}, {data.holdings_source}"),
         method=METHOD, caveat=data.survivorship(),
     )

@@ -57,6 +57,7 @@ class MemberData:
     fundamentals_source: str = FUNDAMENTALS_SOURCE  # where the newest fundamentals come from
     holdings_source: str = "bundled"  # "bundled" or "archived" (the database's holdings archive)
     notes: tuple[str, ...] = ()  # what a live snapshot carried over from the bundle
+    closes_source: str = CLOSES_SOURCE  # where the closes come from (live closes appended: services.members._closes)
 
     @property
     def first_day(self) -> date:
@@ -94,7 +95,7 @@ class MemberData:
             return len(self.dates) - 1
         if not self.first_day <= as_of <= self.as_of:
             raise InputError(f"as_of {as_of} is outside the member closes ({self.first_day} to {self.as_of}, "
-                             f"{CLOSES_SOURCE})")
+                             f"{self.closes_source})")
         return int(np.searchsorted(self.dates, np.datetime64(as_of, "D"), side="right")) - 1
 
     def day(self, row: int) -> date:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pandas as pd
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 DAY_SECONDS = 86_400.0
 ARCHIVE, BATCHES, SNAPSHOT, STATE = "holdings_archive", "member_refresh_batches", "member_snapshot", "member_refresh"
+CLOSES, CLOSE_BATCHES = "member_closes", "member_close_batches"  # services.members._closes
 QUOTE_PATH = "/v7/finance/quote"
 CRUMB_PATH = "/v1/test/getcrumb"
 YAHOO_COOKIE_URL = "https://fc.yahoo.com"
@@ -100,19 +101,32 @@ async def latest_holdings(database: Database) -> ArchivedHoldings | None:
     return await database.run(read)
 
 
-async def live_key(database: Database) -> tuple[str | None, str, str | None]:
-    """(the complete snapshot's day, the last refresh's error, the newest archived holdings date): cheap to read,
-    and it changes whenever what the live answers use changes."""
+class LiveKey(NamedTuple):
+    """What the live answers use, cheap to read: it changes whenever they would change."""
 
-    def read(db: Connection) -> tuple[str | None, str, str | None]:
+    day: str | None  # the complete fundamentals snapshot's day
+    error: str  # the last fundamentals refresh's error ("" when it completed)
+    archived: str | None  # the newest archived holdings date
+    closes_day: str | None  # the last live member close (services.members._closes)
+    closes_refreshed: str | None  # the day of the last closes refresh, complete or not
+    closes_error: str  # its error ("" when it completed)
+
+
+async def live_key(database: Database) -> LiveKey:
+    def read(db: Connection) -> LiveKey:
         def one(sql: str) -> Any:
             row = next(iter(db.query(sql)), None)
             return None if row is None else next(iter(row.values()))
 
-        day = one(f"select day from {SNAPSHOT} limit 1")  # the schema ladder made every table
-        error = one(f"select error from {STATE} where id = 1") or ""
-        archived = one(f"select max(as_of) from {ARCHIVE}")
-        return day, error, archived
+        closes = next(iter(db.query(f"select day, error from {STATE} where id = 2")), None)
+        return LiveKey(
+            day=one(f"select day from {SNAPSHOT} limit 1"),  # the schema ladder made every table
+            error=one(f"select error from {STATE} where id = 1") or "",
+            archived=one(f"select max(as_of) from {ARCHIVE}"),
+            closes_day=one(f"select max(day) from {CLOSES}"),
+            closes_refreshed=None if closes is None else closes["day"],
+            closes_error="" if closes is None else closes["error"] or "",
+        )
 
     return await database.run(read)
 
@@ -165,27 +179,36 @@ class MemberRefresh:
         n = self.batch_size
         return [self.symbols[i: i + n] for i in range(0, len(self.symbols), n)]
 
+    # the hooks a refresh of another kind overrides (services.members._closes.CloseRefresh)
+    name, batch_table, state_id = "member refresh", BATCHES, 1
+
     async def run(self, day: date) -> bool:
         """Refresh `day`: the batches not yet done today, then the complete snapshot. True when complete."""
         batches = self.batches()
-        done = await self.database.run(lambda db: _done_batches(db, day))
+        done = await self.database.run(lambda db: _done_batches(db, day, self.batch_table))
         todo = [i for i in range(len(batches)) if i not in done]
-        log.info("member refresh %s: %d of %d batches done, %d to go", day, len(done), len(batches), len(todo))
+        log.info("%s %s: %d of %d batches done, %d to go", self.name, day, len(done), len(batches), len(todo))
         for n, i in enumerate(todo):
             if n:
                 await asyncio.sleep(self.pause)
             try:
                 rows = await self._fetch(batches[i])
             except ProviderError as exc:
-                log.warning("member refresh %s: batch %d of %d failed (%s); the next run resumes there",
-                            day, i + 1, len(batches), exc)
-                error = f"batch {i + 1} failed: {exc}"
-                await self.database.run(partial(_set_state, day=day, error=error))
+                log.warning("%s %s: batch %d of %d failed (%s); the next run resumes there",
+                            self.name, day, i + 1, len(batches), exc)
+                await self.fail(day, f"batch {i + 1} failed: {exc}")
                 return False
-            await self.database.run(partial(_store_batch, day=day, batch=i, rows=rows))
-            log.info("member refresh %s: batch %d of %d, %d quotes", day, i + 1, len(batches), len(rows))
+            await self.database.run(partial(_store_batch, day=day, batch=i, rows=rows, table=self.batch_table))
+            log.info("%s %s: batch %d of %d, %d rows", self.name, day, i + 1, len(batches), len(rows))
+        return await self.complete(day)
+
+    async def fail(self, day: date, error: str) -> None:
+        await self.database.run(partial(_set_state, day=day, error=error, id=self.state_id))
+
+    async def complete(self, day: date) -> bool:
+        """Every batch of `day` is in: make them the snapshot. True when that succeeded."""
         await self.database.run(lambda db: _complete(db, day))
-        log.info("member refresh %s: complete snapshot of %d symbols", day, len(self.symbols))
+        log.info("%s %s: complete snapshot of %d symbols", self.name, day, len(self.symbols))
         return True
 
     async def crumb(self, renew: bool = False) -> tuple[str, str]:
@@ -202,19 +225,21 @@ class MemberRefresh:
             log.info("member refresh: new Yahoo crumb")
         return self._crumb
 
-    async def _quotes(self, batch: Sequence[str]) -> str:
-        """One quote request with the session's crumb; on a 401 (the crumb expired) a new crumb, once."""
-        async def ask(crumb: str, cookie: str) -> str:
-            params = {"symbols": ",".join(batch), "fields": ",".join(QUOTE_FIELDS), "crumb": crumb}
-            return await get_text(self.session, self.url, params, self.timeout, {"Cookie": cookie})
+    async def ask(self, url: str, params: dict[str, str]) -> str:
+        """One Yahoo request with the session's crumb; on a 401 (the crumb expired) a new crumb, once."""
+        async def once(crumb: str, cookie: str) -> str:
+            return await get_text(self.session, url, {**params, "crumb": crumb}, self.timeout, {"Cookie": cookie})
 
         try:
-            return await ask(*await self.crumb())
+            return await once(*await self.crumb())
         except ProviderError as exc:
             if exc.status != 401:
                 raise
-            log.info("member refresh: quote answered 401, renewing the crumb")
-        return await ask(*await self.crumb(renew=True))
+            log.info("%s: Yahoo answered 401, renewing the crumb", self.name)
+        return await once(*await self.crumb(renew=True))
+
+    async def _quotes(self, batch: Sequence[str]) -> str:
+        return await self.ask(self.url, {"symbols": ",".join(batch), "fields": ",".join(QUOTE_FIELDS)})
 
     async def _fetch(self, batch: Sequence[str]) -> list[dict[str, Any]]:
         async def call() -> list[dict[str, Any]]:
@@ -234,7 +259,7 @@ async def member_snapshot(database: Database) -> MemberSnapshot:
     """The last complete live snapshot, stale when a later refresh failed or is unfinished; day None if none."""
 
     def read(db: Connection) -> MemberSnapshot:
-        state = next(iter(db.query(f"select * from {STATE}")), None)
+        state = next(iter(db.query(f"select * from {STATE} where id = 1")), None)
         rows = pd.DataFrame(list(db.query(f"select * from {SNAPSHOT}")))
         pending = f"refresh of {state['day']} unfinished: {state['error']}" if state and state["error"] else ""
         if rows.empty:
@@ -247,18 +272,19 @@ async def member_snapshot(database: Database) -> MemberSnapshot:
     return await database.run(read)
 
 
-def _done_batches(db: Connection, day: date) -> set[int]:
-    return {r["batch"] for r in db.query(f"select batch from {BATCHES} where day = ?", [day.isoformat()])}
+def _done_batches(db: Connection, day: date, table: str = BATCHES) -> set[int]:
+    return {r["batch"] for r in db.query(f"select batch from {table} where day = ?", [day.isoformat()])}
 
 
-def _store_batch(db: Connection, day: date, batch: int, rows: list[dict[str, Any]]) -> None:
-    db.execute(f"insert into {BATCHES} (day, batch, rows) values (?, ?, ?) on conflict (day, batch) do update "
+def _store_batch(db: Connection, day: date, batch: int, rows: object, table: str = BATCHES) -> None:
+    db.execute(f"insert into {table} (day, batch, rows) values (?, ?, ?) on conflict (day, batch) do update "
                "set rows = excluded.rows", [day.isoformat(), batch, json.dumps(rows)])
 
 
-def _set_state(db: Connection, day: date, error: str) -> None:
-    db.execute(f"insert into {STATE} (id, day, error) values (1, ?, ?) on conflict (id) do update "
-               "set day = excluded.day, error = excluded.error", [day.isoformat(), error])
+def _set_state(db: Connection, day: date, error: str, id: int = 1) -> None:
+    """The refresh's state row: id 1 the fundamentals, 2 the closes (services.members._closes)."""
+    db.execute(f"insert into {STATE} (id, day, error) values (?, ?, ?) on conflict (id) do update "
+               "set day = excluded.day, error = excluded.error", [id, day.isoformat(), error])
 
 
 def _complete(db: Connection, day: date) -> None:
@@ -274,14 +300,3 @@ def _complete(db: Connection, day: date) -> None:
                        [[r[c] for c in columns] for r in rows])
         db.execute(f"delete from {BATCHES} where day < ?", [day.isoformat()])
     _set_state(db, day, "")
-
-
-async def daily_refresh(documents: Documents, database: Database, symbols: Sequence[str], day: date, *,
-                        holdings_url: str, yahoo_base_url: str, yahoo_cookie_url: str = YAHOO_COOKIE_URL) -> bool:
-    """The daily job: archive today's holdings file, then refresh (or resume) the members' snapshot of `day`.
-    True when the snapshot is complete. Needs live documents (their session is the one used)."""
-    assert documents.session is not None, "the member refresh needs a live provider"
-    await archive_holdings(documents, database, holdings_url)
-    refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url,
-                            cookie_url=yahoo_cookie_url, sources=documents.sources)
-    return await refresh.run(day)

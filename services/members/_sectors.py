@@ -17,7 +17,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from services.members._data import CLOSES_SOURCE, MemberData
+from services.members._data import MemberData
 from services.sectors import PERIODS, period_start
 
 ALL = "All members"
@@ -68,7 +68,7 @@ def _sector(name: str, weights: np.ndarray, closes: np.ndarray, base: np.ndarray
         ok = np.isfinite(closes[start]) & np.isfinite(closes[end]) & np.isfinite(base)
         shares = weights[ok] / base[ok]
         value_end, value_start = float(np.sum(shares * closes[end, ok])), float(np.sum(shares * closes[start, ok]))
-        returns[period] = (value_end / value_start - 1) * 100 if ok.any() else None
+        returns[period] = (value_end / value_start - 1) * 100 if value_start > 0 else None  # 0: weightless
         coverage[period] = float(weights[ok].sum() / weights.sum())
         counted[period] = int(ok.sum())
     return MemberSector(name, float(weights.sum()), len(weights), returns, coverage, counted)
@@ -105,6 +105,6 @@ def member_sectors(data: MemberData, as_of: date | None = None) -> MemberSectors
         period_starts={p: None if r is None else data.day(r) for p, r in starts.items()},
         sectors=tuple(lines), total=_sector(ALL, weights, closes, base, at[end], local),
         holdings_as_of=data.holdings_as_of,
-        source=f"{CLOSES_SOURCE}; iShares IWM holdings {data.holdings_as_of}{_archived(data)}",
+        source=f"{data.closes_source}; iShares IWM holdings {data.holdings_as_of}{_archived(data)}",
         method=METHOD, caveat=data.survivorship(),
     )

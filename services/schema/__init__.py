@@ -68,6 +68,20 @@ CREATE TABLE IF NOT EXISTS community_erasures (
         "ALTER TABLE member_snapshot ADD COLUMN eps_ttm REAL",
         "ALTER TABLE member_snapshot ADD COLUMN shares_outstanding REAL",
     )),
+    Migration(6, "member closes: daily closes from Yahoo's spark after the bundled ones, and the refresh's batches", (
+        """CREATE TABLE member_closes (
+    symbol TEXT NOT NULL,
+    day TEXT NOT NULL,
+    close REAL NOT NULL,
+    PRIMARY KEY (symbol, day)
+)""",
+        """CREATE TABLE member_close_batches (
+    day TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    rows TEXT NOT NULL,
+    PRIMARY KEY (day, batch)
+)""",
+    )),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
