@@ -350,7 +350,9 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "alert_fanout": elsewhere("fanout", "bench_alert_fanout"),
     "community_scale": elsewhere("community_scale", "bench_community_scale"),
     "many_members": elsewhere("many_members", "bench_many_members"),
+    "pg_commands": elsewhere("pg_commands", "bench_pg_commands"),
     "pg_log": elsewhere("pg_log", "bench_pg_log_ingest"),
+    "pg_upstream_calls": elsewhere("pg_fetch", "bench_pg_upstream_calls"),
     **members.BENCHES,
 }
 

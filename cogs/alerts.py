@@ -350,7 +350,8 @@ class Alerts(IwmCog):
         await self.bot.wait_until_ready()
         await market_calendar.warm_up()
         oldest = date.today() - timedelta(days=3)
-        results = await recover(self.store, self.send, self.find, oldest=oldest)
+        results = await recover(self.store, self.send, self.find, oldest=oldest,
+                                guilds={guild.id for guild in self.bot.guilds})
         if results:
             log.info("alerts: recovery settled %d pending posts", len(results))
 

@@ -518,6 +518,19 @@ async def test_rate_limited_is_retried_by_recovery(store: AlertStore) -> None:
     assert await store.pending() == []
 
 
+async def test_recovery_leaves_other_guilds_intents_alone(store: AlertStore) -> None:
+    """A shard process starting beside another: the other's pending intents may be in flight, not its to send."""
+    await store.subscribe(1, 301, "breakout", created_by=7)
+    await store.subscribe(2, 302, "breakout", created_by=7)
+    channels = Channels({301: "rate_limited", 302: "rate_limited"})
+    for guild in (1, 2):
+        await fan_out(await store.subscriptions(guild), EVENT, channels.send, store=store, zones=Z)
+    channels.failures.clear()
+    [done] = await recover(store, channels.send, channels.find, guilds={1})
+    assert done.channel_id == 301 and done.status == "sent" and 302 not in channels.messages
+    assert [e.guild_id for e in await store.pending()] == [2]
+
+
 CRASH_SCRIPT = textwrap.dedent("""
     import asyncio, json, os, sys
     from datetime import date

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Literal
@@ -122,15 +122,18 @@ async def fan_out(subscriptions: Iterable[Subscription], event: Event, send: Sen
 
 
 async def recover(store: AlertStore, send: Send, find: Find, *, oldest: date | None = None,
-                  max_attempts: int = MAX_ATTEMPTS) -> list[Delivery]:
+                  max_attempts: int = MAX_ATTEMPTS, guilds: Collection[int] | None = None) -> list[Delivery]:
     """Finish or settle every pending intent, as the module docstring's delivery guarantee says: already in
     the channel -> record its id; known absent -> send now; unknown or older than `oldest` -> skip.
 
     Run it at start-up before the first check, and (for `retry` rows) at the start of each check: never while
-    a `fan_out` is in flight, whose intents are pending too and would look unsent.
+    a `fan_out` is in flight, whose intents are pending too and would look unsent. With several shard processes
+    on one database, `guilds` are this process's: another process's intents may be in flight.
     """
     results: list[Delivery] = []
     for entry in await store.pending():
+        if guilds is not None and entry.guild_id not in guilds:
+            continue
         subs = {s.id: s for s in await store.subscriptions(entry.guild_id)}
         sub = subs.get(entry.subscription_id)
         done = Delivery(entry.subscription_id, entry.channel_id, "skipped")

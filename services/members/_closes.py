@@ -43,15 +43,19 @@ import pandas as pd
 
 from services.documents import Documents, looks_like_html
 from services.http import DOCUMENTS, NotFound, ProviderError, Sources, guarded
+from services.lease import Leases
 from services.members._data import MemberData, load_member_data
 from services.members._refresh import (
     CLOSE_BATCHES,
     CLOSES,
+    REFRESH_LEASE,
     YAHOO_COOKIE_URL,
     MemberRefresh,
     _number,
     _set_state,
     archive_holdings,
+    live_key,
+    refresh_lease,
 )
 from services.sql import Connection
 from services.storage import Database
@@ -239,13 +243,28 @@ async def daily_refresh(documents: Documents, database: Database, symbols: Seque
                         close_symbols: Sequence[str] | None = None, pause: float = 2.0) -> bool:
     """The daily job: archive today's holdings file, refresh (or resume) the members' fundamentals snapshot of
     `day`, then their closes (`close_symbols`, default the bundled closes' members), each whatever the other
-    did. True when both are complete. Needs live documents (their session is the one used)."""
+    did. True when both are complete. Needs live documents (their session is the one used).
+
+    On PostgreSQL every shard process schedules it and one runs it: the holder of the day's lease. The others wait
+    until it has run (a failed run is not tried again that day, as with one process) and return whether the day's
+    fundamentals and closes are complete; a holder that dies stops renewing, its lease lapses within REFRESH_LEASE and a
+    waiter takes over, resuming after the last batch stored."""
     assert documents.session is not None, "the member refresh needs a live provider"
-    await archive_holdings(documents, database, holdings_url)
-    common: dict[str, Any] = {"base_url": yahoo_base_url, "cookie_url": yahoo_cookie_url, "pause": pause,
-                              "sources": documents.sources}
-    fundamentals = await MemberRefresh(documents.session, database, symbols, **common).run(day)
-    bundle = await asyncio.to_thread(load_member_data)
-    closes = await CloseRefresh(documents.session, database, close_symbols or bundle.symbols, bundle=bundle,
-                                **common).run(day)
-    return fundamentals and closes
+    leases = Leases(database)
+    lease = await refresh_lease(leases, database, day)
+    if lease is None:
+        log.info("member refresh %s: run by another process", day)
+        key = await live_key(database)
+        return key.day == day.isoformat() and key.closes_refreshed == day.isoformat() and not key.closes_error
+    try:
+        async with leases.kept(lease, REFRESH_LEASE):
+            await archive_holdings(documents, database, holdings_url)
+            common: dict[str, Any] = {"base_url": yahoo_base_url, "cookie_url": yahoo_cookie_url, "pause": pause,
+                                      "sources": documents.sources}
+            fundamentals = await MemberRefresh(documents.session, database, symbols, **common).run(day)
+            bundle = await asyncio.to_thread(load_member_data)
+            closes = await CloseRefresh(documents.session, database, close_symbols or bundle.symbols, bundle=bundle,
+                                        **common).run(day)
+            return fundamentals and closes
+    finally:
+        await leases.release(lease)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from services.documents import Document, Documents, looks_like_html
 from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_cookies, get_text, guarded
+from services.lease import Lease, Leases
 from services.sectors import BUNDLED_HOLDINGS, parse_holdings
 from services.sql import Connection
 from services.storage import Database
@@ -300,3 +301,38 @@ def _complete(db: Connection, day: date) -> None:
                        [[r[c] for c in columns] for r in rows])
         db.execute(f"delete from {BATCHES} where day < ?", [day.isoformat()])
     _set_state(db, day, "")
+
+
+REFRESH_LEASE = 60.0  # seconds the daily refresh's lease lasts unrenewed (its holder renews it while it runs)
+REFRESH_POLL = 0.5  # seconds between a waiting process's looks at the holder's lease
+
+
+async def refresh_lease(leases: Leases, database: Database, day: date) -> Lease | None:
+    """The lease of `day`'s refresh, once no other process holds it; None when there is nothing to run: the day's
+    fundamentals and closes are complete, or this process waited for another that ran the day (complete or not:
+    as with one process, a failed day is tried at the next call, not at once by every waiter). A call that finds
+    the day failed earlier and nobody at it runs it again (resuming). Without leases (SQLite): the lease at once."""
+    name = f"member-refresh:{day.isoformat()}"
+    if not leases.enabled:
+        return await leases.take(name, REFRESH_LEASE)
+
+    def state(db: Connection) -> tuple[bool, bool]:
+        """(the fundamentals ran on `day`, fundamentals and closes both completed on `day`)."""
+        rows = {r["id"]: r for r in db.query(f"select id, day, error from {STATE} where id in (1, 2)")}
+        ran = {k: r["day"] == day.isoformat() for k, r in rows.items()}
+        done = all(ran.get(k) and not rows[k]["error"] for k in (1, 2))
+        return ran.get(1, False), done
+
+    waited = False
+    while True:
+        ran, done = await database.run(state)
+        if done or (waited and ran):
+            return None
+        if (lease := await leases.take(name, REFRESH_LEASE)) is not None:
+            ran, done = await database.run(state)  # read again under the lease: the holder may have just let go
+            if done or (waited and ran):
+                await leases.release(lease)
+                return None
+            return lease
+        waited = True
+        await asyncio.sleep(REFRESH_POLL)

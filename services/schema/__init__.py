@@ -82,6 +82,13 @@ CREATE TABLE IF NOT EXISTS community_erasures (
     PRIMARY KEY (day, batch)
 )""",
     )),
+    Migration(7, "leases: one process at a time fetches a key or runs the daily refresh (services.lease)", ("""
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    error TEXT
+)""",)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
