@@ -107,11 +107,13 @@ def draw_breadth(chart: BreadthChart) -> Figure:
     axis_label(above, "%")
     ad.plot(x, chart.ad_line, color=PURPLE, lw=1.3, label="A/D line (cumulative)")
     axis_label(ad, "A/D")
-    # a day's count as a full-width bar: one stepped fill per series draws the same bars as `bar` at a fraction of
-    # the cost (one polygon, not hundreds of patches: the bars were most of this chart's render time)
+    # a day's count as a full-width bar: one stepped polygon per series draws the same bars as `bar` at a fraction
+    # of the cost (hundreds of patches were most of this chart's render time), filled by `fill_between`, whose
+    # limits are numpy's (`stairs` draws the same but walks each edge as a Bezier curve in Python: 40 ms)
     edges = np.append(x - 0.5, x[-1] + 0.5) if len(x) else x
-    highs.stairs(chart.new_highs, edges, baseline=0, fill=True, color=UP, lw=0, label="new 52-week highs")
-    highs.stairs(-chart.new_lows, edges, baseline=0, fill=True, color=DOWN, lw=0, label="new 52-week lows (down)")
+    steps = np.repeat(edges, 2)[1:-1]
+    highs.fill_between(steps, np.repeat(chart.new_highs, 2), color=UP, lw=0, label="new 52-week highs")
+    highs.fill_between(steps, -np.repeat(chart.new_lows, 2), color=DOWN, lw=0, label="new 52-week lows (down)")
     reference(highs.axhline(0, color=MUTED, lw=0.6))
     axis_label(highs, "highs/lows")
     for ax in (price, ad, highs):

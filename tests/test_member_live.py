@@ -215,9 +215,10 @@ async def test_sector_returns_use_the_archived_holdings_weights(server, session,
     assert origin.label == "bundled dump of 2026-08-08"  # no quote snapshot yet: the bundled fundamentals
     assert not data.members.loc["BE", "in_iwm"]
     sectors = member_sectors(data)
-    # the loop: archived weights (Real Estate rows of the file), closes straight from the npz
-    with np.load(DATA / "members" / "closes.npz") as npz:
-        closes, dates, symbols = npz["closes"].astype(float), npz["dates"], [str(s) for s in npz["symbols"]]
+    # the loop: archived weights (Real Estate rows of the file), closes straight from the npy
+    closes = np.load(DATA / "members" / "closes.npy").astype(float)
+    with np.load(DATA / "members" / "members.npz") as npz:
+        dates, symbols = npz["dates"], [str(s) for s in npz["symbols"]]
     col = {s: i for i, s in enumerate(symbols)}
     weights: dict[str, float] = {}
     for row in csv.reader(io.StringIO(archived_text().partition("Ticker,Name,")[2].partition("\n \n")[0])):

@@ -14,12 +14,12 @@ import pandas as pd
 from services import market_calendar
 
 MEMBERS = Path(__file__).parents[2] / "services" / "data" / "members"
-with np.load(MEMBERS / "closes.npz") as _npz:
-    CLOSES, DATES, SYMBOLS = _npz["closes"], _npz["dates"], [str(s) for s in _npz["symbols"]]
+CLOSES = np.load(MEMBERS / "closes.npy")
+with np.load(MEMBERS / "members.npz") as _npz:
+    DATES, SYMBOLS = _npz["dates"], [str(s) for s in _npz["symbols"]]
+    IWM = sorted(str(s) for s in _npz["member"][_npz["in_iwm"]])
 COLUMN = {s: i for i, s in enumerate(SYMBOLS)}
 BUNDLE_END = date.fromisoformat(str(DATES[-1]))
-_flags = pd.read_csv(MEMBERS / "fundamentals.csv.gz", usecols=["symbol", "in_iwm"]).drop_duplicates("symbol")
-IWM = sorted(_flags.loc[_flags["in_iwm"].astype(bool), "symbol"])
 LIVE = 20  # live sessions at most
 
 

@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 from aiohttp import web
 
+from tests.support.member_files import dump_rows
 from tests.support.provider_server import ProviderServer, Reply
 
-DATA = Path(__file__).parents[2] / "services" / "data" / "members" / "fundamentals.csv.gz"
-RAW = pd.read_csv(DATA, dtype={"symbol": str}).dropna(subset=["dump"])
+RAW = dump_rows()  # the bundled fundamentals
 PRICE = 50.0  # the quote's price is not in the dumps: shares = market cap / PRICE, EPS = net income / shares
 KEYS = {"market_cap": "marketCap", "trailing_pe": "trailingPE", "forward_pe": "forwardPE",
         "price_to_book": "priceToBook", "price_to_sales": "priceToSalesTrailing12Months"}
