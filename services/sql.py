@@ -26,12 +26,13 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import lru_cache
 from itertools import chain
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import sqlite_utils
-from psycopg.rows import dict_row
+
+if TYPE_CHECKING:  # psycopg (a tenth of a second to import) is imported when a PostgreSQL connection is made
+    import psycopg
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -154,7 +155,9 @@ class PostgresConnection:
             self.executemany(sql, rows)
             return
         most = max(1, MAX_POSTGRES_PARAMS // len(rows[0]))
-        cur = psycopg.RawCursor(self.pg)
+        from psycopg import RawCursor
+
+        cur = RawCursor(self.pg)
         for i in range(0, len(rows), most):
             chunk = rows[i:i + most]
             cur.execute(to_numbered(multi_row(sql, len(chunk))), list(chain.from_iterable(chunk)))
@@ -176,6 +179,8 @@ class PostgresConnection:
         """Nothing to do: PostgreSQL's write-ahead log is the server's to manage."""
 
     def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]:
+        from psycopg.rows import dict_row
+
         cur = self.pg.cursor(row_factory=dict_row)
         cur.execute(sql if params is None else to_pyformat(sql), params)
         return iter(cur.fetchall())
@@ -193,4 +198,3 @@ def multi_row(sql: str, rows: int) -> str:
 
 
 Connection = SQLiteConnection | PostgresConnection
-DriverError = (sqlite3.Error, psycopg.Error)

@@ -19,8 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
-
 from services.schema import SchemaError, migrate
 from services.sql import Connection, PostgresConnection, SQLiteConnection, display_url, is_postgres_url
 
@@ -74,15 +72,9 @@ class Database:
         try:
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._open_postgres if self.url else self._open)
-        except SchemaError:
+        except (SchemaError, DatabaseError):
             self._executor.shutdown(wait=False)
             raise
-        except psycopg.Error as exc:
-            self._executor.shutdown(wait=False)
-            raise DatabaseError(
-                f"cannot open database {self.location}: {' '.join(str(exc).split())}. Check that the server runs, "
-                "that the URL's user may create tables in the database (DATABASE_URL sets it)."
-            ) from exc
         except (sqlite3.Error, OSError) as exc:
             self._executor.shutdown(wait=False)
             raise DatabaseError(
@@ -112,8 +104,13 @@ class Database:
         self._db = SQLiteConnection(conn)
 
     def _open_postgres(self) -> None:
+        import psycopg  # here, not at the top: a SQLite bot never pays for importing it
+
         assert self.url is not None
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.lock_timeout)))
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.lock_timeout)))
+        except psycopg.Error as exc:
+            raise self._unreachable(exc) from exc
         try:
             # Every commit waits for the WAL flush (the server default, set in case the role's default differs):
             # on PostgreSQL `durable` is an ordinary transaction.
@@ -121,10 +118,18 @@ class Database:
             migrate(conn)
             db = PostgresConnection(conn)
             db.execute(MARK_OPENED, [opened_at()])
-        except (psycopg.Error, SchemaError):
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._unreachable(exc) from exc
+        except SchemaError:
             conn.close()
             raise
         self._db = db
+
+    def _unreachable(self, exc: Exception) -> DatabaseError:
+        return DatabaseError(
+            f"cannot open database {self.location}: {' '.join(str(exc).split())}. Check that the server runs, "
+            "that the URL's user may create tables in the database (DATABASE_URL sets it).")
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(db)` on the database thread and return its result."""

@@ -8,9 +8,8 @@ import contextlib
 import functools
 import logging
 import sqlite3
+import sys
 from collections.abc import Iterable, Sequence
-
-import psycopg
 
 from services.community._events import Event, Prepared
 from services.sql import Connection
@@ -30,7 +29,14 @@ Op = tuple[type[Event], Prepared]
 # sqlite3.OperationalError (locked, disk full) or a lost PostgreSQL connection, aborts the whole batch so
 # LogWriter retries it.
 BAD_EVENT = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError,
-             sqlite3.ProgrammingError, sqlite3.DataError, psycopg.DataError, psycopg.IntegrityError)
+             sqlite3.ProgrammingError, sqlite3.DataError)
+
+
+def _bad_event(exc: Exception) -> bool:
+    """`exc` belongs to one event (BAD_EVENT, or PostgreSQL's data and integrity errors; psycopg is imported only
+    when a PostgreSQL connection is made, so it is looked up, not imported, here)."""
+    pg = sys.modules.get("psycopg")
+    return isinstance(exc, BAD_EVENT) or (pg is not None and isinstance(exc, (pg.DataError, pg.IntegrityError)))
 
 
 def _ids(values: Iterable[object]) -> list[int]:
@@ -77,14 +83,18 @@ def apply_ops(d: Connection, ops: Sequence[Op]) -> tuple[int, int]:
                 _execute(d, kind, run)
                 applied += len(run)
                 continue
-            except BAD_EVENT:
+            except Exception as exc:
+                if not _bad_event(exc):
+                    raise
                 log.debug("community log: a run of %d %s events failed; retrying one by one", len(run),
                           kind.__name__)
             for op in run:
                 try:
                     _execute(d, kind, [op])
                     applied += 1
-                except BAD_EVENT as exc:
+                except Exception as exc:
+                    if not _bad_event(exc):
+                        raise
                     rows = op[1]
                     log.warning("community log: skipped a %s the database refused %s: %r", kind.__name__,
                                 _ids(rows[0][0] if rows[0] else ()), exc)
