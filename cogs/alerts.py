@@ -124,7 +124,8 @@ class Alerts(IwmCog):
     @functools.cached_property
     def posts(self) -> PostCache:
         """Each event's post and chart, prepared once (made on first use: parsing commands needs no resources)."""
-        return PostCache(self.bot.resources.market, self.bot.resources.renderer)
+        return PostCache(self.bot.resources.market, self.bot.resources.renderer,
+                         members_database=live_database(self.bot))
 
     @functools.cached_property
     def pace(self) -> RateLimiter:

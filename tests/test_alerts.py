@@ -749,3 +749,23 @@ async def test_a_breadth_crossing_is_posted_once_to_the_channels_that_want_it(st
     post = build_post(event, Z)
     assert post.title == f"Russell 2000 breadth crossed 50% ({crossing.direction})"
     assert post.colour == crossing.direction and post.footer == footer_text(event)
+
+
+async def test_a_breadth_post_carries_the_breadth_chart_to_its_day(bundled_breadth) -> None:
+    """A breadth alert shows what crossed: the members' breadth chart (6 months to the event's day), not the price
+    chart the price alerts carry; the same PNG `/iwm breadth period:6mo as_of:<day>` draws."""
+    from services.breadth import breadth_answer
+
+    days, pct = bundled_breadth
+    day = loop_crossings(days, pct)[-1][0]
+    upto = days.index(day) + 1
+    frame = (await MarketData([]).bars("IWM")).frame
+    event = breadth_event(days[:upto], pct[:upto], frame, day)
+    assert event is not None and event.day == day
+    renderer = Renderer(processes=False)
+    try:
+        prepared = await PostCache(MarketData([]), renderer).get(event, Z)
+        _, expected = await breadth_answer(MarketData([]), renderer, "6mo", day)
+    finally:
+        renderer.close()
+    assert prepared.post == build_post(event, Z) and prepared.chart == expected

@@ -15,6 +15,7 @@ from services.charts import LevelsChart, Renderer, render_levels
 from services.config import Zones
 from services.levels import price_chart
 from services.market import MarketData
+from services.storage import Database
 
 Colour = Literal["up", "down", "neutral"]
 
@@ -94,8 +95,10 @@ class PostCache:
     in every guild with the same levels. Concurrent sends of one event wait for the same render; a failed
     render is dropped, so the next send tries again. Keeps the `size` latest."""
 
-    def __init__(self, market: MarketData, renderer: Renderer, size: int = 32) -> None:
+    def __init__(self, market: MarketData, renderer: Renderer, size: int = 32,
+                 members_database: Database | None = None) -> None:
         self.market, self.renderer, self.size = market, renderer, size
+        self.members_database = members_database  # the live member closes (None: the bundled ones)
         self._prepared: dict[tuple[Event, Zones], asyncio.Task[PreparedPost]] = {}
 
     async def get(self, event: Event, zones: Zones) -> PreparedPost:
@@ -113,6 +116,11 @@ class PostCache:
             raise
 
     async def _prepare(self, event: Event, zones: Zones) -> PreparedPost:
+        if event.kind == "breadth":  # the breadth chart to the event's day: the share and its 50% line
+            from services.breadth import breadth_answer  # imports the member data code only when needed
+
+            _, png = await breadth_answer(self.market, self.renderer, "6mo", event.day, self.members_database)
+            return PreparedPost(build_post(event, zones), png)
         frame = (await self.market.bars("IWM")).frame
         chart = await self.renderer.render(render_levels, alert_chart(frame, event, zones))
         return PreparedPost(build_post(event, zones), chart)
