@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import hashlib
+import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -52,6 +53,14 @@ T = TypeVar("T")
 # workers import the project's own modules on start, with the bot's sys.path.
 WORKER_PRELOAD = ["numpy", "pandas", "matplotlib.figure", "matplotlib.backends.backend_agg", "matplotlib.dates",
                   "matplotlib.patches"]
+
+
+def import_chart_modules() -> None:
+    """Import what drawing a chart needs (WORKER_PRELOAD), e.g. in a thread while other start-up work runs."""
+    for name in WORKER_PRELOAD:
+        importlib.import_module(name)
+
+
 MB = 1024 * 1024
 CACHE_BYTES = 64 * MB  # about 500 charts of 130 kB
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
