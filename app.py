@@ -36,12 +36,23 @@ from services.config import Settings, Zones
 from services.documents import Documents, build_documents
 from services.http import Sources
 from services.market import MarketData, build_providers
+from services.pacing import RateLimiter, paced_requests, process_rate
 from services.renderer import MB, Renderer
 from services.schema.shards import Layout, check_layout
 from services.sentiment import SentimentStore
 from services.storage import Database, DatabaseError
 
 log = logging.getLogger("smallcaps")
+
+# Requests Discord leaves out of its global limit: interaction callbacks and webhooks (followups, their edits).
+UNCOUNTED = re.compile(r"/(interactions|webhooks)/")
+
+
+def counted_by_discord(url: str) -> bool:
+    """A request under Discord's global limit: one to the REST API (not the gateway, not the CDN), not exempt."""
+    base = discord.http.Route.BASE  # read at each request: tests point it at a local Discord
+    return url.startswith(base) and UNCOUNTED.match(url, len(base)) is None
+
 
 EXTENSIONS = ("cogs.levels", "cogs.analysis", "cogs.alerts", "cogs.sentiment", "cogs.community", "cogs.status",
               "cogs.help")
@@ -129,6 +140,9 @@ class SmallcapsBot(commands.AutoShardedBot):
             shard_count=settings.shard_count,
             shard_ids=list(settings.shard_ids) if settings.shard_ids else None,  # type: ignore[arg-type]  # None: all
             allowed_mentions=discord.AllowedMentions(everyone=False, users=False, roles=True),
+            # every request under the global limit, retries included, paced below it (services.pacing)
+            http_trace=paced_requests(RateLimiter(process_rate(settings.shard_ids, settings.shard_count)),
+                                      counted_by_discord),
         )
         self.settings = settings
         self._heap_frozen = False  # see on_ready

@@ -170,17 +170,26 @@ async def bench_first_response(rounds: int) -> Result:
 # --- 4. event loop stalls -----------------------------------------------------------------------------------
 
 class Ticker:
-    """Sleeps 5 ms at a time and records how late each wake-up was: the event loop's stalls."""
+    """Sleeps 5 ms at a time and records how late each wake-up was: the event loop's stalls. With each, the CPU
+    time the loop's thread used meanwhile: near the stall, the loop was busy; near 0, the process waited for a core
+    (another process's load on a shared machine)."""
 
     def __init__(self) -> None:
         self.stalls: list[float] = []
+        self.cpu: list[float] = []
         self.stop = False
 
     async def run(self) -> None:
         while not self.stop:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(0.005)
             self.stalls.append(time.perf_counter() - start - 0.005)
+            self.cpu.append(time.thread_time() - cpu)
+
+    def worst(self) -> tuple[float, float]:
+        """The longest stall and the loop thread's CPU time during it (seconds)."""
+        i = max(range(len(self.stalls)), key=self.stalls.__getitem__)
+        return self.stalls[i], self.cpu[i]
 
 
 async def log_burst(log: CommunityLog, first_id: int, count: int) -> None:

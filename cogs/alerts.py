@@ -49,7 +49,6 @@ from services.alerts import (
 )
 from services.config import ConfigError, Zones
 from services.errors import InputError
-from services.pacing import RateLimiter, alert_post_rate
 from services.swing_levels import RULE, derived_answer
 
 if TYPE_CHECKING:
@@ -121,12 +120,6 @@ class Alerts(IwmCog):
     def posts(self) -> PostCache:
         """Each event's post and chart, prepared once (made on first use: parsing commands needs no resources)."""
         return PostCache(self.bot.resources.market, self.bot.resources.renderer)
-
-    @functools.cached_property
-    def pace(self) -> RateLimiter:
-        """Alert posts of every guild share one pace, under Discord's global limit (services.pacing)."""
-        settings = self.bot.settings
-        return RateLimiter(alert_post_rate(settings.shard_ids, settings.shard_count))
 
     @property
     def store(self) -> AlertStore:
@@ -243,8 +236,7 @@ class Alerts(IwmCog):
 
     async def send(self, channel_id: int, role_id: int | None, event: Event, zones: Zones) -> int:
         channel = await self._channel(channel_id)
-        prepared = await self.posts.get(event, zones)
-        await self.pace.acquire()
+        prepared = await self.posts.get(event, zones)  # paced under Discord's global limit with every request: app.py
         try:
             message = await channel.send(
                 content=f"<@&{role_id}>" if role_id else None,
