@@ -104,6 +104,7 @@ async def bench_alert_fanout(rounds: int) -> Result:
                     started = time.monotonic()
                     posted = await cog.run_close_check(BREAKOUT_DAY)
                     elapsed = time.monotonic() - started
+                    unfrozen = len(gc.get_objects())  # what a full collection walks now (start-up's heap is frozen)
                     ticker.stop = True
                     await tick
                     gc.callbacks.remove(collections)
@@ -124,5 +125,5 @@ async def bench_alert_fanout(rounds: int) -> Result:
                    "refused": [[method, path, round(at - first, 3), is_global]
                                for method, path, at, is_global in seen["refused"]][:20],
                    "longest_stall_cpu_ms": round(stall_cpu * 1000, 1), "full_collections": collections.full,
-                   "longest_collection_ms": round(collections.longest * 1000, 1),
+                   "longest_collection_ms": round(collections.longest * 1000, 1), "unfrozen_objects": unfrozen,
                    "all_png": all(png for _, _, png in ok)})

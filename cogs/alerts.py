@@ -281,14 +281,18 @@ class Alerts(IwmCog):
         """Post the events of the session `through` to every subscribed channel of this process's guilds."""
         frame = (await self.bot.resources.market.bars("IWM")).frame
         memo: Detections = {}
-        gate = asyncio.Semaphore(GUILDS_AT_ONCE)
+        guilds = iter(self.my_guild_ids(await self.store.guild_ids()))
+        posted = 0
 
-        async def one(guild_id: int) -> int:
-            async with gate:
+        async def worker() -> None:
+            # GUILDS_AT_ONCE workers take the guilds in turn, rather than a task per guild waiting on a semaphore:
+            # 2,000 tasks live for the whole fan-out are garbage for every collection to walk.
+            nonlocal posted
+            for guild_id in guilds:
                 results = await check_close(self.store, guild_id, frame, through, self.send, memo=memo)
-                return sum(r.status == "sent" for r in results)
+                posted += sum(r.status == "sent" for r in results)
 
-        posted = sum(await asyncio.gather(*(one(g) for g in self.my_guild_ids(await self.store.guild_ids()))))
+        await asyncio.gather(*(worker() for _ in range(GUILDS_AT_ONCE)))
         self._last_close_checked = through
         return posted
 
