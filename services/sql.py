@@ -15,16 +15,16 @@ commits by itself on both engines.
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-import psycopg
 import sqlite_utils
-from psycopg.rows import dict_row
+
+if TYPE_CHECKING:  # psycopg is imported only to open a PostgreSQL database (a tenth of the start-up otherwise)
+    import psycopg
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
@@ -93,6 +93,8 @@ class PostgresConnection:
             cur.executemany(to_pyformat(sql), rows)
 
     def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]:
+        from psycopg.rows import dict_row
+
         cur = self.pg.cursor(row_factory=dict_row)
         cur.execute(sql if params is None else to_pyformat(sql), params)
         return iter(cur.fetchall())
@@ -102,4 +104,3 @@ class PostgresConnection:
 
 
 Connection = SQLiteConnection | PostgresConnection
-DriverError = (sqlite3.Error, psycopg.Error)

@@ -19,8 +19,6 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import psycopg
-
 from services.schema import SchemaError, migrate
 from services.sql import Connection, PostgresConnection, SQLiteConnection, display_url, is_postgres_url
 
@@ -42,6 +40,13 @@ MARK_OPENED = "INSERT INTO _meta VALUES ('opened', ?) ON CONFLICT (key) DO UPDAT
 def opened_at() -> str:
     """`_meta.opened`: when a process last opened the database, in SQLite's datetime('now') format."""
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def postgres_errors() -> tuple[type[Exception], ...]:
+    """psycopg's errors, if psycopg is loaded: only opening a PostgreSQL database imports it (it was a tenth of the
+    bot's start-up, bench: startup), so a SQLite database's errors are never psycopg's."""
+    psycopg = sys.modules.get("psycopg")
+    return (psycopg.Error,) if psycopg is not None else ()
 
 
 class DatabaseError(RuntimeError):
@@ -77,7 +82,7 @@ class Database:
         except SchemaError:
             self._executor.shutdown(wait=False)
             raise
-        except psycopg.Error as exc:
+        except postgres_errors() as exc:
             self._executor.shutdown(wait=False)
             raise DatabaseError(
                 f"cannot open database {self.location}: {str(exc).strip()}. Check that the server runs, that the "
@@ -112,6 +117,8 @@ class Database:
         self._db = SQLiteConnection(conn)
 
     def _open_postgres(self) -> None:
+        import psycopg
+
         assert self.url is not None
         conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.lock_timeout)))
         try:

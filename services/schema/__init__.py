@@ -19,8 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-
-import psycopg
+from typing import TYPE_CHECKING
 
 from services.schema import _v1
 from services.sql import display_url, postgres_ddl
@@ -81,12 +80,15 @@ VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
 # pg_advisory_xact_lock key of the ladder: two processes never climb it at once (any 64-bit constant; "smallcap")
 MIGRATION_LOCK = 0x736D616C6C636170
 
-AnyConnection = sqlite3.Connection | psycopg.Connection
+if TYPE_CHECKING:  # psycopg is imported only to open a PostgreSQL database (services.storage)
+    import psycopg
+
+    AnyConnection = sqlite3.Connection | psycopg.Connection
 
 
 def file_name(conn: AnyConnection) -> str:
     """The main database's file (`:memory:` when it has none), or the PostgreSQL database, for messages."""
-    if isinstance(conn, psycopg.Connection):
+    if not isinstance(conn, sqlite3.Connection):
         schema = conn.execute("SELECT current_schema()").fetchone()
         return f"{display_url(conn.info.dsn)} (schema {schema[0] if schema else '?'})"
     row = conn.execute("PRAGMA database_list").fetchone()
@@ -95,7 +97,7 @@ def file_name(conn: AnyConnection) -> str:
 
 def version(conn: AnyConnection) -> int:
     """The schema version recorded in the database; 0 before versioning (or for an empty one)."""
-    if isinstance(conn, psycopg.Connection):
+    if not isinstance(conn, sqlite3.Connection):
         found = conn.execute("SELECT to_regclass('schema_version')").fetchone()
         if found is None or found[0] is None:
             return 0
@@ -108,7 +110,7 @@ def version(conn: AnyConnection) -> int:
 def migrate(conn: AnyConnection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
     """Bring the database up to the last of `migrations` in one transaction; the version it is at now."""
     target = migrations[-1].version
-    postgres = isinstance(conn, psycopg.Connection)
+    postgres = not isinstance(conn, sqlite3.Connection)
     ddl: Callable[[str], str] = postgres_ddl if postgres else str
     record = "INSERT INTO schema_version (version, description, applied_at) VALUES " + (
         "(%s, %s, %s)" if postgres else "(?, ?, ?)")
@@ -153,7 +155,7 @@ def expected_columns(migrations: tuple[Migration, ...] = MIGRATIONS) -> dict[str
 
 def columns(conn: AnyConnection) -> dict[str, tuple[str, ...]]:
     """Each table's columns in the database, in order."""
-    if isinstance(conn, psycopg.Connection):
+    if not isinstance(conn, sqlite3.Connection):
         found: dict[str, list[str]] = {}
         for table, column in conn.execute(
                 "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() "
