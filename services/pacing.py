@@ -43,6 +43,10 @@ class RateLimiter:
                 await asyncio.sleep(slot - now)
             self._next = slot + self.interval
 
+    def hold(self, seconds: float) -> None:
+        """No slot for `seconds` from now: the platform said to wait (a global 429's retry_after)."""
+        self._next = max(self._next, time.monotonic() + seconds)
+
 
 def process_rate(shard_ids: tuple[int, ...] | None, shard_count: int | None) -> float:
     """This process's requests a second: its shards' share of the bot-wide limit (every process of a bot
@@ -53,13 +57,23 @@ def process_rate(shard_ids: tuple[int, ...] | None, shard_count: int | None) -> 
 
 def paced_requests(limiter: RateLimiter, counted: Callable[[str], bool]) -> aiohttp.TraceConfig:
     """An aiohttp trace that holds each request whose URL is `counted` until `limiter` gives it a slot (aiohttp
-    awaits its trace callbacks before it sends a request)."""
+    awaits its trace callbacks before it sends a request). A global 429 holds every slot for its `retry_after`, as
+    Discord asks: discord.py holds only the requests it has not started, so the paced ones already past its check
+    drew a 429 each until the limit's second had room again."""
 
     async def on_request_start(session: aiohttp.ClientSession, context: SimpleNamespace,
                                params: aiohttp.TraceRequestStartParams) -> None:
         if counted(str(params.url)):
             await limiter.acquire()
 
+    async def on_request_end(session: aiohttp.ClientSession, context: SimpleNamespace,
+                             params: aiohttp.TraceRequestEndParams) -> None:
+        response = params.response
+        if response.status == 429 and response.headers.get("X-RateLimit-Global") and counted(str(params.url)):
+            body = await response.json()  # aiohttp keeps the body: discord.py reads the same one after
+            limiter.hold(float(body.get("retry_after", 1.0)))
+
     trace = aiohttp.TraceConfig()
     trace.on_request_start.append(on_request_start)
+    trace.on_request_end.append(on_request_end)
     return trace

@@ -96,3 +96,14 @@ def test_every_request_under_discords_global_limit_is_paced_and_only_those() -> 
     assert not counted_by_discord(f"{base}/webhooks/1/tok.en/messages/@original")
     assert not counted_by_discord("wss://gateway.discord.gg/?v=10&encoding=json")
     assert not counted_by_discord("https://cdn.discordapp.com/attachments/1/2/iwm.png")
+
+
+async def test_a_hold_keeps_every_slot_back_for_its_time() -> None:
+    """A global 429's retry_after holds the pace: the next slot comes no sooner."""
+    limiter = RateLimiter(200.0)
+    loop = asyncio.get_running_loop()
+    await limiter.acquire()
+    limiter.hold(0.05)
+    start = loop.time()
+    await limiter.acquire()
+    assert loop.time() - start >= 0.05 - 1e-3
