@@ -119,13 +119,21 @@ async def open_resources(settings: Settings, *, render_processes: bool = True) -
         yield Resources(settings, session, database, market, renderer, alerts, sentiment, community, documents)
 
 
+FULL_COLLECTION_EVERY = 100  # middle-generation collections per full one (Python's default: 10)
+
+
 def freeze_heap() -> None:
     """What start-up built (modules, the bundled data, the resources, later every guild's cache) lives as long as
     the bot. Left in the collector's oldest generation it is walked again by every full collection, a pause of the
     event loop: 60-170 ms for the resources alone on the 2-core machine (bench: event_loop's 74.5 ms stall).
-    Collected once, then frozen (gc.freeze), the full collections only walk what came later."""
+    Collected once, then frozen (gc.freeze), the full collections only walk what came later. Those come 10x less
+    often too: a full pass still took 50-75 ms in the 10,000-channel fan-out, and each one bunched the posts in
+    flight into a burst that drew global 429s (bench: alert_fanout, one cluster of 429s per full collection).
+    Most garbage is freed by reference counting; the younger generations still collect cycles as before."""
     gc.collect()
     gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_COLLECTION_EVERY)
 
 
 class SmallcapsTree(app_commands.CommandTree):
