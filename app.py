@@ -127,9 +127,9 @@ def freeze_heap() -> None:
     the bot. Left in the collector's oldest generation it is walked again by every full collection, a pause of the
     event loop: 60-170 ms for the resources alone on the 2-core machine (bench: event_loop's 74.5 ms stall).
     Collected once, then frozen (gc.freeze), the full collections only walk what came later. Those come 10x less
-    often too: a full pass still took 50-75 ms in the 10,000-channel fan-out, and each one bunched the posts in
-    flight into a burst that drew global 429s (bench: alert_fanout, one cluster of 429s per full collection).
-    Most garbage is freed by reference counting; the younger generations still collect cycles as before."""
+    often too: a full pass still took 50-75 ms, four times in the 10,000-channel fan-out (bench: alert_fanout;
+    none since, longest collection 6 ms). Most garbage is freed by reference counting; the younger generations
+    still collect cycles as before."""
     gc.collect()
     gc.freeze()
     young, middle, _ = gc.get_threshold()
