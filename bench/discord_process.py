@@ -39,7 +39,7 @@ def report(local: LocalDiscord) -> dict[str, Any]:
 async def trim_uploads(local: LocalDiscord) -> None:
     """Also freezes the heap once a second: the records would otherwise make each of this process's full garbage
     collections longer, and a paused local Discord reads the requests that came meanwhile as one burst over the
-    global limit (the 429s came in clusters at the same moments of every run, 47, 80, 119 and 164 s in, with no
+    global limit (the 429s came in clusters at the same moments of every run, 47, 80, 119 and 164 s in, with no full
     collection in the bot). Discord itself is not paused by the bot's load."""
     done = 0
     while True:

@@ -171,8 +171,8 @@ async def bench_first_response(rounds: int) -> Result:
 
 class Ticker:
     """Sleeps 5 ms at a time and records how late each wake-up was: the event loop's stalls. With each, the CPU
-    time the loop's thread used meanwhile: near the stall, the loop was busy; near 0, the process waited for a core
-    (another process's load on a shared machine)."""
+    time the loop's thread used meanwhile: near the stall, the loop was busy; near 0, its thread did not run (it
+    waited for a core on a shared machine, or for the GIL)."""
 
     def __init__(self) -> None:
         self.stalls: list[float] = []
