@@ -40,7 +40,7 @@ from services.pacing import RateLimiter, paced_requests, process_rate
 from services.renderer import MB, Renderer
 from services.schema.shards import Layout, check_layout
 from services.sentiment import SentimentStore
-from services.storage import Database, DatabaseError
+from services.storage import Database
 
 log = logging.getLogger("smallcaps")
 
@@ -84,16 +84,10 @@ async def last_session() -> date:
     return await asyncio.to_thread(market_calendar.last_session_now)
 
 
-POSTGRES_NOT_YET = ("DATABASE_URL: PostgreSQL support is not in this version yet; "
-                    "unset it to use SQLite at DATABASE_PATH")
-
-
 @asynccontextmanager
 async def open_resources(settings: Settings, *, render_processes: bool = True) -> AsyncIterator[Resources]:
     """The shared resources. `render_processes=False` renders in a thread (the console's one-shot answers),
     otherwise in worker processes (see Renderer)."""
-    if settings.database_url is not None:  # accepted by the settings, refused until the stores run on PostgreSQL
-        raise DatabaseError(POSTGRES_NOT_YET)
     async with AsyncExitStack() as stack:  # closed in reverse: the log writer flushes before the database closes
         database = Database.from_settings(settings)
         await database.open()

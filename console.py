@@ -263,13 +263,17 @@ async def run_console(settings: Settings, text: str, *, as_json: bool, out_dir: 
     out = Path(out_dir)
     settings = console_settings(settings, os.environ)
     async with open_resources(settings, render_processes=False) as resources:
-        before = await resources.database.run_sqlite(lambda d: d.conn.total_changes)
+        before = await resources.database.run(lambda d: d.total_changes)
         status, messages = await answer(resources, text)
-        changed = await resources.database.run_sqlite(lambda d: d.conn.total_changes) != before
+        changed = await resources.database.run(lambda d: d.total_changes) != before
     if changed:  # rows written: say where, so nobody looks for them in the bot's database
-        where = ("the console's own database; DATABASE_PATH chooses another" if settings.database_path ==
-                 CONSOLE_DATABASE else "DATABASE_PATH")
-        print(f"state saved to {settings.database_path} ({where})", file=sys.stderr)
+        if settings.database_url:
+            place, where = f"PostgreSQL {resources.database.location}", "DATABASE_URL"
+        else:
+            place, where = str(settings.database_path), (
+                "the console's own database; DATABASE_PATH chooses another"
+                if settings.database_path == CONSOLE_DATABASE else "DATABASE_PATH")
+        print(f"state saved to {place} ({where})", file=sys.stderr)
     for message in messages:
         save_attachments(message, out)
         stream = sys.stdout if status == 0 else sys.stderr

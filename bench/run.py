@@ -224,23 +224,30 @@ async def bench_event_loop(rounds: int) -> Result:
 
 # --- 6. community log ingest --------------------------------------------------------------------------------
 
+async def timed_log_burst(db: Database, n: int) -> tuple[CommunityLog, float]:
+    """`n` messages into one logged channel through the bot's writer, as a gateway burst hands them over;
+    returns the (still open) log and the messages per second until all are committed."""
+    now = datetime.now(UTC)
+    log = CommunityLog(db)
+    await log.open()
+    await log.set_logging(1, 10, True)
+    start = time.perf_counter()
+    for i in range(n):
+        log.put(MessageCreated(1, 10, i + 1, 100 + i % 50, now, f"message {i} about $IWM and $SPY"))
+        if i % 100 == 99:  # gateway events arrive over many loop iterations
+            await asyncio.sleep(0)
+    await log.flush()
+    return log, n / (time.perf_counter() - start)
+
+
 async def bench_community_ingest(rounds: int) -> Result:
     n = 20_000
-    now = datetime.now(UTC)
     writer_rates, bare_rates = [], []
     for _ in range(max(1, rounds // 3)):
         with tempfile.TemporaryDirectory() as tmp:
             async with Database(Path(tmp) / "w.db") as db:
-                log = CommunityLog(db)
-                await log.open()
-                await log.set_logging(1, 10, True)
-                start = time.perf_counter()
-                for i in range(n):
-                    log.put(MessageCreated(1, 10, i + 1, 100 + i % 50, now, f"message {i} about $IWM and $SPY"))
-                    if i % 100 == 99:  # gateway events arrive over many loop iterations
-                        await asyncio.sleep(0)
-                await log.flush()
-                writer_rates.append(n / (time.perf_counter() - start))
+                log, rate = await timed_log_burst(db, n)
+                writer_rates.append(rate)
                 stored = await db.run(lambda d: d.execute("select count(*) from community_messages").fetchone()[0])
                 assert stored == n, f"lost messages: {stored} of {n}"
                 schema = await db.run(lambda d: [sql for (sql,) in d.execute(
@@ -360,6 +367,9 @@ BENCHES: dict[str, Callable[[int], Any]] = {
     "alert_fanout": elsewhere("fanout", "bench_alert_fanout"),
     "community_scale": elsewhere("community_scale", "bench_community_scale"),
     "many_members": elsewhere("many_members", "bench_many_members"),
+    "pg_commands": elsewhere("pg_commands", "bench_pg_commands"),
+    "pg_log": elsewhere("pg_log", "bench_pg_log_ingest"),
+    "pg_upstream_calls": elsewhere("pg_fetch", "bench_pg_upstream_calls"),
     **members.BENCHES,
 }
 

@@ -24,6 +24,7 @@ from cogs.common import (
     add_iwm_cog,
     guild_of,
     in_guild,
+    live_database,
     png_file,
     require_guild_wide,
     require_in_channel,
@@ -40,6 +41,8 @@ from services.alerts import (
     Detections,
     Event,
     PostCache,
+    breadth_alert,
+    check_breadth,
     check_close,
     check_intraday,
     footer_for,
@@ -115,11 +118,13 @@ class Alerts(IwmCog):
     def __init__(self, bot: SmallcapsBot) -> None:
         super().__init__(bot)
         self._last_close_checked: date | None = None
+        self._last_breadth_checked: date | None = None
 
     @functools.cached_property
     def posts(self) -> PostCache:
         """Each event's post and chart, prepared once (made on first use: parsing commands needs no resources)."""
-        return PostCache(self.bot.resources.market, self.bot.resources.renderer)
+        return PostCache(self.bot.resources.market, self.bot.resources.renderer,
+                         members_database=live_database(self.bot))
 
     @property
     def store(self) -> AlertStore:
@@ -296,6 +301,20 @@ class Alerts(IwmCog):
         self._last_close_checked = through
         return posted
 
+    async def run_breadth_check(self, through: date) -> int:
+        """Post a `breadth` crossing of the session `through` once the member closes reach it (with a live
+        provider, the daily member refresh brings them after the close); checked once per session."""
+        frame = (await self.bot.resources.market.bars("IWM")).frame
+        event = await breadth_alert(live_database(self.bot), frame, through)
+        if event is None:
+            return 0
+        self._last_breadth_checked = through
+        posted = 0
+        for guild_id in self.my_guild_ids(await self.store.guild_ids()):
+            results = await check_breadth(self.store, guild_id, event, self.send)
+            posted += sum(r.status == "sent" for r in results)
+        return posted
+
     async def run_intraday_check(self, day: date) -> int:
         bars = (await self.bot.resources.market.bars("IWM")).frame.dropna(subset=["close"])
         if len(bars) < 2 or bars.index[-1].date() != day:
@@ -318,6 +337,8 @@ class Alerts(IwmCog):
             session = await asyncio.to_thread(market_calendar.last_completed_session, now - timedelta(minutes=10))
             if session != self._last_close_checked:
                 await self.run_close_check(session)
+            if session != self._last_breadth_checked:
+                await self.run_breadth_check(session)
         except Exception:
             log.exception("alerts: watcher check failed; next try in 5 minutes")
 
@@ -326,7 +347,8 @@ class Alerts(IwmCog):
         await self.bot.wait_until_ready()
         await market_calendar.warm_up()
         oldest = date.today() - timedelta(days=3)
-        results = await recover(self.store, self.send, self.find, oldest=oldest)
+        results = await recover(self.store, self.send, self.find, oldest=oldest,
+                                guilds={guild.id for guild in self.bot.guilds})
         if results:
             log.info("alerts: recovery settled %d pending posts", len(results))
 

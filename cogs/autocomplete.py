@@ -8,7 +8,6 @@ the command as if typed (`parse_day`, `parse_symbols`, `parse_events`).
 
 from __future__ import annotations
 
-import asyncio
 import re
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
@@ -16,9 +15,10 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from cogs.common import live_database
 from services.alerts import EVENT_KINDS
 from services.compare import SYMBOLS
-from services.members import load_member_data
+from services.members import member_data
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
@@ -60,8 +60,10 @@ async def session_choices(interaction: discord.Interaction, current: str) -> lis
 
 async def member_session_choices(interaction: discord.Interaction,
                                  current: str) -> list[app_commands.Choice[str]]:
-    """Sessions of the bundled member closes (what `/iwm breadth` answers from) starting with what was typed."""
-    data = await asyncio.to_thread(load_member_data)  # read from disk once per process, then shared
+    """Sessions of the member closes `/iwm breadth` answers from (the bundled ones, and the live ones after them
+    with a live provider) starting with what was typed."""
+    bot: SmallcapsBot = interaction.client  # type: ignore[assignment]
+    data, _ = await member_data(live_database(bot))  # built once per refresh, then shared
     return _choices(recent_days([str(day) for day in data.dates], current))
 
 

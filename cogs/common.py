@@ -19,6 +19,7 @@ from services.market import DataAge
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
+    from services.storage import Database
 
 log = logging.getLogger(__name__)
 
@@ -313,3 +314,9 @@ def age_line(age: DataAge | None) -> str:
     """The description line for data that is behind the last close ("" when it is not)."""
     behind = age.describe() if age is not None else None
     return f"⚠️ {behind}" if behind else ""
+
+
+def live_database(bot: SmallcapsBot) -> Database | None:
+    """The database the member answers (and the breadth alert) read the live member data from; None with the
+    bundled provider."""
+    return None if bot.settings.provider == "bundled" else bot.resources.database

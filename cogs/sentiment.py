@@ -371,10 +371,7 @@ class Sentiment(IwmCog):
         """Post the weekly polls whose time has come; returns how many were opened."""
         now = now or datetime.now(UTC)
         opened = 0
-        for schedule in await self.store.due_schedules(now):
-            if self.bot.get_guild(schedule.guild_id) is None:
-                await self.store.release_schedule(schedule)  # not this process's guild
-                continue
+        for schedule in await self.store.due_schedules(now, {guild.id for guild in self.bot.guilds}):
             try:
                 message = await self._post_scheduled(schedule)
             except discord.NotFound:

@@ -20,6 +20,9 @@ import numpy as np
 import pandas as pd
 
 from services.market import COLUMNS  # what read_bundled_csv expects
+from services.members import load_member_data
+from services.members._breadth import BREADTH_FILE, bundle_arrays
+from services.members._data import FIELDS, holdings_weights
 from services.sectors import FUNDS, parse_holdings
 
 OUT = Path(__file__).resolve().parent.parent / "services" / "data"
@@ -295,16 +298,46 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
                 np.lib.format.write_array(fh, array, allow_pickle=False)
 
 
+def codes(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 codes, -1 where missing; the sorted names they index), for a text column with few distinct values."""
+    found, names = pd.factorize(column, sort=True)
+    return found.astype(np.int8), np.asarray(names, dtype=str)
+
+
+def write_members(table: pd.DataFrame, wide: pd.DataFrame, holdings_file: Path) -> None:
+    """members.npz (membership, IWM weights and sectors, the closes' dates and symbols), fundamentals.npz (the
+    dump rows as columns, symbols and sectors as codes) and closes.npy (float32, uncompressed: the bot maps it)."""
+    holdings_as_of, holdings = holdings_weights(holdings_file.read_text(encoding="utf-8-sig"))
+    members = table.groupby("symbol")[["in_iwm", "in_sp500"]].first().join(holdings)
+    sector, sectors = codes(members["holdings_sector"])
+    write_npz(MEMBERS_OUT / "members.npz", member=members.index.to_numpy(dtype=str),
+              in_iwm=members["in_iwm"].to_numpy(dtype=bool), in_sp500=members["in_sp500"].to_numpy(dtype=bool),
+              weight=members["weight"].to_numpy(dtype=float), holdings_sector=sector, holdings_sectors=sectors,
+              holdings_as_of=np.datetime64(holdings_as_of, "D"),
+              dates=wide.index.to_numpy().astype("datetime64[D]"), symbols=wide.columns.to_numpy(dtype=str))
+    dumps = table.dropna(subset=["dump"])
+    sector, sectors = codes(dumps["sector"])
+    write_npz(MEMBERS_OUT / "fundamentals.npz", symbol=members.index.get_indexer(dumps["symbol"]).astype(np.int16),
+              dump=pd.to_datetime(dumps["dump"]).to_numpy().astype("datetime64[D]"), sector=sector, sectors=sectors,
+              **{name: dumps[name].to_numpy(dtype=float) for name in FIELDS})
+    np.save(MEMBERS_OUT / "closes.npy", wide.to_numpy(dtype=np.float32), allow_pickle=False)
+
+
+def write_breadth() -> None:
+    """breadth.npz: the breadth counts of the bundled closes, from the files just written, through the code that
+    computes them for live closes (the bot then reads them instead of computing them at its first answer)."""
+    write_npz(OUT / BREADTH_FILE, **bundle_arrays(load_member_data()))
+
+
 def bundle_members(src: Path) -> None:
-    """services/data/members/: fundamentals.csv.gz and closes.npz (see services/data/SOURCES.md, Members)."""
+    """services/data/members/: members.npz, fundamentals.npz, closes.npy and breadth.npz (see
+    services/data/SOURCES.md, Members)."""
     MEMBERS_OUT.mkdir(parents=True, exist_ok=True)
     iwm, sp500 = member_lists(src)
     table = member_fundamentals(src / "members" / "fundamentals", iwm, sp500)
-    csv_bytes = table.to_csv(index=False).encode()
-    (MEMBERS_OUT / "fundamentals.csv.gz").write_bytes(gzip.compress(csv_bytes, compresslevel=9, mtime=0))
     wide = member_closes(src / "members" / "prices", iwm | sp500)
-    write_npz(MEMBERS_OUT / "closes.npz", closes=wide.to_numpy(dtype=np.float32),
-              dates=wide.index.to_numpy().astype("datetime64[D]"), symbols=wide.columns.to_numpy(dtype=str))
+    write_members(table, wide, src / "IWM_holdings.2026-05-05.csv")
+    write_breadth()
     for path in sorted(MEMBERS_OUT.iterdir()):
         print(f"wrote {path.name}: {path.stat().st_size / 1e6:.1f} MB")
 

@@ -32,6 +32,8 @@ RELEASES = (
     ("1d8608f", "Merge live15 (2026-12-02): the holdings archive and the member refresh tables"),
     ("f5a8642", "Merge harden (2026-12-02): the layout of schema version 1 (0600 file, secure_delete)"),
     ("48db5fb", "Merge hfan (2026-12-02), after Merge hui: alert mutes, the layout of schema version 2"),
+    ("94731a4", "the last landed main of 2026-12-02: schema version 5 (forget-me tombstones and erasures, member "
+                "EPS and shares)"),
 )
 
 SNIPPET = r'''

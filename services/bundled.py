@@ -7,6 +7,7 @@ import functools
 import gzip
 import io
 from importlib import resources
+from pathlib import Path
 
 
 def data_file(name: str) -> io.BytesIO:
@@ -19,3 +20,8 @@ def data_file(name: str) -> io.BytesIO:
 def bundled_text(name: str) -> str:
     """A bundled file's text (BOM dropped), read once per process: package data never changes while the bot runs."""
     return data_file(name).read().decode("utf-8-sig")
+
+
+def data_path(name: str) -> Path:
+    """A bundled data file's path on disk, for readers that map it rather than read it (np.load(mmap_mode=...))."""
+    return Path(str(resources.files("services").joinpath("data", name)))

@@ -106,7 +106,7 @@ class Documents:
         self.deadline = deadline  # seconds one answer may spend on the live source in all (see MarketData)
         self.session, self.timeout, self.retry, self.clock = session, timeout, Retry(attempts, backoff, max_wait), clock
         self.sources = sources or Sources(clock)  # per source: one that keeps failing rests a while
-        self._cache = CachedFetch(DOCUMENTS_CACHE, database, ttl=ttl, clock=clock)
+        self._cache = CachedFetch(DOCUMENTS_CACHE, database, ttl=ttl, clock=clock, deadline=deadline)
 
     @property
     def live(self) -> bool:

@@ -3,7 +3,7 @@
 `get_text` makes one GET (`get_cookies` one that only sets cookies); `with_retries` retries it with backoff;
 `ProviderHealth` is a source's circuit breaker and `Sources` the registry of every source's breaker (what
 `/iwm status` lists); `guarded` puts a call through both, within an answer's deadline. `CachedFetch` is the flow
-around them: memo -> SQLite cache -> single flight -> live fetch -> stale fallback.
+around them: memo -> database cache -> single flight -> lease across processes -> live fetch -> stale fallback.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 
 import aiohttp
 
+from services.lease import Lease, Leases
 from services.storage import Database
 
 T = TypeVar("T")
@@ -287,7 +288,7 @@ async def guarded(health: ProviderHealth, call: Callable[[], Awaitable[T]], retr
 
 @dataclass(frozen=True)
 class CacheTable(Generic[T]):
-    """How values of one kind sit in their SQLite cache table: one row per key, with a `fetched_at` column."""
+    """How values of one kind sit in their cache table: one row per key, with a `fetched_at` column."""
 
     name: str
     key: str  # the key column
@@ -299,14 +300,29 @@ Live = Callable[[], Awaitable[Stamped[T]]]
 Fallback = Callable[[Stamped[T] | None, ProviderError], Awaitable[T]]
 
 
+WAIT_SECONDS = 8.0  # how long a process waits for another's fetch when no deadline is given (FETCH_DEADLINE_SECONDS')
+LEASE_POLL = 0.05  # seconds between a waiting process's looks at another's lease
+
+
 class CachedFetch(Generic[T]):
-    """Values by key through a memo and a SQLite cache: a fresh memo or cached row answers without a request;
+    """Values by key through a memo and a database cache: a fresh memo or cached row answers without a request;
     otherwise one `live()` per key at a time (single flight), stored on success; when it fails, `fallback(cached,
-    error)` answers (from the expired cached copy, a bundled file, ...)."""
+    error)` answers (from the expired cached copy, a bundled file, ...).
+
+    On PostgreSQL, shared by several processes, a process fetches a key only under its lease (services.lease): the
+    others wait, up to `deadline` seconds (the fetch's), for the holder's result to reach the shared cache and serve
+    it: one upstream call per key and refresh however many processes ask. A holder whose fetch fails keeps the lease
+    to its time with the error, and the waiters answer from `fallback` with that error, as in-process single flight
+    shares it. The lease lasts half the deadline and is renewed while the holder works, so one that dies leaves it
+    to lapse within half a deadline: a waiter takes it over and fetches (its answer may then take 1.5 deadlines).
+    A waiter that sees none of these within the deadline answers from `fallback`."""
 
     def __init__(self, table: CacheTable[T], database: Database | None, *, ttl: float,
-                 clock: Callable[[], float]) -> None:
+                 clock: Callable[[], float], deadline: float | None = None) -> None:
         self.table, self.database, self.ttl, self.clock = table, database, ttl, clock
+        self.wait_seconds = WAIT_SECONDS if deadline is None else deadline
+        self.lease_seconds = self.wait_seconds / 2
+        self.leases = Leases(database)
         self._memo: dict[str, Stamped[T]] = {}
         self._inflight: dict[str, asyncio.Future[T]] = {}
 
@@ -322,16 +338,65 @@ class CachedFetch(Generic[T]):
         if cached and self.clock() - cached[0] < ttl:
             self._memo[key] = cached
             return cached[1]
+        lease: Lease | None = None
+        if self.leases.enabled:
+            lease, stored = await self._lease(key, cached)
+            if isinstance(stored, ProviderError):
+                return await fallback(cached, stored)
+            if stored is not None:  # another process fetched it meanwhile
+                self._memo[key] = stored
+                return stored[1]
         try:
-            fetched = await live()
-        except ProviderError as exc:
-            return await fallback(cached, exc)
-        await self._write(fetched)
+            async with self.leases.kept(lease, self.lease_seconds):
+                try:
+                    fetched = await live()
+                except ProviderError as exc:
+                    if lease is not None:  # the waiting processes share this failure
+                        await self.leases.fail(lease, str(exc))
+                        lease = None
+                    return await fallback(cached, exc)
+                await self._write(fetched)  # before the lease goes: a waiter that takes it then finds the row
+        finally:
+            if lease is not None:
+                await self.leases.release(lease)
         self._memo[key] = fetched
         return fetched[1]
 
+    async def _lease(self, key: str, cached: Stamped[T] | None) -> tuple[Lease | None,
+                                                                         Stamped[T] | ProviderError | None]:
+        """(the key's lease, None) when this process is to fetch; else (None, what another process left: a row
+        newer than `cached`, or the error its fetch failed with, or that the lease did not come in time)."""
+        name = f"{self.table.name}:{key}"
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.wait_seconds
+        lease = await self.leases.take(name, self.lease_seconds)
+        while lease is None:  # another process holds it: look (reads only) until it lets go, fails or lapses
+            held, error = await self.leases.held(name)
+            if error is not None:
+                return None, ProviderError(f"fetched by another process: {error}", retryable=False)
+            if loop.time() >= give_up:
+                return None, ProviderError(f"another process is fetching {key}: no answer within "
+                                           f"{self.wait_seconds:g}s", retryable=False)
+            if held:
+                await asyncio.sleep(LEASE_POLL)
+            else:
+                lease = await self.leases.take(name, self.lease_seconds)
+        stamp = await self._stamp(key)  # read again under the lease: the last holder may have just let go
+        if stamp is not None and (cached is None or stamp > cached[0]):
+            stored = await self._read(key)
+            await self.leases.release(lease)
+            return None, stored
+        return lease, None
+
+    async def _stamp(self, key: str) -> float | None:
+        """The cached row's `fetched_at` (None: no row), without reading the row."""
+        assert self.database is not None
+        sql = f"select fetched_at from {self.table.name} where {self.table.key} = ?"
+        row = await self.database.run(lambda db: db.execute(sql, [key]).fetchone())
+        return None if row is None else float(row[0])
+
     def remember(self, key: str, value: T) -> None:
-        """Keep `value` in the memo for the TTL (not in the SQLite cache): an answer not worth asking again soon."""
+        """Keep `value` in the memo for the TTL (not in the database cache): an answer not worth asking again soon."""
         self._memo[key] = (self.clock(), value)
 
     def remembered(self) -> list[tuple[str, Stamped[T]]]:

@@ -341,7 +341,7 @@ class MarketData:
         self.expected_session = expected_session  # the last completed session: live bars older than it are stale
         self.sources = sources or Sources(clock)
         self.health = {p.name: self.sources.register(p.name, MARKET_DATA) for p in self.providers}
-        self._cache = CachedFetch(BARS_CACHE, database, ttl=ttl, clock=clock)
+        self._cache = CachedFetch(BARS_CACHE, database, ttl=ttl, clock=clock, deadline=deadline)
 
     @property
     def live(self) -> bool:

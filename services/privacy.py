@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from services.alerts import AlertStore
 from services.community import CommunityLog
 from services.sentiment import SentimentStore
-from services.sql import SQLiteConnection
+from services.sql import Connection
 
 
 @dataclass(frozen=True)
@@ -40,13 +40,13 @@ async def forget_member(community: CommunityLog, guild_id: int, user_id: int) ->
     """
     await community.flush()
 
-    def begin(d: SQLiteConnection) -> tuple[int, int]:  # the community log is SQLite's only, for now
+    def begin(d: Connection) -> tuple[int, int]:
         with d.atomic():
             CommunityLog.begin_erasure(d, guild_id, user_id)
             votes = SentimentStore.erase_member(d, guild_id, user_id)
             settings = AlertStore.erase_member(d, guild_id, user_id)
         return votes, settings
 
-    votes, settings = await community.db.run_sqlite(begin)
+    votes, settings = await community.db.run(begin)
     logged = await community.erase_member(guild_id, user_id)
     return ForgetCounts(logged.messages, logged.revisions, logged.reactions, votes, settings)

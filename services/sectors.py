@@ -324,12 +324,15 @@ async def with_member_sectors(report: SectorsReport, iwm: Bars, database: Databa
     `database` (live providers only): weighted by the newest archived holdings file (services.members.member_data)."""
     from services.members import member_data, member_sectors  # services.members imports this module
 
-    data, _ = await member_data(database, report.as_of)
+    data, origin = await member_data(database, report.as_of)
     if report.as_of < data.first_day:
         note = f"No member sector returns before {data.first_day} (the first member close)."
         return replace(report, notes=(*report.notes, note))
     sectors = member_sectors(data, min(report.as_of, data.as_of))
-    return replace(report, members=member_returns(sectors, iwm.frame["adj_close"].dropna(), report.period))
+    members = member_returns(sectors, iwm.frame["adj_close"].dropna(), report.period)
+    if not origin.closes_stale:
+        return replace(report, members=members)
+    return replace(report, members=members, stale=True, notes=(*report.notes, origin.closes_note))
 
 
 # --- chart ----------------------------------------------------------------------------------------------------

@@ -10,26 +10,35 @@ types, and mapped for PostgreSQL by `postgres_ddl`.
 A callback gets `execute` (a cursor: rowcount, fetchone, fetchall, iteration over tuples), `executemany`,
 `query` (rows as dicts) and `atomic()` (a transaction; nested: a savepoint). Outside `atomic()` each statement
 commits by itself on both engines.
+
+Where the engines differ in more than spelling, each connection type has the one method the stores call:
+`in_ids` (a column among a list of ids), `json_values` (the elements of a JSON array column as rows),
+`insert_rows` (many rows by one INSERT, the fastest way each engine has), `checkpoint` (SQLite's write-ahead log
+back into the file; nothing on PostgreSQL) and `total_changes` (rows this connection has written).
 """
 
 from __future__ import annotations
 
+import json
 import re
+import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import lru_cache
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import sqlite_utils
 
-if TYPE_CHECKING:  # psycopg is imported only to open a PostgreSQL database (a tenth of the start-up otherwise)
+if TYPE_CHECKING:  # psycopg (a tenth of a second to import) is imported when a PostgreSQL connection is made
     import psycopg
 
 Params = Sequence[Any] | Mapping[str, Any] | None
 
 _QUOTED = re.compile(r"('(?:[^']|'')*')")
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+MAX_POSTGRES_PARAMS = 65535  # the protocol's limit on one statement's parameters
 
 
 def is_postgres_url(target: object) -> bool:
@@ -43,6 +52,17 @@ def display_url(url: str) -> str:
         return url
     netloc = parts.netloc.rsplit("@", 1)
     return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{netloc[-1]}"))
+
+
+@lru_cache(maxsize=32)
+def to_numbered(sql: str) -> str:
+    """`?` -> `$1`, `$2`, ... outside quoted strings: PostgreSQL's own placeholders."""
+    parts, n = _QUOTED.split(sql), 0
+    for i in range(0, len(parts), 2):
+        pieces = parts[i].split("?")
+        parts[i] = pieces[0] + "".join(f"${n + k + 1}{piece}" for k, piece in enumerate(pieces[1:]))
+        n += len(pieces) - 1
+    return "".join(parts)
 
 
 @lru_cache(maxsize=2048)
@@ -68,6 +88,36 @@ class SQLiteConnection(sqlite_utils.Database):
 
     engine = "sqlite"
 
+    @staticmethod
+    def in_ids(column: str, ids: Iterable[int]) -> tuple[str, Any]:
+        """`column` is one of `ids`: an SQL condition with one `?` and its parameter."""
+        return f"{column} IN (SELECT value FROM json_each(?))", json.dumps(list(ids))
+
+    @staticmethod
+    def json_values(column: str, alias: str) -> str:
+        """A FROM item whose rows are the elements of the JSON array in `column`, as `alias.value`."""
+        return f"json_each({column}) {alias}"
+
+    @property
+    def max_params(self) -> int:
+        return self.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+
+    def insert_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """`rows` by `sql`, an `INSERT ... VALUES (?, ...) tail`, as multi-row statements of as many rows as the
+        variable limit allows: SQLite inserts each in one call with the GIL released, so the event loop runs
+        meanwhile (bench: community_log)."""
+        most = max(1, self.max_params // len(rows[0]))
+        for i in range(0, len(rows), most):
+            chunk = rows[i:i + most]
+            self.conn.execute(multi_row(sql, len(chunk)), list(chain.from_iterable(chunk)))
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        self.conn.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+
+    @property
+    def total_changes(self) -> int:
+        return self.conn.total_changes
+
     def executemany(self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
         was_in_transaction = self.conn.in_transaction
         self.conn.executemany(sql, rows)
@@ -82,15 +132,51 @@ class PostgresConnection:
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.pg = conn
+        self.total_changes = 0  # rows written through this connection, as SQLite counts them
 
     def execute(self, sql: str, parameters: Params = None) -> psycopg.Cursor[Any]:
-        if parameters is None:
-            return self.pg.execute(sql)  # store SQL is code, not user text
-        return self.pg.execute(to_pyformat(sql), parameters)
+        # store SQL is code, not user text: without parameters it runs as written
+        cur = self.pg.execute(sql) if parameters is None else self.pg.execute(to_pyformat(sql), parameters)
+        self._count(cur)
+        return cur
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any] | Mapping[str, Any]]) -> None:
         with self.pg.cursor() as cur:
             cur.executemany(to_pyformat(sql), rows)
+            self._count(cur)
+
+    def insert_rows(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """`rows` by `sql`, an `INSERT ... VALUES (?, ...) tail`, as multi-row statements sent with PostgreSQL's
+        numbered placeholders ($1, $2, ...), which psycopg passes as they are: it would parse a long `%s` query
+        anew on every call, 80% of the log writer's time (bench: pg_log). An upsert goes row by row
+        (executemany): in one statement PostgreSQL refuses to update a row twice, where row by row the second
+        is a no-op, as on SQLite."""
+        if " DO UPDATE " in sql:
+            self.executemany(sql, rows)
+            return
+        most = max(1, MAX_POSTGRES_PARAMS // len(rows[0]))
+        from psycopg import RawCursor
+
+        cur = RawCursor(self.pg)
+        for i in range(0, len(rows), most):
+            chunk = rows[i:i + most]
+            cur.execute(to_numbered(multi_row(sql, len(chunk))), list(chain.from_iterable(chunk)))
+            self._count(cur)
+
+    def _count(self, cur: psycopg.Cursor[Any] | psycopg.RawCursor[Any]) -> None:
+        if cur.rowcount > 0 and not (cur.statusmessage or "").startswith("SELECT"):
+            self.total_changes += cur.rowcount
+
+    @staticmethod
+    def in_ids(column: str, ids: Iterable[int]) -> tuple[str, Any]:
+        return f"{column} = ANY(?::bigint[])", list(ids)
+
+    @staticmethod
+    def json_values(column: str, alias: str) -> str:
+        return f"jsonb_array_elements_text({column}::jsonb) AS {alias}(value)"
+
+    def checkpoint(self, mode: str = "PASSIVE") -> None:
+        """Nothing to do: PostgreSQL's write-ahead log is the server's to manage."""
 
     def query(self, sql: str, params: Params = None) -> Iterator[dict[str, Any]]:
         from psycopg.rows import dict_row
@@ -101,6 +187,14 @@ class PostgresConnection:
 
     def atomic(self) -> AbstractContextManager[Any]:
         return self.pg.transaction()
+
+
+@lru_cache(maxsize=32)
+def multi_row(sql: str, rows: int) -> str:
+    """`INSERT ... VALUES (?, ...) tail` as one statement that inserts `rows` rows."""
+    head, rest = sql.split(" VALUES ", 1)
+    marks = rest[: rest.index(")") + 1]
+    return f"{head} VALUES {', '.join([marks] * rows)}{rest[len(marks):]}"
 
 
 Connection = SQLiteConnection | PostgresConnection

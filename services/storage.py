@@ -42,13 +42,6 @@ def opened_at() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def postgres_errors() -> tuple[type[Exception], ...]:
-    """psycopg's errors, if psycopg is loaded: only opening a PostgreSQL database imports it (it was a tenth of the
-    bot's start-up, bench: startup), so a SQLite database's errors are never psycopg's."""
-    psycopg = sys.modules.get("psycopg")
-    return (psycopg.Error,) if psycopg is not None else ()
-
-
 class DatabaseError(RuntimeError):
     """The database cannot be opened or written; the message says why and what to do."""
 
@@ -79,15 +72,9 @@ class Database:
         try:
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._open_postgres if self.url else self._open)
-        except SchemaError:
+        except (SchemaError, DatabaseError):
             self._executor.shutdown(wait=False)
             raise
-        except postgres_errors() as exc:
-            self._executor.shutdown(wait=False)
-            raise DatabaseError(
-                f"cannot open database {self.location}: {str(exc).strip()}. Check that the server runs, that the "
-                "URL's user may create tables in the database (DATABASE_URL sets it)."
-            ) from exc
         except (sqlite3.Error, OSError) as exc:
             self._executor.shutdown(wait=False)
             raise DatabaseError(
@@ -117,10 +104,13 @@ class Database:
         self._db = SQLiteConnection(conn)
 
     def _open_postgres(self) -> None:
-        import psycopg
+        import psycopg  # here, not at the top: a SQLite bot never pays for importing it
 
         assert self.url is not None
-        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.lock_timeout)))
+        try:
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, round(self.lock_timeout)))
+        except psycopg.Error as exc:
+            raise self._unreachable(exc) from exc
         try:
             # Every commit waits for the WAL flush (the server default, set in case the role's default differs):
             # on PostgreSQL `durable` is an ordinary transaction.
@@ -128,18 +118,26 @@ class Database:
             migrate(conn)
             db = PostgresConnection(conn)
             db.execute(MARK_OPENED, [opened_at()])
-        except (psycopg.Error, SchemaError):
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._unreachable(exc) from exc
+        except SchemaError:
             conn.close()
             raise
         self._db = db
+
+    def _unreachable(self, exc: Exception) -> DatabaseError:
+        return DatabaseError(
+            f"cannot open database {self.location}: {' '.join(str(exc).split())}. Check that the server runs, "
+            "that the URL's user may create tables in the database (DATABASE_URL sets it).")
 
     async def run(self, fn: Callable[[Connection], T]) -> T:
         """Run `fn(db)` on the database thread and return its result."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call, fn)
 
     async def run_sqlite(self, fn: Callable[[SQLiteConnection], T]) -> T:
-        """`run` for code that is SQLite's own (the community log, not yet on PostgreSQL; SQLite's counters and
-        layout checks): a clear error on PostgreSQL rather than a failure inside `fn`."""
+        """`run` for code that is SQLite's own (the shard-layout check of one file per layout): a clear error on
+        PostgreSQL rather than a failure inside `fn`."""
         return await self.run(partial(sqlite_only, fn))
 
     async def durable(self, fn: Callable[[Connection], T]) -> T:
@@ -221,5 +219,5 @@ class Database:
 def sqlite_only(fn: Callable[[SQLiteConnection], T], db: Connection) -> T:
     """`fn(db)` when `db` is SQLite; a DatabaseError naming the fix otherwise (see `Database.run_sqlite`)."""
     if not isinstance(db, SQLiteConnection):
-        raise DatabaseError("this part of the bot runs on SQLite only for now: unset DATABASE_URL")
+        raise DatabaseError(f"{getattr(fn, '__name__', 'this step')} is for SQLite files only, not DATABASE_URL")
     return fn(db)

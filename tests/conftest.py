@@ -5,7 +5,7 @@
 `resources`: the bot's resources as the console opens them; `database`, `renderer`, `server`, `session`.
 `postgres`: the URL of a throwaway PostgreSQL server for the whole session (tests/support/postgres.py).
 `database` runs each test on both engines: a SQLite file, and its own schema on that server (started on first
-use). `database_target` is what `Database` opens.
+use). `database_target` is what `Database` opens; `engine_env` does the same for a `running_bot`.
 """
 
 from __future__ import annotations
@@ -116,6 +116,17 @@ def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     else:
         with schema_url(request.getfixturevalue("postgres")) as url:
             yield url
+
+
+@pytest.fixture(params=ENGINES)
+def engine_env(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """Settings that put a `running_bot` on each engine: {} (its SQLite file), or DATABASE_URL naming a new,
+    empty schema on the session's PostgreSQL server. `await running_bot(**engine_env)`."""
+    if request.param == "sqlite":
+        yield {}
+    else:
+        with schema_url(request.getfixturevalue("postgres")) as url:
+            yield {"DATABASE_URL": url}
 
 
 @pytest.fixture

@@ -30,7 +30,10 @@ from services.alerts import (
     PostCache,
     advance,
     alert_chart,
+    breadth_crossings,
+    breadth_event,
     build_post,
+    check_breadth,
     check_close,
     detect,
     fan_out,
@@ -515,6 +518,19 @@ async def test_rate_limited_is_retried_by_recovery(store: AlertStore) -> None:
     assert await store.pending() == []
 
 
+async def test_recovery_leaves_other_guilds_intents_alone(store: AlertStore) -> None:
+    """A shard process starting beside another: the other's pending intents may be in flight, not its to send."""
+    await store.subscribe(1, 301, "breakout", created_by=7)
+    await store.subscribe(2, 302, "breakout", created_by=7)
+    channels = Channels({301: "rate_limited", 302: "rate_limited"})
+    for guild in (1, 2):
+        await fan_out(await store.subscriptions(guild), EVENT, channels.send, store=store, zones=Z)
+    channels.failures.clear()
+    [done] = await recover(store, channels.send, channels.find, guilds={1})
+    assert done.channel_id == 301 and done.status == "sent" and 302 not in channels.messages
+    assert [e.guild_id for e in await store.pending()] == [2]
+
+
 CRASH_SCRIPT = textwrap.dedent("""
     import asyncio, json, os, sys
     from datetime import date
@@ -665,3 +681,91 @@ async def test_check_close_posts_once_and_saves_state(store: AlertStore, frame: 
     again = await check_close(store, 1, frame, date(2025, 10, 3), channels.send)
     assert {r.status for r in again} == {"duplicate"} and len(channels.messages[601]) == 1
     assert await check_close(store, 1, frame, date(2026, 10, 6), channels.send) == []  # no bar yet
+
+
+# --- breadth ------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bundled_breadth() -> tuple[list[date], list[float]]:
+    """IWM's share of members above their 200-day average on the bundled member closes."""
+    from services.members import load_member_data, member_breadth
+
+    series = member_breadth(load_member_data(), "IWM").series
+    return [date.fromisoformat(str(d)) for d in series.dates], [float(x) for x in series.pct_above[200]]
+
+
+def loop_crossings(days: list[date], pct: list[float]) -> list[tuple[date, str]]:
+    """Crossings of 50% by a plain loop over the days after the last one found: the first day that crosses the
+    other way with the share at least 5 points past 50% in between (or anything before the first crossing),
+    else the first day 5 points past 50% on the other side."""
+    known = [(d, p) for d, p in zip(days, pct, strict=True) if not np.isnan(p)]
+    out: list[tuple[date, str]] = []
+    start, last = 1, ""
+    while start < len(known):
+        hit = None
+        for i in range(start, len(known)):
+            before, now = known[i - 1][1], known[i][1]
+            went_far = last == "" or any(p >= 55 if last == "up" else p <= 45 for _, p in known[start - 1: i])
+            if (last != "up" and before < 50 <= now and went_far) or (last == "down" and now >= 55):
+                hit = i, "up"
+            elif (last != "down" and before >= 50 > now and went_far) or (last == "up" and now <= 45):
+                hit = i, "down"
+            if hit:
+                break
+        if hit is None:
+            break
+        out.append((known[hit[0]][0], hit[1]))
+        start, last = hit[0] + 1, hit[1]
+    return out
+
+
+def test_breadth_crossings_match_a_plain_loop(bundled_breadth) -> None:
+    days, pct = bundled_breadth
+    found = breadth_crossings(days, pct)
+    assert [(c.day, c.direction) for c in found] == loop_crossings(days, pct)
+    assert {c.direction for c in found} == {"up", "down"}  # the bundled history crosses both ways
+    for c in found:
+        i = days.index(c.day)
+        assert c.pct == pct[i] and (c.pct >= 50) == (c.direction == "up")
+
+
+async def test_a_breadth_crossing_is_posted_once_to_the_channels_that_want_it(store: AlertStore, frame,
+                                                                              bundled_breadth) -> None:
+    days, pct = bundled_breadth
+    crossing = breadth_crossings(days, pct)[-1]
+    i = days.index(crossing.day)
+    assert breadth_event(days[: i + 1], pct[: i + 1], frame, days[i - 1]) is None  # not the newest day
+    event = breadth_event(days[: i + 1], pct[: i + 1], frame, crossing.day)
+    assert event is not None and event.kind == "breadth" and event.tag == crossing.direction
+    assert event.close == float(frame["close"].get(pd.Timestamp(crossing.day), np.nan)) or np.isnan(event.close)
+    assert f"{crossing.pct:.0f}% of them closed above their 200-day average" in event.detail
+    await store.subscribe(1, 10, "breadth", created_by=7)
+    await store.subscribe(1, 11, "breakout", created_by=7)
+    channels = Channels()
+    first = await check_breadth(store, 1, event, channels.send)
+    again = await check_breadth(store, 1, event, channels.send)
+    assert [r.status for r in first] == ["sent"] and [r.status for r in again] == ["duplicate"]
+    assert list(channels.messages) == [10] and len(channels.messages[10]) == 1
+    post = build_post(event, Z)
+    assert post.title == f"Russell 2000 breadth crossed 50% ({crossing.direction})"
+    assert post.colour == crossing.direction and post.footer == footer_text(event)
+
+
+async def test_a_breadth_post_carries_the_breadth_chart_to_its_day(bundled_breadth) -> None:
+    """A breadth alert shows what crossed: the members' breadth chart (6 months to the event's day), not the price
+    chart the price alerts carry; the same PNG `/iwm breadth period:6mo as_of:<day>` draws."""
+    from services.breadth import breadth_answer
+
+    days, pct = bundled_breadth
+    day = loop_crossings(days, pct)[-1][0]
+    upto = days.index(day) + 1
+    frame = (await MarketData([]).bars("IWM")).frame
+    event = breadth_event(days[:upto], pct[:upto], frame, day)
+    assert event is not None and event.day == day
+    renderer = Renderer(processes=False)
+    try:
+        prepared = await PostCache(MarketData([]), renderer).get(event, Z)
+        _, expected = await breadth_answer(MarketData([]), renderer, "6mo", day)
+    finally:
+        renderer.close()
+    assert prepared.post == build_post(event, Z) and prepared.chart == expected

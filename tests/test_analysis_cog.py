@@ -81,10 +81,10 @@ async def test_valuation_shows_the_member_figures_with_ratio_losses_and_coverage
 
 def breadth_by_hand(day: str) -> dict[str, float]:
     """Independently of services.members: the IWM members' closes from the bundled files, counted on `day`."""
-    with np.load(DATA / "members" / "closes.npz") as npz:
-        closes, dates, symbols = npz["closes"].astype(float), npz["dates"], npz["symbols"]
-    table = pd.read_csv(DATA / "members" / "fundamentals.csv.gz")
-    iwm = set(table.loc[table["in_iwm"], "symbol"])
+    closes = np.load(DATA / "members" / "closes.npy").astype(float)
+    with np.load(DATA / "members" / "members.npz") as npz:
+        dates, symbols = npz["dates"], npz["symbols"]
+        iwm = set(npz["member"][npz["in_iwm"]])
     frame = pd.DataFrame(closes, index=pd.DatetimeIndex(dates), columns=symbols)[sorted(iwm & set(symbols))]
     frame = frame.loc[:day]
     out = {}

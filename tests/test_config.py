@@ -105,9 +105,9 @@ def test_database_location_names_no_directory_and_no_password():
 
 
 @pytest.mark.parametrize("mode", [["console", "/iwm levels"], ["run"]])
-def test_a_bot_started_with_database_url_refuses_in_one_line(monkeypatch, tmp_path, capsys, mode):
-    """Until the stores run on PostgreSQL, DATABASE_URL is accepted by the settings and refused at start-up, before
-    any database (SQLite's included) is opened or Discord is reached."""
+def test_an_unreachable_database_url_is_one_line_without_the_password(monkeypatch, tmp_path, capsys, mode):
+    """A DATABASE_URL whose server does not answer stops the bot at start-up with one line naming the variable,
+    before Discord is reached, and without the password; the SQLite file is never made."""
     monkeypatch.chdir(tmp_path)  # no .env here
     monkeypatch.setenv("DATABASE_URL", "postgresql://bot:s3cret@127.0.0.1:9/smallcaps")
     monkeypatch.setenv("DATABASE_PATH", str(tmp_path / "state.db"))
@@ -115,9 +115,28 @@ def test_a_bot_started_with_database_url_refuses_in_one_line(monkeypatch, tmp_pa
     monkeypatch.setenv("MARKET_DATA_PROVIDER", "bundled")
     monkeypatch.setattr(bot, "setup_logging", lambda settings: None)  # leaves the session's root logger alone
     assert bot.main(mode) == 1
-    assert capsys.readouterr().err == ("error: DATABASE_URL: PostgreSQL support is not in this version yet; "
-                                       "unset it to use SQLite at DATABASE_PATH\n")
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: cannot open database postgresql://bot:***@127.0.0.1:9/")
+    assert "DATABASE_URL" in err and "s3cret" not in err
     assert not (tmp_path / "state.db").exists()
+
+
+def test_the_console_keeps_its_state_in_the_database_url(monkeypatch, tmp_path, capsys, postgres):
+    """With DATABASE_URL the console answers from PostgreSQL and says the state went there (not to a file)."""
+    from tests.support.postgres import schema_url
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MARKET_DATA_PROVIDER", "bundled")
+    monkeypatch.setattr(bot, "setup_logging", lambda settings: None)
+    with schema_url(postgres) as url:
+        monkeypatch.setenv("DATABASE_URL", url)
+        assert bot.main(["console", "/iwm setlevels support:151 entry_low:161 entry_high:171 resistance_low:251 "
+                                    "resistance_high:261"]) == 0
+        err = capsys.readouterr().err
+        assert "state saved to PostgreSQL" in err and "DATABASE_URL" in err
+        assert bot.main(["console", "/iwm subscriptions"]) == 0  # opened anew, read back from PostgreSQL
+        assert "support 151 · entry 161–171 · resistance 251–261" in capsys.readouterr().out
+    assert not list(tmp_path.glob("*.db"))
 
 
 def test_a_zero_cache_ttl_means_no_caching() -> None:

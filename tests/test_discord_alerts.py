@@ -243,7 +243,7 @@ async def test_subscriptions_lists_only_this_servers_channels(running_bot: Any, 
     theirs = await listed(discord_, fanout_guild)
     role = fanout_guild.role("Member")["id"]
     assert theirs["description"] == (f"<#{fanout_guild.channel('alerts-b')['id']}>: breakout, breakdown, "
-                                     f"entry_zone, new_high, streak, testing · mentions <@&{role}> · active")
+                                     f"entry_zone, new_high, streak, testing, breadth · mentions <@&{role}> · active")
     assert theirs["fields"][0]["value"] == "support 190 · entry 200–215 · resistance 235–240"
 
 

@@ -56,8 +56,9 @@ def thread_in(discord_: LocalDiscord, parent: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def test_gateway_events_land_in_the_log(running_bot: Any) -> None:
-    bot, discord_ = await running_bot(MESSAGE_CONTENT_INTENT="1")
+async def test_gateway_events_land_in_the_log(running_bot: Any, engine_env: dict[str, str]) -> None:
+    bot, discord_ = await running_bot(MESSAGE_CONTENT_INTENT="1", **engine_env)
+    assert bot.resources.database.engine == ("postgresql" if engine_env else "sqlite")
     guild = discord_.guild
     general = guild.channel("general")
     reply_text = await log_on(discord_)
@@ -151,8 +152,9 @@ async def test_without_the_content_intent_and_with_a_failing_event(running_bot: 
     assert "listener" in caplog.text and "disk on fire" in caplog.text
 
 
-async def test_forget_me_through_the_buttons_removes_only_that_members_rows(running_bot: Any) -> None:
-    bot, discord_ = await running_bot(MESSAGE_CONTENT_INTENT="1")
+async def test_forget_me_through_the_buttons_removes_only_that_members_rows(running_bot: Any,
+                                                                           engine_env: dict[str, str]) -> None:
+    bot, discord_ = await running_bot(MESSAGE_CONTENT_INTENT="1", **engine_env)
     guild = discord_.guild
     bob_id = int(guild.member("bob")["user"]["id"])
     await log_on(discord_)
@@ -210,9 +212,10 @@ async def test_forget_me_through_the_buttons_removes_only_that_members_rows(runn
     assert list(await messages(bot)) == [int(b1["id"])]
 
 
-async def test_export_and_community_are_per_guild(running_bot: Any, discord_: LocalDiscord) -> None:
+async def test_export_and_community_are_per_guild(running_bot: Any, discord_: LocalDiscord,
+                                                  engine_env: dict[str, str]) -> None:
     other = discord_.add_guild("Other HQ")
-    bot, _ = await running_bot(DEV_GUILD_ID="", MESSAGE_CONTENT_INTENT="1")
+    bot, _ = await running_bot(DEV_GUILD_ID="", MESSAGE_CONTENT_INTENT="1", **engine_env)
     ours = discord_.guild
     for guild in (ours, other):
         await log_on(discord_, guild=guild)

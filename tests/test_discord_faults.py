@@ -60,5 +60,6 @@ async def test_any_message_content_is_logged_intact(running_bot: Any) -> None:
         await asyncio.sleep(0.05)
     for message_id, content in sent:
         assert message_id in stored, "a message was dropped"
-        assert stored[message_id]["content"] == content.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        kept = content.replace("\x00", "")  # NUL is dropped on both engines (PostgreSQL's text cannot hold it)
+        assert stored[message_id]["content"] == kept.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
     assert len(stored) == len(sent)

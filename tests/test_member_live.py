@@ -9,20 +9,36 @@ import gzip
 import io
 import json
 import math
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from cogs.analysis._breadth import breadth_embed
 from cogs.analysis._valuation import valuation_embed
 from services import market_calendar
+from services.breadth import breadth_answer, check_breadth_input
 from services.documents import Documents
+from services.errors import InputError
 from services.http import Retry
-from services.members import MemberRefresh, archive_holdings, load_member_data, member_data, member_valuation
+from services.members import (
+    WINDOWS,
+    YEAR_SESSIONS,
+    CloseRefresh,
+    MemberRefresh,
+    archive_holdings,
+    load_member_data,
+    member_breadth,
+    member_data,
+    member_valuation,
+)
 from services.members._sectors import member_sectors
+from services.sectors import sectors_answer, with_member_sectors
 from services.valuation import valuation_answer
-from tests.support.provider_server import Clock, ProviderServer, Reply
+from tests.support.member_closes import DATES, full_iwm_members, live_sessions, served, truth
+from tests.support.provider_server import Clock, ProviderServer, Reply, yahoo_spark_body
 from tests.support.yahoo_quote import RAW, YahooSession, quote_body
 
 DATA = Path(__file__).parents[1] / "services" / "data"
@@ -199,9 +215,10 @@ async def test_sector_returns_use_the_archived_holdings_weights(server, session,
     assert origin.label == "bundled dump of 2026-08-08"  # no quote snapshot yet: the bundled fundamentals
     assert not data.members.loc["BE", "in_iwm"]
     sectors = member_sectors(data)
-    # the loop: archived weights (Real Estate rows of the file), closes straight from the npz
-    with np.load(DATA / "members" / "closes.npz") as npz:
-        closes, dates, symbols = npz["closes"].astype(float), npz["dates"], [str(s) for s in npz["symbols"]]
+    # the loop: archived weights (Real Estate rows of the file), closes straight from the npy
+    closes = np.load(DATA / "members" / "closes.npy").astype(float)
+    with np.load(DATA / "members" / "members.npz") as npz:
+        dates, symbols = npz["dates"], [str(s) for s in npz["symbols"]]
     col = {s: i for i, s in enumerate(symbols)}
     weights: dict[str, float] = {}
     for row in csv.reader(io.StringIO(archived_text().partition("Ticker,Name,")[2].partition("\n \n")[0])):
@@ -232,3 +249,128 @@ class _NoRender:
     async def render(self, fn, spec) -> bytes:
         return b""
 
+
+
+# --- member closes after the bundle (Yahoo spark) -------------------------------------------------------------
+
+SPARK = "/v7/finance/spark"
+CLOSE_MEMBERS = full_iwm_members(6)  # the last one: Yahoo leaves it out (no close after the bundle)
+LIVE_DAYS = live_sessions(15)
+OVERLAP = [date.fromisoformat(str(d)) for d in DATES[-6:]]
+
+
+async def refresh_closes(server: ProviderServer, session, database, day: date, *replies: Reply) -> bool:
+    server.script(SPARK, *replies)
+    run = CloseRefresh(session, database, CLOSE_MEMBERS, base_url=server.url, cookie_url=f"{server.url}/",
+                       batch_size=3, pause=0.0, retry=Retry(1, 0.0, 0.0))
+    return await run.run(day)
+
+
+def spark_replies(days: list[date]) -> list[Reply]:
+    """Two batches; the first member's closes in a raw basis 3% above the adjusted bundle's."""
+    series = {s: served(s, days, 1.03 if s == CLOSE_MEMBERS[0] else 1.0) for s in CLOSE_MEMBERS[:-1]}
+    return [Reply(body=yahoo_spark_body({s: series[s] for s in CLOSE_MEMBERS[i: i + 3] if s in series}))
+            for i in range(0, len(CLOSE_MEMBERS), 3)]
+
+
+def loop_breadth(day: date) -> dict[str, int]:
+    """Breadth of the members with live closes on `day`, by a plain loop over each member's closes: the bundled
+    ones, then the live ones (the replayed closes, see tests/support/member_closes). Counts by name: counted50,
+    above50, counted200, above200, advances, declines, highs, lows."""
+    timeline = [date.fromisoformat(str(d)) for d in DATES] + [d for d in LIVE_DAYS if d <= day]
+    out = dict.fromkeys(["advances", "declines", "highs", "lows", *(f"{k}{n}" for n in WINDOWS
+                                                                    for k in ("counted", "above"))], 0)
+    for symbol in CLOSE_MEMBERS[:-1]:  # the only IWM members with a close after the bundle
+        v = [float(np.float32(truth(symbol, d))) for d in timeline]
+        assert all(math.isfinite(x) for x in v[-YEAR_SESSIONS:])  # full_iwm_members: a year of closes
+        for n in WINDOWS:
+            out[f"counted{n}"] += 1
+            out[f"above{n}"] += v[-1] > sum(v[-n:]) / n
+        out["advances"] += v[-1] > v[-2]
+        out["declines"] += v[-1] < v[-2]
+        out["highs"] += v[-1] > max(v[-YEAR_SESSIONS:-1])
+        out["lows"] += v[-1] < min(v[-YEAR_SESSIONS:-1])
+    return out
+
+
+async def test_breadth_runs_on_past_the_bundle_with_the_live_closes(server, session, database, resources):
+    assert await refresh_closes(server, session, database, LIVE_DAYS[-1], *spark_replies(OVERLAP + LIVE_DAYS))
+    data, origin = await member_data(database)
+    assert data.as_of == LIVE_DAYS[-1] and not origin.closes_stale
+    assert origin.closes_label == f"Yahoo spark daily closes to {LIVE_DAYS[-1]}"
+    for day in LIVE_DAYS[0], LIVE_DAYS[7], LIVE_DAYS[-1]:
+        d, want = member_breadth(data, "IWM", day).latest, loop_breadth(day)
+        assert d.day == day
+        for n in WINDOWS:
+            assert d.counted[n] == want[f"counted{n}"] == len(CLOSE_MEMBERS) - 1
+            assert d.pct_above[n] == pytest.approx(want[f"above{n}"] * 100 / want[f"counted{n}"])
+        assert (d.advances, d.declines) == (want["advances"], want["declines"])
+        assert (d.new_highs, d.new_lows) == (want["highs"], want["lows"])
+    # the answer: the live day, its closes' source and coverage; an as_of in the live closes is accepted
+    answer, _ = await breadth_answer(resources.market, _NoRender(), "3mo", database=database)
+    assert answer.report.as_of == LIVE_DAYS[-1]
+    covered = f"{len(CLOSE_MEMBERS) - 1:,} of {len(load_member_data().symbols):,} members have a close on"
+    assert f"Yahoo spark daily closes {LIVE_DAYS[0]} to {LIVE_DAYS[-1]} ({covered} {LIVE_DAYS[-1]})" in \
+        answer.report.source
+    assert "STALE" not in breadth_embed(answer).footer.text
+    await check_breadth_input("1y", LIVE_DAYS[3], database)
+    with pytest.raises(InputError, match="outside the member closes"):
+        await check_breadth_input("1y", market_calendar.next_session(LIVE_DAYS[-1]), database)
+    with pytest.raises(InputError):  # without the live closes, the bundle's end is the limit
+        await check_breadth_input("1y", LIVE_DAYS[3])
+
+
+async def test_sector_returns_run_to_the_last_live_close(server, session, database):
+    assert await refresh_closes(server, session, database, LIVE_DAYS[-1], *spark_replies(OVERLAP + LIVE_DAYS))
+    sectors = member_sectors((await member_data(database))[0])
+    assert sectors.as_of == LIVE_DAYS[-1]
+    # the loop: the bundled holdings' weights, the members' closes at the holdings date, the period start and the end
+    weights: dict[str, float] = {}
+    for row in csv.reader(io.StringIO(HOLDINGS.partition("Ticker,Name,")[2].partition("\n \n")[0])):
+        if len(row) > 5 and row[3] == "Equity" and row[0] in CLOSE_MEMBERS[:-1]:
+            weights[row[0]] = weights.get(row[0], 0.0) + float(row[5])
+    holdings_day = date(2026, 5, 5)
+    for period in "1m", "3m":
+        start = sectors.period_starts[period]
+        assert start is not None
+        top = bottom = 0.0
+        for symbol, w in weights.items():
+            a_h, a_s, a_e = (float(np.float32(truth(symbol, d))) for d in (holdings_day, start, LIVE_DAYS[-1]))
+            top, bottom = top + w * a_e / a_h, bottom + w * a_s / a_h
+        assert sectors.total.counted[period] == len(weights)
+        assert sectors.total.returns[period] == pytest.approx((top / bottom - 1) * 100, rel=1e-6)
+    assert "Yahoo spark daily closes" in sectors.source
+
+
+async def test_a_failed_closes_refresh_answers_the_last_complete_closes_marked_stale(server, session, database,
+                                                                                     resources):
+    first, later = LIVE_DAYS[:10], LIVE_DAYS[10:]
+    assert await refresh_closes(server, session, database, first[-1], *spark_replies(OVERLAP + first))
+    assert not await refresh_closes(server, session, database, later[-1], spark_replies(first[-3:] + later)[0],
+                                    Reply(status=429, body="Too Many Requests"))
+    data, origin = await member_data(database)
+    assert data.as_of == first[-1] and origin.closes_stale and "batch 2 failed: HTTP 429" in origin.closes_note
+    reference = market_calendar.last_session_now()
+    assert origin.closes_age is not None and origin.closes_age.as_of == first[-1]
+    assert origin.closes_age.behind == market_calendar.sessions_behind(first[-1], reference) > 0
+    answer, _ = await breadth_answer(resources.market, _NoRender(), "3mo", database=database)
+    assert answer.report.as_of == first[-1]
+    embed = breadth_embed(answer)
+    assert "STALE" in embed.footer.text and f"{origin.closes_age.behind} sessions behind" in embed.footer.text
+    assert embed.description is not None and "closes refresh of" in embed.description
+    # the sectors: the bundled sector funds end 2026-07-31, so their report is moved to the last member close
+    report, _ = await sectors_answer(resources.market, Documents(None), _NoRender(), "1m", database=database)
+    assert not report.stale  # a day the bundle covers: the failed refresh is not its concern
+    later = await with_member_sectors(replace(report, as_of=first[-1]), await resources.market.bars("IWM"), database)
+    assert later.members is not None and later.members.sectors.as_of == first[-1] and later.stale
+    assert any(f"{origin.closes_age.behind} sessions behind" in n and "closes refresh of" in n for n in later.notes)
+
+
+async def test_a_first_closes_refresh_that_fails_leaves_the_bundle_answering_stale(server, session, database):
+    assert not await refresh_closes(server, session, database, LIVE_DAYS[-1], Reply(status=503, body="down"))
+    data, origin = await member_data(database)
+    assert data is load_member_data() and origin.closes_stale and "batch 1 failed: HTTP 503" in origin.closes_note
+    assert origin.closes_label == f"bundled closes to {data.as_of}"
+    assert origin.closes_age is not None and origin.closes_age.as_of == data.as_of
+    _, past = await member_data(database, date(2026, 7, 1))  # a day the bundle covers: not stale
+    assert not past.closes_stale

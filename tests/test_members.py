@@ -1,12 +1,13 @@
 """services.members on the bundled member data: every figure against an independent computation here (plain Python
 loops over the bundle files read with csv/gzip/numpy, or literals copied from the source files), breadth against
-a published S&P 500 series, and as_of outside the data."""
+a published S&P 500 series, the bundled breadth counts against a fresh computation, and as_of outside the data."""
 
 from __future__ import annotations
 
 import csv
 import gzip
 import math
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from services.errors import InputError
 from services.members import (
     ALL,
     METRICS,
+    BreadthSeries,
     MemberData,
     compute_breadth,
     load_member_data,
@@ -25,6 +27,7 @@ from services.members import (
     member_valuation,
     weighted_multiple,
 )
+from services.members._breadth import _known_counts
 
 DATA = Path(__file__).parents[1] / "services" / "data"
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -39,13 +42,28 @@ def data() -> MemberData:
 # --- independent readers: the bundle files through csv / gzip / numpy only -----------------------------------
 
 def raw_fundamentals() -> list[dict[str, str]]:
-    with gzip.open(DATA / "members" / "fundamentals.csv.gz", "rt", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    """The rows of the member dumps as text (a member no dump has: once, without a dump date), from the npz
+    columns: floats as their shortest round-trip decimals, missing values as ""."""
+    with np.load(DATA / "members" / "members.npz") as m, np.load(DATA / "members" / "fundamentals.npz") as f:
+        symbols, iwm, sp500 = [str(s) for s in m["member"]], m["in_iwm"].tolist(), m["in_sp500"].tolist()
+        fields = [name for name in f.files if name not in ("symbol", "dump", "sector", "sectors")]
+        columns = {name: f[name].tolist() for name in fields}
+        sectors = [str(s) for s in f["sectors"]]
+        codes, dumps, sector = f["symbol"].tolist(), [str(d) for d in f["dump"]], f["sector"].tolist()
+    rows = []
+    for i, code in enumerate(codes):
+        row = {"symbol": symbols[code], "in_iwm": str(iwm[code]), "in_sp500": str(sp500[code]), "dump": dumps[i],
+               "sector": sectors[sector[i]] if sector[i] >= 0 else ""}
+        rows.append(row | {name: "" if math.isnan(columns[name][i]) else repr(columns[name][i]) for name in fields})
+    for code in sorted(set(range(len(symbols))) - set(codes)):
+        rows.append({"symbol": symbols[code], "in_iwm": str(iwm[code]), "in_sp500": str(sp500[code]), "dump": ""})
+    return rows
 
 
 def raw_closes() -> tuple[np.ndarray, list[str], list[str]]:
-    with np.load(DATA / "members" / "closes.npz") as npz:
-        return npz["closes"], [str(d) for d in npz["dates"]], [str(s) for s in npz["symbols"]]
+    closes = np.load(DATA / "members" / "closes.npy")
+    with np.load(DATA / "members" / "members.npz") as npz:
+        return closes, [str(d) for d in npz["dates"]], [str(s) for s in npz["symbols"]]
 
 
 def raw_holdings() -> dict[str, tuple[float, str]]:
@@ -340,6 +358,53 @@ def test_breadth_as_of_outside_the_closes(data, day):
 def test_breadth_unknown_index(data):
     with pytest.raises(InputError, match="IWM, SP500"):
         member_breadth(data, "QQQ")
+
+
+# --- the bundled breadth counts (breadth.npz), and closes the bundle does not have -------------------------------
+
+def assert_same_series(got: BreadthSeries, want: BreadthSeries) -> None:
+    assert np.array_equal(got.dates, want.dates)
+    for n in (50, 200):
+        assert np.array_equal(got.pct_above[n], want.pct_above[n], equal_nan=True), n
+        assert np.array_equal(got.counted[n], want.counted[n]), n
+    for field in ("advances", "declines", "unchanged", "ad_line", "new_highs", "new_lows", "high_low_counted"):
+        assert np.array_equal(getattr(got, field), getattr(want, field)), field
+
+
+@pytest.mark.parametrize("index", ["IWM", "SP500"])
+def test_bundled_breadth_counts_equal_a_fresh_count(data, index):
+    """What the bot reads from breadth.npz equals compute_breadth on the raw closes of the index's members."""
+    closes, dates, symbols = raw_closes()
+    members = set(raw_holdings()) if index == "IWM" else {r["symbol"] for r in raw_fundamentals()
+                                                          if r["in_sp500"] == "True"}
+    columns = [j for j, s in enumerate(symbols) if s in members]
+    fresh = compute_breadth(closes[:, columns], np.array(dates, dtype="datetime64[D]"))
+    assert_same_series(member_breadth(data, index).series, fresh)
+
+
+def test_breadth_of_live_closes_after_the_bundled_ones(data):
+    """Closes appended after 2026-07-31 (here: the last 30 sessions' closes again, on the next 30 weekdays): the
+    bundled counts, extended by the new days, equal a count over the whole matrix."""
+    days = np.busday_offset(data.dates[-1], np.arange(1, 31), roll="forward")
+    closes = np.vstack([data.closes, data.closes[-30:]])
+    live = replace(data, closes=closes, dates=np.concatenate([data.dates, days]))
+    columns = live.columns("IWM")
+    assert _known_counts(live, "IWM", columns) is not None  # the bundled days are not counted again
+    report = member_breadth(live, "IWM")
+    assert report.as_of == date.fromisoformat(str(days[-1]))
+    assert_same_series(report.series, compute_breadth(closes[:, columns], live.dates))
+    earlier = member_breadth(live, "IWM", date(2025, 4, 8)).latest  # an as_of inside the bundle: the same day
+    assert earlier == member_breadth(data, "IWM", date(2025, 4, 8)).latest
+
+
+def test_breadth_of_another_member_list(data):
+    """Another IWM list (an archived holdings file; here the bundled one without one member) is counted afresh."""
+    members = data.members.copy()
+    members.loc[data.symbols[data.columns("IWM")[0]], "in_iwm"] = False
+    other = replace(data, members=members)
+    columns = other.columns("IWM")
+    assert len(columns) == 1847 and _known_counts(other, "IWM", columns) is None
+    assert_same_series(member_breadth(other, "IWM").series, compute_breadth(data.closes[:, columns], data.dates))
 
 
 # --- sectors --------------------------------------------------------------------------------------------------

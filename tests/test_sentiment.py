@@ -284,6 +284,13 @@ async def test_due_schedules_weekly_once(store):
     assert len(await store.due_schedules(T0 + timedelta(days=21))) == 1
 
 
+async def test_a_shard_process_claims_only_its_guilds_schedules(store):
+    """Several shard processes on one database: a process never claims (and so never delays) another's week."""
+    await store.set_schedule(GUILD, CHANNEL, 0, "14:00", T0 - timedelta(days=1))
+    assert await store.due_schedules(T0, guilds={GUILD + 1}) == []
+    assert [s.guild_id for s in await store.due_schedules(T0, guilds={GUILD})] == [GUILD]
+
+
 async def test_schedule_set_after_this_weeks_time_waits(store):
     await store.set_schedule(GUILD, CHANNEL, 0, time(14, 0), T0 + timedelta(hours=1))
     assert await store.due_schedules(T0 + timedelta(hours=2)) == []

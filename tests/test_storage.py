@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from services import storage
-from services.sql import to_pyformat
+from services.sql import to_numbered, to_pyformat
 from services.storage import GIL_SWITCH_INTERVAL, Database, DatabaseError
 
 
@@ -160,3 +160,18 @@ async def test_an_unreachable_postgres_is_a_clear_error_without_the_password(tmp
 def test_placeholders_become_psycopgs_outside_quoted_text():
     assert to_pyformat("SELECT '?', ':x', a::text FROM t WHERE b = ? AND c LIKE '5%' AND d = :d AND e % 2 = 0") \
         == "SELECT '?', ':x', a::text FROM t WHERE b = %s AND c LIKE '5%' AND d = %(d)s AND e %% 2 = 0"
+    assert to_numbered("INSERT INTO t VALUES (?, '?', ?), (?, 'it''s ?', ?) ON CONFLICT DO NOTHING") \
+        == "INSERT INTO t VALUES ($1, '?', $2), ($3, 'it''s ?', $4) ON CONFLICT DO NOTHING"
+
+
+async def test_many_rows_insert_in_wide_statements_on_both_engines(database):
+    """`insert_rows` splits a long run at the engine's parameter limit and keeps every row once, in order;
+    an upsert's duplicate key in one run is a no-op, as row by row."""
+    await database.run(lambda d: d.execute("CREATE TABLE wide (id INTEGER PRIMARY KEY, note TEXT NOT NULL, n INTEGER)"))
+    rows = [(i, f"row {i} 'quoted' ?", i * 3) for i in range(1, 30_001)]  # 90,000 parameters: more than one statement
+    await database.run(lambda d: d.insert_rows("INSERT INTO wide (id, note, n) VALUES (?, ?, ?) "
+                                               "ON CONFLICT (id) DO NOTHING", rows))
+    upsert = "INSERT INTO wide (id, note, n) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET n = excluded.n"
+    await database.run(lambda d: d.insert_rows(upsert, [(30_001, "new", 1), (30_001, "new", 2)]))
+    stored = await database.run(lambda d: d.execute("SELECT id, note, n FROM wide ORDER BY id").fetchall())
+    assert [tuple(r) for r in stored] == [*rows, (30_001, "new", 2)]

@@ -20,6 +20,7 @@ from services.valuation import (
     shiller_pe,
     valuation_answer,
 )
+from tests.support.member_files import dump_rows
 from tests.support.provider_server import Reply
 
 DATA = Path(__file__).parents[1] / "services" / "data"
@@ -72,8 +73,8 @@ async def test_offline_answer_before_the_member_data_reports_the_russell_side_mi
 def bottom_up(as_of: str) -> dict[str, dict[str, float]]:
     """Independently of services.members: each member's latest dump row on or before `as_of`, then per index
     total weight / total weight x earnings yield (IWM: holdings weights; S&P 500: market caps)."""
-    rows = pd.read_csv(DATA / "members" / "fundamentals.csv.gz")
-    rows = rows[rows["dump"].notna() & (rows["dump"] <= as_of)].sort_values("dump")
+    rows = dump_rows()
+    rows = rows[rows["dump"] <= as_of].sort_values("dump", kind="stable")
     rows = rows.groupby("symbol").tail(1).set_index("symbol")  # the whole row of the latest dump
     text = gzip.decompress((DATA / "IWM_holdings.2026-05-05.csv.gz").read_bytes()).decode("utf-8-sig")
     lines = text.splitlines()

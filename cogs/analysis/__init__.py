@@ -26,7 +26,7 @@ from cogs.analysis._sectors import sectors_embed
 from cogs.analysis._valuation import valuation_embed
 from cogs.autocomplete import member_session_choices, session_choices, symbol_choices
 from cogs.buttons import ChartAnswer, ChartCommand, register_chart
-from cogs.common import IwmCog, add_iwm_cog, attach_chart, parse_day, renders_chart
+from cogs.common import IwmCog, add_iwm_cog, attach_chart, live_database, parse_day, renders_chart
 from services import market_calendar
 from services.breadth import breadth_answer, check_breadth_input
 from services.compare import compare_answer, parse_symbols
@@ -38,7 +38,6 @@ from services.valuation import valuation_answer
 
 if TYPE_CHECKING:
     from app import SmallcapsBot
-    from services.storage import Database
 
 __all__ = ["Analysis", "lines_within", "sectors_embed", "setup"]
 
@@ -47,11 +46,6 @@ BreadthPeriod = Literal["3mo", "6mo", "1y", "2y", "max"]
 REFRESH_AT = time(17, 30, tzinfo=ZoneInfo("America/New_York"))  # the member refresh: after the 16:00 close
 
 log = logging.getLogger(__name__)
-
-
-def live_database(bot: SmallcapsBot) -> Database | None:
-    """The database the member answers read the live snapshot from; None with the bundled provider."""
-    return None if bot.settings.provider == "bundled" else bot.resources.database
 
 
 async def breadth_chart_answer(bot: SmallcapsBot, guild_id: int | None, period: str,
@@ -147,7 +141,8 @@ class Analysis(IwmCog):
     async def breadth(self, interaction: discord.Interaction, period: BreadthPeriod = "1y",
                       as_of: str | None = None) -> None:
         day = not_future(parse_day(as_of))
-        await check_breadth_input(period, day)  # refused before deferring: the answer is one ephemeral message
+        # refused before deferring: the answer is one ephemeral message
+        await check_breadth_input(period, day, live_database(self.bot))
         await interaction.response.defer(thinking=True)
         answer = await breadth_chart_answer(self.bot, interaction.guild_id, period, day)
         await interaction.followup.send(**BREADTH_CHART.message(answer, period, day))

@@ -21,6 +21,9 @@ def breadth_embed(a: BreadthAnswer) -> discord.Embed:
         a.divergence,
         f"⚠️ {r.caveat}",
     ]
+    stale = a.origin is not None and a.origin.closes_stale
+    if stale and a.origin is not None:
+        description.insert(1, f"⚠️ {a.origin.closes_note}")
     embed = discord.Embed(title=f"Russell 2000 breadth · {r.as_of}", colour=YELLOW if "⚠️" in a.divergence else BLUE,
                           description=lines_within(description, DESCRIPTION_LIMIT))
     embed.add_field(name="Above their averages", value=above, inline=False)
@@ -31,5 +34,6 @@ def breadth_embed(a: BreadthAnswer) -> discord.Embed:
         f"**{d.new_highs:,}** highs · **{d.new_lows:,}** lows "
         f"(of {d.high_low_counted:,} members with a year of closes)"))
     embed.add_field(name="Method", value=lines_within([clip(r.method, NOTE_LIMIT), RULE]), inline=False)
-    embed.set_footer(text=data_footer(f"{r.source}; IWM {a.price_source}", r.as_of))
+    embed.set_footer(text=data_footer(f"{r.source}; IWM {a.price_source}", r.as_of, stale,
+                                      age=a.origin.closes_age if a.origin is not None else None))
     return embed

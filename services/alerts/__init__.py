@@ -15,18 +15,23 @@ from services.alerts._delivery import (
     Detections,
     Find,
     Send,
+    breadth_alert,
+    check_breadth,
     check_close,
     check_intraday,
     fan_out,
     recover,
 )
 from services.alerts._detector import (
+    BREADTH_LEVEL,
     DAILY_KINDS,
     EVENT_KINDS,
     NEW_HIGH_QUIET_SESSIONS,
     DetectorState,
     Event,
     advance,
+    breadth_crossings,
+    breadth_event,
     detect,
     format_event,
     format_replay,
@@ -47,6 +52,7 @@ from services.alerts._post import (
 from services.alerts._store import MAX_SUBSCRIPTIONS_PER_GUILD, AlertStore, OutboxEntry, Subscription, parse_events
 
 __all__ = [
+    "BREADTH_LEVEL",
     "DAILY_KINDS",
     "EVENT_KINDS",
     "MAX_ATTEMPTS",
@@ -67,7 +73,11 @@ __all__ = [
     "Subscription",
     "advance",
     "alert_chart",
+    "breadth_alert",
+    "breadth_crossings",
+    "breadth_event",
     "build_post",
+    "check_breadth",
     "check_close",
     "check_intraday",
     "detect",

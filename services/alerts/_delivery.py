@@ -22,16 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from typing import Literal
 
 import pandas as pd
 
-from services.alerts._detector import DetectorState, Event, advance, intraday_notices
+from services.alerts._detector import BREADTH_WINDOW, DetectorState, Event, advance, breadth_event, intraday_notices
 from services.alerts._store import AlertStore, Status, Subscription
 from services.config import Zones
+from services.members import member_breadth, member_data
+from services.storage import Database
 
 log = logging.getLogger(__package__)
 
@@ -120,15 +122,18 @@ async def fan_out(subscriptions: Iterable[Subscription], event: Event, send: Sen
 
 
 async def recover(store: AlertStore, send: Send, find: Find, *, oldest: date | None = None,
-                  max_attempts: int = MAX_ATTEMPTS) -> list[Delivery]:
+                  max_attempts: int = MAX_ATTEMPTS, guilds: Collection[int] | None = None) -> list[Delivery]:
     """Finish or settle every pending intent, as the module docstring's delivery guarantee says: already in
     the channel -> record its id; known absent -> send now; unknown or older than `oldest` -> skip.
 
     Run it at start-up before the first check, and (for `retry` rows) at the start of each check: never while
-    a `fan_out` is in flight, whose intents are pending too and would look unsent.
+    a `fan_out` is in flight, whose intents are pending too and would look unsent. With several shard processes
+    on one database, `guilds` are this process's: another process's intents may be in flight.
     """
     results: list[Delivery] = []
     for entry in await store.pending():
+        if guilds is not None and entry.guild_id not in guilds:
+            continue
         subs = {s.id: s for s in await store.subscriptions(entry.guild_id)}
         sub = subs.get(entry.subscription_id)
         done = Delivery(entry.subscription_id, entry.channel_id, "skipped")
@@ -196,6 +201,25 @@ async def check_close(store: AlertStore, guild_id: int, frame: pd.DataFrame, thr
         results.extend(await fan_out(subs, event, send, concurrency, store=store, zones=zones))
     await store.save_state(guild_id, state)
     return results
+
+
+async def breadth_alert(database: Database | None, frame: pd.DataFrame, through: date) -> Event | None:
+    """The `breadth` event of session `through` (services.alerts._detector.breadth_event) from the member data an
+    answer would use (`database`: the live closes, None: the bundle); None when the member closes do not reach
+    `through` yet or the share did not cross."""
+    data, _ = await member_data(database)
+    if data.as_of != through:
+        return None
+    report = await asyncio.to_thread(member_breadth, data, "IWM")
+    days = [date.fromisoformat(str(d)) for d in report.series.dates]
+    return breadth_event(days, list(report.series.pct_above[BREADTH_WINDOW]), frame, through)
+
+
+async def check_breadth(store: AlertStore, guild_id: int, event: Event, send: Send,
+                        concurrency: int = 5) -> list[Delivery]:
+    """Post a `breadth` event to the guild's channels that want it (the outbox keeps it once per channel)."""
+    zones = await store.levels(guild_id)
+    return await fan_out(await store.subscriptions(guild_id), event, send, concurrency, store=store, zones=zones)
 
 
 async def check_intraday(store: AlertStore, guild_id: int, day: date, price: float, prev_close: float,

@@ -12,6 +12,9 @@ Events (all on traded closes, one per kind per trading day at most):
   3 up months in a row; it fires on the month's last session, once per such month (3, 4, 5, ...).
 - `testing` (intraday): the price crosses the resistance zone top from below, or support from above, against
   the previous close; at most once per level per day.
+- `breadth` (from the members, `services.members`): the share of IWM's members closing above their 200-day
+  average crosses 50%, up or down (`breadth_crossings`); posted for the newest member close only, when that is
+  the last completed session (the member closes arrive after the close, with the daily refresh).
 
 Hysteresis (re-arming), so price hovering at a level does not repeat an alert:
 
@@ -19,7 +22,10 @@ Hysteresis (re-arming), so price hovering at a level does not repeat an alert:
 - after a `breakdown`, no new one until a close back above the entry zone low (price chops around support);
 - `entry_zone` needs the previous close above the entry high, so it re-arms on any close above the entry high:
   at most one alert per descent into the zone;
-- `new_high` re-arms after `NEW_HIGH_QUIET_SESSIONS` sessions without a record close.
+- `new_high` re-arms after `NEW_HIGH_QUIET_SESSIONS` sessions without a record close;
+- `breadth` alternates up and down. After a crossing up, the next crossing down counts once the share has been
+  at 55% (50% + BREADTH_REARM) or more since; before that only a fall to 45% or less counts (on that day). The
+  same the other way round. A share hovering at 50% is one alert, not one a day.
 
 `detect` is the one detector; `advance` walks it over the bars after the stored state, and both the watcher
 and `replay` go through `advance`, so a replay shows exactly what the watcher would have posted.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, date, datetime
@@ -43,13 +50,14 @@ from services.levels import monthly_returns, up_streak
 from services.market import MarketData
 
 DAILY_KINDS = ("breakout", "breakdown", "entry_zone", "new_high", "streak")
-EVENT_KINDS = (*DAILY_KINDS, "testing")
+EVENT_KINDS = (*DAILY_KINDS, "testing", "breadth")
 STREAK_MIN = 3
 # A record close alerts only after this many sessions without one: about a trading month (NYSE: ~252 sessions a
 # year, 21 a month). Record closes within a month of each other are one advance (36 record closes from
 # 2024-01-01 to 2026-08-21 on the bundled IWM history, 4 after a quiet month: 2025-09-18, 2025-12-04, 2026-04-16,
 # 2026-08-04); a month without one is a pause, so the next record is news.
 NEW_HIGH_QUIET_SESSIONS = 20
+BREADTH_WINDOW, BREADTH_LEVEL, BREADTH_REARM = 200, 50.0, 5.0  # % of members above their 200-day average
 
 
 @dataclass(frozen=True)
@@ -241,6 +249,54 @@ def intraday_notices(
         notices.append(Event("testing", day, price, zones.support,
                              f"is trading below support {zones.support:.2f}", prev_close, tag="support"))
     return [n for n in notices if n.key not in seen]
+
+
+@dataclass(frozen=True)
+class BreadthCrossing:
+    day: date
+    direction: str  # "up" or "down"
+    pct: float  # % of members above their 200-day average that session
+    prev_pct: float  # the session before
+
+
+def breadth_crossings(days: Sequence[date], pct: Sequence[float]) -> list[BreadthCrossing]:
+    """Each session the share above the 200-day average (`pct`, NaN where no member has 200 closes) crosses
+    BREADTH_LEVEL, with the re-arming in the module docstring. Pure."""
+    found: list[BreadthCrossing] = []
+    prev: float | None = None
+    last, confirmed = "", True  # the last crossing's direction; whether the share has since moved REARM past 50%
+    high, low = BREADTH_LEVEL + BREADTH_REARM, BREADTH_LEVEL - BREADTH_REARM
+    for day, value in zip(days, pct, strict=True):
+        if math.isnan(value):
+            continue
+        if prev is not None and last != "up" and value >= BREADTH_LEVEL and (
+                (prev < BREADTH_LEVEL and confirmed) or (last == "down" and value >= high)):
+            found.append(BreadthCrossing(day, "up", value, prev))
+            last, confirmed = "up", False
+        elif prev is not None and last != "down" and value < BREADTH_LEVEL and (
+                (prev >= BREADTH_LEVEL and confirmed) or (last == "up" and value <= low)):
+            found.append(BreadthCrossing(day, "down", value, prev))
+            last, confirmed = "down", False
+        confirmed = confirmed or (last == "up" and value >= high) or (last == "down" and value <= low)
+        prev = value
+    return found
+
+
+def breadth_event(days: Sequence[date], pct: Sequence[float], frame: pd.DataFrame, through: date) -> Event | None:
+    """The `breadth` event of session `through` (the last completed one), when the member closes reach it and
+    it crossed; IWM's close that day from `frame` (NaN when it has no bar)."""
+    if not len(days) or days[-1] != through:
+        return None
+    crossing = next((c for c in breadth_crossings(days, pct) if c.day == through), None)
+    if crossing is None:
+        return None
+    stamp = pd.Timestamp(through)
+    close = float(frame["close"].get(stamp, math.nan))
+    side = "above" if crossing.direction == "up" else "below"
+    return Event("breadth", through, close, None,
+                 f"members crossed {side} {BREADTH_LEVEL:g}%: {crossing.pct:.0f}% of them closed above their "
+                 f"{BREADTH_WINDOW}-day average ({crossing.prev_pct:.0f}% the session before)",
+                 tag=crossing.direction)
 
 
 def format_event(event: Event) -> str:

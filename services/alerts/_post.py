@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import math
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -14,6 +15,7 @@ from services.charts import LevelsChart, Renderer, render_levels
 from services.config import Zones
 from services.levels import price_chart
 from services.market import MarketData
+from services.storage import Database
 
 Colour = Literal["up", "down", "neutral"]
 
@@ -38,6 +40,7 @@ TITLES: dict[str, tuple[str, Colour]] = {
     "new_high": ("IWM closed at a record {close:.2f}", "up"),
     "streak": ("IWM: {streak} up months in a row", "up"),
     "testing": ("IWM is testing {tag} at {level:.2f}", "neutral"),
+    "breadth": ("Russell 2000 breadth crossed 50% ({tag})", "neutral"),
 }
 
 
@@ -57,9 +60,13 @@ def post_nonce(channel_id: int, event_key: str) -> str:
 def build_post(event: Event, zones: Zones) -> AlertPost:
     template, colour = TITLES[event.kind]
     title = template.format(**asdict(event))
+    if event.kind == "breadth":
+        colour = "up" if event.tag == "up" else "down"
     price_name = "Price" if event.kind == "testing" else "Close"
-    description = f"On {event.day:%a %d %b %Y}, IWM {event.detail}: {price_name.lower()} {event.close:.2f}."
-    fields: list[tuple[str, str]] = [(price_name, f"{event.close:.2f}")]
+    priced = not math.isnan(event.close)  # a breadth day IWM has no bar for
+    description = (f"On {event.day:%a %d %b %Y}, IWM {event.detail}"
+                   + (f": {price_name.lower()} {event.close:.2f}." if priced else "."))
+    fields: list[tuple[str, str]] = [(price_name, f"{event.close:.2f}")] if priced else []
     if event.prev_close:
         change = event.close / event.prev_close * 100 - 100
         fields.append(("Change", f"{event.close - event.prev_close:+.2f} ({change:+.2f}%)"))
@@ -88,8 +95,10 @@ class PostCache:
     in every guild with the same levels. Concurrent sends of one event wait for the same render; a failed
     render is dropped, so the next send tries again. Keeps the `size` latest."""
 
-    def __init__(self, market: MarketData, renderer: Renderer, size: int = 32) -> None:
+    def __init__(self, market: MarketData, renderer: Renderer, size: int = 32,
+                 members_database: Database | None = None) -> None:
         self.market, self.renderer, self.size = market, renderer, size
+        self.members_database = members_database  # the live member closes (None: the bundled ones)
         self._prepared: dict[tuple[Event, Zones], asyncio.Task[PreparedPost]] = {}
 
     async def get(self, event: Event, zones: Zones) -> PreparedPost:
@@ -107,6 +116,11 @@ class PostCache:
             raise
 
     async def _prepare(self, event: Event, zones: Zones) -> PreparedPost:
+        if event.kind == "breadth":  # the breadth chart to the event's day: the share and its 50% line
+            from services.breadth import breadth_answer  # imports the member data code only when needed
+
+            _, png = await breadth_answer(self.market, self.renderer, "6mo", event.day, self.members_database)
+            return PreparedPost(build_post(event, zones), png)
         frame = (await self.market.bars("IWM")).frame
         chart = await self.renderer.render(render_levels, alert_chart(frame, event, zones))
         return PreparedPost(build_post(event, zones), chart)

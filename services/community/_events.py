@@ -75,9 +75,9 @@ class MessageEdited(Event):
     statements = (
         "INSERT INTO community_revisions (guild_id, message_id, content, replaced_at) "
         "SELECT guild_id, message_id, content, ? FROM community_messages "
-        "WHERE message_id = ? AND guild_id = ? AND deleted = 0 AND content IS NOT ?",
+        "WHERE message_id = ? AND guild_id = ? AND deleted = 0 AND content <> ?",
         "UPDATE community_messages SET content = ?, cashtags = ?, bull = ?, bear = ?, edited_at = ? "
-        "WHERE message_id = ? AND guild_id = ? AND deleted = 0 AND content IS NOT ?",
+        "WHERE message_id = ? AND guild_id = ? AND deleted = 0 AND content <> ?",
         f"INSERT INTO community_messages ({_MESSAGE_COLUMNS}, edited_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (message_id) DO NOTHING",
     )
@@ -127,9 +127,9 @@ class ReactionAdded(Event):
 
     statements = (
         "INSERT INTO community_reactions (guild_id, channel_id, message_id, user_id, emoji_key, emoji_name, "
-        "emoji_id, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-        "added_at = excluded.added_at, emoji_name = excluded.emoji_name, removed_at = NULL "
-        "WHERE removed_at IS NOT NULL",)
+        "emoji_id, added_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (message_id, user_id, emoji_key) "
+        "DO UPDATE SET added_at = excluded.added_at, emoji_name = excluded.emoji_name, removed_at = NULL "
+        "WHERE community_reactions.removed_at IS NOT NULL",)
 
     def rows(self) -> Prepared:
         name = clean_text(self.emoji_name)

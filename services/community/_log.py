@@ -25,8 +25,6 @@ from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
-import sqlite_utils
-
 from services.charts import Renderer
 from services.community._events import Event, MessageCreated, MessageEdited, ReactionAdded
 from services.community._pace import Pace
@@ -34,6 +32,7 @@ from services.community._report import CommunityReport, community_answer, valida
 from services.community._writer import BATCH_SIZE, FLUSH_INTERVAL, LogWriter
 from services.errors import is_whole
 from services.market import MarketData
+from services.sql import Connection
 from services.storage import Database
 from services.timefmt import iso_utc
 
@@ -80,18 +79,20 @@ class CommunityLog:
                  delete_batch: int = DELETE_BATCH) -> None:
         self.db = db
         self.delete_batch = delete_batch
-        # Exports in the making, beside the database (none for an in-memory one: the system's temp folder), so
-        # that a file a crash left behind is found and deleted at the next `open`.
-        self.export_dir = None if str(db.path) == ":memory:" else db.path.with_name(db.path.name + "-exports")
+        # Exports in the making, beside the SQLite file, so that a file a crash left behind is found and deleted
+        # at the next `open`. In-memory and PostgreSQL: the system's temp folder (a file there is deleted when
+        # its export ends; one a crash left behind is the system's to clear).
+        self.export_dir = (None if db.engine != "sqlite" or str(db.path) == ":memory:"
+                           else db.path.with_name(db.path.name + "-exports"))
         self.writer = LogWriter(db, batch_size=batch_size, interval=interval)
         self._channels: dict[int, set[int]] = {}
 
     async def open(self) -> None:
-        def load(d: sqlite_utils.Database) -> list[tuple[int, int]]:
+        def load(d: Connection) -> list[tuple[int, int]]:
             return d.execute("SELECT guild_id, channel_id FROM community_channels").fetchall()
 
         self._channels = {}
-        for guild_id, channel_id in await self.db.run_sqlite(load):
+        for guild_id, channel_id in await self.db.run(load):
             self._channels.setdefault(guild_id, set()).add(channel_id)
         if self.export_dir is not None:
             await asyncio.to_thread(_clear_exports, self.export_dir)
@@ -120,7 +121,8 @@ class CommunityLog:
         if on:
             stamp = iso_utc(at or datetime.now(UTC))
             cur = await self.db.run(lambda d: d.execute(
-                "INSERT OR IGNORE INTO community_channels VALUES (?, ?, ?)", [guild_id, channel_id, stamp]))
+                "INSERT INTO community_channels VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                [guild_id, channel_id, stamp]))
             self._channels.setdefault(guild_id, set()).add(channel_id)
         else:
             cur = await self.db.run(lambda d: d.execute(
@@ -146,26 +148,26 @@ class CommunityLog:
     # member rights and retention
 
     @staticmethod
-    def begin_erasure(d: sqlite_utils.Database, guild_id: int, user_id: int) -> None:
+    def begin_erasure(d: Connection, guild_id: int, user_id: int) -> None:
         """Record that the member's erasure is under way, inside the caller's transaction (services.privacy, beside
         the other stores' erasures). From then on exports leave the member out, and `erase_member` (or, after a
         crash, the next `open`) deletes their rows."""
-        d.execute("INSERT OR IGNORE INTO community_erasures VALUES (?, ?, ?)",
+        d.execute("INSERT INTO community_erasures VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                   [guild_id, user_id, iso_utc(datetime.now(UTC))])
 
     async def erase_member(self, guild_id: int, user_id: int) -> LogCounts:
         """Delete everything the log holds about a member in this guild: their messages with their revisions, their
         reactions and reactions on their messages; then the erasure record (`begin_erasure`), and checkpoint the
-        write-ahead log so the text leaves the WAL file too. In transactions of at most `delete_batch` messages
+        write-ahead log (SQLite) so the text leaves the WAL file too. In transactions of at most `delete_batch` messages
         (or reactions), each a short turn (`Pace`) on the database thread, so the writer and other commands run between
         them. The caller flushes the writer first (services.privacy)."""
         total, pace, done = LogCounts(0, 0, 0), Pace(self.delete_batch, checkpoint=True), False
         while not done:
-            counts, done = await self.db.run_sqlite(pace(lambda d, rows: _erase_batch(d, guild_id, user_id, rows)))
+            counts, done = await self.db.run(pace(lambda d, rows: _erase_batch(d, guild_id, user_id, rows)))
             total += counts
         # secure_delete zeroes the freed pages of the database file; the write-ahead log still holds the old
         # pages until a checkpoint, so copy it back and truncate it now.
-        await self.db.run(lambda d: d.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
+        await self.db.run(lambda d: d.checkpoint("TRUNCATE"))
         return total
 
     async def _finish_erasures(self) -> None:
@@ -186,16 +188,16 @@ class CommunityLog:
         cutoff = iso_utc((now or datetime.now(UTC)) - timedelta(days=days))
         total, pace = LogCounts(0, 0, 0), Pace(self.delete_batch, checkpoint=True)
         while True:
-            counts = await self.db.run_sqlite(pace(lambda d, rows: _purge_messages(d, cutoff, rows)))
+            counts = await self.db.run(pace(lambda d, rows: _purge_messages(d, cutoff, rows)))
             total += counts
             if not counts.messages:
                 break
-        # Old rows whose message is not old (or not in the log): a walk through each table by rowid.
+        # Old rows whose message is not old (or not in the log): a walk through each table in key order.
         for table, old in (("community_revisions", "replaced_at < ?"),
                            ("community_reactions", "coalesce(removed_at, added_at) < ?")):
-            after: int | None = 0
+            after: tuple | None = ()
             while after is not None:
-                deleted, after = await self.db.run_sqlite(pace(partial(_purge_walk, table, old, cutoff, after)))
+                deleted, after = await self.db.run(pace(partial(_purge_walk, table, old, cutoff, after)))
                 revisions = table == "community_revisions"
                 total += LogCounts(0, deleted if revisions else 0, 0 if revisions else deleted)
         return total
@@ -275,15 +277,16 @@ def _csv_lines(rows: Iterable[Sequence[object]]) -> bytes:
     return buffer.getvalue().encode("utf-8")
 
 
-def _export_chunk(d: sqlite_utils.Database, out: BinaryIO, guild_id: int, after: tuple[str, int],
+def _export_chunk(d: Connection, out: BinaryIO, guild_id: int, after: tuple[str, int],
                   room: int, channels: Collection[int] | None = None) -> tuple[int, int, tuple[str, int] | None, bool]:
     """Write the next EXPORT_CHUNK rows after the key (created_at, message_id) to `out`, at most `room` bytes,
     from `channels` only unless None. Returns (bytes written, rows written, the last row's key or None at the
     end, whether everything fitted)."""
     where, params = "", [guild_id, *after, guild_id]
     if channels is not None:
-        where = "AND m.channel_id IN (SELECT value FROM json_each(?)) "
-        params.append(json.dumps(sorted(channels)))
+        chosen, ids = d.in_ids("m.channel_id", sorted(channels))
+        where = f"AND {chosen} "
+        params.append(ids)
     rows = d.execute(
         "SELECT m.message_id, m.channel_id, m.author_id, m.created_at, m.edited_at, m.reply_to, m.cashtags, "
         "(SELECT count(*) FROM community_revisions r WHERE r.message_id = m.message_id), "
@@ -316,17 +319,16 @@ def _export_chunk(d: sqlite_utils.Database, out: BinaryIO, guild_id: int, after:
     return len(data), fits, key, fits == len(rows)
 
 
-def _delete_messages(d: sqlite_utils.Database, ids: list[int]) -> LogCounts:
+def _delete_messages(d: Connection, ids: list[int]) -> LogCounts:
     """Delete these messages with their revisions and the reactions on them (inside the caller's transaction)."""
-    batch = json.dumps(ids)
-    chosen = "message_id IN (SELECT value FROM json_each(?))"
+    chosen, batch = d.in_ids("message_id", ids)
     revisions = d.execute(f"DELETE FROM community_revisions WHERE {chosen}", [batch]).rowcount
     reactions = d.execute(f"DELETE FROM community_reactions WHERE {chosen}", [batch]).rowcount
     messages = d.execute(f"DELETE FROM community_messages WHERE {chosen}", [batch]).rowcount
     return LogCounts(messages, revisions, reactions)
 
 
-def _erase_batch(d: sqlite_utils.Database, guild_id: int, user_id: int, limit: int) -> tuple[LogCounts, bool]:
+def _erase_batch(d: Connection, guild_id: int, user_id: int, limit: int) -> tuple[LogCounts, bool]:
     """One transaction of a member's erasure: up to `limit` of their messages (with revisions and reactions), or
     else up to `limit` of their reactions, or else the erasure record. Returns the counts and whether it is done."""
     with d.atomic():
@@ -335,15 +337,16 @@ def _erase_batch(d: sqlite_utils.Database, guild_id: int, user_id: int, limit: i
             [guild_id, user_id, limit])]
         if ids:
             return _delete_messages(d, ids), False
-        reactions = d.execute("DELETE FROM community_reactions WHERE rowid IN (SELECT rowid FROM community_reactions "
-                              "WHERE guild_id = ? AND user_id = ? LIMIT ?)", [guild_id, user_id, limit]).rowcount
+        reactions = d.execute(
+            f"DELETE FROM community_reactions WHERE ({REACTION_KEY}) IN (SELECT {REACTION_KEY} "
+            "FROM community_reactions WHERE guild_id = ? AND user_id = ? LIMIT ?)", [guild_id, user_id, limit]).rowcount
         if reactions:
             return LogCounts(0, 0, reactions), False
         d.execute("DELETE FROM community_erasures WHERE guild_id = ? AND user_id = ?", [guild_id, user_id])
         return LogCounts(0, 0, 0), True
 
 
-def _purge_messages(d: sqlite_utils.Database, cutoff: str, limit: int) -> LogCounts:
+def _purge_messages(d: Connection, cutoff: str, limit: int) -> LogCounts:
     """One transaction of retention: the `limit` oldest messages created before the cutoff, with their revisions
     and reactions."""
     with d.atomic():
@@ -353,15 +356,22 @@ def _purge_messages(d: sqlite_utils.Database, cutoff: str, limit: int) -> LogCou
         return _delete_messages(d, ids) if ids else LogCounts(0, 0, 0)
 
 
-def _purge_walk(table: str, old: str, cutoff: str, after: int, d: sqlite_utils.Database,
-                limit: int) -> tuple[int, int | None]:
-    """One transaction of retention's walk through `table`: of the next `limit` rows after rowid `after`, delete
-    those matching `old` (one `?`, the cutoff). Returns the rows deleted and the last rowid looked at (None at
-    the end)."""
+# Each table's key, in the order retention walks it (a row value: both engines compare them left to right).
+WALK_KEYS = {"community_revisions": "id", "community_reactions": "message_id, user_id, emoji_key"}
+REACTION_KEY = WALK_KEYS["community_reactions"]
+
+
+def _purge_walk(table: str, old: str, cutoff: str, after: tuple, d: Connection, limit: int) -> tuple[int, tuple | None]:
+    """One transaction of retention's walk through `table` in key order: of the next `limit` rows after the key
+    `after` (`()`: from the start), delete those matching `old` (one `?`, the cutoff). Returns the rows deleted
+    and the last key looked at (None at the end)."""
+    key = WALK_KEYS[table]
+    past = f"({key}) > ({', '.join('?' * len(after))})" if after else "TRUE"
     with d.atomic():
-        last = d.execute(f"SELECT max(rowid) FROM (SELECT rowid FROM {table} WHERE rowid > ? ORDER BY rowid LIMIT ?)",
-                         [after, limit]).fetchone()[0]
-        if last is None:
+        keys = d.execute(f"SELECT {key} FROM {table} WHERE {past} ORDER BY {key} LIMIT ?", [*after, limit]).fetchall()
+        if not keys:
             return 0, None
-        return d.execute(f"DELETE FROM {table} WHERE rowid > ? AND rowid <= ? AND {old}",
-                         [after, last, cutoff]).rowcount, last
+        last = tuple(keys[-1])
+        upto = ", ".join("?" * len(last))
+        return d.execute(f"DELETE FROM {table} WHERE {past} AND ({key}) <= ({upto}) AND {old}",
+                         [*after, *last, cutoff]).rowcount, last

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-import sqlite_utils
+from services.sql import Connection
 
 T = TypeVar("T")
 
@@ -21,7 +21,7 @@ class Pace:
     times as much per row as the retention purge's contiguous oldest ones, so a fixed amount is either slow for
     one or a stall for the other.
 
-    With `checkpoint`, each turn then checkpoints the write-ahead log (PASSIVE), inside its turn and its timing.
+    With `checkpoint`, each turn then checkpoints SQLite's write-ahead log (PASSIVE), inside its turn and its timing.
     Left to SQLite, the automatic checkpoint (every 1000 pages, about 30 ms here, and a deletion dirties hundreds
     through the indexes) would run inside whichever commit crosses it, a turn's or the log writer's."""
 
@@ -31,15 +31,15 @@ class Pace:
         self.size = max(self.least, min(self.most, first))
         self.checkpoint = checkpoint
 
-    def __call__(self, step: Callable[[sqlite_utils.Database, int], T]) -> Callable[[sqlite_utils.Database], T]:
+    def __call__(self, step: Callable[[Connection, int], T]) -> Callable[[Connection], T]:
         """`step(d, size)` as a database-thread function that times itself and sizes the next turn."""
 
-        def run(d: sqlite_utils.Database) -> T:
+        def run(d: Connection) -> T:
             start = time.perf_counter()
             try:
                 result = step(d, self.size)
                 if self.checkpoint:
-                    d.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    d.checkpoint()
                 return result
             finally:
                 scale = min(2.0, max(0.5, TURN / max(time.perf_counter() - start, 1e-4)))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from collections.abc import Collection
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import sqlite_utils
 
 from services.charts import (
     BLUE,
@@ -36,6 +34,7 @@ from services.community._pace import Pace
 from services.community._text import tone
 from services.errors import InputError, is_whole
 from services.market import MarketData, ProviderError
+from services.sql import Connection
 from services.storage import Database
 from services.timefmt import iso_utc
 
@@ -174,7 +173,7 @@ class _Tally:
     reactions: dict[str, tuple[str, int | None, int]] = field(default_factory=dict)  # key -> name, id, count
 
 
-def _tally_days(d: sqlite_utils.Database, days: int, *, tally: _Tally, guild_id: int, first: date, end: date,
+def _tally_days(d: Connection, days: int, *, tally: _Tally, guild_id: int, first: date, end: date,
                 channels: Collection[int] | None = None) -> int:
     """Add up to `days` UTC days from `first` (to `end` at most) to the tally, in `channels` only unless None, in
     one turn on the database thread; returns how many days it added."""
@@ -182,8 +181,9 @@ def _tally_days(d: sqlite_utils.Database, days: int, *, tally: _Tally, guild_id:
     window: list[object] = [guild_id, _day_start(first), _day_start(first + timedelta(days=days))]
     where = ""
     if channels is not None:
-        where = " AND channel_id IN (SELECT value FROM json_each(?))"
-        window.append(json.dumps(sorted(channels)))
+        chosen, ids = d.in_ids("channel_id", sorted(channels))
+        where = f" AND {chosen}"
+        window.append(ids)
     live = f"FROM community_messages WHERE guild_id = ? AND created_at >= ? AND created_at < ?{where} AND deleted = 0"
     for day, *counts in d.execute(
             f"SELECT substr(created_at, 1, 10), count(*), count(DISTINCT author_id), sum(bull), sum(bear) {live} "
@@ -192,7 +192,7 @@ def _tally_days(d: sqlite_utils.Database, days: int, *, tally: _Tally, guild_id:
         tally.messages += int(counts[0])
     tally.authors.update(row[0] for row in d.execute(f"SELECT DISTINCT author_id {live}", window))
     tally.cashtags.update(dict(d.execute(
-        "SELECT j.value, count(*) FROM community_messages m, json_each(m.cashtags) j WHERE m.guild_id = ? "
+        f"SELECT j.value, count(*) FROM community_messages m, {d.json_values('m.cashtags', 'j')} WHERE m.guild_id = ? "
         f"AND m.created_at >= ? AND m.created_at < ?{where.replace('channel_id', 'm.channel_id')} AND m.deleted = 0 "
         "GROUP BY j.value", window).fetchall()))
     for key, name, emoji_id, n in d.execute(
@@ -215,7 +215,7 @@ async def compute_activity(db: Database, guild_id: int, start: date, end: date,
     tally, pace, first = _Tally(), Pace((end - start).days + 1, first=2, least=1), start
     while first <= end:
         turn = partial(_tally_days, tally=tally, guild_id=guild_id, first=first, end=end, channels=channels)
-        first += timedelta(days=await db.run_sqlite(pace(turn)))
+        first += timedelta(days=await db.run(pace(turn)))
     calendar = [start + timedelta(days=i) for i in range((end - start).days + 1)]
     tags = sorted(tally.cashtags.items(), key=lambda item: (-item[1], item[0]))[:TOP]
     reactions = sorted(tally.reactions.values(), key=lambda r: (-r[2], r[0]))[:TOP]

@@ -69,9 +69,12 @@ def tone(bullish: int, bearish: int) -> float | None:
 
 
 def clean_text(text: str) -> str:
-    """The text as valid Unicode: a lone surrogate (possible from JSON escapes) becomes U+FFFD, everything else
-    (emoji, ZWJ sequences, combining marks, NUL) is kept as is."""
-    if text.isascii():  # most messages: nothing to check, no copy
+    """The text as valid Unicode that both engines store: a lone surrogate (possible from JSON escapes) becomes
+    U+FFFD and NUL is dropped (PostgreSQL's text cannot hold it; SQLite gets the same text), everything else
+    (emoji, ZWJ sequences, combining marks, other control characters) is kept as is."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if text.isascii():  # most messages: nothing more to check, no copy
         return text
     try:
         text.encode("utf-8")

@@ -8,14 +8,12 @@ import contextlib
 import functools
 import logging
 import sqlite3
+import sys
 from collections.abc import Iterable, Sequence
-from itertools import chain
-from typing import Any
-
-import sqlite_utils
 
 from services.community._events import Event, Prepared
-from services.storage import Database, sqlite_only
+from services.sql import Connection
+from services.storage import Database
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +25,18 @@ WRITE_ATTEMPTS = 3  # a batch whose transaction fails (disk full, locked) is ret
 # An event's kind and its parameter rows: the queue holds these, not the events, so that a backlog of thousands
 # keeps fewer objects for the garbage collector to walk (bench: community_log, 10-15% more messages a second).
 Op = tuple[type[Event], Prepared]
-# Errors that belong to one event (a value SQLite cannot store, a naive time). Anything else, such as
-# sqlite3.OperationalError (locked, disk full), aborts the whole batch so LogWriter retries it.
+# Errors that belong to one event (a value the database cannot store, a naive time). Anything else, such as
+# sqlite3.OperationalError (locked, disk full) or a lost PostgreSQL connection, aborts the whole batch so
+# LogWriter retries it.
 BAD_EVENT = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError,
              sqlite3.ProgrammingError, sqlite3.DataError)
+
+
+def _bad_event(exc: Exception) -> bool:
+    """`exc` belongs to one event (BAD_EVENT, or PostgreSQL's data and integrity errors; psycopg is imported only
+    when a PostgreSQL connection is made, so it is looked up, not imported, here)."""
+    pg = sys.modules.get("psycopg")
+    return isinstance(exc, BAD_EVENT) or (pg is not None and isinstance(exc, (pg.DataError, pg.IntegrityError)))
 
 
 def _ids(values: Iterable[object]) -> list[int]:
@@ -39,42 +45,25 @@ def _ids(values: Iterable[object]) -> list[int]:
     return [v for v in values if isinstance(v, int)][:4]
 
 
-@functools.lru_cache(maxsize=32)
-def _multi_row(sql: str, rows: int) -> str:
-    """`INSERT ... VALUES (?, ...) tail` as one statement that inserts `rows` rows."""
-    head, rest = sql.split(" VALUES ", 1)
-    marks = rest[: rest.index(")") + 1]
-    return f"{head} VALUES {', '.join([marks] * rows)}{rest[len(marks):]}"
-
-
-def _plan(d: sqlite_utils.Database, sql: str, rows: list[tuple]) -> list[tuple[str, Any, bool]]:
-    """(statement, parameters, executemany?) steps that write `rows` with `sql`. An INSERT ... VALUES becomes
-    multi-row statements: SQLite then inserts a whole run in one call with the GIL released, so the event loop
-    runs meanwhile (bench: community_log). Anything else is one executemany."""
-    if len(rows) < 2 or not sql.startswith("INSERT") or " VALUES " not in sql:
-        return [(sql, rows, True)]
-    most = max(1, d.conn.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(rows[0]))
-    chunks = [rows[i:i + most] for i in range(0, len(rows), most)]
-    return [(_multi_row(sql, len(chunk)), list(chain.from_iterable(chunk)), False) for chunk in chunks]
-
-
-def _execute(d: sqlite_utils.Database, kind: type[Event], run: Sequence[Op]) -> None:
-    """Run a kind's statements for a run of its events. More than one SQL call goes in a savepoint, so a failure
-    leaves nothing half done; a single statement is atomic by itself."""
+def _execute(d: Connection, kind: type[Event], run: Sequence[Op]) -> None:
+    """Run a kind's statements for a run of its events: an INSERT ... VALUES of several rows by `insert_rows`
+    (the fastest way each engine has), anything else by one executemany. More than one SQL call goes in a
+    savepoint, so a failure leaves nothing half done; a single statement is atomic by itself on SQLite. On
+    PostgreSQL a failed statement spoils the whole transaction, so every run has its savepoint there."""
     steps = []
     for i, sql in enumerate(kind.statements):
         rows = [row for _, params in run for row in params[i]]
         if rows:
-            steps += _plan(d, sql, rows)
-    with d.atomic() if len(steps) > 1 else contextlib.nullcontext():
-        for sql, params, many in steps:
-            if many:
-                d.conn.executemany(sql, params)
+            steps.append((sql, rows))
+    with d.atomic() if len(steps) > 1 or d.engine == "postgresql" else contextlib.nullcontext():
+        for sql, rows in steps:
+            if len(rows) > 1 and sql.startswith("INSERT") and " VALUES " in sql:
+                d.insert_rows(sql, rows)
             else:
-                d.conn.execute(sql, params)
+                d.executemany(sql, rows)
 
 
-def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
+def apply_ops(d: Connection, ops: Sequence[Op]) -> tuple[int, int]:
     """Write prepared events (kind, parameter rows) in order in one transaction; returns (applied, skipped).
 
     Runs of consecutive batchable events of one kind go in together. If a run fails, none of it stays and it is
@@ -94,16 +83,20 @@ def apply_ops(d: sqlite_utils.Database, ops: Sequence[Op]) -> tuple[int, int]:
                 _execute(d, kind, run)
                 applied += len(run)
                 continue
-            except BAD_EVENT:
+            except Exception as exc:
+                if not _bad_event(exc):
+                    raise
                 log.debug("community log: a run of %d %s events failed; retrying one by one", len(run),
                           kind.__name__)
             for op in run:
                 try:
                     _execute(d, kind, [op])
                     applied += 1
-                except BAD_EVENT as exc:
+                except Exception as exc:
+                    if not _bad_event(exc):
+                        raise
                     rows = op[1]
-                    log.warning("community log: skipped a %s SQLite refused %s: %r", kind.__name__,
+                    log.warning("community log: skipped a %s the database refused %s: %r", kind.__name__,
                                 _ids(rows[0][0] if rows[0] else ()), exc)
                     skipped += 1
     return applied, skipped
@@ -180,7 +173,7 @@ class LogWriter:
         writer task, which knows when its own batch is in."""
         batch, self._ops = self._ops[: self.batch_size], self._ops[self.batch_size:]
         try:
-            applied, skipped = self.db.run_blocking(functools.partial(sqlite_only, lambda d: apply_ops(d, batch)))
+            applied, skipped = self.db.run_blocking(functools.partial(apply_ops, ops=batch))
         except Exception:
             log.exception("community log: writing %d events under back-pressure failed; the writer retries them",
                           len(batch))
@@ -241,7 +234,7 @@ class LogWriter:
     async def _write(self, batch: list[Op]) -> None:
         for attempt in range(1, WRITE_ATTEMPTS + 1):
             try:
-                applied, skipped = await self.db.run_sqlite(lambda d: apply_ops(d, batch))
+                applied, skipped = await self.db.run(functools.partial(apply_ops, ops=batch))
             except Exception:
                 log.exception("community log: writing %d events failed (attempt %d of %d)", len(batch), attempt,
                               WRITE_ATTEMPTS)

@@ -7,9 +7,11 @@ returns. Data: the bundled member files (`services/data/members/`, see `services
     member_sectors(data, as_of)                           # holdings sectors over 1m/3m/YTD/1y
 
 Live (a live provider only; see _refresh.py): `archive_holdings` keeps each dated iShares file, `MemberRefresh`
-takes a daily snapshot of the members' Yahoo fundamentals in batches, `member_snapshot` reads it back, and
-`member_data(database, as_of)` is the data an answer uses (the newest complete snapshot and archived holdings, else
-the bundle; see _live.py) with its `MemberOrigin` (label, stale, age) for the footer.
+takes a daily snapshot of the members' Yahoo fundamentals in batches, `member_snapshot` reads it back,
+`CloseRefresh` (_closes.py) fetches their daily closes from Yahoo's spark in batches after the bundled ones
+(`extend_closes` appends them to the closes matrix), and `member_data(database, as_of)` is the data an answer uses
+(the newest complete snapshot, archived holdings and live closes, else the bundle; see _live.py) with its
+`MemberOrigin` (labels, stale, age) for the footer. `daily_refresh` runs all three once a day.
 
 as_of: a date within the data (closes: sessions 2023-01-03..2026-07-31; fundamentals: dumps 2026-08-01..08); a
 weekend or holiday means the last session (dump) before it; a date outside raises services.errors.InputError.
@@ -24,6 +26,7 @@ from services.members._breadth import (
     compute_breadth,
     member_breadth,
 )
+from services.members._closes import CloseRefresh, LiveCloses, daily_refresh, extend_closes, live_closes
 from services.members._data import INDEXES, MemberData, load_member_data
 from services.members._live import MemberOrigin, live_member_data, member_data
 from services.members._refresh import (
@@ -31,7 +34,6 @@ from services.members._refresh import (
     MemberRefresh,
     MemberSnapshot,
     archive_holdings,
-    daily_refresh,
     holdings_archive,
     latest_holdings,
     member_snapshot,
@@ -57,7 +59,9 @@ __all__ = [
     "BreadthDay",
     "BreadthReport",
     "BreadthSeries",
+    "CloseRefresh",
     "IndexValuation",
+    "LiveCloses",
     "MemberData",
     "MemberOrigin",
     "MemberRefresh",
@@ -68,8 +72,10 @@ __all__ = [
     "archive_holdings",
     "compute_breadth",
     "daily_refresh",
+    "extend_closes",
     "holdings_archive",
     "latest_holdings",
+    "live_closes",
     "live_member_data",
     "load_member_data",
     "member_breadth",

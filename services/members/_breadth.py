@@ -8,6 +8,10 @@ Definitions (closes only: the data has no intraday highs or lows):
   the A/D line is the running sum of advances minus declines from the first day of the data;
 - new 52-week high (low): the close is above (below) every close of the previous 251 sessions, so the highest
   (lowest) of 252 sessions; counted once a member has 252 closes in a row.
+
+The figures are built from the day's counts (`breadth_counts`, CHUNK members at a time). The bundled closes' counts
+are precomputed by scripts/bundle_data.py (breadth.npz): the bot counts only days after them (live closes appended
+to the matrix) or every day for another member list (an archived holdings file).
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ from datetime import date
 
 import numpy as np
 
-from services.members._data import CLOSES_SOURCE, INDEXES, MemberData, index_name
+from services.bundled import data_path
+from services.members._data import INDEXES, MemberData, index_name, load_member_data
 
 WINDOWS = (50, 200)
 YEAR_SESSIONS = 252
+LOOKBACK = max(YEAR_SESSIONS, *WINDOWS)  # sessions a day's figures look back over, the day included
+CHUNK = 256  # members whose closes are counted at a time
+BREADTH_FILE = "members/breadth.npz"
 METHOD = ("Per day, over the members with enough closes: % closing above their 50- and 200-day simple averages "
           "(all 50/200 closes needed); advances/declines vs the previous close and their running sum (A/D line); "
           "new 52-week highs/lows = the highest/lowest close of the last 252 sessions. Adjusted closes, so "
@@ -66,9 +74,12 @@ def _rolling(values: np.ndarray, n: int, pick: np.ufunc) -> np.ndarray:
     return out
 
 
-def compute_breadth(closes: np.ndarray, dates: np.ndarray, windows: tuple[int, ...] = WINDOWS) -> BreadthSeries:
-    """Breadth of the members whose closes are the columns of `closes` (dates x members, NaN = no close)."""
-    values = np.asarray(closes, dtype=np.float32)  # comparisons, maxima and minima are exact in float32
+Counts = dict[str, np.ndarray]  # per day: above_N, counted_N (each window), advances, declines, unchanged,
+#                                 new_highs, new_lows, high_low_counted
+
+
+def _chunk_counts(values: np.ndarray, windows: tuple[int, ...]) -> Counts:
+    """The day's counts over the members whose closes (float32) are the columns of `values`."""
     valid = np.isfinite(values)
     rows, members = values.shape
     runs = np.zeros((rows + 1, members), dtype=np.int32)  # runs[t + 1] - runs[t + 1 - n] == n: n closes up to t
@@ -81,28 +92,81 @@ def compute_breadth(closes: np.ndarray, dates: np.ndarray, windows: tuple[int, .
         ends[n - 1:] = (runs[n:] - runs[:-n]) == n
         return ends
 
-    pct_above, counted = {}, {}
+    counts: Counts = {}
     for n in windows:
         above = np.zeros(values.shape, dtype=bool)
         above[n - 1:] = values[n - 1:] > (sums[n:] - sums[:-n]) / n
         have = full(n)
-        counted[n] = have.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pct_above[n] = np.where(counted[n] > 0, (above & have).sum(axis=1) * 100.0 / counted[n], np.nan)
+        counts[f"above_{n}"], counts[f"counted_{n}"] = (above & have).sum(axis=1), have.sum(axis=1)
     zero = np.zeros(1, dtype=np.int64)
-    advances = np.concatenate([zero, (values[1:] > values[:-1]).sum(axis=1)])
-    declines = np.concatenate([zero, (values[1:] < values[:-1]).sum(axis=1)])
-    unchanged = np.concatenate([zero, (values[1:] == values[:-1]).sum(axis=1)])
+    counts["advances"] = np.concatenate([zero, (values[1:] > values[:-1]).sum(axis=1)])
+    counts["declines"] = np.concatenate([zero, (values[1:] < values[:-1]).sum(axis=1)])
+    counts["unchanged"] = np.concatenate([zero, (values[1:] == values[:-1]).sum(axis=1)])
     year = full(YEAR_SESSIONS)  # the close and the previous 251 are all there
     prior = YEAR_SESSIONS - 1
     prior_high = np.vstack([values[:1], _rolling(np.where(valid, values, -np.inf), prior, np.maximum)[:-1]])
+    counts["new_highs"] = (year & (values > prior_high)).sum(axis=1)
     prior_low = np.vstack([values[:1], _rolling(np.where(valid, values, np.inf), prior, np.minimum)[:-1]])
+    counts["new_lows"] = (year & (values < prior_low)).sum(axis=1)
+    counts["high_low_counted"] = year.sum(axis=1)
+    return counts
+
+
+def breadth_counts(closes: np.ndarray, columns: np.ndarray, windows: tuple[int, ...] = WINDOWS) -> Counts:
+    """The day's counts over the members in `columns` of `closes` (dates x symbols, NaN = no close), CHUNK
+    members at a time: the work arrays of 1,650 members at once were most of the bot's peak memory."""
+    total: Counts | None = None
+    for first in range(0, max(len(columns), 1), CHUNK):
+        part = _chunk_counts(np.asarray(closes[:, columns[first:first + CHUNK]], dtype=np.float32), windows)
+        total = part if total is None else {key: total[key] + counts for key, counts in part.items()}
+    assert total is not None
+    return total
+
+
+def series_from_counts(dates: np.ndarray, counts: Counts, windows: tuple[int, ...] = WINDOWS) -> BreadthSeries:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pct_above = {n: np.where(counts[f"counted_{n}"] > 0,
+                                 counts[f"above_{n}"] * 100.0 / counts[f"counted_{n}"], np.nan) for n in windows}
     return BreadthSeries(
-        dates=dates, pct_above=pct_above, counted=counted, advances=advances, declines=declines,
-        unchanged=unchanged, ad_line=np.cumsum(advances - declines),
-        new_highs=(year & (values > prior_high)).sum(axis=1), new_lows=(year & (values < prior_low)).sum(axis=1),
-        high_low_counted=year.sum(axis=1),
+        dates=dates, pct_above=pct_above, counted={n: counts[f"counted_{n}"] for n in windows},
+        advances=counts["advances"], declines=counts["declines"], unchanged=counts["unchanged"],
+        ad_line=np.cumsum(counts["advances"] - counts["declines"]), new_highs=counts["new_highs"],
+        new_lows=counts["new_lows"], high_low_counted=counts["high_low_counted"],
     )
+
+
+def compute_breadth(closes: np.ndarray, dates: np.ndarray, windows: tuple[int, ...] = WINDOWS) -> BreadthSeries:
+    """Breadth of the members whose closes are the columns of `closes` (dates x members, NaN = no close)."""
+    return series_from_counts(dates, breadth_counts(closes, np.arange(closes.shape[1]), windows), windows)
+
+
+def bundle_arrays(data: MemberData) -> dict[str, np.ndarray]:
+    """breadth.npz (scripts/bundle_data.py): per index, its columns of the closes and their counts of every day."""
+    arrays = {}
+    for index in INDEXES:
+        columns = data.columns(index)
+        arrays[f"{index}_columns"] = columns.astype(np.int16)
+        arrays.update({f"{index}_{key}": c.astype(np.int16) for key, c in breadth_counts(data.closes, columns).items()})
+    return arrays
+
+
+@functools.cache
+def _bundled_counts() -> Counts:
+    with np.load(data_path(BREADTH_FILE), allow_pickle=False) as npz:
+        return {key: npz[key].astype(np.int64) for key in npz.files}  # int64: the A/D line's sum needs it
+
+
+def _known_counts(data: MemberData, index: str, columns: np.ndarray) -> Counts | None:
+    """The bundled counts of `index`, when `data`'s closes begin with the bundled closes and its members are the
+    bundled ones (live closes appended after them keep them; an archived holdings list does not)."""
+    bundled, stored = load_member_data(), _bundled_counts()
+    n = len(bundled.dates)
+    same = (data.symbols == bundled.symbols and np.array_equal(columns, stored[f"{index}_columns"])
+            and np.array_equal(data.dates[:n], bundled.dates)
+            and (data.closes is bundled.closes or np.array_equal(data.closes[:n], bundled.closes, equal_nan=True)))
+    prefix = f"{index}_"
+    return {key.removeprefix(prefix): c for key, c in stored.items()
+            if key.startswith(prefix) and key != f"{index}_columns"} if same else None
 
 
 @dataclass(frozen=True)
@@ -148,10 +212,18 @@ def breadth_day(series: BreadthSeries, row: int) -> BreadthDay:
     )
 
 
-@functools.lru_cache(maxsize=2 * len(INDEXES))  # the bundled and the live member lists
+@functools.lru_cache(maxsize=2 * len(INDEXES))  # the bundled and the live member data
 def _whole_series(data: MemberData, index: str) -> BreadthSeries:
-    """An index's breadth over all the closes, computed once per process (a few tenths of a second)."""
-    return compute_breadth(data.closes[:, data.columns(index)], data.dates)
+    """An index's breadth over all the closes, once per process: the bundled counts (breadth.npz) for the bundled
+    closes, computed for the days after them (live closes) or for every day (another member list)."""
+    columns = data.columns(index)
+    counts = _known_counts(data, index, columns) or {}
+    done = len(counts.get("advances", ()))
+    if done < len(data.dates):
+        start = max(0, done - LOOKBACK)  # a day's figures use closes up to LOOKBACK sessions back
+        new = breadth_counts(data.closes[start:], columns)
+        counts = {key: np.concatenate([counts.get(key, c[:0]), c[done - start:]]) for key, c in new.items()}
+    return series_from_counts(data.dates, counts)
 
 
 def member_breadth(data: MemberData, index: str = "IWM", as_of: date | None = None) -> BreadthReport:
@@ -165,7 +237,7 @@ def member_breadth(data: MemberData, index: str = "IWM", as_of: date | None = No
     return BreadthReport(
         index=index, name=name, as_of=data.day(row), requested=as_of, latest=breadth_day(series, row),
         series=series, members=len(columns), listed=int(data.members[flag].sum()),
-        source=CLOSES_SOURCE + ("" if data.holdings_source == "bundled" else
+        source=data.closes_source + ("" if data.holdings_source == "bundled" else
                                 f"; IWM members: iShares holdings of {data.holdings_as_of}, {data.holdings_source}"),
         method=METHOD, caveat=data.survivorship(),
     )

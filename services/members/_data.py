@@ -1,13 +1,15 @@
 """The bundled member data: who is in IWM and the S&P 500, their Yahoo fundamentals, their daily closes.
 
 Files in `services/data/members/` (built by `scripts/bundle_data.py`; sources in `services/data/SOURCES.md`,
-section "Members"): `fundamentals.csv.gz` (one row per member and daily dump; a member no dump has appears once
-without a dump date) and `closes.npz` (adjusted closes as a float32 dates x symbols matrix, NaN where a member has
-no close, with the date and symbol lists). IWM weights and sectors come from the bundled iShares holdings file,
-the one the membership was taken from.
+section "Members"): `members.npz` (who is in IWM and the S&P 500, IWM weights and sectors from the bundled iShares
+holdings file the membership was taken from, and the dates and symbols of the closes), `fundamentals.npz` (one row
+per member and daily dump, as columns), `closes.npy` (adjusted closes as an uncompressed float32 dates x symbols
+matrix, NaN where a member has no close) and `breadth.npz` (the breadth counts of those closes, see _breadth.py).
 
-Loading takes a moment (about a hundred milliseconds) and is done once per process, on first use, in whatever
-thread asks first: callers on the event loop use `await asyncio.to_thread(load_member_data)`.
+Loading takes a few milliseconds: the small files are read whole, the closes matrix is memory-mapped (its pages
+are read as an answer touches them: breadth uses its precomputed counts, sector returns a few sessions). It is
+done once per process, on first use, in whatever thread asks first: callers on the event loop use
+`await asyncio.to_thread(load_member_data)`.
 """
 
 from __future__ import annotations
@@ -20,12 +22,13 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from services.bundled import bundled_text, data_file
+from services.bundled import data_path
 from services.errors import InputError
-from services.sectors import BUNDLED_HOLDINGS, parse_holdings
+from services.sectors import parse_holdings
 
-FUNDAMENTALS_FILE = "members/fundamentals.csv.gz"
-CLOSES_FILE = "members/closes.npz"
+MEMBERS_FILE = "members/members.npz"
+FUNDAMENTALS_FILE = "members/fundamentals.npz"
+CLOSES_FILE = "members/closes.npy"
 INDEXES = {"IWM": "Russell 2000 (IWM holdings)", "SP500": "S&P 500"}
 FIELDS = ("market_cap", "trailing_pe", "forward_pe", "price_to_book", "price_to_sales", "profit_margin")
 FUNDAMENTALS_SOURCE = "Yahoo .info daily dumps (pacificsafetygroup-glitch/edge-scanner-data), bundled"
@@ -46,7 +49,7 @@ def index_name(index: str) -> str:
 class MemberData:
     members: pd.DataFrame  # index symbol (Yahoo form): in_iwm, in_sp500, weight (% of IWM), holdings_sector
     dumps: pd.DataFrame  # one row per member and dump: symbol, dump (date), sector (Yahoo's), FIELDS
-    closes: np.ndarray  # float32, len(dates) x len(symbols), NaN where there is no close
+    closes: np.ndarray  # float32, len(dates) x len(symbols), NaN where there is no close (bundled: mmap)
     dates: np.ndarray  # datetime64[D], sessions in order
     symbols: tuple[str, ...]  # the columns of `closes`
     holdings_as_of: date
@@ -54,6 +57,7 @@ class MemberData:
     fundamentals_source: str = FUNDAMENTALS_SOURCE  # where the newest fundamentals come from
     holdings_source: str = "bundled"  # "bundled" or "archived" (the database's holdings archive)
     notes: tuple[str, ...] = ()  # what a live snapshot carried over from the bundle
+    closes_source: str = CLOSES_SOURCE  # where the closes come from (live closes appended: services.members._closes)
 
     @property
     def first_day(self) -> date:
@@ -64,7 +68,7 @@ class MemberData:
         """The last close in the data."""
         return _day(self.dates[-1])
 
-    @property
+    @functools.cached_property
     def dump_dates(self) -> tuple[date, ...]:
         return tuple(sorted(set(self.dumps["dump"])))
 
@@ -91,7 +95,7 @@ class MemberData:
             return len(self.dates) - 1
         if not self.first_day <= as_of <= self.as_of:
             raise InputError(f"as_of {as_of} is outside the member closes ({self.first_day} to {self.as_of}, "
-                             f"{CLOSES_SOURCE})")
+                             f"{self.closes_source})")
         return int(np.searchsorted(self.dates, np.datetime64(as_of, "D"), side="right")) - 1
 
     def day(self, row: int) -> date:
@@ -120,17 +124,28 @@ def holdings_weights(text: str) -> tuple[date, pd.DataFrame]:
     return as_of, grouped
 
 
+def _labels(codes: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """Codes into `names` as an object column (code -1: NaN); rows share one string object per name."""
+    return np.append(names.astype(object), np.nan)[codes]
+
+
 def _load() -> MemberData:
-    table = pd.read_csv(data_file(FUNDAMENTALS_FILE), dtype={"symbol": str, "sector": str})
-    holdings_as_of, holdings = holdings_weights(bundled_text(BUNDLED_HOLDINGS))
-    members = table.groupby("symbol")[["in_iwm", "in_sp500"]].first().join(holdings)
-    dumps = table.dropna(subset=["dump"]).drop(columns=["in_iwm", "in_sp500"])
-    dumps["dump"] = pd.to_datetime(dumps["dump"]).dt.date
-    with np.load(data_file(CLOSES_FILE), allow_pickle=False) as npz:
-        closes, dates, symbols = npz["closes"], npz["dates"], tuple(str(s) for s in npz["symbols"])
+    with np.load(data_path(MEMBERS_FILE), allow_pickle=False) as npz:
+        m = dict(npz)
+    symbol = m["member"].astype(object)
+    members = pd.DataFrame({"in_iwm": m["in_iwm"], "in_sp500": m["in_sp500"], "weight": m["weight"],
+                            "holdings_sector": _labels(m["holdings_sector"], m["holdings_sectors"])},
+                           index=pd.Index(symbol, name="symbol"))
+    with np.load(data_path(FUNDAMENTALS_FILE), allow_pickle=False) as npz:
+        f = dict(npz)
+    days, day = np.unique(f["dump"], return_inverse=True)
+    dumps = pd.DataFrame({"symbol": symbol[f["symbol"]],
+                          "dump": np.array([_day(d) for d in days], dtype=object)[day],
+                          "sector": _labels(f["sector"], f["sectors"]), **{name: f[name] for name in FIELDS}})
+    holdings_as_of = _day(m["holdings_as_of"])
     return MemberData(
-        members=members, dumps=dumps.reset_index(drop=True), closes=closes, dates=dates, symbols=symbols,
-        holdings_as_of=holdings_as_of,
+        members=members, dumps=dumps, closes=np.load(data_path(CLOSES_FILE), mmap_mode="r", allow_pickle=False),
+        dates=m["dates"], symbols=tuple(str(s) for s in m["symbols"]), holdings_as_of=holdings_as_of,
         source=f"{FUNDAMENTALS_SOURCE}; {CLOSES_SOURCE}; iShares IWM holdings {holdings_as_of}, bundled",
     )
 

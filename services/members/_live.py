@@ -25,8 +25,9 @@ import pandas as pd
 
 from services import market_calendar
 from services.market import DataAge
+from services.members._closes import LIVE_CLOSES, extend_closes, live_closes
 from services.members._data import FIELDS, MemberData, holdings_weights, load_member_data
-from services.members._refresh import latest_holdings, live_key, member_snapshot
+from services.members._refresh import LiveKey, latest_holdings, live_key, member_snapshot
 from services.storage import Database
 
 LIVE_SOURCE = "Yahoo v7 quote snapshot of {day}"
@@ -41,6 +42,10 @@ class MemberOrigin:
     stale: bool  # the latest refresh failed or is unfinished: an older snapshot answers
     age: DataAge | None  # the snapshot's age when stale
     note: str  # why it is stale ("" when it is not)
+    closes_label: str = ""  # "Yahoo spark daily closes to 2026-12-01" or "bundled closes to 2026-07-31"
+    closes_stale: bool = False  # the latest closes refresh failed: the last complete closes answer
+    closes_age: DataAge | None = None  # their age when stale
+    closes_note: str = ""  # why they are stale
 
 
 def bundled_origin(data: MemberData) -> MemberOrigin:
@@ -103,37 +108,61 @@ _cache: dict[tuple[object, ...], MemberData] = {}
 
 async def member_data(database: Database | None, as_of: date | None = None) -> tuple[MemberData, MemberOrigin]:
     """(the member data an answer as of `as_of` uses, where it comes from). `database` None (no live provider),
-    no snapshot or archive yet, or an `as_of` before them: the bundle. Built once per database, snapshot day and
-    archive date (the newest only is kept)."""
+    no snapshot, archive or live closes yet, or an `as_of` before them within the bundled closes: the bundle. Built
+    once per database, snapshot day, archive date and closes refresh (the newest only is kept)."""
     bundled = await asyncio.to_thread(load_member_data)
     if database is None:
         return bundled, bundled_origin(bundled)
-    day_text, error, archived_text = await live_key(database)
-    day = date.fromisoformat(day_text) if day_text else None
-    archived = date.fromisoformat(archived_text) if archived_text else None
+    key = await live_key(database)
+    day = date.fromisoformat(key.day) if key.day else None
+    archived = date.fromisoformat(key.archived) if key.archived else None
+    closes_day = date.fromisoformat(key.closes_day) if key.closes_day else None
     start = day or archived
-    if start is None or (as_of is not None and as_of < start):
-        return bundled, bundled_origin(bundled)
-    key = (database.location, day, archived)
-    data = _cache.get(key)
+    later = as_of is not None and closes_day is not None and as_of > bundled.as_of  # only the live closes have it
+    if as_of is not None and not later and (start is None or as_of < start):
+        return bundled, bundled_origin(bundled)  # a day the bundle covers wholly: nothing live is missing
+    if start is None and closes_day is None:  # nothing live yet: the bundle, stale if the closes refresh failed
+        return bundled, await _closes_origin(bundled_origin(bundled), key, bundled.as_of)
+    cache_key = (database.location, day, archived, closes_day, key.closes_refreshed)
+    data = _cache.get(cache_key)
     if data is None:
-        data = await _build(database, bundled, day is not None)
+        data = await _build(database, bundled, day is not None, closes_day is not None)
         with _lock:
             _cache.clear()  # only the newest snapshot answers
-            _cache[key] = data
+            _cache[cache_key] = data
     if day is None:
-        return data, replace(bundled_origin(bundled), live=True)
-    label = f"Yahoo quote snapshot of {day}"
-    if not error:
-        return data, MemberOrigin(label, True, False, None, "")
+        origin = replace(bundled_origin(bundled), live=True)
+    elif not key.error:
+        origin = MemberOrigin(f"Yahoo quote snapshot of {day}", True, False, None, "")
+    else:
+        origin = MemberOrigin(f"Yahoo quote snapshot of {day}", True, True, await _age(day),
+                              f"the latest refresh failed: {key.error}")
+    return data, await _closes_origin(origin, key, data.as_of)
+
+
+async def _age(day: date) -> DataAge:
     reference = await asyncio.to_thread(market_calendar.last_session_now)
-    behind = await asyncio.to_thread(market_calendar.sessions_behind, day, reference)
-    return data, MemberOrigin(label, True, True, DataAge(day, reference, behind), f"the latest refresh failed: {error}")
+    return DataAge(day, reference, await asyncio.to_thread(market_calendar.sessions_behind, day, reference))
 
 
-async def _build(database: Database, bundled: MemberData, with_snapshot: bool) -> MemberData:
+async def _closes_origin(origin: MemberOrigin, key: LiveKey, last_close: date) -> MemberOrigin:
+    """`origin` with the closes' label, and stale with their age when the latest closes refresh failed (the last
+    complete closes answer: the live ones, or the bundle's when none is complete yet)."""
+    label = f"{LIVE_CLOSES} to {key.closes_day}" if key.closes_day else f"bundled closes to {last_close}"
+    if not key.closes_error:
+        return replace(origin, closes_label=label)
+    age = await _age(last_close)
+    note = (f"Member closes are the last complete ones ({label}"
+            + (f"; {behind}" if (behind := age.describe()) else "")
+            + f"): the closes refresh of {key.closes_refreshed} failed: {key.closes_error}")
+    return replace(origin, closes_label=label, closes_stale=True, closes_age=age, closes_note=note)
+
+
+async def _build(database: Database, bundled: MemberData, with_snapshot: bool, with_closes: bool) -> MemberData:
     snapshot = await member_snapshot(database) if with_snapshot else None
     archive = await latest_holdings(database)
     holdings = await asyncio.to_thread(holdings_weights, archive.text) if archive else None
     rows, day = (snapshot.rows, snapshot.day) if snapshot is not None else (None, None)
-    return await asyncio.to_thread(live_member_data, bundled, rows, day, holdings)
+    data = await asyncio.to_thread(live_member_data, bundled, rows, day, holdings)
+    closes = await live_closes(database) if with_closes else None
+    return await asyncio.to_thread(extend_closes, data, closes)

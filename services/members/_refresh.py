@@ -23,13 +23,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 import pandas as pd
 
 from services.documents import Document, Documents, looks_like_html
 from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_cookies, get_text, guarded
+from services.lease import Lease, Leases
 from services.sectors import BUNDLED_HOLDINGS, parse_holdings
 from services.sql import Connection
 from services.storage import Database
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 DAY_SECONDS = 86_400.0
 ARCHIVE, BATCHES, SNAPSHOT, STATE = "holdings_archive", "member_refresh_batches", "member_snapshot", "member_refresh"
+CLOSES, CLOSE_BATCHES = "member_closes", "member_close_batches"  # services.members._closes
 QUOTE_PATH = "/v7/finance/quote"
 CRUMB_PATH = "/v1/test/getcrumb"
 YAHOO_COOKIE_URL = "https://fc.yahoo.com"
@@ -100,19 +102,32 @@ async def latest_holdings(database: Database) -> ArchivedHoldings | None:
     return await database.run(read)
 
 
-async def live_key(database: Database) -> tuple[str | None, str, str | None]:
-    """(the complete snapshot's day, the last refresh's error, the newest archived holdings date): cheap to read,
-    and it changes whenever what the live answers use changes."""
+class LiveKey(NamedTuple):
+    """What the live answers use, cheap to read: it changes whenever they would change."""
 
-    def read(db: Connection) -> tuple[str | None, str, str | None]:
+    day: str | None  # the complete fundamentals snapshot's day
+    error: str  # the last fundamentals refresh's error ("" when it completed)
+    archived: str | None  # the newest archived holdings date
+    closes_day: str | None  # the last live member close (services.members._closes)
+    closes_refreshed: str | None  # the day of the last closes refresh, complete or not
+    closes_error: str  # its error ("" when it completed)
+
+
+async def live_key(database: Database) -> LiveKey:
+    def read(db: Connection) -> LiveKey:
         def one(sql: str) -> Any:
             row = next(iter(db.query(sql)), None)
             return None if row is None else next(iter(row.values()))
 
-        day = one(f"select day from {SNAPSHOT} limit 1")  # the schema ladder made every table
-        error = one(f"select error from {STATE} where id = 1") or ""
-        archived = one(f"select max(as_of) from {ARCHIVE}")
-        return day, error, archived
+        closes = next(iter(db.query(f"select day, error from {STATE} where id = 2")), None)
+        return LiveKey(
+            day=one(f"select day from {SNAPSHOT} limit 1"),  # the schema ladder made every table
+            error=one(f"select error from {STATE} where id = 1") or "",
+            archived=one(f"select max(as_of) from {ARCHIVE}"),
+            closes_day=one(f"select max(day) from {CLOSES}"),
+            closes_refreshed=None if closes is None else closes["day"],
+            closes_error="" if closes is None else closes["error"] or "",
+        )
 
     return await database.run(read)
 
@@ -165,27 +180,36 @@ class MemberRefresh:
         n = self.batch_size
         return [self.symbols[i: i + n] for i in range(0, len(self.symbols), n)]
 
+    # the hooks a refresh of another kind overrides (services.members._closes.CloseRefresh)
+    name, batch_table, state_id = "member refresh", BATCHES, 1
+
     async def run(self, day: date) -> bool:
         """Refresh `day`: the batches not yet done today, then the complete snapshot. True when complete."""
         batches = self.batches()
-        done = await self.database.run(lambda db: _done_batches(db, day))
+        done = await self.database.run(lambda db: _done_batches(db, day, self.batch_table))
         todo = [i for i in range(len(batches)) if i not in done]
-        log.info("member refresh %s: %d of %d batches done, %d to go", day, len(done), len(batches), len(todo))
+        log.info("%s %s: %d of %d batches done, %d to go", self.name, day, len(done), len(batches), len(todo))
         for n, i in enumerate(todo):
             if n:
                 await asyncio.sleep(self.pause)
             try:
                 rows = await self._fetch(batches[i])
             except ProviderError as exc:
-                log.warning("member refresh %s: batch %d of %d failed (%s); the next run resumes there",
-                            day, i + 1, len(batches), exc)
-                error = f"batch {i + 1} failed: {exc}"
-                await self.database.run(partial(_set_state, day=day, error=error))
+                log.warning("%s %s: batch %d of %d failed (%s); the next run resumes there",
+                            self.name, day, i + 1, len(batches), exc)
+                await self.fail(day, f"batch {i + 1} failed: {exc}")
                 return False
-            await self.database.run(partial(_store_batch, day=day, batch=i, rows=rows))
-            log.info("member refresh %s: batch %d of %d, %d quotes", day, i + 1, len(batches), len(rows))
+            await self.database.run(partial(_store_batch, day=day, batch=i, rows=rows, table=self.batch_table))
+            log.info("%s %s: batch %d of %d, %d rows", self.name, day, i + 1, len(batches), len(rows))
+        return await self.complete(day)
+
+    async def fail(self, day: date, error: str) -> None:
+        await self.database.run(partial(_set_state, day=day, error=error, id=self.state_id))
+
+    async def complete(self, day: date) -> bool:
+        """Every batch of `day` is in: make them the snapshot. True when that succeeded."""
         await self.database.run(lambda db: _complete(db, day))
-        log.info("member refresh %s: complete snapshot of %d symbols", day, len(self.symbols))
+        log.info("%s %s: complete snapshot of %d symbols", self.name, day, len(self.symbols))
         return True
 
     async def crumb(self, renew: bool = False) -> tuple[str, str]:
@@ -202,19 +226,21 @@ class MemberRefresh:
             log.info("member refresh: new Yahoo crumb")
         return self._crumb
 
-    async def _quotes(self, batch: Sequence[str]) -> str:
-        """One quote request with the session's crumb; on a 401 (the crumb expired) a new crumb, once."""
-        async def ask(crumb: str, cookie: str) -> str:
-            params = {"symbols": ",".join(batch), "fields": ",".join(QUOTE_FIELDS), "crumb": crumb}
-            return await get_text(self.session, self.url, params, self.timeout, {"Cookie": cookie})
+    async def ask(self, url: str, params: dict[str, str]) -> str:
+        """One Yahoo request with the session's crumb; on a 401 (the crumb expired) a new crumb, once."""
+        async def once(crumb: str, cookie: str) -> str:
+            return await get_text(self.session, url, {**params, "crumb": crumb}, self.timeout, {"Cookie": cookie})
 
         try:
-            return await ask(*await self.crumb())
+            return await once(*await self.crumb())
         except ProviderError as exc:
             if exc.status != 401:
                 raise
-            log.info("member refresh: quote answered 401, renewing the crumb")
-        return await ask(*await self.crumb(renew=True))
+            log.info("%s: Yahoo answered 401, renewing the crumb", self.name)
+        return await once(*await self.crumb(renew=True))
+
+    async def _quotes(self, batch: Sequence[str]) -> str:
+        return await self.ask(self.url, {"symbols": ",".join(batch), "fields": ",".join(QUOTE_FIELDS)})
 
     async def _fetch(self, batch: Sequence[str]) -> list[dict[str, Any]]:
         async def call() -> list[dict[str, Any]]:
@@ -234,7 +260,7 @@ async def member_snapshot(database: Database) -> MemberSnapshot:
     """The last complete live snapshot, stale when a later refresh failed or is unfinished; day None if none."""
 
     def read(db: Connection) -> MemberSnapshot:
-        state = next(iter(db.query(f"select * from {STATE}")), None)
+        state = next(iter(db.query(f"select * from {STATE} where id = 1")), None)
         rows = pd.DataFrame(list(db.query(f"select * from {SNAPSHOT}")))
         pending = f"refresh of {state['day']} unfinished: {state['error']}" if state and state["error"] else ""
         if rows.empty:
@@ -247,18 +273,19 @@ async def member_snapshot(database: Database) -> MemberSnapshot:
     return await database.run(read)
 
 
-def _done_batches(db: Connection, day: date) -> set[int]:
-    return {r["batch"] for r in db.query(f"select batch from {BATCHES} where day = ?", [day.isoformat()])}
+def _done_batches(db: Connection, day: date, table: str = BATCHES) -> set[int]:
+    return {r["batch"] for r in db.query(f"select batch from {table} where day = ?", [day.isoformat()])}
 
 
-def _store_batch(db: Connection, day: date, batch: int, rows: list[dict[str, Any]]) -> None:
-    db.execute(f"insert into {BATCHES} (day, batch, rows) values (?, ?, ?) on conflict (day, batch) do update "
+def _store_batch(db: Connection, day: date, batch: int, rows: object, table: str = BATCHES) -> None:
+    db.execute(f"insert into {table} (day, batch, rows) values (?, ?, ?) on conflict (day, batch) do update "
                "set rows = excluded.rows", [day.isoformat(), batch, json.dumps(rows)])
 
 
-def _set_state(db: Connection, day: date, error: str) -> None:
-    db.execute(f"insert into {STATE} (id, day, error) values (1, ?, ?) on conflict (id) do update "
-               "set day = excluded.day, error = excluded.error", [day.isoformat(), error])
+def _set_state(db: Connection, day: date, error: str, id: int = 1) -> None:
+    """The refresh's state row: id 1 the fundamentals, 2 the closes (services.members._closes)."""
+    db.execute(f"insert into {STATE} (id, day, error) values (?, ?, ?) on conflict (id) do update "
+               "set day = excluded.day, error = excluded.error", [id, day.isoformat(), error])
 
 
 def _complete(db: Connection, day: date) -> None:
@@ -276,12 +303,36 @@ def _complete(db: Connection, day: date) -> None:
     _set_state(db, day, "")
 
 
-async def daily_refresh(documents: Documents, database: Database, symbols: Sequence[str], day: date, *,
-                        holdings_url: str, yahoo_base_url: str, yahoo_cookie_url: str = YAHOO_COOKIE_URL) -> bool:
-    """The daily job: archive today's holdings file, then refresh (or resume) the members' snapshot of `day`.
-    True when the snapshot is complete. Needs live documents (their session is the one used)."""
-    assert documents.session is not None, "the member refresh needs a live provider"
-    await archive_holdings(documents, database, holdings_url)
-    refresh = MemberRefresh(documents.session, database, symbols, base_url=yahoo_base_url,
-                            cookie_url=yahoo_cookie_url, sources=documents.sources)
-    return await refresh.run(day)
+REFRESH_LEASE = 60.0  # seconds the daily refresh's lease lasts unrenewed (its holder renews it while it runs)
+REFRESH_POLL = 0.5  # seconds between a waiting process's looks at the holder's lease
+
+
+async def refresh_lease(leases: Leases, database: Database, day: date) -> Lease | None:
+    """The lease of `day`'s refresh, once no other process holds it; None when there is nothing to run: the day's
+    fundamentals and closes are complete, or this process waited for another that ran the day (complete or not:
+    as with one process, a failed day is tried at the next call, not at once by every waiter). A call that finds
+    the day failed earlier and nobody at it runs it again (resuming). Without leases (SQLite): the lease at once."""
+    name = f"member-refresh:{day.isoformat()}"
+    if not leases.enabled:
+        return await leases.take(name, REFRESH_LEASE)
+
+    def state(db: Connection) -> tuple[bool, bool]:
+        """(the fundamentals ran on `day`, fundamentals and closes both completed on `day`)."""
+        rows = {r["id"]: r for r in db.query(f"select id, day, error from {STATE} where id in (1, 2)")}
+        ran = {k: r["day"] == day.isoformat() for k, r in rows.items()}
+        done = all(ran.get(k) and not rows[k]["error"] for k in (1, 2))
+        return ran.get(1, False), done
+
+    waited = False
+    while True:
+        ran, done = await database.run(state)
+        if done or (waited and ran):
+            return None
+        if (lease := await leases.take(name, REFRESH_LEASE)) is not None:
+            ran, done = await database.run(state)  # read again under the lease: the holder may have just let go
+            if done or (waited and ran):
+                await leases.release(lease)
+                return None
+            return lease
+        waited = True
+        await asyncio.sleep(REFRESH_POLL)

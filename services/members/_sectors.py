@@ -17,7 +17,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
-from services.members._data import CLOSES_SOURCE, MemberData
+from services.members._data import MemberData
 from services.sectors import PERIODS, period_start
 
 ALL = "All members"
@@ -56,7 +56,8 @@ def _start_row(data: MemberData, end: date, period: str) -> int | None:
 
 def _sector(name: str, weights: np.ndarray, closes: np.ndarray, base: np.ndarray, end: int,
             starts: dict[str, int | None]) -> MemberSector:
-    """One sector from its members' weights, closes (dates x members) and closes on the holdings date."""
+    """One sector from its members' weights, closes (sessions x members; `end` and `starts` are rows of it) and
+    closes on the holdings date."""
     returns: dict[str, float | None] = {}
     coverage: dict[str, float] = {}
     counted: dict[str, int] = {}
@@ -67,7 +68,7 @@ def _sector(name: str, weights: np.ndarray, closes: np.ndarray, base: np.ndarray
         ok = np.isfinite(closes[start]) & np.isfinite(closes[end]) & np.isfinite(base)
         shares = weights[ok] / base[ok]
         value_end, value_start = float(np.sum(shares * closes[end, ok])), float(np.sum(shares * closes[start, ok]))
-        returns[period] = (value_end / value_start - 1) * 100 if ok.any() else None
+        returns[period] = (value_end / value_start - 1) * 100 if value_start > 0 else None  # 0: weightless
         coverage[period] = float(weights[ok].sum() / weights.sum())
         counted[period] = int(ok.sum())
     return MemberSector(name, float(weights.sum()), len(weights), returns, coverage, counted)
@@ -84,22 +85,26 @@ def member_sectors(data: MemberData, as_of: date | None = None) -> MemberSectors
     end_day = data.day(end)
     starts = {p: _start_row(data, end_day, p) for p in PERIODS}
     base_row = data.session(min(data.holdings_as_of, data.as_of))  # an archived file newer than the closes
+    rows = sorted({end, base_row, *(r for r in starts.values() if r is not None)})  # the sessions read
+    at = {row: i for i, row in enumerate(rows)}
     iwm = data.members[data.members["in_iwm"]]
     position = {s: i for i, s in enumerate(data.symbols)}
-    nan = np.full(len(data.dates), np.nan, dtype=np.float32)
-    closes = np.column_stack([data.closes[:, position[s]] if s in position else nan for s in iwm.index])
-    closes = closes.astype(np.float64)
+    picked = np.asarray(data.closes[rows], dtype=np.float64)  # len(rows) x symbols
+    column = np.array([position.get(s, -1) for s in iwm.index], dtype=np.intp)
+    closes = np.where(column >= 0, picked[:, column], np.nan)  # a member without closes: NaN
+    local = {p: None if r is None else at[r] for p, r in starts.items()}
+    base = closes[at[base_row]]
     weights = iwm["weight"].to_numpy(dtype=float)
     sector = iwm["holdings_sector"].to_numpy()
     lines = []
     for name in iwm.groupby("holdings_sector")["weight"].sum().sort_values(ascending=False).index:
         mine = sector == name
-        lines.append(_sector(str(name), weights[mine], closes[:, mine], closes[base_row, mine], end, starts))
+        lines.append(_sector(str(name), weights[mine], closes[:, mine], base[mine], at[end], local))
     return MemberSectors(
         as_of=end_day, requested=as_of,
         period_starts={p: None if r is None else data.day(r) for p, r in starts.items()},
-        sectors=tuple(lines), total=_sector(ALL, weights, closes, closes[base_row], end, starts),
+        sectors=tuple(lines), total=_sector(ALL, weights, closes, base, at[end], local),
         holdings_as_of=data.holdings_as_of,
-        source=f"{CLOSES_SOURCE}; iShares IWM holdings {data.holdings_as_of}{_archived(data)}",
+        source=f"{data.closes_source}; iShares IWM holdings {data.holdings_as_of}{_archived(data)}",
         method=METHOD, caveat=data.survivorship(),
     )

@@ -11,6 +11,8 @@ margin / P/S and losses cut total earnings (no figure when total earnings are no
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
@@ -126,9 +128,24 @@ def _ratio(small: float | None, large: float | None) -> float | None:
     return None if small is None or large is None else small / large
 
 
+_cache: weakref.WeakKeyDictionary[MemberData, dict[date | None, MemberValuation]] = weakref.WeakKeyDictionary()
+_lock = threading.Lock()
+
+
 def member_valuation(data: MemberData, as_of: date | None = None) -> MemberValuation:
     """The Russell 2000 (IWM) and S&P 500 valued from their members' fundamentals as of `as_of` (default: the
-    latest dump); InputError outside the dumps."""
+    latest dump); InputError outside the dumps. Computed once per member data and as_of (kept while that data
+    is: a snapshot's figures never change)."""
+    known = _cache.get(data, {})
+    if as_of in known:
+        return known[as_of]
+    valuation = _valuation(data, as_of)
+    with _lock:
+        _cache.setdefault(data, {})[as_of] = valuation
+    return valuation
+
+
+def _valuation(data: MemberData, as_of: date | None) -> MemberValuation:
     day, rows = data.snapshot(as_of)
     small = index_valuation(rows[rows["in_iwm"]], "IWM")
     large = index_valuation(rows[rows["in_sp500"]], "SP500")

@@ -19,10 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Union
 
 from services.schema import _v1
 from services.sql import display_url, postgres_ddl
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class SchemaError(RuntimeError):
@@ -67,6 +70,27 @@ CREATE TABLE IF NOT EXISTS community_erasures (
         "ALTER TABLE member_snapshot ADD COLUMN eps_ttm REAL",
         "ALTER TABLE member_snapshot ADD COLUMN shares_outstanding REAL",
     )),
+    Migration(6, "member closes: daily closes from Yahoo's spark after the bundled ones, and the refresh's batches", (
+        """CREATE TABLE member_closes (
+    symbol TEXT NOT NULL,
+    day TEXT NOT NULL,
+    close REAL NOT NULL,
+    PRIMARY KEY (symbol, day)
+)""",
+        """CREATE TABLE member_close_batches (
+    day TEXT NOT NULL,
+    batch INTEGER NOT NULL,
+    rows TEXT NOT NULL,
+    PRIMARY KEY (day, batch)
+)""",
+    )),
+    Migration(7, "leases: one process at a time fetches a key or runs the daily refresh (services.lease)", ("""
+CREATE TABLE leases (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    error TEXT
+)""",)),
 )
 CURRENT_VERSION = MIGRATIONS[-1].version
 
@@ -80,10 +104,7 @@ VERSION_TABLE = """CREATE TABLE IF NOT EXISTS schema_version (
 # pg_advisory_xact_lock key of the ladder: two processes never climb it at once (any 64-bit constant; "smallcap")
 MIGRATION_LOCK = 0x736D616C6C636170
 
-if TYPE_CHECKING:  # psycopg is imported only to open a PostgreSQL database (services.storage)
-    import psycopg
-
-    AnyConnection = sqlite3.Connection | psycopg.Connection
+AnyConnection = Union[sqlite3.Connection, "psycopg.Connection"]  # psycopg is imported only for PostgreSQL
 
 
 def file_name(conn: AnyConnection) -> str:

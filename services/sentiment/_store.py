@@ -4,7 +4,7 @@ retention."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Set
+from collections.abc import Collection, Mapping, Set
 from datetime import UTC, datetime, time, timedelta
 
 from services.errors import InputError, is_whole
@@ -299,12 +299,13 @@ class SentimentStore:
             "SELECT * FROM sentiment_schedules WHERE guild_id = ? ORDER BY channel_id", [guild_id])))
         return [Schedule.from_row(r) for r in rows]
 
-    async def due_schedules(self, now: datetime) -> list[Schedule]:
+    async def due_schedules(self, now: datetime, guilds: Collection[int] | None = None) -> list[Schedule]:
         """Schedules whose weekly time has come, each claimed for this week so it opens at most once a week.
 
         Due means: the latest occurrence is after the schedule was set, not yet opened, and at most
         SCHEDULE_GRACE ago (after a long outage the missed week is skipped rather than opened days late).
-        If posting fails, `release_schedule` gives the week back.
+        If posting fails, `release_schedule` gives the week back. `guilds`: only these (a shard process claims
+        its own guilds' schedules, never another process's).
         """
         now = now.astimezone(UTC)
 
@@ -313,6 +314,8 @@ class SentimentStore:
             with d.atomic():
                 for row in d.query("SELECT * FROM sentiment_schedules ORDER BY id"):
                     schedule = Schedule.from_row(row)
+                    if guilds is not None and schedule.guild_id not in guilds:
+                        continue
                     at = schedule.occurrence(now)
                     opened = schedule.last_opened_on
                     if at <= schedule.created_at or now - at > SCHEDULE_GRACE or (opened and opened >= at.date()):

@@ -10,7 +10,7 @@ import asyncio
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,3 +112,34 @@ def yahoo_chart_body(frame: pd.DataFrame, symbol: str) -> str:
     result = {"meta": meta, "timestamp": [int(t.timestamp()) for t in opens],
               "indicators": {"quote": [quote], "adjclose": [{"adjclose": column("adj_close")}]}}
     return json.dumps({"chart": {"result": [result], "error": None}})
+
+
+# a batch of symbols none of which Yahoo knows (HTTP 404)
+SPARK_NOT_FOUND = json.dumps({"spark": {"result": None, "error": {"code": "Not Found",
+                                                                    "description": "No data found for spark symbols"}}})
+
+
+def yahoo_spark_body(closes: Mapping[str, pd.Series | None], range_: str = "1mo") -> str:
+    """Daily closes as Yahoo's v7 spark answers a batch: `{"spark": {"result": [{"symbol", "response": [chart]}],
+    "error": null}}`, one result per symbol of `closes` in turn (leave a symbol out for one Yahoo does not know: it
+    is simply not there). Each chart is in the shape of the real v8 sample: its meta with this symbol, the last
+    close, the range and a daily granularity; a timestamp per session at 09:30 New York time;
+    `indicators.quote[0].close` with null where the close is NaN. A symbol given None has no bars in the range
+    (a halted one): its chart is the meta and an empty quote, no timestamps."""
+    sample = json.loads(YAHOO_SAMPLE.read_text())["chart"]["result"][0]["meta"]
+    results = []
+    for symbol, series in closes.items():
+        meta = {**sample, "symbol": symbol, "longName": symbol, "shortName": symbol, "range": range_,
+                "dataGranularity": "1d"}
+        if series is None:
+            results.append({"symbol": symbol, "response": [{"meta": meta, "indicators": {"quote": [{}]}}]})
+            continue
+        opens = pd.DatetimeIndex(series.index).tz_localize("America/New_York") + pd.Timedelta(hours=9, minutes=30)
+        values = [None if math.isnan(v) else float(v) for v in series.tolist()]
+        last = next((v for v in reversed(values) if v is not None), None)
+        meta.update(regularMarketPrice=last, chartPreviousClose=values[0],
+                    regularMarketTime=int(opens[-1].timestamp()) + 23400)
+        results.append({"symbol": symbol, "response": [{
+            "meta": meta, "timestamp": [int(t.timestamp()) for t in opens],
+            "indicators": {"quote": [{"close": values}]}}]})
+    return json.dumps({"spark": {"result": results, "error": None}})

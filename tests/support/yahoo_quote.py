@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 from aiohttp import web
 
+from tests.support.member_files import dump_rows
 from tests.support.provider_server import ProviderServer, Reply
 
-DATA = Path(__file__).parents[2] / "services" / "data" / "members" / "fundamentals.csv.gz"
-RAW = pd.read_csv(DATA, dtype={"symbol": str}).dropna(subset=["dump"])
+RAW = dump_rows()  # the bundled fundamentals
 PRICE = 50.0  # the quote's price is not in the dumps: shares = market cap / PRICE, EPS = net income / shares
 KEYS = {"market_cap": "marketCap", "trailing_pe": "trailingPE", "forward_pe": "forwardPE",
         "price_to_book": "priceToBook", "price_to_sales": "priceToSalesTrailing12Months"}
@@ -65,14 +64,16 @@ class YahooSession:
     """Yahoo's session on the provider server, as the real one behaves: GET / (fc.yahoo.com) answers 404 with a
     Set-Cookie A3, GET /v1/test/getcrumb with that cookie answers the crumb as text/plain, and the quote endpoint
     answers 401 "Invalid Crumb" unless the request carries both. `expire()` makes the current crumb invalid (Yahoo
-    rotates crumbs), so the next quote request gets a 401 until a new crumb is fetched."""
+    rotates crumbs), so the next quote (or spark) request gets a 401 until a new crumb is fetched."""
 
-    def __init__(self, server: ProviderServer, quote_path: str = "/v7/finance/quote") -> None:
+    def __init__(self, server: ProviderServer,
+                 paths: tuple[str, ...] = ("/v7/finance/quote", "/v7/finance/spark")) -> None:
         self.generation = 1
         self.cookie_url = f"{server.url}/"
         server.handle("/", self._cookie)
         server.handle("/v1/test/getcrumb", self._crumb)
-        server.handle(quote_path, self._quote)
+        for path in paths:
+            server.handle(path, self._quote)
 
     @property
     def crumb(self) -> str:
