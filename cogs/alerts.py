@@ -52,7 +52,6 @@ from services.alerts import (
 )
 from services.config import ConfigError, Zones
 from services.errors import InputError
-from services.pacing import RateLimiter, alert_post_rate
 from services.swing_levels import RULE, derived_answer
 
 if TYPE_CHECKING:
@@ -126,12 +125,6 @@ class Alerts(IwmCog):
         """Each event's post and chart, prepared once (made on first use: parsing commands needs no resources)."""
         return PostCache(self.bot.resources.market, self.bot.resources.renderer,
                          members_database=live_database(self.bot))
-
-    @functools.cached_property
-    def pace(self) -> RateLimiter:
-        """Alert posts of every guild share one pace, under Discord's global limit (services.pacing)."""
-        settings = self.bot.settings
-        return RateLimiter(alert_post_rate(settings.shard_ids, settings.shard_count))
 
     @property
     def store(self) -> AlertStore:
@@ -248,8 +241,7 @@ class Alerts(IwmCog):
 
     async def send(self, channel_id: int, role_id: int | None, event: Event, zones: Zones) -> int:
         channel = await self._channel(channel_id)
-        prepared = await self.posts.get(event, zones)
-        await self.pace.acquire()
+        prepared = await self.posts.get(event, zones)  # paced under Discord's global limit with every request: app.py
         try:
             message = await channel.send(
                 content=f"<@&{role_id}>" if role_id else None,
@@ -294,14 +286,18 @@ class Alerts(IwmCog):
         """Post the events of the session `through` to every subscribed channel of this process's guilds."""
         frame = (await self.bot.resources.market.bars("IWM")).frame
         memo: Detections = {}
-        gate = asyncio.Semaphore(GUILDS_AT_ONCE)
+        guilds = iter(self.my_guild_ids(await self.store.guild_ids()))
+        posted = 0
 
-        async def one(guild_id: int) -> int:
-            async with gate:
+        async def worker() -> None:
+            # GUILDS_AT_ONCE workers take the guilds in turn, rather than a task per guild waiting on a semaphore:
+            # 2,000 tasks live for the whole fan-out are garbage for every collection to walk.
+            nonlocal posted
+            for guild_id in guilds:
                 results = await check_close(self.store, guild_id, frame, through, self.send, memo=memo)
-                return sum(r.status == "sent" for r in results)
+                posted += sum(r.status == "sent" for r in results)
 
-        posted = sum(await asyncio.gather(*(one(g) for g in self.my_guild_ids(await self.store.guild_ids()))))
+        await asyncio.gather(*(worker() for _ in range(GUILDS_AT_ONCE)))
         self._last_close_checked = through
         return posted
 

@@ -2,16 +2,23 @@
 
 Discord allows a bot 50 requests a second across all its shards and processes (its "global" limit). discord.py
 waits out a 429 after the fact, but a fan-out of thousands of alert posts that runs into the limit gets dozens of
-429s, and enough of them in ten minutes gets the bot's IP banned for an hour. So alert posts are paced below it.
+429s, and enough of them in ten minutes gets the bot's IP banned for an hour. So every request that counts is paced
+below it, in aiohttp itself (`paced_requests`): retries too. Pacing only the alert posts was not enough: after a
+global 429 discord.py holds every request until the limit resets, then lets them all go at once, outside any pace,
+and that burst drew the next 429s (bench: alert_fanout, 1,000 of them under load).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from types import SimpleNamespace
+
+import aiohttp
 
 DISCORD_GLOBAL_PER_SECOND = 50.0
-ALERT_SHARE = 0.95  # of the global limit for alert posts; the rest stays free for commands and the log
+SHARE = 0.95  # of the global limit: the rest is room for jitter between the bot's clock and Discord's
 
 
 class RateLimiter:
@@ -36,9 +43,37 @@ class RateLimiter:
                 await asyncio.sleep(slot - now)
             self._next = slot + self.interval
 
+    def hold(self, seconds: float) -> None:
+        """No slot for `seconds` from now: the platform said to wait (a global 429's retry_after)."""
+        self._next = max(self._next, time.monotonic() + seconds)
 
-def alert_post_rate(shard_ids: tuple[int, ...] | None, shard_count: int | None) -> float:
-    """This process's alert posts a second: its shards' share of the bot-wide limit (every process of a bot
+
+def process_rate(shard_ids: tuple[int, ...] | None, shard_count: int | None) -> float:
+    """This process's requests a second: its shards' share of the bot-wide limit (every process of a bot
     shares one global limit, so with shards 0-1 of 4 a process takes half)."""
     share = 1.0 if not shard_count or shard_ids is None else len(shard_ids) / shard_count
-    return DISCORD_GLOBAL_PER_SECOND * ALERT_SHARE * share
+    return DISCORD_GLOBAL_PER_SECOND * SHARE * share
+
+
+def paced_requests(limiter: RateLimiter, counted: Callable[[str], bool]) -> aiohttp.TraceConfig:
+    """An aiohttp trace that holds each request whose URL is `counted` until `limiter` gives it a slot (aiohttp
+    awaits its trace callbacks before it sends a request). A global 429 holds every slot for its `retry_after`, as
+    Discord asks: discord.py holds only the requests it has not started, so the paced ones already past its check
+    drew a 429 each until the limit's second had room again."""
+
+    async def on_request_start(session: aiohttp.ClientSession, context: SimpleNamespace,
+                               params: aiohttp.TraceRequestStartParams) -> None:
+        if counted(str(params.url)):
+            await limiter.acquire()
+
+    async def on_request_end(session: aiohttp.ClientSession, context: SimpleNamespace,
+                             params: aiohttp.TraceRequestEndParams) -> None:
+        response = params.response
+        if response.status == 429 and response.headers.get("X-RateLimit-Global") and counted(str(params.url)):
+            body = await response.json()  # aiohttp keeps the body: discord.py reads the same one after
+            limiter.hold(float(body.get("retry_after", 1.0)))
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_start.append(on_request_start)
+    trace.on_request_end.append(on_request_end)
+    return trace

@@ -10,8 +10,10 @@ from datetime import date
 from typing import Any
 
 import aiohttp
+import discord
 
-from services.pacing import DISCORD_GLOBAL_PER_SECOND, RateLimiter, alert_post_rate
+from app import counted_by_discord
+from services.pacing import DISCORD_GLOBAL_PER_SECOND, RateLimiter, process_rate
 from tests.support.local_discord import LocalDiscord
 
 BREAKOUT_DAY = date(2025, 10, 3)  # IWM's first close above the article's resistance zone (tests/test_discord_alerts)
@@ -78,7 +80,30 @@ async def test_the_pace_never_runs_ahead_of_its_rate() -> None:
 
 
 def test_each_process_takes_its_shards_share_of_the_global_limit() -> None:
-    whole = alert_post_rate(None, None)
+    whole = process_rate(None, None)
     assert whole < DISCORD_GLOBAL_PER_SECOND
-    assert alert_post_rate((0, 1), 4) == whole / 2
-    assert alert_post_rate((2,), 4) == whole / 4
+    assert process_rate((0, 1), 4) == whole / 2
+    assert process_rate((2,), 4) == whole / 4
+
+
+def test_every_request_under_discords_global_limit_is_paced_and_only_those() -> None:
+    """Discord exempts interaction callbacks and webhooks (followups) from its global limit; the gateway and the
+    CDN are other hosts."""
+    base = discord.http.Route.BASE
+    assert counted_by_discord(f"{base}/channels/1/messages")
+    assert counted_by_discord(f"{base}/applications/1/guilds/2/commands")
+    assert not counted_by_discord(f"{base}/interactions/1/tok.en/callback")
+    assert not counted_by_discord(f"{base}/webhooks/1/tok.en/messages/@original")
+    assert not counted_by_discord("wss://gateway.discord.gg/?v=10&encoding=json")
+    assert not counted_by_discord("https://cdn.discordapp.com/attachments/1/2/iwm.png")
+
+
+async def test_a_hold_keeps_every_slot_back_for_its_time() -> None:
+    """A global 429's retry_after holds the pace: the next slot comes no sooner."""
+    limiter = RateLimiter(200.0)
+    loop = asyncio.get_running_loop()
+    await limiter.acquire()
+    limiter.hold(0.05)
+    start = loop.time()
+    await limiter.acquire()
+    assert loop.time() - start >= 0.05 - 1e-3

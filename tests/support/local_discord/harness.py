@@ -7,16 +7,26 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager, suppress
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 import yarl
 
-from tests.support.local_discord.server import LocalDiscord
+
+class Served(Protocol):
+    """What a bot needs of a local Discord to run against it: a LocalDiscord, or one served by another process
+    (bench/discord_process.py)."""
+
+    @property
+    def token(self) -> str: ...
+    @property
+    def api_url(self) -> str: ...
+    @property
+    def gateway_url(self) -> str: ...
 
 
 @contextmanager
-def pointed_at(local: LocalDiscord) -> Iterator[None]:
+def pointed_at(local: Served) -> Iterator[None]:
     """Point discord.py's REST base URL and gateway at the local Discord; restore them afterwards."""
     saved = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     discord.http.Route.BASE = local.api_url
@@ -28,7 +38,7 @@ def pointed_at(local: LocalDiscord) -> Iterator[None]:
 
 
 @asynccontextmanager
-async def smallcaps_bot(local: LocalDiscord, env: Mapping[str, str]) -> AsyncIterator[Any]:
+async def smallcaps_bot(local: Served, env: Mapping[str, str]) -> AsyncIterator[Any]:
     """The real SmallcapsBot, built as app.py builds it (settings from `env` plus the local token, then
     `open_resources`), running against the local Discord until the block ends."""
     from app import SmallcapsBot, open_resources
@@ -41,7 +51,7 @@ async def smallcaps_bot(local: LocalDiscord, env: Mapping[str, str]) -> AsyncIte
 
 
 @asynccontextmanager
-async def run_bot(bot: discord.Client, local: LocalDiscord, *, timeout: float = 10.0) -> AsyncIterator[discord.Client]:
+async def run_bot(bot: discord.Client, local: Served, *, timeout: float = 10.0) -> AsyncIterator[discord.Client]:
     """Start `bot` against the local Discord (discord.py must already point at it), wait until ready, close after.
 
     Two discord.py waits meant for the real Discord are shortened: the 5 s pause before each IDENTIFY after the
@@ -61,7 +71,8 @@ async def run_bot(bot: discord.Client, local: LocalDiscord, *, timeout: float = 
                 task.result()  # raises what stopped the bot
                 raise RuntimeError("the bot stopped before it was ready")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"bot not ready after {timeout}s; requests: {local.requests}")
+                requests = getattr(local, "requests", "(served by another process)")
+                raise TimeoutError(f"bot not ready after {timeout}s; requests: {requests}")
             await asyncio.sleep(0.02)
         yield bot
     finally:

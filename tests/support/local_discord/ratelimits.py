@@ -13,6 +13,7 @@ Every 429 has `Retry-After` and `Via` (without `Via` discord.py takes a 429 for 
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import time
@@ -38,21 +39,26 @@ class RateLimits:
     route_window: float = 5.0
     global_429s: int = 0
     route_429s: int = 0
-    _recent: deque[float] = field(default_factory=deque)  # monotonic times of the last second's counted requests
+    _recent: deque[float] = field(default_factory=deque)  # monotonic times of the last seconds' counted requests
     _buckets: dict[str, Bucket] = field(default_factory=dict)
 
-    def check(self, method: str, path: str) -> tuple[dict[str, Any], dict[str, str]] | None:
-        """Count one request; (429 body, headers) if it is over a limit, else None (then `headers` for the answer)."""
+    def check(self, method: str, path: str,
+              arrived: float | None = None) -> tuple[dict[str, Any], dict[str, str]] | None:
+        """Count one request, as of when it `arrived` (time.monotonic(); default now): (429 body, headers) if it is
+        over a limit, else None (then `headers` for the answer). Discord counts a request when it arrives, not when
+        its upload is read: a busy local Discord that reads several uploads at once has not seen a burst."""
         if EXEMPT.match(path):
             return None
-        now = time.monotonic()
-        while self._recent and now - self._recent[0] >= 1.0:
-            self._recent.popleft()
-        if len(self._recent) >= self.global_per_second:
+        now = time.monotonic() if arrived is None else arrived
+        recent = self._recent  # sorted: a request may be counted after one that arrived later
+        while recent and now - recent[0] >= 2.0:
+            recent.popleft()
+        first = bisect.bisect_right(recent, now - 1.0)  # the requests of the second up to `now`
+        if bisect.bisect_right(recent, now) - first >= self.global_per_second:
             self.global_429s += 1
-            retry = max(0.001, 1.0 - (now - self._recent[0]))
+            retry = max(0.001, 1.0 - (now - recent[first]))
             return self._limited(retry, True, {"X-RateLimit-Global": "true", "X-RateLimit-Scope": "global"})
-        self._recent.append(now)
+        bisect.insort(recent, now)
         bucket = self._bucket(method, path, now)
         if bucket is None:
             return None

@@ -199,7 +199,8 @@ class Rest(DiscordState):
         return self._respond(rec, fault.status, fault.body or body, headers)
 
     def _over_rate_limit(self, rec: RecordedRequest) -> web.Response | None:
-        limited = self.rate_limits.check(rec.method, rec.path) if self.rate_limits is not None else None
+        limits = self.rate_limits
+        limited = limits.check(rec.method, rec.path, rec.received_at) if limits is not None else None
         return None if limited is None else self._respond(rec, 429, *limited)
 
     def _respond(
