@@ -10,6 +10,7 @@ the shared `Sources` registry, so `/iwm status` lists it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -75,6 +76,22 @@ def url_key(url: str, params: dict[str, str] | None = None) -> str:
 def looks_like_html(text: str) -> bool:
     head = text.lstrip("\ufeff \t\r\n")[:200].lower()
     return head.startswith("<") or "<html" in head or "<!doctype" in head
+
+
+def yahoo_envelope(text: str, key: str, what: str) -> Any:
+    """The object under `key` of a Yahoo JSON answer (`{"quoteResponse": {"result": ..., "error": null}}` and its
+    kin), with "result" and "error". ValueError, naming `what`, for an HTML page, a body of another shape or
+    Yahoo's error."""
+    if looks_like_html(text):
+        raise ValueError(f"HTML page instead of {what} JSON")
+    try:
+        inner = json.loads(text)[key]
+        error = inner.get("error")
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"malformed {what} response: {type(exc).__name__}") from exc
+    if error:
+        raise ValueError(f"{what} error: {error}")
+    return inner
 
 
 def _encode_document(document: Document, fetched_at: float) -> dict[str, Any]:

@@ -21,7 +21,6 @@ import asyncio
 import csv
 import functools
 import io
-import json
 import math
 from dataclasses import dataclass, replace
 from datetime import date
@@ -47,7 +46,7 @@ from services.charts import (
     new_figure,
     to_png,
 )
-from services.documents import Document, Documents, DocumentUnavailable, looks_like_html
+from services.documents import Document, Documents, DocumentUnavailable, yahoo_envelope
 from services.errors import InputError
 from services.members import MemberOrigin, MemberValuation, member_data, member_valuation
 from services.storage import Database
@@ -196,12 +195,8 @@ def _raw(block: dict, name: str) -> float | None:
 
 def parse_quote_summary(text: str) -> dict[str, float | None]:
     """A quoteSummary body -> {metric: value or None}. ValueError when it is not one."""
-    if looks_like_html(text):
-        raise ValueError("HTML page instead of quoteSummary JSON")
+    summary = yahoo_envelope(text, "quoteSummary", "quoteSummary")
     try:
-        summary = json.loads(text)["quoteSummary"]
-        if summary.get("error"):
-            raise ValueError(f"Yahoo error: {summary['error']}")
         result = summary["result"][0]
         detail = result.get("summaryDetail") or {}
         stats = result.get("defaultKeyStatistics") or {}

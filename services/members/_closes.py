@@ -41,7 +41,7 @@ import aiohttp
 import numpy as np
 import pandas as pd
 
-from services.documents import Documents, looks_like_html
+from services.documents import Documents, yahoo_envelope
 from services.http import DOCUMENTS, NotFound, ProviderError, Sources, guarded
 from services.lease import Leases
 from services.members._data import MemberData, load_member_data
@@ -81,12 +81,8 @@ def spark_range(day: date, anchor: date) -> str:
 def parse_spark(text: str) -> dict[str, list[tuple[str, float | None]]]:
     """A spark body -> per symbol that has closes, its (session ISO date, close or None) in order; a symbol whose
     chart has no bars is left out. ValueError when the body is not a spark answer."""
-    if looks_like_html(text):
-        raise ValueError("HTML page instead of spark JSON")
+    spark = yahoo_envelope(text, "spark", "spark")
     try:
-        spark = json.loads(text)["spark"]
-        if spark.get("error"):
-            raise ValueError(f"spark error: {spark['error']}")
         out: dict[str, list[tuple[str, float | None]]] = {}
         for item in spark["result"]:
             chart = (item.get("response") or [None])[0]
@@ -100,7 +96,7 @@ def parse_spark(text: str) -> dict[str, list[tuple[str, float | None]]]:
                 days[day] = _number(closes[i]) if i < len(closes) else None  # a repeated last bar: the later one
             out[str(item["symbol"])] = sorted(days.items())
         return out
-    except (KeyError, TypeError, IndexError, AttributeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, IndexError, AttributeError) as exc:
         raise ValueError(f"malformed spark response: {type(exc).__name__}") from exc
 
 

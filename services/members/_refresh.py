@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import aiohttp
 import pandas as pd
 
-from services.documents import Document, Documents, looks_like_html
+from services.documents import Document, Documents, yahoo_envelope
 from services.http import DOCUMENTS, ProviderError, Retry, Sources, get_cookies, get_text, guarded
 from services.lease import Lease, Leases
 from services.sectors import BUNDLED_HOLDINGS, parse_holdings
@@ -144,16 +144,11 @@ class MemberSnapshot:
 
 def parse_quotes(text: str) -> list[dict[str, Any]]:
     """A v7 quote body -> one row per symbol (symbol and the member field names). ValueError when it is not one."""
-    if looks_like_html(text):
-        raise ValueError("HTML page instead of quote JSON")
+    response = yahoo_envelope(text, "quoteResponse", "quote")
     try:
-        response = json.loads(text)["quoteResponse"]
-        if response.get("error"):
-            raise ValueError(f"quote error: {response['error']}")
-        results = response["result"]
         return [{"symbol": str(q["symbol"]),
-                 **{field: _number(q.get(key)) for key, field in QUOTE_FIELDS.items()}} for q in results]
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+                 **{field: _number(q.get(key)) for key, field in QUOTE_FIELDS.items()}} for q in response["result"]]
+    except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"malformed quote response: {type(exc).__name__}") from exc
 
 
